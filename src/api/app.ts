@@ -1,0 +1,51 @@
+import { randomUUID } from 'node:crypto';
+import express, { type Express } from 'express';
+import type { Daemon } from '../daemon.js';
+import { NotFoundError } from '../errors.js';
+import { errorHandler } from './errors.js';
+import { statusRoutes } from './routes/status.js';
+import { volumeRoutes } from './routes/volumes.js';
+
+/** `/api/v1.0` is what Elemento clients call; `/api/v1` is its alias. */
+export const API_VERSIONS = ['v1.0', 'v1'] as const;
+export const JSON_LIMIT = '1mb';
+
+/** The HTTP face of the daemon: one router per API area under each supported version. */
+export function createApp(daemon: Daemon): Express {
+  const log = daemon.log.child({ module: 'http' });
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('query parser', 'simple');
+
+  app.use((req, res, next) => {
+    const started = process.hrtime.bigint();
+    res.locals.requestId = randomUUID().slice(0, 8);
+    res.on('finish', () => {
+      const body = req.body as Record<string, unknown> | undefined;
+      const vid = body && typeof body === 'object' ? (body.volume_id ?? body.vid) : undefined;
+      log.info('request', {
+        method: req.method,
+        path: req.originalUrl,
+        status: res.statusCode,
+        ms: Number((process.hrtime.bigint() - started) / 1000n) / 1000,
+        ...(vid ? { vid } : {}),
+        requestId: res.locals.requestId,
+      });
+    });
+    next();
+  });
+
+  const api = express.Router();
+  api.use(express.json({ limit: JSON_LIMIT }));
+  api.use(statusRoutes(daemon));
+  api.use(volumeRoutes(daemon.ctx));
+  api.use((req, _res, next) => next(new NotFoundError(`no endpoint ${req.method} ${req.path}`)));
+  for (const version of API_VERSIONS) app.use(`/api/${version}`, api);
+
+  app.use('/api/:version', (req, _res, next) => {
+    next(new NotFoundError(`API version '${req.params.version}' is not supported; use one of: ${API_VERSIONS.join(', ')}`, { supported: API_VERSIONS }));
+  });
+  app.use((req, _res, next) => next(new NotFoundError(`no endpoint ${req.method} ${req.path}; the API is under /api/v1.0`)));
+  app.use(errorHandler(log));
+  return app;
+}

@@ -1,0 +1,34 @@
+import type { ErrorRequestHandler } from 'express';
+import { ApiError, BadRequestError, PayloadTooLargeError, translateErrno } from '../errors.js';
+import { errorFields, type Logger } from '../log.js';
+
+/** body-parser's own errors, turned into the catalogue's. */
+function fromBodyParser(err: { type?: string; status?: number; limit?: number }): ApiError | null {
+  if (err.type === 'entity.parse.failed') return new BadRequestError('request body is not valid JSON');
+  if (err.type === 'entity.too.large') return new PayloadTooLargeError(`request body is larger than the ${err.limit} bytes accepted`);
+  if (err.type === 'encoding.unsupported' || err.type === 'charset.unsupported') return new BadRequestError('request body encoding is not supported');
+  if (err.type === 'request.aborted') return new BadRequestError('request was aborted by the client');
+  if (err.status && err.status >= 400 && err.status < 500) return new BadRequestError('request could not be read');
+  return null;
+}
+
+/**
+ * The one error middleware: an ApiError becomes `{"error", "code", ...details}` with its status;
+ * anything else is a 500 whose body says only where to look, and whose stack goes to the log.
+ */
+export function errorHandler(log: Logger): ErrorRequestHandler {
+  return (raw, req, res, _next) => {
+    const err = (raw instanceof ApiError ? raw : (fromBodyParser(raw) ?? translateErrno(raw, 'this request'))) as unknown;
+    if (err instanceof ApiError && err.status < 500) {
+      res.status(err.status).json({ error: err.message, code: err.code, ...err.details });
+      return;
+    }
+    const id = (res.locals.requestId as string | undefined) ?? '-';
+    log.error('request failed', { method: req.method, path: req.path, requestId: id, ...errorFields(err) });
+    if (err instanceof ApiError) {
+      res.status(err.status).json({ error: err.message, code: err.code, ...err.details, request: id });
+      return;
+    }
+    res.status(500).json({ error: `internal error; the daemon's log has the details (request ${id})`, code: 'internal', request: id });
+  };
+}

@@ -1,0 +1,32 @@
+import { Router } from 'express';
+import type { Daemon } from '../../daemon.js';
+
+/** `GET /status`: roots and their quota use, skipped roots, broken volumes, the tools found. */
+export function statusRoutes(daemon: Daemon): Router {
+  const r = Router();
+  r.get('/status', (_req, res) => {
+    const { index } = daemon.ctx;
+    const broken = [...index.all()].filter((v) => v.problem).map((v) => ({ vid: v.uid, dir: v.dir, problem: v.problem }));
+    res.json({
+      mnt: daemon.config.mnt,
+      startedAt: daemon.startedAt.toISOString(),
+      volumes: index.size,
+      roots: index.rootList().map((root) => {
+        const usage = index.usage(root.path);
+        return {
+          path: root.path,
+          fileSystem: root.settings.fileSystem,
+          maxVolumes: root.settings.maxVolumes ?? null,
+          maxVolumeSize: root.settings.maxVolumeSize ?? null,
+          maxTotalSize: root.settings.maxTotalSize ?? null,
+          volumes: usage.volumes,
+          usedBytes: usage.bytes,
+        };
+      }),
+      skipped: index.skippedRoots(),
+      broken,
+      tools: daemon.tools(),
+    });
+  });
+  return r;
+}

@@ -1,0 +1,62 @@
+import path from 'node:path';
+import { validateOrThrow } from './schemas.js';
+
+export interface Config {
+  readonly port: number;
+  /** 127.0.0.1 unless told otherwise: without tokens the daemon trusts its callers. */
+  readonly host: string;
+  /** The mount directory whose roots hold the volumes. */
+  readonly mnt: string;
+  readonly logLevel: 'error' | 'warn' | 'info' | 'debug' | 'silent';
+  readonly logFormat?: 'json' | 'pretty';
+  /** A volume or root lock whose holder stopped refreshing it this long ago is stale (recovered). */
+  readonly lockStaleMs: number;
+  /** Full rescans of the tree on top of the watcher (network filesystems miss inotify events); 0 = never. */
+  readonly rescanIntervalMs: number;
+  /** The longest any external tool may run. */
+  readonly toolTimeoutMs: number;
+  /** Watch the tree for changes made by hand (off only in benchmarks of the baseline). */
+  readonly watch: boolean;
+}
+
+export const DEFAULT_PORT = 7772;
+export const DEFAULT_HOST = '127.0.0.1';
+
+/** Flags win over environment variables; both are optional. */
+export interface ConfigSources {
+  flags: { port?: string; host?: string; mnt?: string; logLevel?: string; logFormat?: string };
+  env: NodeJS.ProcessEnv;
+  /** The mount directory used when neither --mnt nor ELEMENTO_MNT says one. */
+  defaultMnt: string;
+}
+
+function intOrUndefined(name: string, value: string | undefined): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (!/^\d+$/.test(value)) throw new Error(`${name} must be a whole number, not '${value}'`);
+  return Number(value);
+}
+
+/** Builds the configuration, checks it against schemas/config.json and freezes it. */
+export function loadConfig({ flags, env, defaultMnt }: ConfigSources): Config {
+  const raw: Record<string, unknown> = {
+    port: intOrUndefined('the port', flags.port ?? env.ELEMENTO_PORT) ?? DEFAULT_PORT,
+    host: flags.host ?? env.ELEMENTO_HOST ?? DEFAULT_HOST,
+    mnt: path.resolve(flags.mnt ?? env.ELEMENTO_MNT ?? defaultMnt),
+    logLevel: flags.logLevel ?? env.ELEMENTO_LOG_LEVEL ?? 'info',
+    logFormat: flags.logFormat ?? env.ELEMENTO_LOG_FORMAT,
+    lockStaleMs: intOrUndefined('ELEMENTO_LOCK_STALE_MS', env.ELEMENTO_LOCK_STALE_MS),
+    rescanIntervalMs: intOrUndefined('ELEMENTO_RESCAN_MS', env.ELEMENTO_RESCAN_MS),
+    toolTimeoutMs: intOrUndefined('ELEMENTO_TOOL_TIMEOUT_MS', env.ELEMENTO_TOOL_TIMEOUT_MS),
+  };
+  for (const key of Object.keys(raw)) if (raw[key] === undefined) delete raw[key];
+  try {
+    return Object.freeze(validateOrThrow<Config>('config', raw));
+  } catch (err) {
+    throw new Error(`invalid configuration: ${(err as Error).message.replace('request was badly formatted. ', '')}`);
+  }
+}
+
+/** A full configuration for tests and embedding, with the defaults filled in. */
+export function configWith(overrides: Partial<Config> & { mnt: string }): Config {
+  return Object.freeze(validateOrThrow<Config>('config', { port: 0, host: DEFAULT_HOST, ...overrides }));
+}

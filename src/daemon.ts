@@ -1,0 +1,48 @@
+import type { Config } from './config.js';
+import type { Logger } from './log.js';
+import { LockManager } from './store/locks.js';
+import { Placement } from './store/placement.js';
+import { recoverVolume, sweepRoots } from './store/recovery.js';
+import { VolumeIndex } from './store/volume-index.js';
+import { QemuImg } from './tools/qemu-img.js';
+import { ExecaRunner, TOOL_NAMES, type CommandRunner } from './tools/runner.js';
+import type { StoreContext } from './volumes/context.js';
+
+/**
+ * The daemon without its HTTP face: the index, the locks, the tools, and the start-up sequence
+ * (sweep what a crash left, scan the tree, watch it).
+ */
+export class Daemon {
+  readonly ctx: StoreContext;
+  readonly startedAt = new Date();
+
+  constructor(
+    readonly config: Config,
+    readonly log: Logger,
+    runner: CommandRunner = new ExecaRunner(),
+  ) {
+    const qemuImg = new QemuImg(runner, config.toolTimeoutMs);
+    const locks = new LockManager(config.lockStaleMs, log.child({ module: 'locks' }));
+    locks.setRecovery((dir, markers) => recoverVolume(dir, markers, qemuImg, log.child({ module: 'recovery' })));
+    const index = new VolumeIndex(config.mnt, log.child({ module: 'index' }));
+    this.ctx = { config, log: log.child({ module: 'volumes' }), index, locks, placement: new Placement(index, locks), runner, qemuImg };
+  }
+
+  async start(): Promise<void> {
+    const { index, locks } = this.ctx;
+    await index.scanAll();
+    await sweepRoots(index.rootList(), locks, this.log.child({ module: 'sweep' }));
+    await index.scanAll();
+    if (this.config.watch) await index.watch(this.config.rescanIntervalMs);
+    this.log.info('tree loaded', { mnt: this.config.mnt, roots: index.rootList().length, volumes: index.size, skipped: index.skippedRoots().length });
+  }
+
+  async stop(): Promise<void> {
+    await this.ctx.index.close();
+  }
+
+  /** Which external tools this host has, for `status`. */
+  tools(): Record<string, string | null> {
+    return Object.fromEntries(TOOL_NAMES.map((t) => [t, this.ctx.runner.which(t)]));
+  }
+}

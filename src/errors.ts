@@ -1,0 +1,108 @@
+/**
+ * The error catalogue: every error the API can answer is one of these classes, each with a stable
+ * code and one HTTP status. The Express error middleware (api/errors.ts) maps them to JSON
+ * `{"error": "<sentence>", "code": "<code>", ...details}`.
+ */
+export class ApiError extends Error {
+  readonly status: number = 500;
+  readonly code: string = 'internal';
+  constructor(
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** A body that fails its schema or a rule of the contract. */
+export class BadRequestError extends ApiError {
+  override readonly status = 400;
+  override readonly code = 'bad_request';
+}
+
+/** The caller is known but may not do this. */
+export class ForbiddenError extends ApiError {
+  override readonly status = 403;
+  override readonly code = 'forbidden';
+}
+
+/** The caller named no valid token while tokens are configured. */
+export class UnauthorizedError extends ApiError {
+  override readonly status = 401;
+  override readonly code = 'unauthorized';
+}
+
+export class NotFoundError extends ApiError {
+  override readonly status = 404;
+  override readonly code = 'not_found';
+}
+
+/** The volume is locked by another operation, exported or attached. */
+export class ConflictError extends ApiError {
+  override readonly status = 409;
+  override readonly code = 'conflict';
+}
+
+export class PayloadTooLargeError extends ApiError {
+  override readonly status = 413;
+  override readonly code = 'payload_too_large';
+}
+
+/** The daemon cannot do this on this host (a missing tool, an unsupported backend feature). */
+export class NotSupportedError extends ApiError {
+  override readonly status = 501;
+  override readonly code = 'not_supported';
+}
+
+/** A root (or the whole tree) is not usable right now: unmounted, unreadable. */
+export class UnavailableError extends ApiError {
+  override readonly status = 503;
+  override readonly code = 'unavailable';
+}
+
+/** No root has room (quota or filesystem full). */
+export class NoRoomError extends ApiError {
+  override readonly status = 507;
+  override readonly code = 'no_room';
+}
+
+/**
+ * An external tool failed. The client sees only `message`; the tool's stderr stays in `toolOutput`
+ * for the log, never in a response body.
+ */
+export class ToolError extends ApiError {
+  override readonly status = 500;
+  override readonly code = 'tool_failed';
+  constructor(
+    message: string,
+    readonly toolOutput: string,
+    readonly exitCode: number | undefined,
+  ) {
+    super(message);
+  }
+}
+
+/** Every class of the catalogue, for the uniqueness test and the README table. */
+export const ERROR_CATALOGUE = [
+  BadRequestError,
+  UnauthorizedError,
+  ForbiddenError,
+  NotFoundError,
+  ConflictError,
+  PayloadTooLargeError,
+  NotSupportedError,
+  UnavailableError,
+  NoRoomError,
+  ToolError,
+] as const;
+
+/** Turns an errno from the filesystem into the error the client should see, or returns it as is. */
+export function translateErrno(err: unknown, what: string): unknown {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new NoRoomError(`no room left on the filesystem for ${what}`);
+  if (code === 'EROFS') return new UnavailableError(`the filesystem holding ${what} is read-only`);
+  if (code === 'EIO' || code === 'ENOTCONN' || code === 'ESTALE')
+    return new UnavailableError(`the filesystem holding ${what} is not reachable (${code})`);
+  return err;
+}

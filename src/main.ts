@@ -1,0 +1,55 @@
+#!/usr/bin/env node
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { Command } from 'commander';
+import fse from 'fs-extra';
+import { loadConfig } from './config.js';
+import { createLogger, errorFields } from './log.js';
+import { PROJECT_ROOT } from './project.js';
+import { startServer } from './server.js';
+
+/**
+ * The embedded default: with no --mnt and no ELEMENTO_MNT the daemon serves `data/mnt` in the
+ * project folder (ignored by git), seeded once from `examples/mnt`. Never the tracked examples,
+ * never the real /mnt: a systemd unit passes --mnt /mnt explicitly.
+ */
+async function embeddedMnt(): Promise<string> {
+  const target = path.join(PROJECT_ROOT, 'data', 'mnt');
+  if (!existsSync(target)) await fse.copy(path.join(PROJECT_ROOT, 'examples', 'mnt'), target);
+  return target;
+}
+
+async function main(): Promise<void> {
+  const program = new Command()
+    .name('elemento-storage')
+    .description('Elemento storage daemon: VM disk volumes as plain directories under a mount directory')
+    .option('--port <port>', 'HTTP port (ELEMENTO_PORT, default 7772)')
+    .option('--host <address>', 'address to listen on (ELEMENTO_HOST, default 127.0.0.1)')
+    .option('--mnt <dir>', 'mount directory holding the roots (ELEMENTO_MNT, default: the embedded data/mnt)')
+    .option('--log-level <level>', 'error, warn, info or debug (ELEMENTO_LOG_LEVEL)')
+    .option('--log-format <format>', 'json or pretty (ELEMENTO_LOG_FORMAT; default: pretty on a terminal)')
+    .parse();
+  const flags = program.opts();
+  const useEmbedded = flags.mnt === undefined && !process.env.ELEMENTO_MNT;
+  const config = loadConfig({ flags, env: process.env, defaultMnt: useEmbedded ? await embeddedMnt() : '/mnt' });
+  const log = createLogger({ level: config.logLevel, format: config.logFormat });
+  if (useEmbedded) log.info('no --mnt given: serving the embedded demo tree', { mnt: config.mnt });
+  const running = await startServer(config, log);
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping', { signal });
+    await running.stop();
+    log.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+main().catch((err) => {
+  console.error(`elemento-storage: ${(err as Error).message}`);
+  if (process.env.ELEMENTO_LOG_LEVEL === 'debug') console.error(errorFields(err));
+  process.exit(1);
+});

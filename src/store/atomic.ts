@@ -1,0 +1,46 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { tempNameFor } from './layout.js';
+
+/** fsyncs a directory so a rename or create in it survives a power cut. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const handle = await fs.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * The one way a file of the tree is written: an exclusive temp file beside it, written, flushed,
+ * renamed over the target, directory flushed. A reader sees the old file or the new, never half.
+ * The temp file is removed on failure (and swept at start if the process died).
+ */
+export async function writeFileAtomic(target: string, data: string | Buffer): Promise<void> {
+  const temp = tempNameFor(target);
+  let handle: fs.FileHandle | undefined;
+  try {
+    handle = await fs.open(temp, 'wx', 0o644);
+    await handle.writeFile(data);
+    await handle.sync();
+    await handle.close();
+    handle = undefined;
+    await fs.rename(temp, target);
+  } catch (err) {
+    await handle?.close().catch(() => undefined);
+    await fs.rm(temp, { force: true });
+    throw err;
+  }
+  await fsyncDir(path.dirname(target));
+}
+
+export async function writeJsonAtomic(target: string, value: unknown): Promise<void> {
+  await writeFileAtomic(target, JSON.stringify(value) + '\n');
+}
+
+/** Renames and flushes the directory, the commit point of a multi-step change. */
+export async function renameDurable(from: string, to: string): Promise<void> {
+  await fs.rename(from, to);
+  await fsyncDir(path.dirname(to));
+}

@@ -1,0 +1,78 @@
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+
+/**
+ * The on-disk format's names (SPEC §3), in one place: every path the daemon builds comes from here.
+ */
+export const SETTINGS_FILE = 'settings.json';
+export const META_FILE = 'meta.json';
+/** Where destroyed volumes wait for their purge, inside their own root (so the move is a rename). */
+export const BIN_DIR = '.elemento-bin';
+/** proper-lockfile's mutex directory inside a volume, and the one beside a root's settings.json. */
+export const VOLUME_MUTEX = '.elemento.lock';
+export const ROOT_MUTEX = '.elemento-root.lock';
+
+const VOLUME_DIR_RE = /^vid\.([0-9a-f]{32})\.elimg$/;
+const UID_RE = /^[0-9a-f]{32}$/;
+const LOCK_MARKER_RE = /^elemento\.([a-z0-9-]+)\.([0-9a-f]{32})\.ignore$/;
+const TEMP_RE = /\.tmp-[0-9a-f]+(\.[a-z0-9]+)?$/;
+
+export type VolumeFormat = 'raw' | 'qcow2' | 'iso' | 'rbd';
+
+const EXT_OF: Record<VolumeFormat, string> = { raw: 'img', qcow2: 'qcow2', iso: 'iso', rbd: 'rbd' };
+
+export function newUid(): string {
+  return randomUUID().replace(/-/g, '');
+}
+
+export function isUid(value: string): boolean {
+  return UID_RE.test(value);
+}
+
+export function volumeDirName(uid: string): string {
+  if (!isUid(uid)) throw new Error(`not a volume uid: ${uid}`);
+  return `vid.${uid}.elimg`;
+}
+
+/** The uid in a directory name `vid.<uid>.elimg`, or null for anything else. */
+export function uidOfDirName(name: string): string | null {
+  return VOLUME_DIR_RE.exec(name)?.[1] ?? null;
+}
+
+export function dataFileName(format: VolumeFormat): string {
+  return `data.${EXT_OF[format]}`;
+}
+
+/** Every name a data file can have, to find strays left by an interrupted convert. */
+export const DATA_FILE_NAMES = Object.values(EXT_OF).map((ext) => `data.${ext}`);
+
+export function lockMarkerName(purpose: string, operationUid: string): string {
+  return `elemento.${purpose}.${operationUid}.ignore`;
+}
+
+export function parseLockMarker(name: string): { purpose: string; operationUid: string } | null {
+  const m = LOCK_MARKER_RE.exec(name);
+  return m ? { purpose: m[1], operationUid: m[2] } : null;
+}
+
+/** A temp name in the same directory as `target` (so the final rename is atomic). */
+export function tempNameFor(target: string, operationUid: string = newUid().slice(0, 12)): string {
+  const ext = path.extname(target);
+  return path.join(path.dirname(target), `.${path.basename(target, ext)}.tmp-${operationUid}${ext}`);
+}
+
+export function isTempName(name: string): boolean {
+  return TEMP_RE.test(name);
+}
+
+/** True when `child` is `parent` or lies below it (after resolving `..`). */
+export function isInside(parent: string, child: string): boolean {
+  const rel = path.relative(path.resolve(parent), path.resolve(child));
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+/** Sizes: GB in requests are decimal, and byte sizes are rounded up to a whole 512-byte sector. */
+export const BYTES_PER_GB = 1_000_000_000;
+export function gbToBytes(gb: number): number {
+  return Math.ceil((gb * BYTES_PER_GB) / 512) * 512;
+}

@@ -1,0 +1,126 @@
+import { promises as fs } from 'node:fs';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import lockfile from 'proper-lockfile';
+import { ConflictError, NotFoundError } from '../errors.js';
+import { errorFields, type Logger } from '../log.js';
+import { lockMarkerName, newUid, parseLockMarker, ROOT_MUTEX, VOLUME_MUTEX } from './layout.js';
+
+/**
+ * One way to lock (STYLE lesson 7). A volume lock is two things:
+ * - the mutex: proper-lockfile's `mkdir` of `<volume>/.elemento.lock`, refreshed while held, stale
+ *   after `staleMs` without a refresh (a dead daemon's lock is taken over, on any host sharing the tree);
+ * - the marker `elemento.<purpose>.<operation_uid>.ignore` (SPEC §3), which tells operators and the
+ *   index what is running.
+ * A marker found when the mutex is free was left by a dead holder: `recover` repairs the volume
+ * before the new operation starts. Order when both are needed: the root lock first, then the volume.
+ */
+export interface LockHandle {
+  readonly operationUid: string;
+  readonly purpose: string;
+  release(): Promise<void>;
+}
+
+export type RecoverFn = (dir: string, staleMarkers: string[]) => Promise<void>;
+
+export class LockManager {
+  private readonly updateMs: number;
+
+  constructor(
+    private readonly staleMs: number,
+    private readonly log: Logger,
+    private recover: RecoverFn = async () => undefined,
+  ) {
+    this.updateMs = Math.max(1000, Math.floor(staleMs / 4));
+  }
+
+  setRecovery(fn: RecoverFn): void {
+    this.recover = fn;
+  }
+
+  private mutexOptions(lockfilePath: string, what: string) {
+    return {
+      lockfilePath,
+      realpath: false,
+      stale: this.staleMs,
+      update: this.updateMs,
+      onCompromised: (err: Error) => this.log.error('lock compromised: another holder took it over', { what, ...errorFields(err) }),
+    };
+  }
+
+  /** Markers present in a volume directory. */
+  async markersIn(dir: string): Promise<string[]> {
+    return (await fs.readdir(dir)).filter((n) => parseLockMarker(n) !== null);
+  }
+
+  /** Takes a volume's lock or fails at once with 409 naming what holds it. */
+  async acquireVolume(dir: string, purpose: string, uid: string): Promise<LockHandle> {
+    let releaseMutex: () => Promise<void>;
+    try {
+      releaseMutex = await lockfile.lock(dir, { ...this.mutexOptions(path.join(dir, VOLUME_MUTEX), dir), retries: 0 });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new NotFoundError(`volume ${uid} does not exist`);
+      if (code !== 'ELOCKED') throw err;
+      const holders = (await this.markersIn(dir).catch(() => [])).map((m) => parseLockMarker(m)!.purpose);
+      throw new ConflictError(`volume ${uid} is locked by another operation (${holders.join(', ') || 'starting'})`, { vid: uid });
+    }
+    const operationUid = newUid();
+    try {
+      const stale = await this.markersIn(dir);
+      if (stale.length) {
+        this.log.warn('recovering a volume left locked by a dead operation', { vid: uid, markers: stale });
+        await this.recover(dir, stale);
+      }
+      const marker = path.join(dir, lockMarkerName(purpose, operationUid));
+      await fs.writeFile(marker, JSON.stringify({ purpose, host: hostname(), pid: process.pid, started: new Date().toISOString() }), { flag: 'wx' });
+      return {
+        operationUid,
+        purpose,
+        release: async () => {
+          await fs.rm(marker, { force: true });
+          await releaseMutex();
+        },
+      };
+    } catch (err) {
+      await releaseMutex();
+      throw err;
+    }
+  }
+
+  async withVolumeLock<T>(dir: string, purpose: string, uid: string, fn: (lock: LockHandle) => Promise<T>): Promise<T> {
+    const lock = await this.acquireVolume(dir, purpose, uid);
+    try {
+      return await fn(lock);
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /**
+   * Serialises quota decisions on one root (across daemons sharing the tree too). Held briefly:
+   * waits up to a few seconds for another holder instead of failing at once.
+   */
+  async withRootLock<T>(rootPath: string, fn: () => Promise<T>): Promise<T> {
+    let release: () => Promise<void>;
+    try {
+      release = await lockfile.lock(rootPath, {
+        ...this.mutexOptions(path.join(rootPath, ROOT_MUTEX), rootPath),
+        retries: { retries: 200, factor: 1.3, minTimeout: 5, maxTimeout: 100, randomize: true },
+      });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ELOCKED') throw new ConflictError(`storage root ${rootPath} is busy; try again`);
+      throw err;
+    }
+    try {
+      return await fn();
+    } finally {
+      await release();
+    }
+  }
+
+  /** True when a live holder has this volume's mutex (used by the start-up sweep). */
+  async isVolumeMutexHeld(dir: string): Promise<boolean> {
+    return lockfile.check(dir, { lockfilePath: path.join(dir, VOLUME_MUTEX), realpath: false, stale: this.staleMs });
+  }
+}

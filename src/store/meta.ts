@@ -1,0 +1,86 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { checkDocument } from '../schemas.js';
+import { writeJsonAtomic } from './atomic.js';
+import { dataFileName, META_FILE, type VolumeFormat } from './layout.js';
+
+/** meta.json (SPEC §3), field names as the seed writes them. */
+export interface VolumeFields {
+  volumeID: string;
+  creatorID: string;
+  name: string;
+  /** Virtual size in bytes. */
+  size: number;
+  format: VolumeFormat;
+  private: boolean;
+  bootable: boolean;
+  readonly: boolean;
+  shareable: boolean;
+  clonable: boolean;
+  alg: 'cp' | 'rclone' | 'rsync' | 'no' | 'overlay';
+  bus: 'virtio' | 'scsi' | 'sata' | 'ide';
+  cloudinit: boolean;
+  ceph: boolean;
+  labels: Record<string, string>;
+}
+
+/** meta.json as read: anything else an operator or a later version wrote is kept as it was. */
+export type VolumeMeta = VolumeFields & { [extra: string]: unknown };
+
+/** A meta.json that cannot be used: the volume is listed as broken with this reason, never rewritten. */
+export class BrokenMetaError extends Error {}
+
+/** The virtual size of an image read from its own bytes, for hand-made meta.json without `size`. */
+async function sizeFromImage(file: string, format: VolumeFormat): Promise<number> {
+  if (format !== 'qcow2') return (await fs.stat(file)).size;
+  const handle = await fs.open(file, 'r');
+  try {
+    const header = Buffer.alloc(32);
+    await handle.read(header, 0, 32, 0);
+    if (header.readUInt32BE(0) !== 0x514649fb) throw new BrokenMetaError(`${path.basename(file)} is not a qcow2 image`);
+    return Number(header.readBigUInt64BE(24));
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Reads and checks `<dir>/meta.json` against schemas/meta.json, filling the seed's defaults.
+ * Throws BrokenMetaError with the reason when it cannot be used.
+ */
+export async function readMeta(dir: string, uid: string): Promise<VolumeMeta> {
+  let text: string;
+  try {
+    text = await fs.readFile(path.join(dir, META_FILE), 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new BrokenMetaError(code === 'ENOENT' ? 'meta.json is missing' : `meta.json cannot be read (${code})`);
+  }
+  let doc: Record<string, unknown>;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    throw new BrokenMetaError('meta.json is not valid JSON');
+  }
+  const problem = checkDocument('meta', doc);
+  if (problem) throw new BrokenMetaError(`meta.json is invalid: ${problem}`);
+  if (doc.volumeID !== undefined && doc.volumeID !== uid)
+    throw new BrokenMetaError(`meta.json names volume ${String(doc.volumeID)}, not the ${uid} of its directory`);
+  doc.volumeID = uid;
+  doc.creatorID = String(doc.creatorID).toLowerCase();
+  if (doc.size === undefined) {
+    const format = doc.format as VolumeFormat;
+    try {
+      doc.size = await sizeFromImage(path.join(dir, dataFileName(format)), format);
+    } catch (err) {
+      if (err instanceof BrokenMetaError) throw err;
+      throw new BrokenMetaError(`meta.json has no size and ${dataFileName(format)} cannot be read`);
+    }
+  }
+  return doc as VolumeMeta;
+}
+
+/** Replaces meta.json atomically. Caller holds the volume's lock. */
+export async function writeMeta(dir: string, meta: VolumeMeta): Promise<void> {
+  await writeJsonAtomic(path.join(dir, META_FILE), meta);
+}

@@ -1,0 +1,96 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import fse from 'fs-extra';
+import { errorFields, type Logger } from '../log.js';
+import type { QemuImg } from '../tools/qemu-img.js';
+import type { LockManager } from './locks.js';
+import { BrokenMetaError, readMeta, writeMeta } from './meta.js';
+import { BIN_DIR, DATA_FILE_NAMES, dataFileName, isTempName, parseLockMarker, uidOfDirName } from './layout.js';
+import type { Root } from './roots.js';
+import { ConflictError, NotFoundError } from '../errors.js';
+
+/** Moves a volume directory out of its root into the root's bin (one rename): the commit point of a destroy. */
+export async function moveToBin(dir: string, operationUid: string): Promise<string> {
+  const bin = path.join(path.dirname(dir), BIN_DIR);
+  await fs.mkdir(bin, { recursive: true });
+  const target = path.join(bin, `${path.basename(dir)}.${operationUid}`);
+  await fs.rename(dir, target);
+  return target;
+}
+
+/**
+ * Finishes or undoes what a dead operation left in a volume (STYLE lesson 8). Called with the
+ * volume's mutex held, before a new operation starts, with the markers the dead one left:
+ * - a create that never published its data file: the volume is removed;
+ * - temp files: removed;
+ * - a convert that died between its steps: meta.json is the truth, the other data file goes;
+ * - a resize that died before meta.json was rewritten: meta.json takes the image's real size.
+ */
+export async function recoverVolume(dir: string, staleMarkers: string[], qemuImg: QemuImg, log: Logger): Promise<void> {
+  const uid = uidOfDirName(path.basename(dir))!;
+  const files = await fs.readdir(dir);
+  for (const name of files.filter(isTempName)) await fs.rm(path.join(dir, name), { force: true, recursive: true });
+  const purposes = staleMarkers.map((m) => parseLockMarker(m)!.purpose);
+  let meta;
+  try {
+    meta = await readMeta(dir, uid);
+  } catch (err) {
+    if (!(err instanceof BrokenMetaError)) throw err;
+    if (purposes.includes('create')) {
+      log.warn('removing a volume whose creation died', { vid: uid });
+      await fse.remove(await moveToBin(dir, 'recovered'));
+      throw new NotFoundError(`volume ${uid} does not exist (its creation never finished)`);
+    }
+    meta = null;
+  }
+  const data = meta ? dataFileName(meta.format) : null;
+  if (meta && purposes.includes('create') && !files.includes(data!)) {
+    log.warn('removing a volume whose creation died', { vid: uid });
+    await fse.remove(await moveToBin(dir, 'recovered'));
+    throw new NotFoundError(`volume ${uid} does not exist (its creation never finished)`);
+  }
+  if (meta && files.includes(data!)) {
+    for (const stray of DATA_FILE_NAMES.filter((n) => n !== data && files.includes(n))) {
+      log.warn('removing a data file left by an interrupted convert', { vid: uid, file: stray });
+      await fs.rm(path.join(dir, stray), { force: true });
+    }
+    if (meta.format === 'raw' || meta.format === 'qcow2') {
+      const info = await qemuImg.info(path.join(dir, data!), meta.format);
+      if (info.virtualSize !== meta.size) {
+        log.warn('meta.json size corrected from the image after an interrupted operation', { vid: uid, was: meta.size, now: info.virtualSize });
+        await writeMeta(dir, { ...meta, size: info.virtualSize });
+      }
+    }
+  }
+  for (const marker of staleMarkers) await fs.rm(path.join(dir, marker), { force: true });
+}
+
+/**
+ * The start-up sweep: empties each root's bin (destroys that died before their purge) and recovers
+ * every volume that holds lock markers or temp files but whose mutex no live process holds.
+ */
+export async function sweepRoots(roots: Root[], locks: LockManager, log: Logger): Promise<void> {
+  for (const root of roots) {
+    try {
+      await fse.remove(path.join(root.path, BIN_DIR));
+      for (const name of await fs.readdir(root.path)) {
+        const uid = uidOfDirName(name);
+        if (!uid) continue;
+        const dir = path.join(root.path, name);
+        const files = await fs.readdir(dir).catch(() => [] as string[]);
+        if (!files.some((f) => isTempName(f) || parseLockMarker(f))) continue;
+        if (await locks.isVolumeMutexHeld(dir)) continue;
+        // Taking the lock runs recoverVolume on the dead operation's markers; temp files go with it.
+        await locks
+          .withVolumeLock(dir, 'recover', uid, async () => {
+            for (const f of (await fs.readdir(dir)).filter(isTempName)) await fs.rm(path.join(dir, f), { force: true, recursive: true });
+          })
+          .catch((err) => {
+            if (!(err instanceof ConflictError || err instanceof NotFoundError)) throw err;
+          });
+      }
+    } catch (err) {
+      log.error('start-up sweep of a root failed', { root: root.path, ...errorFields(err) });
+    }
+  }
+}

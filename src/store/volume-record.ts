@@ -1,0 +1,65 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { BrokenMetaError, readMeta, type VolumeMeta } from './meta.js';
+import { dataFileName, parseLockMarker, uidOfDirName } from './layout.js';
+
+export const EXPORT_MARKER_RE = /^(iqn\.2004-10\.cloud\.elemento:01:[0-9a-f]{32})\.exported$/;
+
+/** What the index knows of one volume directory: read from the tree, never from memory of it. */
+export interface VolumeRecord {
+  uid: string;
+  root: string;
+  dir: string;
+  /** null when the volume is broken (see `problem`) or still being created. */
+  meta: VolumeMeta | null;
+  problem: string | null;
+  /** Purposes of the lock markers present (`create`, `convert`, ...). */
+  locks: string[];
+  /** IQNs of the `.exported` markers present. */
+  exports: string[];
+  files: string[];
+  sizeOnDisk: number;
+  lastUpdatedMs: number;
+}
+
+export function isCreating(record: VolumeRecord): boolean {
+  return record.locks.includes('create');
+}
+
+/** Reads one volume directory. Returns null when the directory no longer exists. */
+export async function loadVolumeRecord(root: string, dir: string): Promise<VolumeRecord | null> {
+  const uid = uidOfDirName(path.basename(dir));
+  if (!uid) return null;
+  let files: string[];
+  try {
+    files = await fs.readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
+    return blank(uid, root, dir, [], `volume directory cannot be read (${(err as NodeJS.ErrnoException).code})`);
+  }
+  const locks = files.map(parseLockMarker).filter((m) => m !== null).map((m) => m.purpose);
+  const exports = files.map((f) => EXPORT_MARKER_RE.exec(f)?.[1]).filter((x): x is string => Boolean(x));
+  const record = blank(uid, root, dir, files, null);
+  record.locks = locks;
+  record.exports = exports;
+  try {
+    record.meta = await readMeta(dir, uid);
+  } catch (err) {
+    if (!(err instanceof BrokenMetaError)) throw err;
+    record.problem = locks.includes('create') ? null : err.message;
+    return record;
+  }
+  const dataName = dataFileName(record.meta.format);
+  try {
+    const [data, meta] = await Promise.all([fs.stat(path.join(dir, dataName)), fs.stat(path.join(dir, 'meta.json'))]);
+    record.sizeOnDisk = data.blocks * 512;
+    record.lastUpdatedMs = Math.max(data.mtimeMs, meta.mtimeMs);
+  } catch {
+    if (!locks.includes('create')) record.problem = `${dataName} is missing`;
+  }
+  return record;
+}
+
+function blank(uid: string, root: string, dir: string, files: string[], problem: string | null): VolumeRecord {
+  return { uid, root, dir, meta: null, problem, locks: [], exports: [], files, sizeOnDisk: 0, lastUpdatedMs: 0 };
+}

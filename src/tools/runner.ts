@@ -1,0 +1,101 @@
+import { accessSync, constants } from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import { NotSupportedError, ToolError } from '../errors.js';
+
+/** Every external program the daemon may run; nothing else is ever executed. */
+export const TOOL_NAMES = [
+  'qemu-img',
+  'qemu-io',
+  'cloud-localds',
+  'tgtadm',
+  'tgtd',
+  'targetcli',
+  'rsync',
+  'rclone',
+  'rbd',
+  'cp',
+  'mkfs.ext4',
+] as const;
+export type ToolName = (typeof TOOL_NAMES)[number];
+
+export interface RunOptions {
+  /** Milliseconds before the tool is killed; every call has one. */
+  timeoutMs: number;
+  /** Cancels the call (the tool is killed) when aborted. */
+  signal?: AbortSignal;
+  /** Receives stdout as it arrives (progress lines). */
+  onStdout?: (chunk: string) => void;
+  /** Exit codes that are not failures (qemu-img check answers 2 and 3 for findings). */
+  okExitCodes?: number[];
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+/** The narrow interface the wrappers use, so tests of LIO can pass a recording fake. */
+export interface CommandRunner {
+  run(tool: ToolName, args: readonly string[], opts: RunOptions): Promise<RunResult>;
+  /** Absolute path of a tool, or null when it is not installed. */
+  which(tool: ToolName): string | null;
+}
+
+function findInPath(name: string, searchPath: string): string | null {
+  for (const dir of searchPath.split(path.delimiter).filter(Boolean)) {
+    const candidate = path.join(dir, name);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not in this directory
+    }
+  }
+  return null;
+}
+
+/** The last non-empty line of a tool's stderr: what it says went wrong. */
+export function lastLine(text: string): string {
+  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+  return lines.at(-1) ?? '';
+}
+
+/**
+ * Runs tools with execa: argument arrays only (never a shell), absolute binaries resolved once from
+ * PATH (sbin included), a mandatory timeout, cancellation, and a ToolError carrying stderr for the log.
+ */
+export class ExecaRunner implements CommandRunner {
+  private readonly paths = new Map<ToolName, string | null>();
+
+  constructor(private readonly searchPath = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/local/sbin`) {}
+
+  which(tool: ToolName): string | null {
+    if (!this.paths.has(tool)) this.paths.set(tool, findInPath(tool, this.searchPath));
+    return this.paths.get(tool)!;
+  }
+
+  async run(tool: ToolName, args: readonly string[], opts: RunOptions): Promise<RunResult> {
+    const binary = this.which(tool);
+    if (!binary) throw new NotSupportedError(`${tool} is not installed on this storage host`);
+    const child = execa(binary, args, {
+      timeout: opts.timeoutMs,
+      cancelSignal: opts.signal,
+      reject: false,
+      stdin: 'ignore',
+      encoding: 'utf8',
+      env: { LC_ALL: 'C' },
+    });
+    if (opts.onStdout) child.stdout?.on('data', (chunk: Buffer | string) => opts.onStdout!(chunk.toString()));
+    const result = await child;
+    const exitCode = result.exitCode ?? -1;
+    if (result.isCanceled) throw Object.assign(new ToolError(`${tool} was cancelled`, String(result.stderr), exitCode), { cancelled: true });
+    if (result.timedOut) throw new ToolError(`${tool} did not finish within ${opts.timeoutMs} ms`, String(result.stderr), exitCode);
+    if (exitCode !== 0 && !(opts.okExitCodes ?? []).includes(exitCode)) {
+      const why = lastLine(String(result.stderr)) || result.shortMessage;
+      throw new ToolError(`${tool} failed`, `${args.join(' ')}: ${why}`, exitCode);
+    }
+    return { stdout: String(result.stdout), stderr: String(result.stderr), exitCode };
+  }
+}

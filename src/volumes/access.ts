@@ -1,0 +1,35 @@
+import { ConflictError, ForbiddenError, NotFoundError } from '../errors.js';
+import type { VolumeMeta } from '../store/meta.js';
+import { isCreating, type VolumeRecord } from '../store/volume-record.js';
+import type { Caller, StoreContext } from './context.js';
+
+/** SPEC §2: a client sees its own volumes and every non-private one; the controller sees all. */
+export function canSee(meta: VolumeMeta, caller: Caller): boolean {
+  return caller === null || meta.creatorID === caller || !meta.private;
+}
+
+/**
+ * The volume `uid` as `caller` may know it: 404 when unknown or private to someone else (a private
+ * volume is invisible, not forbidden), 409 while it is being created or when its meta.json is broken.
+ */
+export function findVolume(ctx: StoreContext, uid: string, caller: Caller): VolumeRecord & { meta: VolumeMeta } {
+  const record = ctx.index.get(uid);
+  if (!record || (record.meta && !canSee(record.meta, caller))) throw new NotFoundError(`volume ${uid} does not exist`, { vid: uid });
+  if (isCreating(record)) throw new ConflictError(`volume ${uid} is still being created`, { vid: uid });
+  if (!record.meta || record.problem) throw new ConflictError(`volume ${uid} is broken: ${record.problem}`, { vid: uid });
+  return record as VolumeRecord & { meta: VolumeMeta };
+}
+
+/** Only the creator (or the controller/an admin) may change or destroy a volume. */
+export function requireOwner(meta: VolumeMeta, caller: Caller, action: string): void {
+  if (caller !== null && meta.creatorID !== caller)
+    throw new ForbiddenError(`only the creator of volume ${meta.volumeID} may ${action} it`, { vid: meta.volumeID });
+}
+
+/** Refuses an operation that must not run while the volume is in use by a hypervisor. */
+export function requireNotInUse(files: string[], meta: VolumeMeta, action: string): void {
+  const exported = files.filter((f) => f.endsWith('.exported'));
+  if (exported.length) throw new ConflictError(`volume ${meta.volumeID} is exported and cannot be ${action}`, { vid: meta.volumeID });
+  const attachments = (meta.attachments as unknown[] | undefined) ?? [];
+  if (attachments.length) throw new ConflictError(`volume ${meta.volumeID} is attached to a VM and cannot be ${action}`, { vid: meta.volumeID });
+}

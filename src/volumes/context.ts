@@ -1,0 +1,24 @@
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import type { LockManager } from '../store/locks.js';
+import type { Placement } from '../store/placement.js';
+import type { VolumeIndex } from '../store/volume-index.js';
+import type { QemuImg } from '../tools/qemu-img.js';
+import type { CommandRunner } from '../tools/runner.js';
+
+/** What every volume operation works with; built once by the daemon. */
+export interface StoreContext {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly index: VolumeIndex;
+  readonly locks: LockManager;
+  readonly placement: Placement;
+  readonly runner: CommandRunner;
+  readonly qemuImg: QemuImg;
+}
+
+/**
+ * Who is asking: a client uid (the body's `creatorID` / `client_uid`), or `null` for the controller
+ * (a request that names no caller, as the seed's `info` and `destroy` bodies do) and for admins.
+ */
+export type Caller = string | null;

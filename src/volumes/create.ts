@@ -1,0 +1,166 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import fse from 'fs-extra';
+import { BadRequestError, translateErrno } from '../errors.js';
+import { renameDurable } from '../store/atomic.js';
+import { dataFileName, gbToBytes, newUid, tempNameFor, volumeDirName } from '../store/layout.js';
+import type { LockHandle } from '../store/locks.js';
+import { writeMeta, type VolumeFields, type VolumeMeta } from '../store/meta.js';
+import { moveToBin } from '../store/recovery.js';
+import type { Root } from '../store/roots.js';
+import type { DiskFormat } from '../tools/qemu-img.js';
+import type { StoreContext } from './context.js';
+
+/** The body of `create` after schema defaults (schemas/create.json). */
+export interface CreateRequest {
+  creatorID: string;
+  name?: string;
+  size: number;
+  format: DiskFormat;
+  private: boolean;
+  readonly: boolean;
+  shareable: boolean;
+  bootable: boolean;
+  clonable: boolean;
+  alg: VolumeMeta['alg'];
+  bus: VolumeMeta['bus'];
+  labels?: Record<string, string>;
+}
+
+/** A volume claimed in a root: its directory exists, meta.json written, lock held. */
+export interface Claimed {
+  root: Root;
+  uid: string;
+  dir: string;
+  meta: VolumeMeta;
+  lock: LockHandle;
+}
+
+/** SPEC §3: a volume cannot be both bootable and shareable. */
+export function assertConsistent(meta: Pick<VolumeMeta, 'bootable' | 'shareable'>): void {
+  if (meta.bootable && meta.shareable) throw new BadRequestError('a volume cannot be both bootable and shareable', { field: 'shareable' });
+}
+
+/**
+ * Claims a new volume directory in the best root with room: under the root's lock, `mkdir` (never
+ * shared by two creates), then the volume's lock with purpose `purpose`, then meta.json, so the
+ * volume counts against the quota before the root lock is let go.
+ */
+export async function claimVolume(
+  ctx: StoreContext,
+  fields: Omit<VolumeFields, 'volumeID'> & { [extra: string]: unknown },
+  purpose: string,
+  preferredRoot?: string,
+): Promise<Claimed> {
+  return ctx.placement.claim(
+    fields.size,
+    async (root) => {
+      const uid = newUid();
+      const dir = path.join(root.path, volumeDirName(uid));
+      await fs.mkdir(dir);
+      let lock: LockHandle | undefined;
+      try {
+        lock = await ctx.locks.acquireVolume(dir, purpose, uid);
+        const meta: VolumeMeta = { volumeID: uid, ...fields, creatorID: fields.creatorID.toLowerCase() };
+        await writeMeta(dir, meta);
+        return { root, uid, dir, meta, lock };
+      } catch (err) {
+        await lock?.release();
+        await fse.remove(dir);
+        throw translateErrno(err, 'the new volume');
+      }
+    },
+    preferredRoot,
+  );
+}
+
+/** Publishes a claimed volume's data: the temp image is renamed to `data.<ext>` (the commit point). */
+export async function publishData(claimed: Claimed, tempData: string): Promise<void> {
+  await renameDurable(tempData, path.join(claimed.dir, dataFileName(claimed.meta.format)));
+}
+
+/** Undoes a claim whose filling failed: the directory leaves the root in one rename, then is purged. */
+export async function abandonClaim(ctx: StoreContext, claimed: Claimed): Promise<void> {
+  try {
+    await fse.remove(await moveToBin(claimed.dir, claimed.lock.operationUid));
+  } finally {
+    await claimed.lock.release();
+    ctx.index.forget(claimed.uid);
+  }
+}
+
+/** Runs `fill` on a claimed volume; on success publishes it, on failure removes every trace. */
+export async function fillClaim(ctx: StoreContext, claimed: Claimed, fill: (tempData: string) => Promise<void>): Promise<void> {
+  const tempData = tempNameFor(path.join(claimed.dir, dataFileName(claimed.meta.format)), claimed.lock.operationUid.slice(0, 12));
+  try {
+    await fill(tempData);
+    await publishData(claimed, tempData);
+  } catch (err) {
+    ctx.log.warn('volume creation failed; removing it', { vid: claimed.uid, error: (err as Error).message });
+    await abandonClaim(ctx, claimed);
+    throw translateErrno(err, 'the new volume');
+  }
+  await claimed.lock.release();
+  await ctx.index.reloadDir(claimed.dir);
+}
+
+/** Makes a blank image; on a `file-system: unique` root it carries its own ext4 filesystem. */
+async function makeBlankImage(ctx: StoreContext, file: string, format: DiskFormat, sizeBytes: number, root: Root): Promise<void> {
+  if (root.settings.fileSystem !== 'unique') return ctx.qemuImg.create(file, format, sizeBytes);
+  const raw = format === 'raw' ? file : tempNameFor(file);
+  try {
+    await ctx.qemuImg.create(raw, 'raw', sizeBytes);
+    await ctx.runner.run('mkfs.ext4', ['-F', '-q', raw], { timeoutMs: ctx.config.toolTimeoutMs });
+    if (format !== 'raw') await ctx.qemuImg.convert(raw, 'raw', file, format);
+  } finally {
+    if (raw !== file) await fs.rm(raw, { force: true });
+  }
+}
+
+/** `create`: a blank raw or qcow2 volume. Answers the seed's create shape. */
+export async function createVolume(ctx: StoreContext, req: CreateRequest): Promise<Record<string, unknown>> {
+  assertConsistent(req);
+  const size = gbToBytes(req.size);
+  const claimed = await claimVolume(
+    ctx,
+    {
+      creatorID: req.creatorID,
+      name: req.name ?? '',
+      size,
+      format: req.format,
+      private: req.private,
+      bootable: req.bootable,
+      readonly: req.readonly,
+      shareable: req.shareable,
+      clonable: req.clonable,
+      alg: req.alg,
+      bus: req.bus,
+      cloudinit: false,
+      ceph: false,
+      labels: req.labels ?? {},
+    },
+    'create',
+  );
+  await fillClaim(ctx, claimed, (temp) => makeBlankImage(ctx, temp, req.format, size, claimed.root));
+  ctx.log.info('volume created', { vid: claimed.uid, root: claimed.root.path, format: req.format, size });
+  return createResponse(claimed.meta, req.size);
+}
+
+/** The seed's answer to `create` (size as asked, in GB; `img_format`; the new `vid`). */
+export function createResponse(meta: VolumeMeta, sizeGB: number): Record<string, unknown> {
+  return {
+    alg: meta.alg,
+    bootable: meta.bootable,
+    bus: meta.bus,
+    clonable: meta.clonable,
+    creatorID: meta.creatorID,
+    img_format: meta.format,
+    name: meta.name,
+    private: meta.private,
+    readonly: meta.readonly,
+    shareable: meta.shareable,
+    size: sizeGB,
+    vid: meta.volumeID,
+    labels: meta.labels,
+  };
+}

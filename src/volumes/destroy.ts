@@ -1,0 +1,25 @@
+import { promises as fs } from 'node:fs';
+import fse from 'fs-extra';
+import { errorFields } from '../log.js';
+import { readMeta } from '../store/meta.js';
+import { moveToBin } from '../store/recovery.js';
+import { findVolume, requireNotInUse, requireOwner } from './access.js';
+import type { Caller, StoreContext } from './context.js';
+
+/**
+ * `destroy`: refused while the volume is exported or attached. The volume leaves its root in one
+ * rename into the root's bin (the commit point), then the bin entry is purged; a purge cut short
+ * is finished by the next start-up sweep.
+ */
+export async function destroyVolume(ctx: StoreContext, vid: string, caller: Caller): Promise<{ vid: string }> {
+  const record = findVolume(ctx, vid, caller);
+  requireOwner(record.meta, caller, 'destroy');
+  const binned = await ctx.locks.withVolumeLock(record.dir, 'destroy', vid, async (lock) => {
+    requireNotInUse(await fs.readdir(record.dir), await readMeta(record.dir, vid), 'destroyed');
+    return moveToBin(record.dir, lock.operationUid);
+  });
+  ctx.index.forget(vid);
+  ctx.log.info('volume destroyed', { vid });
+  await fse.remove(binned).catch((err) => ctx.log.warn('purge of a destroyed volume failed; the next start finishes it', { vid, ...errorFields(err) }));
+  return { vid };
+}

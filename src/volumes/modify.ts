@@ -1,0 +1,123 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { BadRequestError, translateErrno } from '../errors.js';
+import { renameDurable } from '../store/atomic.js';
+import { dataFileName, gbToBytes, tempNameFor } from '../store/layout.js';
+import { readMeta, writeMeta, type VolumeMeta } from '../store/meta.js';
+import type { DiskFormat } from '../tools/qemu-img.js';
+import { findVolume, requireNotInUse, requireOwner } from './access.js';
+import type { StoreContext } from './context.js';
+import { assertConsistent } from './create.js';
+
+/** Fields `update` may change (SPEC §3: never format, creatorID or cloudinit). */
+const UPDATABLE = ['name', 'private', 'readonly', 'shareable', 'bootable', 'clonable', 'alg', 'bus', 'labels'] as const;
+
+export type UpdateRequest = { vid: string; creatorID: string; format?: unknown; cloudinit?: unknown } & Partial<Pick<VolumeMeta, (typeof UPDATABLE)[number]>>;
+
+/**
+ * Runs `fn` on a volume under its lock with meta.json read afresh from disk (another host may have
+ * changed it), after the caller has been checked as its owner.
+ */
+async function withOwnedVolume<T>(
+  ctx: StoreContext,
+  vid: string,
+  caller: string,
+  purpose: string,
+  action: string,
+  fn: (dir: string, meta: VolumeMeta) => Promise<T>,
+): Promise<T> {
+  const record = findVolume(ctx, vid, caller);
+  requireOwner(record.meta, caller, action);
+  try {
+    return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => fn(record.dir, await readMeta(record.dir, vid)));
+  } finally {
+    await ctx.index.reloadDir(record.dir);
+  }
+}
+
+/** `update`: changes a volume's metadata; answers the seed's update shape. */
+export async function updateVolume(ctx: StoreContext, req: UpdateRequest): Promise<Record<string, unknown>> {
+  const meta = await withOwnedVolume(ctx, req.vid, req.creatorID, 'update', 'update', async (dir, current) => {
+    if (req.format !== undefined && req.format !== current.format)
+      throw new BadRequestError(`the format of a volume cannot be changed by update (use update/convert)`, { field: 'format' });
+    if (req.cloudinit !== undefined && req.cloudinit !== current.cloudinit)
+      throw new BadRequestError(`whether a volume is a cloud-init volume cannot be changed`, { field: 'cloudinit' });
+    const next: VolumeMeta = { ...current };
+    for (const key of UPDATABLE) if (req[key] !== undefined) (next as Record<string, unknown>)[key] = req[key];
+    assertConsistent(next);
+    await writeMeta(dir, next);
+    return next;
+  });
+  ctx.log.info('volume updated', { vid: req.vid });
+  return {
+    vid: meta.volumeID,
+    creatorID: meta.creatorID,
+    name: meta.name,
+    private: meta.private,
+    readonly: meta.readonly,
+    shareable: meta.shareable,
+    bootable: meta.bootable,
+    clonable: meta.clonable,
+    alg: meta.alg,
+    bus: meta.bus,
+    labels: meta.labels,
+  };
+}
+
+function assertDiskFormat(meta: VolumeMeta, action: string): asserts meta is VolumeMeta & { format: DiskFormat } {
+  if (meta.format !== 'raw' && meta.format !== 'qcow2')
+    throw new BadRequestError(`a volume of format ${meta.format} cannot be ${action}`, { field: 'vid' });
+}
+
+/** `update/resize`: grows a volume (never shrinks), within its root's quotas. */
+export async function resizeVolume(ctx: StoreContext, req: { vid: string; creatorID: string; size: number }) {
+  const newSize = gbToBytes(req.size);
+  const record = findVolume(ctx, req.vid, req.creatorID);
+  const root = ctx.index.root(record.root);
+  if (!root) throw new BadRequestError(`volume ${req.vid} is in a root that is not available`);
+  await withOwnedVolume(ctx, req.vid, req.creatorID, 'resize', 'resize', async (dir, meta) => {
+    assertDiskFormat(meta, 'resized');
+    if (newSize < meta.size)
+      throw new BadRequestError(`volumes only grow: ${req.vid} has ${meta.size} bytes, more than the ${newSize} asked`, { field: 'size' });
+    if (newSize === meta.size) return;
+    await ctx.placement.grow(root, meta.size, newSize, async () => {
+      await ctx.qemuImg.resize(path.join(dir, dataFileName(meta.format)), meta.format, newSize).catch((err) => {
+        throw translateErrno(err, `volume ${req.vid}`);
+      });
+      await writeMeta(dir, { ...meta, size: newSize });
+    });
+  });
+  ctx.log.info('volume resized', { vid: req.vid, size: newSize });
+  return { vid: req.vid, creatorID: req.creatorID, size: req.size };
+}
+
+/**
+ * `update/convert`: rewrites the image in another format, keeping the data. Steps, each safe to
+ * die after: convert into a temp file; rename it to `data.<new>`; meta.json names the new format
+ * (the commit point); the old data file goes. recoverVolume finishes any of them.
+ */
+export async function convertVolume(
+  ctx: StoreContext,
+  req: { vid: string; creatorID: string; format: DiskFormat },
+  opts: { onProgress?: (percent: number) => void; signal?: AbortSignal } = {},
+) {
+  await withOwnedVolume(ctx, req.vid, req.creatorID, 'convert', 'convert', async (dir, meta) => {
+    assertDiskFormat(meta, 'converted');
+    requireNotInUse(await fs.readdir(dir), meta, 'converted');
+    if (meta.format === req.format) return;
+    const oldData = path.join(dir, dataFileName(meta.format));
+    const newData = path.join(dir, dataFileName(req.format));
+    const temp = tempNameFor(newData);
+    try {
+      await ctx.qemuImg.convert(oldData, meta.format, temp, req.format, opts);
+      await renameDurable(temp, newData);
+    } catch (err) {
+      await fs.rm(temp, { force: true });
+      throw translateErrno(err, `volume ${req.vid}`);
+    }
+    await writeMeta(dir, { ...meta, format: req.format });
+    await fs.rm(oldData, { force: true });
+  });
+  ctx.log.info('volume converted', { vid: req.vid, format: req.format });
+  return { vid: req.vid, creatorID: req.creatorID, format: req.format };
+}

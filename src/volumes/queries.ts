@@ -1,0 +1,39 @@
+import { gbToBytes } from '../store/layout.js';
+import type { VolumeMeta } from '../store/meta.js';
+import { isCreating, type VolumeRecord } from '../store/volume-record.js';
+import { canSee, findVolume } from './access.js';
+import type { Caller, StoreContext } from './context.js';
+import { describeVolume } from './describe.js';
+
+function hasLabels(meta: VolumeMeta, wanted: Record<string, string> | undefined): boolean {
+  if (!wanted) return true;
+  return Object.entries(wanted).every(([k, v]) => meta.labels?.[k] === v);
+}
+
+/** `accessible`: the caller's volumes and every non-private one, each with `own`; read from the index only. */
+export function accessibleVolumes(ctx: StoreContext, client: string, labels?: Record<string, string>): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const record of ctx.index.all()) {
+    const meta = record.meta;
+    if (!meta || record.problem || isCreating(record) || !canSee(meta, client) || !hasLabels(meta, labels)) continue;
+    out.push({ ...describeVolume(record as VolumeRecord & { meta: VolumeMeta }), own: meta.creatorID === client });
+  }
+  return out;
+}
+
+/** `info`: one volume's description. */
+export function volumeInfo(ctx: StoreContext, vid: string, caller: Caller): Record<string, unknown> {
+  return describeVolume(findVolume(ctx, vid, caller));
+}
+
+/** `has`: whether this server holds the volume (and the caller may know it). */
+export function hasVolume(ctx: StoreContext, vid: string, caller: Caller): { vid: string; has: boolean } {
+  const record = ctx.index.get(vid);
+  return { vid, has: Boolean(record && (!record.meta || canSee(record.meta, caller))) };
+}
+
+/** `cancreate`: how many roots could take a new volume of `size` GB right now. */
+export function canCreate(ctx: StoreContext, sizeGB: number): { size: number; cancreate: boolean; roots: number } {
+  const roots = ctx.placement.candidates(gbToBytes(sizeGB)).length;
+  return { size: sizeGB, cancreate: roots > 0, roots };
+}
