@@ -1,0 +1,62 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { expect } from 'chai';
+import { execa, type ResultPromise } from 'execa';
+import { makeTree, removeTree, seedCreateBody } from '../helpers/tree.js';
+
+const MAIN = path.resolve('src/main.ts');
+
+/** Starts the real daemon process and resolves with the port it logged once listening. */
+async function spawnDaemon(args: string[], env: Record<string, string> = {}): Promise<{ child: ResultPromise; port: number; lines: string[] }> {
+  const child = execa('node', ['--import', 'tsx/esm', MAIN, '--port', '0', '--log-format', 'json', ...args], { env, reject: false, all: true });
+  const lines: string[] = [];
+  const port = await new Promise<number>((resolve, reject) => {
+    child.all!.on('data', (chunk: Buffer) => {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) {
+        lines.push(line);
+        try {
+          const entry = JSON.parse(line);
+          if (entry.message === 'listening') resolve(entry.port);
+        } catch {
+          // not a log line
+        }
+      }
+    });
+    child.then((r) => reject(new Error(`daemon exited early (${r.exitCode}): ${lines.join('\n')}`)));
+  });
+  return { child, port, lines };
+}
+
+describe('the daemon process', () => {
+  let mnt: string;
+  beforeEach(async () => (mnt = await makeTree({ a: {} })));
+  afterEach(async () => removeTree(mnt));
+
+  for (const signal of ['SIGTERM', 'SIGINT'] as const)
+    it(`serves the API on 127.0.0.1 and stops cleanly on ${signal}`, async () => {
+      const { child, port, lines } = await spawnDaemon(['--mnt', mnt]);
+      const res = await fetch(`http://127.0.0.1:${port}/api/v1.0/create`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(seedCreateBody({ format: 'raw' })),
+      });
+      expect(res.status).to.equal(200);
+      expect(lines.some((l) => l.includes('"host":"127.0.0.1"'))).to.equal(true);
+      child.kill(signal);
+      const result = await child;
+      expect(result.exitCode).to.equal(0);
+      expect(lines.some((l) => l.includes('"message":"stopped"'))).to.equal(true);
+      expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.have.length(1);
+    });
+
+  it('takes its mount directory from ELEMENTO_MNT and refuses a bad port with a clear message', async () => {
+    const { child, port } = await spawnDaemon([], { ELEMENTO_MNT: mnt });
+    const status = await (await fetch(`http://127.0.0.1:${port}/api/v1.0/status`)).json();
+    expect(status.mnt).to.equal(mnt);
+    child.kill('SIGTERM');
+    await child;
+    const bad = await execa('node', ['--import', 'tsx/esm', MAIN, '--mnt', mnt, '--port', 'seventy'], { reject: false });
+    expect(bad.exitCode).to.equal(1);
+    expect(bad.stderr).to.equal("elemento-storage: the port must be a whole number, not 'seventy'");
+  });
+});

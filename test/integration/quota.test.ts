@@ -1,0 +1,61 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { expect } from 'chai';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { makeTree, removeTree, seedCreateBody } from '../helpers/tree.js';
+
+describe('placement and quotas', () => {
+  let mnt: string;
+  let d: TestDaemon | undefined;
+  afterEach(async () => {
+    await d?.stop();
+    await removeTree(mnt);
+  });
+
+  it('24 concurrent creates on a 5-volume root give exactly 5 volumes and 19 clean refusals', async () => {
+    mnt = await makeTree({ a: { 'max-volumes': 5 } });
+    d = await startTestDaemon(mnt);
+    const results = await Promise.all(Array.from({ length: 24 }, (_, i) => d!.post('create', seedCreateBody({ name: `v${i}`, format: i % 2 ? 'raw' : 'qcow2' }))));
+    const ok = results.filter((r) => r.status === 200);
+    const refused = results.filter((r) => r.status === 507);
+    expect(ok).to.have.length(5);
+    expect(refused).to.have.length(19);
+    for (const r of refused) expect(r.body.error).to.equal('no storage root has room for a volume of 1000000000 bytes');
+    const dirs = (await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'));
+    expect(dirs.sort()).to.deep.equal(ok.map((r) => `vid.${r.body.vid}.elimg`).sort());
+    for (const dir of dirs) expect((await fs.readdir(path.join(mnt, 'a', dir))).filter((f) => !f.startsWith('.'))).to.have.length(2);
+  });
+
+  it('max-total-size holds under concurrent creates and counts every volume', async () => {
+    mnt = await makeTree({ a: { 'max-total-size': '3G' } });
+    d = await startTestDaemon(mnt);
+    const results = await Promise.all(Array.from({ length: 10 }, () => d!.post('create', seedCreateBody({ size: 1 }))));
+    expect(results.filter((r) => r.status === 200)).to.have.length(3);
+    const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.roots[0]).to.include({ volumes: 3, usedBytes: 3e9 });
+  });
+
+  it('max-volume-size refuses a volume too large, and resize past it', async () => {
+    mnt = await makeTree({ a: { 'max-volume-size': '2G' } });
+    d = await startTestDaemon(mnt);
+    const res = await d.post('create', seedCreateBody({ size: 3 })).expect(507);
+    expect(res.body.reasons).to.deep.equal([`volumes of ${path.join(mnt, 'a')} may not exceed 2000000000 bytes`]);
+    const { vid } = (await d.post('create', seedCreateBody({ size: 1, format: 'raw' })).expect(200)).body;
+    await d.post('update/resize', { vid, creatorID: seedCreateBody().creatorID, size: 3 }).expect(507);
+    await d.post('update/resize', { vid, creatorID: seedCreateBody().creatorID, size: 2 }).expect(200);
+  });
+
+  it('puts a new volume in the root with the most free quota', async () => {
+    mnt = await makeTree({ small: { 'max-total-size': '5G' }, 'data/big': { 'max-total-size': '50G' } });
+    d = await startTestDaemon(mnt);
+    const { vid } = (await d.post('create', seedCreateBody()).expect(200)).body;
+    expect(await fs.readdir(path.join(mnt, 'data', 'big'))).to.include(`vid.${vid}.elimg`);
+  });
+
+  it('answers 507 with a reason when no root exists at all', async () => {
+    mnt = await makeTree({});
+    d = await startTestDaemon(mnt);
+    const res = await d.post('create', seedCreateBody()).expect(507);
+    expect(res.body.reasons).to.deep.equal(['no storage root is configured']);
+  });
+});

@@ -1,0 +1,123 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { expect } from 'chai';
+import { hasPattern, imageInfo, writePattern } from '../helpers/images.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { makeTree, OWNER, removeTree, seedCreateBody, skipBecause } from '../helpers/tree.js';
+
+const MB = 1024 * 1024;
+
+/** The tree after each operation, read with the real qemu-img and qemu-io. */
+describe('volumes on disk (real qemu-img)', () => {
+  let mnt: string;
+  let d: TestDaemon;
+  const volDir = (vid: string) => path.join(mnt, 'a', `vid.${vid}.elimg`);
+  const readMetaFile = async (vid: string) => JSON.parse(await fs.readFile(path.join(volDir(vid), 'meta.json'), 'utf8'));
+
+  beforeEach(async () => {
+    mnt = await makeTree({ a: {} });
+    d = await startTestDaemon(mnt);
+  });
+  afterEach(async () => {
+    await d.stop();
+    await removeTree(mnt);
+  });
+
+  for (const format of ['raw', 'qcow2'] as const)
+    it(`create makes a ${format} image of the decimal size and a complete meta.json`, async () => {
+      const { vid } = (await d.post('create', seedCreateBody({ format, size: 0.5 })).expect(200)).body;
+      const files = (await fs.readdir(volDir(vid))).sort();
+      const data = format === 'raw' ? 'data.img' : 'data.qcow2';
+      expect(files).to.deep.equal([data, 'meta.json'].sort());
+      const info = await imageInfo(path.join(volDir(vid), data));
+      expect(info.format).to.equal(format);
+      expect(info['virtual-size']).to.equal(500_000_256);
+      expect(await readMetaFile(vid)).to.deep.equal({
+        volumeID: vid,
+        creatorID: OWNER,
+        name: 'test-create',
+        size: 500_000_256,
+        format,
+        private: false,
+        bootable: false,
+        readonly: false,
+        shareable: false,
+        clonable: false,
+        alg: 'no',
+        bus: 'virtio',
+        cloudinit: false,
+        ceph: false,
+        labels: {},
+      });
+    });
+
+  it('data written into a volume survives resize and both converts', async () => {
+    const { vid } = (await d.post('create', seedCreateBody({ format: 'qcow2', size: 0.1 })).expect(200)).body;
+    await writePattern(path.join(volDir(vid), 'data.qcow2'), 'qcow2', 0xab, 0, MB);
+    await writePattern(path.join(volDir(vid), 'data.qcow2'), 'qcow2', 0xcd, 50 * MB, MB);
+
+    await d.post('update/resize', { vid, creatorID: OWNER, size: 0.2 }).expect(200);
+    expect((await imageInfo(path.join(volDir(vid), 'data.qcow2')))['virtual-size']).to.equal(200_000_000);
+    expect((await readMetaFile(vid)).size).to.equal(200_000_000);
+
+    await d.post('update/convert', { vid, creatorID: OWNER, format: 'raw' }).expect(200);
+    expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.img', 'meta.json']);
+    expect((await imageInfo(path.join(volDir(vid), 'data.img'))).format).to.equal('raw');
+    expect((await readMetaFile(vid)).format).to.equal('raw');
+    expect(await hasPattern(path.join(volDir(vid), 'data.img'), 'raw', 0xab, 0, MB)).to.equal(true);
+    expect(await hasPattern(path.join(volDir(vid), 'data.img'), 'raw', 0xcd, 50 * MB, MB)).to.equal(true);
+
+    await d.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2' }).expect(200);
+    expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.qcow2', 'meta.json']);
+    expect(await hasPattern(path.join(volDir(vid), 'data.qcow2'), 'qcow2', 0xab, 0, MB)).to.equal(true);
+    expect(await hasPattern(path.join(volDir(vid), 'data.qcow2'), 'qcow2', 0xcd, 50 * MB, MB)).to.equal(true);
+    expect(await hasPattern(path.join(volDir(vid), 'data.qcow2'), 'qcow2', 0xab, 50 * MB, MB)).to.equal(false);
+  });
+
+  it('refuses to shrink, and a same-size resize or same-format convert changes nothing', async () => {
+    const { vid } = (await d.post('create', seedCreateBody({ format: 'raw', size: 0.2 })).expect(200)).body;
+    const res = await d.post('update/resize', { vid, creatorID: OWNER, size: 0.1 }).expect(400);
+    expect(res.body.error).to.match(/volumes only grow/);
+    await d.post('update/resize', { vid, creatorID: OWNER, size: 0.2 }).expect(200);
+    await d.post('update/convert', { vid, creatorID: OWNER, format: 'raw' }).expect(200);
+    expect((await imageInfo(path.join(volDir(vid), 'data.img')))['virtual-size']).to.equal(200_000_000);
+  });
+
+  it('a volume cannot be bootable and shareable, at create or update', async () => {
+    await d.post('create', seedCreateBody({ bootable: true, shareable: true })).expect(400);
+    const { vid } = (await d.post('create', seedCreateBody({ bootable: true })).expect(200)).body;
+    const res = await d.post('update', { vid, creatorID: OWNER, shareable: true }).expect(400);
+    expect(res.body).to.deep.equal({ error: 'a volume cannot be both bootable and shareable', code: 'bad_request', field: 'shareable' });
+  });
+
+  it('update refuses to change format or cloudinit', async () => {
+    const { vid } = (await d.post('create', seedCreateBody({ format: 'raw' })).expect(200)).body;
+    expect((await d.post('update', { vid, creatorID: OWNER, format: 'qcow2' }).expect(400)).body.field).to.equal('format');
+    expect((await d.post('update', { vid, creatorID: OWNER, cloudinit: true }).expect(400)).body.field).to.equal('cloudinit');
+    await d.post('update', { vid, creatorID: OWNER, format: 'raw', name: 'same-format-is-fine' }).expect(200);
+  });
+
+  it('a file-system "unique" root gives every image its own ext4 filesystem', async function () {
+    if (!d.daemon.tools()['mkfs.ext4']) skipBecause(this, 'mkfs.ext4 (e2fsprogs) is not installed');
+    const uniq = await makeTree({ u: { 'file-system': 'unique' } });
+    const u = await startTestDaemon(uniq);
+    try {
+      for (const format of ['raw', 'qcow2']) {
+        const { vid } = (await u.post('create', seedCreateBody({ format, size: 0.05 })).expect(200)).body;
+        const data = path.join(uniq, 'u', `vid.${vid}.elimg`, format === 'raw' ? 'data.img' : 'data.qcow2');
+        expect((await imageInfo(data)).format).to.equal(format);
+        // The ext4 superblock magic 0xEF53 sits at byte 1080 of the disk.
+        const raw = format === 'raw' ? data : `${data}.check.img`;
+        if (format !== 'raw') await (await import('execa')).execa('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', data, raw]);
+        const handle = await fs.open(raw, 'r');
+        const buf = Buffer.alloc(2);
+        await handle.read(buf, 0, 2, 1080);
+        await handle.close();
+        expect(buf.readUInt16LE(0)).to.equal(0xef53);
+      }
+    } finally {
+      await u.stop();
+      await removeTree(uniq);
+    }
+  });
+});
