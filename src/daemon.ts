@@ -1,4 +1,5 @@
 import type { Config } from './config.js';
+import { JobRegistry } from './jobs/registry.js';
 import type { Logger } from './log.js';
 import { LockManager } from './store/locks.js';
 import { Placement } from './store/placement.js';
@@ -25,7 +26,7 @@ export class Daemon {
     const locks = new LockManager(config.lockStaleMs, log.child({ module: 'locks' }));
     locks.setRecovery((dir, markers) => recoverVolume(dir, markers, qemuImg, log.child({ module: 'recovery' })));
     const index = new VolumeIndex(config.mnt, log.child({ module: 'index' }));
-    this.ctx = { config, log: log.child({ module: 'volumes' }), index, locks, placement: new Placement(index, locks), runner, qemuImg };
+    this.ctx = { config, log: log.child({ module: 'volumes' }), index, locks, placement: new Placement(index, locks), runner, qemuImg, jobs: new JobRegistry() };
   }
 
   async start(): Promise<void> {
@@ -38,6 +39,7 @@ export class Daemon {
   }
 
   async stop(): Promise<void> {
+    await this.ctx.jobs.cancelAll();
     await this.ctx.index.close();
   }
 

@@ -3,6 +3,7 @@ import express, { type Express } from 'express';
 import type { Daemon } from '../daemon.js';
 import { NotFoundError } from '../errors.js';
 import { errorHandler } from './errors.js';
+import { jobRoutes } from './routes/jobs.js';
 import { statusRoutes } from './routes/status.js';
 import { volumeRoutes } from './routes/volumes.js';
 
@@ -39,6 +40,7 @@ export function createApp(daemon: Daemon): Express {
   api.use(express.json({ limit: JSON_LIMIT }));
   api.use(statusRoutes(daemon));
   api.use(volumeRoutes(daemon.ctx));
+  api.use(jobRoutes(daemon.ctx.jobs));
   api.use((req, _res, next) => next(new NotFoundError(`no endpoint ${req.method} ${req.path}`)));
   for (const version of API_VERSIONS) app.use(`/api/${version}`, api);
 

@@ -1,4 +1,5 @@
 import type { Config } from '../config.js';
+import type { JobRegistry } from '../jobs/registry.js';
 import type { Logger } from '../log.js';
 import type { LockManager } from '../store/locks.js';
 import type { Placement } from '../store/placement.js';
@@ -15,6 +16,7 @@ export interface StoreContext {
   readonly placement: Placement;
   readonly runner: CommandRunner;
   readonly qemuImg: QemuImg;
+  readonly jobs: JobRegistry;
 }
 
 /**

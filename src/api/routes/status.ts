@@ -26,6 +26,7 @@ export function statusRoutes(daemon: Daemon): Router {
       skipped: index.skippedRoots(),
       broken,
       tools: daemon.tools(),
+      jobs: daemon.ctx.jobs.list(),
     });
   });
   return r;

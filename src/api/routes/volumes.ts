@@ -1,4 +1,5 @@
 import { Router } from 'express';
+import { runAsJob } from '../../jobs/registry.js';
 import type { StoreContext } from '../../volumes/context.js';
 import { createVolume, type CreateRequest } from '../../volumes/create.js';
 import { destroyVolume } from '../../volumes/destroy.js';
@@ -21,7 +22,14 @@ export function volumeRoutes(ctx: StoreContext): Router {
   r.post('/destroy', jsonEndpoint<VolumeRef>('volume-ref', (body, _req, res) => destroyVolume(ctx, body.volume_id, callerOf(res, body))));
   r.post('/update', jsonEndpoint<UpdateRequest>('update', (body) => updateVolume(ctx, body)));
   r.post('/update/resize', jsonEndpoint<{ vid: string; creatorID: string; size: number }>('resize', (body) => resizeVolume(ctx, body)));
-  r.post('/update/convert', jsonEndpoint<{ vid: string; creatorID: string; format: DiskFormat }>('convert', (body) => convertVolume(ctx, body)));
+  r.post(
+    '/update/convert',
+    jsonEndpoint<{ vid: string; creatorID: string; format: DiskFormat; async?: boolean }>('convert', (body) =>
+      runAsJob(ctx.jobs, body.async, 'convert', body.vid, (job) =>
+        convertVolume(ctx, body, { signal: job.signal, onProgress: (p) => job.progress(p) }),
+      ),
+    ),
+  );
   r.post('/cancreate', jsonEndpoint<{ size: number }>('cancreate', (body) => canCreate(ctx, body.size)));
   return r;
 }

@@ -1,0 +1,140 @@
+import { ApiError, ConflictError, NotFoundError } from '../errors.js';
+import { newUid } from '../store/layout.js';
+
+export type JobState = 'running' | 'done' | 'failed' | 'cancelled';
+
+/** What a long operation sees of its job: a cancel signal and a way to report progress. */
+export interface JobHandle {
+  readonly id: string;
+  readonly signal: AbortSignal;
+  progress(percent: number, bytesDone?: number): void;
+}
+
+interface Job {
+  id: string;
+  kind: string;
+  vid: string | null;
+  state: JobState;
+  percent: number;
+  bytesDone: number | null;
+  error: string | null;
+  result: unknown;
+  createdAt: Date;
+  finishedAt: Date | null;
+  controller: AbortController;
+  done: Promise<unknown>;
+}
+
+const KEEP_FINISHED_MS = 60 * 60 * 1000;
+const KEEP_FINISHED_MAX = 1000;
+
+/**
+ * Long operations (convert, clone, compact, import, upload) run as jobs. A job outlives the HTTP
+ * request that started it; the synchronous API simply waits for it. Jobs live in memory: a restart
+ * ends them, and the start-up recovery cleans up what they half-made.
+ */
+export class JobRegistry {
+  private readonly jobs = new Map<string, Job>();
+
+  /** Starts `run` as a job and returns its id at once; `promise` settles with the operation. */
+  start<T>(kind: string, vid: string | null, run: (job: JobHandle) => Promise<T>): { id: string; promise: Promise<T> } {
+    this.prune();
+    const controller = new AbortController();
+    const id = newUid();
+    const job: Job = {
+      id, kind, vid, state: 'running', percent: 0, bytesDone: null, error: null, result: undefined,
+      createdAt: new Date(), finishedAt: null, controller, done: Promise.resolve(),
+    };
+    const handle: JobHandle = {
+      id,
+      signal: controller.signal,
+      progress: (percent, bytesDone) => {
+        job.percent = Math.max(job.percent, Math.min(100, Math.round(percent * 100) / 100));
+        if (bytesDone !== undefined) job.bytesDone = bytesDone;
+      },
+    };
+    const promise = (async () => run(handle))().then(
+      (result) => {
+        job.state = 'done';
+        job.percent = 100;
+        job.result = result;
+        job.finishedAt = new Date();
+        return result;
+      },
+      (err: unknown) => {
+        job.state = controller.signal.aborted ? 'cancelled' : 'failed';
+        job.error = controller.signal.aborted ? 'cancelled' : err instanceof ApiError && err.status < 500 ? err.message : (err as Error).message;
+        job.finishedAt = new Date();
+        throw err;
+      },
+    );
+    job.done = promise.catch(() => undefined);
+    this.jobs.set(id, job);
+    return { id, promise };
+  }
+
+  /** The public view of a job (`GET /jobs/<id>`). */
+  describe(id: string): Record<string, unknown> {
+    const job = this.jobs.get(id);
+    if (!job) throw new NotFoundError(`job ${id} does not exist`);
+    return {
+      id: job.id,
+      kind: job.kind,
+      vid: job.vid,
+      state: job.state,
+      percent: job.percent,
+      ...(job.bytesDone !== null ? { bytes: job.bytesDone } : {}),
+      ...(job.error ? { error: job.error } : {}),
+      ...(job.state === 'done' && job.result !== undefined ? { result: job.result } : {}),
+      createdAt: job.createdAt.toISOString(),
+      ...(job.finishedAt ? { finishedAt: job.finishedAt.toISOString() } : {}),
+    };
+  }
+
+  list(): Record<string, unknown>[] {
+    return [...this.jobs.keys()].map((id) => this.describe(id));
+  }
+
+  /** Cancels a running job (its tool is killed, its half-made output removed) and waits for it to end. */
+  async cancel(id: string): Promise<Record<string, unknown>> {
+    const job = this.jobs.get(id);
+    if (!job) throw new NotFoundError(`job ${id} does not exist`);
+    if (job.state !== 'running') throw new ConflictError(`job ${id} has already ended (${job.state})`);
+    job.controller.abort();
+    await job.done;
+    return this.describe(id);
+  }
+
+  /** Cancels every running job and waits for them (daemon stop). */
+  async cancelAll(): Promise<void> {
+    const running = [...this.jobs.values()].filter((j) => j.state === 'running');
+    for (const j of running) j.controller.abort();
+    await Promise.all(running.map((j) => j.done));
+  }
+
+  private prune(): void {
+    const now = Date.now();
+    const finished = [...this.jobs.values()].filter((j) => j.finishedAt);
+    for (const j of finished)
+      if (now - j.finishedAt!.getTime() > KEEP_FINISHED_MS || this.jobs.size > KEEP_FINISHED_MAX) this.jobs.delete(j.id);
+  }
+}
+
+/**
+ * The seed's synchronous answer by default; with `async: true` in the body, 202 and `{"job": id}`
+ * at once. Either way the operation runs as a job (listed in `status`, cancellable).
+ */
+export async function runAsJob<T>(
+  jobs: JobRegistry,
+  async: boolean | undefined,
+  kind: string,
+  vid: string | null,
+  run: (job: JobHandle) => Promise<T>,
+): Promise<{ status?: number; body: unknown }> {
+  const { id, promise } = jobs.start(kind, vid, run);
+  if (async) {
+    promise.catch(() => undefined);
+    return { status: 202, body: { job: id } };
+  }
+  return { body: await promise };
+}
