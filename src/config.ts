@@ -17,6 +17,20 @@ export interface Config {
   readonly toolTimeoutMs: number;
   /** Watch the tree for changes made by hand (off only in benchmarks of the baseline). */
   readonly watch: boolean;
+  /** The iSCSI backend; detected when not set (LIO when configfs has a target directory); `none` disables exports. */
+  readonly exporter?: 'lio' | 'tgt' | 'none';
+  /** `address:port` the targets listen on, given to hypervisors in the export answer. */
+  readonly iscsiPortal: string;
+  /** tgtd's control port (`tgtd -C`, `tgtadm -C`); tgt's own default when not set. */
+  readonly tgtControlPort?: number;
+  /** The daemon starts its own tgtd (when none answers) and stops it when it stops. */
+  readonly tgtManage: boolean;
+  /** How often export markers are touched and markers and targets reconciled. */
+  readonly exportHeartbeatMs: number;
+  /** A marker not touched for this long, whose target is gone, belongs to a dead export and is dropped. */
+  readonly exportStaleMs: number;
+  /** Attach user limit of a shareable volume (a volume that is not shareable has 1). */
+  readonly shareableUserLimit: number;
 }
 
 export const DEFAULT_PORT = 7772;
@@ -47,6 +61,13 @@ export function loadConfig({ flags, env, defaultMnt }: ConfigSources): Config {
     lockStaleMs: intOrUndefined('ELEMENTO_LOCK_STALE_MS', env.ELEMENTO_LOCK_STALE_MS),
     rescanIntervalMs: intOrUndefined('ELEMENTO_RESCAN_MS', env.ELEMENTO_RESCAN_MS),
     toolTimeoutMs: intOrUndefined('ELEMENTO_TOOL_TIMEOUT_MS', env.ELEMENTO_TOOL_TIMEOUT_MS),
+    exporter: env.ELEMENTO_EXPORTER || undefined,
+    iscsiPortal: env.ELEMENTO_ISCSI_PORTAL || undefined,
+    tgtControlPort: intOrUndefined('ELEMENTO_TGT_CONTROL_PORT', env.ELEMENTO_TGT_CONTROL_PORT),
+    tgtManage: env.ELEMENTO_TGT_MANAGE === undefined || env.ELEMENTO_TGT_MANAGE === '' ? undefined : ['1', 'true', 'yes'].includes(env.ELEMENTO_TGT_MANAGE),
+    exportHeartbeatMs: intOrUndefined('ELEMENTO_EXPORT_HEARTBEAT_MS', env.ELEMENTO_EXPORT_HEARTBEAT_MS),
+    exportStaleMs: intOrUndefined('ELEMENTO_EXPORT_STALE_MS', env.ELEMENTO_EXPORT_STALE_MS),
+    shareableUserLimit: intOrUndefined('ELEMENTO_SHAREABLE_USER_LIMIT', env.ELEMENTO_SHAREABLE_USER_LIMIT),
   };
   for (const key of Object.keys(raw)) if (raw[key] === undefined) delete raw[key];
   try {

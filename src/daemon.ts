@@ -1,4 +1,6 @@
 import type { Config } from './config.js';
+import { createExporter } from './exporters/select.js';
+import { ExportService } from './exporters/service.js';
 import { JobRegistry } from './jobs/registry.js';
 import type { Logger } from './log.js';
 import { LockManager } from './store/locks.js';
@@ -15,6 +17,8 @@ import type { StoreContext } from './volumes/context.js';
  */
 export class Daemon {
   readonly ctx: StoreContext;
+  /** Exports to hypervisors: the chosen iSCSI backend and the markers kept in step with it. */
+  readonly exports: ExportService;
   readonly startedAt = new Date();
 
   constructor(
@@ -27,6 +31,7 @@ export class Daemon {
     locks.setRecovery((dir, markers) => recoverVolume(dir, markers, qemuImg, log.child({ module: 'recovery' })));
     const index = new VolumeIndex(config.mnt, log.child({ module: 'index' }));
     this.ctx = { config, log: log.child({ module: 'volumes' }), index, locks, placement: new Placement(index, locks), runner, qemuImg, jobs: new JobRegistry() };
+    this.exports = new ExportService(createExporter(config, runner, log.child({ module: 'exporter' })), index, config, log.child({ module: 'exports' }));
   }
 
   async start(): Promise<void> {
@@ -35,11 +40,13 @@ export class Daemon {
     await sweepRoots(index.rootList(), locks, this.log.child({ module: 'sweep' }));
     await index.scanAll();
     if (this.config.watch) await index.watch(this.config.rescanIntervalMs);
+    await this.exports.start();
     this.log.info('tree loaded', { mnt: this.config.mnt, roots: index.rootList().length, volumes: index.size, skipped: index.skippedRoots().length });
   }
 
   async stop(): Promise<void> {
     await this.ctx.jobs.cancelAll();
+    await this.exports.stop();
     await this.ctx.index.close();
   }
 

@@ -3,6 +3,7 @@ import express, { type Express } from 'express';
 import type { Daemon } from '../daemon.js';
 import { NotFoundError } from '../errors.js';
 import { errorHandler } from './errors.js';
+import { exportRoutes } from './routes/exports.js';
 import { jobRoutes } from './routes/jobs.js';
 import { statusRoutes } from './routes/status.js';
 import { volumeRoutes } from './routes/volumes.js';
@@ -41,6 +42,7 @@ export function createApp(daemon: Daemon): Express {
   api.use(statusRoutes(daemon));
   api.use(volumeRoutes(daemon.ctx));
   api.use(jobRoutes(daemon.ctx.jobs));
+  api.use(exportRoutes(daemon.ctx, daemon.exports));
   api.use((req, _res, next) => next(new NotFoundError(`no endpoint ${req.method} ${req.path}`)));
   for (const version of API_VERSIONS) app.use(`/api/${version}`, api);
 

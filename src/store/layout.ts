@@ -76,3 +76,11 @@ export const BYTES_PER_GB = 1_000_000_000;
 export function gbToBytes(gb: number): number {
   return Math.ceil((gb * BYTES_PER_GB) / 512) * 512;
 }
+
+/** `iqn.2004-10.cloud.elemento:01:<client XOR volume>.exported`: present while the volume is exported to that client. */
+export function exportMarkerName(iqn: string): string {
+  return `${iqn}.exported`;
+}
+
+/** The state of a live migration in progress (see src/store/migration-state.ts). */
+export const MIGRATION_FILE = 'migration.json';

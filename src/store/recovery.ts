@@ -4,6 +4,7 @@ import fse from 'fs-extra';
 import { errorFields, type Logger } from '../log.js';
 import type { QemuImg } from '../tools/qemu-img.js';
 import type { LockManager } from './locks.js';
+import { recoverMigration } from './migration-state.js';
 import { BrokenMetaError, readMeta, writeMeta } from './meta.js';
 import { BIN_DIR, DATA_FILE_NAMES, dataFileName, isTempName, parseLockMarker, uidOfDirName } from './layout.js';
 import type { Root } from './roots.js';
@@ -24,7 +25,8 @@ export async function moveToBin(dir: string, operationUid: string): Promise<stri
  * - a create that never published its data file: the volume is removed;
  * - temp files: removed;
  * - a convert that died between its steps: meta.json is the truth, the other data file goes;
- * - a resize that died before meta.json was rewritten: meta.json takes the image's real size.
+ * - a resize that died before meta.json was rewritten: meta.json takes the image's real size;
+ * - a migration step (prepare, conclude, revert) that died half-way: reverted or finished.
  */
 export async function recoverVolume(dir: string, staleMarkers: string[], qemuImg: QemuImg, log: Logger): Promise<void> {
   const uid = uidOfDirName(path.basename(dir))!;
@@ -62,6 +64,7 @@ export async function recoverVolume(dir: string, staleMarkers: string[], qemuImg
       }
     }
   }
+  if (purposes.includes('migrate')) await recoverMigration(dir, uid, log);
   for (const marker of staleMarkers) await fs.rm(path.join(dir, marker), { force: true });
 }
 

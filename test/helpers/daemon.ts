@@ -14,9 +14,12 @@ export interface TestDaemon {
   stop(): Promise<void>;
 }
 
-/** A daemon on `mnt` with its app (no port: supertest binds an ephemeral one per request). */
+/**
+ * A daemon on `mnt` with its app (no port: supertest binds an ephemeral one per request). Exports
+ * are off unless the test asks for a backend, so no test touches a tgtd it did not start.
+ */
 export async function startTestDaemon(mnt: string, overrides: Partial<Config> = {}): Promise<TestDaemon> {
-  const config = configWith({ mnt, logLevel: (process.env.ELEMENTO_TEST_LOG as Config['logLevel']) ?? 'silent', rescanIntervalMs: 0, ...overrides });
+  const config = configWith({ mnt, logLevel: (process.env.ELEMENTO_TEST_LOG as Config['logLevel']) ?? 'silent', rescanIntervalMs: 0, exporter: 'none', ...overrides });
   const daemon = new Daemon(config, createLogger({ level: config.logLevel, format: 'pretty' }));
   await daemon.start();
   const app = createApp(daemon);

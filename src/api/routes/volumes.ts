@@ -1,5 +1,6 @@
 import { Router } from 'express';
 import { runAsJob } from '../../jobs/registry.js';
+import { userLimitHeaders } from '../../volumes/attach.js';
 import type { StoreContext } from '../../volumes/context.js';
 import { createVolume, type CreateRequest } from '../../volumes/create.js';
 import { destroyVolume } from '../../volumes/destroy.js';
@@ -17,7 +18,10 @@ export function volumeRoutes(ctx: StoreContext): Router {
   r.post('/accessible', jsonEndpoint<{ client_uid: string; labels?: Record<string, string> }>('accessible', (body, _req, res) =>
     accessibleVolumes(ctx, callerOf(res, body) ?? body.client_uid, body.labels),
   ));
-  r.post('/info', jsonEndpoint<VolumeRef>('volume-ref', (body, _req, res) => volumeInfo(ctx, body.volume_id, callerOf(res, body))));
+  r.post('/info', jsonEndpoint<VolumeRef>('volume-ref', (body, _req, res) => {
+    const info = volumeInfo(ctx, body.volume_id, callerOf(res, body));
+    return { body: info, headers: userLimitHeaders(ctx, ctx.index.get(body.volume_id)!.meta!) };
+  }));
   r.post('/has', jsonEndpoint<VolumeRef>('volume-ref', (body, _req, res) => hasVolume(ctx, body.volume_id, callerOf(res, body))));
   r.post('/destroy', jsonEndpoint<VolumeRef>('volume-ref', (body, _req, res) => destroyVolume(ctx, body.volume_id, callerOf(res, body))));
   r.post('/update', jsonEndpoint<UpdateRequest>('update', (body) => updateVolume(ctx, body)));

@@ -1,0 +1,24 @@
+import { Router } from 'express';
+import type { ExportService } from '../../exporters/service.js';
+import { attachVolume, detachVolume, type AttachRequest } from '../../volumes/attach.js';
+import type { StoreContext } from '../../volumes/context.js';
+import { exportVolume, unexportVolume } from '../../volumes/export.js';
+import { finishMigration, prepareMigration, type MigrationRequest } from '../../volumes/migration.js';
+import { jsonEndpoint } from '../handler.js';
+
+type ExportRequest = { volume_id: string; client_uid: string };
+
+/** Exports to hypervisors (SPEC §4), live migration (both the seed's `livemigration/` and `migration/`), attach tracking (seed 004). */
+export function exportRoutes(ctx: StoreContext, exports: ExportService): Router {
+  const r = Router();
+  r.post('/export', jsonEndpoint<ExportRequest>('export', (body) => exportVolume(ctx, exports, body.volume_id, body.client_uid)));
+  r.post('/unexport', jsonEndpoint<ExportRequest>('export', (body) => unexportVolume(ctx, exports, body.volume_id, body.client_uid)));
+  for (const base of ['/migration', '/livemigration']) {
+    r.post(`${base}/prepare`, jsonEndpoint<MigrationRequest>('migration', (body) => prepareMigration(ctx, exports, body)));
+    r.post(`${base}/conclude`, jsonEndpoint<MigrationRequest>('migration', (body) => finishMigration(ctx, exports, body, 'conclude')));
+    r.post(`${base}/revert`, jsonEndpoint<MigrationRequest>('migration', (body) => finishMigration(ctx, exports, body, 'revert')));
+  }
+  r.post('/attach', jsonEndpoint<AttachRequest>('attach', (body) => attachVolume(ctx, body)));
+  r.post('/detach', jsonEndpoint<AttachRequest>('attach', (body) => detachVolume(ctx, body)));
+  return r;
+}

@@ -1,0 +1,145 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import type { Config } from '../config.js';
+import { errorFields, type Logger } from '../log.js';
+import { isOwnMarker, markerPath, readMarker, removeMarker, touchMarker, writeMarker } from '../store/export-marker.js';
+import { dataFileName, isInside } from '../store/layout.js';
+import type { VolumeMeta } from '../store/meta.js';
+import type { VolumeIndex } from '../store/volume-index.js';
+import { EXPORT_MARKER_RE } from '../store/volume-record.js';
+import { SerialQueue, type Exporter, type TargetSpec } from './base.js';
+import { IQN_PREFIX } from './iqn.js';
+
+export interface ReconcileReport {
+  kept: number;
+  recreated: number;
+  removed: number;
+  dropped: number;
+}
+
+/** What a volume's export target is made of. */
+export function targetSpec(dir: string, meta: VolumeMeta, iqn: string): TargetSpec {
+  return { iqn, file: path.join(dir, dataFileName(meta.format)), readonly: meta.readonly };
+}
+
+/**
+ * Keeps the `.exported` markers (the truth, in the tree) and the backend's targets in step.
+ * Every change of both goes through one queue in this process, so reconciliation never sees an
+ * export half-made by a request. Order of steps, so that a crash is always repaired by the next
+ * reconciliation: publish writes the marker, then the target (a marker without target is
+ * recreated); withdraw removes the marker, then the target (a target without marker is removed).
+ */
+export class ExportService {
+  private readonly queue = new SerialQueue();
+  private timer: NodeJS.Timeout | null = null;
+  private started = false;
+
+  constructor(
+    readonly exporter: Exporter,
+    private readonly index: VolumeIndex,
+    private readonly config: Config,
+    private readonly log: Logger,
+  ) {}
+
+  /** Starts the backend, reconciles once, then heartbeats and reconciles every exportHeartbeatMs. */
+  async start(): Promise<void> {
+    await this.reconcile().catch((err) => this.log.warn('exports not reconciled at start; retrying at each heartbeat', errorFields(err)));
+    this.timer = setInterval(() => {
+      this.reconcile().catch((err) => this.log.warn('export reconciliation failed', errorFields(err)));
+    }, this.config.exportHeartbeatMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.queue.run(async () => {
+      if (this.started) await this.exporter.stop();
+      this.started = false;
+    });
+  }
+
+  private async ensureStarted(): Promise<void> {
+    if (this.started) return;
+    await this.exporter.start();
+    this.started = true;
+  }
+
+  /** Writes the marker, then makes the target; the marker goes again if the target cannot be made. Volume lock held. */
+  publish(dir: string, meta: VolumeMeta, client: string, iqn: string): Promise<void> {
+    return this.queue.run(async () => {
+      await this.ensureStarted();
+      await writeMarker(dir, iqn, { client_uid: client, portal: this.config.iscsiPortal });
+      try {
+        await this.exporter.ensure(targetSpec(dir, meta, iqn));
+      } catch (err) {
+        await removeMarker(dir, iqn);
+        throw err;
+      }
+    });
+  }
+
+  /** Removes the marker, then the target. Volume lock held. */
+  withdraw(dir: string, iqn: string): Promise<void> {
+    return this.queue.run(async () => {
+      await this.ensureStarted();
+      await removeMarker(dir, iqn);
+      await this.exporter.remove(iqn);
+    });
+  }
+
+  /**
+   * Markers against targets: a target with its marker is kept and its marker touched; a marker of
+   * this host without target is recreated while its heartbeat is recent, and dropped once it is
+   * older than exportStaleMs; a target of ours (our IQN prefix, a file under the mount directory)
+   * that no marker claims is removed.
+   */
+  reconcile(): Promise<ReconcileReport> {
+    return this.queue.run(async () => {
+      await this.ensureStarted();
+      const report: ReconcileReport = { kept: 0, recreated: 0, removed: 0, dropped: 0 };
+      const targets = new Map((await this.exporter.list()).map((t) => [t.iqn, t]));
+      const claimed = new Set<string>();
+      for (const record of [...this.index.all()]) {
+        if (!record.meta || record.meta.format === 'rbd') continue;
+        const names = await fs.readdir(record.dir).catch(() => [] as string[]);
+        let changed = false;
+        for (const name of names) {
+          const iqn = EXPORT_MARKER_RE.exec(name)?.[1];
+          if (!iqn) continue;
+          const marker = await readMarker(markerPath(record.dir, iqn));
+          if (!marker || !isOwnMarker(marker.content)) continue;
+          const spec = targetSpec(record.dir, record.meta, iqn);
+          const target = targets.get(iqn);
+          if (target && target.file === spec.file) {
+            claimed.add(iqn);
+            report.kept += 1;
+          } else if (Date.now() - marker.heartbeatMs < this.config.exportStaleMs) {
+            // A target that lost its LUN or serves another file is made again.
+            if (target) await this.exporter.remove(iqn);
+            await this.exporter.ensure(spec);
+            claimed.add(iqn);
+            report.recreated += 1;
+            this.log.info('export target recreated for its marker', { vid: record.uid, iqn });
+          } else {
+            await removeMarker(record.dir, iqn);
+            changed = true;
+            report.dropped += 1;
+            this.log.warn('export marker dropped: its heartbeat is long dead and it has no target', { vid: record.uid, iqn });
+            continue;
+          }
+          await touchMarker(markerPath(record.dir, iqn));
+        }
+        if (changed) await this.index.reloadDir(record.dir);
+      }
+      for (const target of targets.values()) {
+        if (claimed.has(target.iqn) || !target.iqn.startsWith(IQN_PREFIX)) continue;
+        if (target.file !== '' && !isInside(this.config.mnt, target.file)) continue;
+        await this.exporter.remove(target.iqn);
+        report.removed += 1;
+        this.log.warn('export target removed: no marker claims it', { iqn: target.iqn, file: target.file });
+      }
+      return report;
+    });
+  }
+}

@@ -1,0 +1,98 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ToolError, UnavailableError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { Tgtadm } from '../tools/tgtadm.js';
+import { SerialQueue, type ExistingTarget, type Exporter, type TargetSpec } from './base.js';
+
+const LUN = 1;
+const TID_ATTEMPTS = 3;
+
+/** The smallest target id not in use (tgt needs the caller to choose one). */
+export function freeTid(used: number[]): number {
+  const taken = new Set(used);
+  let tid = 1;
+  while (taken.has(tid)) tid += 1;
+  return tid;
+}
+
+/**
+ * The tgt backend (tgtd/tgtadm), for hosts without LIO and for the test suite. Target ids are not
+ * stored anywhere: they are read back from `tgtadm --op show` before each change, and a tid that
+ * another caller took in between is retried with a fresh read.
+ */
+export class TgtExporter implements Exporter {
+  readonly name = 'tgt' as const;
+  readonly capabilities = Object.freeze({ readonlyLuns: true, managedDaemon: true, savesConfig: false });
+  readonly lun = LUN;
+  private readonly queue = new SerialQueue();
+  private owned = false;
+
+  constructor(
+    private readonly tgtadm: Tgtadm,
+    private readonly opts: { manage: boolean; portal: string; controlPort?: number },
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    if (await this.tgtadm.ping()) {
+      this.owned = this.opts.manage;
+      return;
+    }
+    if (!this.opts.manage)
+      throw new UnavailableError(`no tgtd answers on control port ${this.opts.controlPort ?? 0} (start one, or set ELEMENTO_TGT_MANAGE=1)`);
+    await this.tgtadm.startDaemon(this.opts.portal);
+    for (let i = 0; i < 50 && !(await this.tgtadm.ping()); i++) await sleep(100);
+    if (!(await this.tgtadm.ping())) throw new UnavailableError('the tgtd started by the daemon does not answer');
+    this.owned = true;
+    this.log.info('tgtd started', { controlPort: this.opts.controlPort ?? 0, portal: this.opts.portal });
+  }
+
+  /** A managed tgtd is stopped: its targets first (tgtd refuses to stop while any remain), then the system. */
+  async stop(): Promise<void> {
+    if (!this.owned) return;
+    await this.queue.run(async () => {
+      for (const t of await this.tgtadm.targets()) await this.tgtadm.deleteTarget(t.tid);
+      await this.tgtadm.deleteSystem();
+    });
+    this.owned = false;
+    this.log.info('tgtd stopped', { controlPort: this.opts.controlPort ?? 0 });
+  }
+
+  list(): Promise<ExistingTarget[]> {
+    return this.queue.run(async () => (await this.tgtadm.targets()).map((t) => ({ iqn: t.iqn, file: t.luns[0]?.path ?? '' })));
+  }
+
+  ensure(spec: TargetSpec): Promise<void> {
+    return this.queue.run(async () => {
+      for (let attempt = 1; ; attempt++) {
+        const targets = await this.tgtadm.targets();
+        if (targets.some((t) => t.iqn === spec.iqn)) return;
+        const tid = freeTid(targets.map((t) => t.tid));
+        try {
+          await this.tgtadm.newTarget(tid, spec.iqn);
+        } catch (err) {
+          // Another tgtadm user took the tid between our read and our create: read again.
+          if (err instanceof ToolError && attempt < TID_ATTEMPTS) continue;
+          throw err;
+        }
+        try {
+          await this.tgtadm.newLun(tid, LUN, spec.file);
+          if (spec.readonly) await this.tgtadm.setReadonly(tid, LUN);
+          // Bound last: no initiator can log in before the LUN is complete (and read-only when it must be).
+          await this.tgtadm.bindAll(tid);
+          return;
+        } catch (err) {
+          await this.tgtadm.deleteTarget(tid).catch(() => undefined);
+          throw err;
+        }
+      }
+    });
+  }
+
+  remove(iqn: string): Promise<void> {
+    return this.queue.run(async () => {
+      const target = (await this.tgtadm.targets()).find((t) => t.iqn === iqn);
+      if (target) await this.tgtadm.deleteTarget(target.tid);
+    });
+  }
+}

@@ -1,0 +1,91 @@
+import { ConflictError, ForbiddenError } from '../errors.js';
+import { readMeta, writeMeta, type VolumeMeta } from '../store/meta.js';
+import { findVolume } from './access.js';
+import type { StoreContext } from './context.js';
+
+/** One VM using a volume, as seed 004's attach records it; kept in meta.json's `attachments`. */
+export interface Attachment {
+  client_uid: string;
+  node: string;
+  vm_id: string;
+  target?: string;
+  attached: string;
+}
+
+export interface AttachRequest {
+  volume_id: string;
+  client_uid: string;
+  node: string;
+  vm_id: string | number;
+  target?: string;
+}
+
+export function attachmentsOf(meta: VolumeMeta): Attachment[] {
+  return Array.isArray(meta.attachments) ? (meta.attachments as Attachment[]) : [];
+}
+
+/** Seed 004's disk user limit: 1, or ELEMENTO_SHAREABLE_USER_LIMIT for a shareable volume. */
+export function userLimit(ctx: StoreContext, meta: VolumeMeta): number {
+  return meta.shareable ? ctx.config.shareableUserLimit : 1;
+}
+
+/** The `X-DiskUser-Limit` / `X-DiskUser-Remaining` headers seed 004 sends with a disk's description. */
+export function userLimitHeaders(ctx: StoreContext, meta: VolumeMeta): Record<string, string> {
+  const limit = userLimit(ctx, meta);
+  return { 'X-DiskUser-Limit': String(limit), 'X-DiskUser-Remaining': String(Math.max(0, limit - attachmentsOf(meta).length)) };
+}
+
+/** Every volume attached to the VM `vm_id` on `node` (seed 004 answers them as `uuid`). */
+function volumesOfVm(ctx: StoreContext, node: string, vmId: string): string[] {
+  const out: string[] = [];
+  for (const record of ctx.index.all())
+    if (record.meta && attachmentsOf(record.meta).some((a) => a.node === node && a.vm_id === vmId)) out.push(record.uid);
+  return out.sort();
+}
+
+const sameVm = (a: Attachment, node: string, vmId: string) => a.node === node && a.vm_id === vmId;
+
+/** Changes a volume's attachments under its lock (meta.json re-read inside it), then reloads the index. */
+async function changeAttachments(ctx: StoreContext, vid: string, purpose: string, fn: (meta: VolumeMeta, list: Attachment[]) => Attachment[] | null) {
+  const record = findVolume(ctx, vid, null);
+  try {
+    await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => {
+      const meta = await readMeta(record.dir, vid);
+      const next = fn(meta, attachmentsOf(meta));
+      if (next) await writeMeta(record.dir, { ...meta, attachments: next });
+    });
+  } finally {
+    await ctx.index.reloadDir(record.dir);
+  }
+}
+
+/**
+ * `attach`: records that VM `vm_id` on `node` uses the volume, within its user limit. A private
+ * volume only for its owner (as exports). A repeat for the same VM updates its target.
+ */
+export async function attachVolume(ctx: StoreContext, req: AttachRequest) {
+  const vmId = String(req.vm_id);
+  await changeAttachments(ctx, req.volume_id, 'attach', (meta, list) => {
+    if (meta.private && req.client_uid !== meta.creatorID)
+      throw new ForbiddenError(`volume ${meta.volumeID} is private and can only be attached by its owner`, { vid: meta.volumeID, rule: 'private' });
+    const others = list.filter((a) => !sameVm(a, req.node, vmId));
+    const limit = userLimit(ctx, meta);
+    if (others.length >= limit)
+      throw new ConflictError(`volume ${meta.volumeID} has reached its user limit of ${limit}`, { vid: meta.volumeID, rule: 'user_limit', limit });
+    const entry: Attachment = { client_uid: req.client_uid, node: req.node, vm_id: vmId, ...(req.target ? { target: req.target } : {}), attached: new Date().toISOString() };
+    return [...others, entry];
+  });
+  ctx.log.info('volume attached', { vid: req.volume_id, node: req.node, vm_id: vmId });
+  return { node: req.node, vm_id: vmId, ...(req.target ? { target: req.target } : {}), uuid: volumesOfVm(ctx, req.node, vmId) };
+}
+
+/** `detach`: forgets the VM's use of the volume; answers the volumes still attached to that VM. */
+export async function detachVolume(ctx: StoreContext, req: AttachRequest) {
+  const vmId = String(req.vm_id);
+  await changeAttachments(ctx, req.volume_id, 'detach', (_meta, list) => {
+    const rest = list.filter((a) => !sameVm(a, req.node, vmId));
+    return rest.length === list.length ? null : rest;
+  });
+  ctx.log.info('volume detached', { vid: req.volume_id, node: req.node, vm_id: vmId });
+  return { node: req.node, vm_id: vmId, ...(req.target ? { target: req.target } : {}), uuid: volumesOfVm(ctx, req.node, vmId) };
+}

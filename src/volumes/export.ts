@@ -1,0 +1,81 @@
+import { promises as fs } from 'node:fs';
+import { NotSupportedError } from '../errors.js';
+import { clientOfIqn, iqnFor } from '../exporters/iqn.js';
+import type { ExportService } from '../exporters/service.js';
+import { readMeta, type VolumeMeta } from '../store/meta.js';
+import { EXPORT_MARKER_RE } from '../store/volume-record.js';
+import { findVolume } from './access.js';
+import type { StoreContext } from './context.js';
+import { checkExportRules } from './export-rules.js';
+
+/** What a hypervisor needs to attach an exported volume. */
+export interface ExportAnswer {
+  vid: string;
+  client_uid: string;
+  iqn: string;
+  portal: string;
+  lun: number;
+  format: string;
+  readonly: boolean;
+}
+
+/** The clients a volume directory's `.exported` markers name. */
+export function exportedClients(files: string[], vid: string): string[] {
+  return files
+    .map((f) => EXPORT_MARKER_RE.exec(f)?.[1])
+    .map((iqn) => (iqn ? clientOfIqn(iqn, vid) : null))
+    .filter((c): c is string => c !== null);
+}
+
+export function exportAnswer(ctx: StoreContext, exports: ExportService, meta: VolumeMeta, client: string): ExportAnswer {
+  return {
+    vid: meta.volumeID,
+    client_uid: client,
+    iqn: iqnFor(client, meta.volumeID),
+    portal: ctx.config.iscsiPortal,
+    lun: exports.exporter.lun,
+    format: meta.format,
+    readonly: meta.readonly,
+  };
+}
+
+/**
+ * The volume `vid` under its lock, with meta.json and the directory read afresh. Exports look the
+ * volume up as the controller: a private volume of someone else is refused by the rules (403 naming
+ * the rule), as SPEC §4 asks, rather than hidden.
+ */
+export async function withExportLock<T>(
+  ctx: StoreContext,
+  vid: string,
+  purpose: string,
+  fn: (dir: string, meta: VolumeMeta, files: string[]) => Promise<T>,
+): Promise<T> {
+  const record = findVolume(ctx, vid, null);
+  try {
+    return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => {
+      const meta = await readMeta(record.dir, vid);
+      if (meta.format === 'rbd') throw new NotSupportedError(`volume ${vid} lives in Ceph and is not exported over iSCSI`);
+      return fn(record.dir, meta, await fs.readdir(record.dir));
+    });
+  } finally {
+    await ctx.index.reloadDir(record.dir);
+  }
+}
+
+/** `export`: SPEC §4's rules, then the marker and the target. A repeat for the same client answers the same. */
+export async function exportVolume(ctx: StoreContext, exports: ExportService, vid: string, client: string): Promise<ExportAnswer> {
+  const meta = await withExportLock(ctx, vid, 'export', async (dir, meta, files) => {
+    checkExportRules(meta, client, exportedClients(files, vid));
+    await exports.publish(dir, meta, client, iqnFor(client, vid));
+    return meta;
+  });
+  ctx.log.info('volume exported', { vid, client, iqn: iqnFor(client, vid) });
+  return exportAnswer(ctx, exports, meta, client);
+}
+
+/** `unexport`: removes the export to `client`; a volume not exported to it answers the same. */
+export async function unexportVolume(ctx: StoreContext, exports: ExportService, vid: string, client: string) {
+  await withExportLock(ctx, vid, 'unexport', (dir) => exports.withdraw(dir, iqnFor(client, vid)));
+  ctx.log.info('volume unexported', { vid, client });
+  return { vid, client_uid: client, iqn: iqnFor(client, vid), exported: false };
+}
