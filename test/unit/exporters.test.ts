@@ -1,0 +1,250 @@
+import { expect } from 'chai';
+import { ConflictError, ForbiddenError } from '../../src/errors.js';
+import { clientOfIqn, iqnFor, splitPortal, xorUids } from '../../src/exporters/iqn.js';
+import { backstoreName, LioExporter } from '../../src/exporters/lio.js';
+import { exporterKind } from '../../src/exporters/select.js';
+import { freeTid, TgtExporter } from '../../src/exporters/tgt.js';
+import { configWith } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import type { VolumeMeta } from '../../src/store/meta.js';
+import { parseFileioBackstores, parseIscsiTargets, Targetcli } from '../../src/tools/targetcli.js';
+import { parseTgtTargets, Tgtadm } from '../../src/tools/tgtadm.js';
+import { checkExportRules } from '../../src/volumes/export-rules.js';
+import { lsFileio, lsIscsi, RecordedRunner } from '../helpers/fake-runner.js';
+
+const log = createLogger({ level: 'silent', format: 'json' });
+const VID = '00112233445566778899aabbccddeeff';
+const CLIENT = 'ffffffffffffffffffffffffffffffff';
+const IQN = iqnFor(CLIENT, VID);
+const BS = backstoreName(IQN);
+const FILE = `/mnt/a/vid.${VID}.elimg/data.img`;
+
+describe('target names', () => {
+  it('XORs the client and volume uids into the IQN, and undoes it', () => {
+    expect(xorUids('0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f', 'ffffffffffffffffffffffffffffffff')).to.equal('f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0');
+    expect(IQN).to.equal('iqn.2004-10.cloud.elemento:01:ffeeddccbbaa99887766554433221100');
+    expect(clientOfIqn(IQN, VID)).to.equal(CLIENT);
+    expect(clientOfIqn('iqn.2003-01.org.linux-iscsi.x:sn.1', VID)).to.equal(null);
+    expect(backstoreName(IQN)).to.equal('elemento_ffeeddccbbaa99887766554433221100');
+    expect(splitPortal('127.0.0.1:13260')).to.deep.equal({ address: '127.0.0.1', port: 13260 });
+    expect(splitPortal('[::1]:3260')).to.deep.equal({ address: '::1', port: 3260 });
+  });
+
+  it('picks LIO when configfs has a target directory, tgt otherwise, and obeys ELEMENTO_EXPORTER', () => {
+    const config = configWith({ mnt: '/tmp' });
+    expect(exporterKind(config, '/')).to.equal('lio');
+    expect(exporterKind(config, '/nonexistent/target')).to.equal('tgt');
+    expect(exporterKind(configWith({ mnt: '/tmp', exporter: 'tgt' }), '/')).to.equal('tgt');
+  });
+});
+
+describe('export rules (SPEC §4), table-driven', () => {
+  const meta = (m: Partial<VolumeMeta>) => ({ volumeID: VID, creatorID: CLIENT, private: false, shareable: false, ...m }) as VolumeMeta;
+  const OTHER = '0123456789abcdef0123456789abcdef';
+  const cases: Array<[string, Partial<VolumeMeta>, string, string[], 'ok' | 403 | 409]> = [
+    ['private, owner, not exported', { private: true }, CLIENT, [], 'ok'],
+    ['private, other client', { private: true, shareable: true }, OTHER, [], 403],
+    ['public, not shareable, exported to another', {}, OTHER, [CLIENT], 409],
+    ['public, not shareable, a repeat for the same client', {}, OTHER, [OTHER], 'ok'],
+    ['public, shareable, exported twice already', { shareable: true }, OTHER, [CLIENT, 'a'.repeat(32)], 'ok'],
+    ['private, owner, not shareable, exported to another', { private: true }, CLIENT, [OTHER], 409],
+  ];
+  for (const [name, m, client, exported, want] of cases)
+    it(`${name}: ${want}`, () => {
+      const run = () => checkExportRules(meta(m), client, exported);
+      if (want === 'ok') expect(run).to.not.throw();
+      else expect(run).to.throw(want === 403 ? ForbiddenError : ConflictError);
+    });
+
+  it('a migration destination may be added to a volume that is not shareable, never to a private one of someone else', () => {
+    expect(() => checkExportRules(meta({}), OTHER, [CLIENT], { migrating: true })).to.not.throw();
+    expect(() => checkExportRules(meta({ private: true }), OTHER, [CLIENT], { migrating: true })).to.throw(ForbiddenError);
+  });
+});
+
+/** Output recorded from tgtadm 1.0.85 (Debian 12) for one read-write and one read-only export. */
+const TGT_SHOW = `Target 1: ${IQN}
+    System information:
+        Driver: iscsi
+        State: ready
+    I_T nexus information:
+    LUN information:
+        LUN: 0
+            Type: controller
+            Readonly: No
+            Backing store type: null
+            Backing store path: None
+        LUN: 1
+            Type: disk
+            Readonly: No
+            Backing store type: rdwr
+            Backing store path: ${FILE}
+            Backing store flags: 
+    Account information:
+    ACL information:
+        ALL
+Target 3: iqn.2004-10.cloud.elemento:01:0000000000000000000000000000000a
+    LUN information:
+        LUN: 0
+            Type: controller
+            Backing store path: None
+        LUN: 1
+            Type: disk
+            Readonly: Yes
+            Backing store path: /mnt/a/x/data.img
+`;
+
+describe('tgt backend (tgtadm)', () => {
+  it('reads targets, tids, LUN files and read-only flags from tgtadm --op show', () => {
+    expect(parseTgtTargets(TGT_SHOW)).to.deep.equal([
+      { tid: 1, iqn: IQN, luns: [{ lun: 1, path: FILE, readonly: false }] },
+      { tid: 3, iqn: 'iqn.2004-10.cloud.elemento:01:0000000000000000000000000000000a', luns: [{ lun: 1, path: '/mnt/a/x/data.img', readonly: true }] },
+    ]);
+    expect(parseTgtTargets('')).to.deep.equal([]);
+  });
+
+  it('picks the smallest free tid', () => {
+    expect(freeTid([])).to.equal(1);
+    expect(freeTid([1, 3])).to.equal(2);
+    expect(freeTid([2, 1, 3])).to.equal(4);
+  });
+
+  it('makes a read-only target in order (bound last), on its control port', async () => {
+    const c = 'tgtadm -C 21001 --lld iscsi';
+    const runner = new RecordedRunner([
+      { cmd: `${c} --op show --mode target`, stdout: TGT_SHOW.replace(`Target 1: ${IQN}`, 'Target 1: iqn.x:other') },
+      { cmd: `${c} --op new --mode target --tid 2 -T ${IQN}` },
+      { cmd: `${c} --op new --mode logicalunit --tid 2 --lun 1 -b ${FILE}` },
+      { cmd: `${c} --op update --mode logicalunit --tid 2 --lun 1 --params readonly=1` },
+      { cmd: `${c} --op bind --mode target --tid 2 -I ALL` },
+    ]);
+    await new TgtExporter(new Tgtadm(runner, 21001), { manage: false, portal: '127.0.0.1:3260', controlPort: 21001 }, log).ensure({ iqn: IQN, file: FILE, readonly: true });
+    expect(runner.done).to.equal(true);
+  });
+
+  it('reads the targets again when its tid was taken meanwhile, and undoes a target whose LUN failed', async () => {
+    const c = '--lld iscsi';
+    const taken = { exitCode: 22, stderr: 'tgtadm: this target already exists' };
+    const runner = new RecordedRunner([
+      { cmd: `tgtadm ${c} --op show --mode target`, stdout: '' },
+      { cmd: `tgtadm ${c} --op new --mode target --tid 1 -T ${IQN}`, fail: taken },
+      { cmd: `tgtadm ${c} --op show --mode target`, stdout: 'Target 1: iqn.x:other\n' },
+      { cmd: `tgtadm ${c} --op new --mode target --tid 2 -T ${IQN}` },
+      { cmd: `tgtadm ${c} --op new --mode logicalunit --tid 2 --lun 1 -b ${FILE}`, fail: { exitCode: 22, stderr: "tgtadm: can't find the logical unit" } },
+      { cmd: `tgtadm ${c} --op delete --mode target --tid 2 --force` },
+    ]);
+    const exporter = new TgtExporter(new Tgtadm(runner, undefined), { manage: false, portal: '127.0.0.1:3260' }, log);
+    let error: Error | undefined;
+    await exporter.ensure({ iqn: IQN, file: FILE, readonly: false }).catch((err) => (error = err));
+    expect(error?.message).to.equal('tgtadm failed');
+    expect(runner.done).to.equal(true);
+  });
+
+  it('stops a tgtd it manages: targets first, then the system (tgtd ignores SIGTERM)', async () => {
+    const c = 'tgtadm -C 21002 --lld iscsi';
+    const runner = new RecordedRunner([
+      { cmd: `${c} --op show --mode system`, fail: { exitCode: 107, stderr: 'tgtadm: failed to send request hdr to tgt daemon, Transport endpoint is not connected' } },
+      { cmd: 'tgtd -C 21002 --iscsi portal=127.0.0.1:13261' },
+      { cmd: `${c} --op show --mode system`, stdout: 'System:\n    State: ready\n' },
+      { cmd: `${c} --op show --mode system`, stdout: 'System:\n    State: ready\n' },
+      { cmd: `${c} --op show --mode target`, stdout: TGT_SHOW },
+      { cmd: `${c} --op delete --mode target --tid 1 --force` },
+      { cmd: `${c} --op delete --mode target --tid 3 --force` },
+      { cmd: `${c} --op delete --mode system` },
+    ]);
+    const exporter = new TgtExporter(new Tgtadm(runner, 21002), { manage: true, portal: '127.0.0.1:13261', controlPort: 21002 }, log);
+    await exporter.start();
+    await exporter.stop();
+    expect(runner.done).to.equal(true);
+  });
+});
+
+describe('LIO backend (targetcli), against recorded command sequences', () => {
+  const make = (runner: RecordedRunner) => new LioExporter(new Targetcli(runner), '10.0.0.5:3260', log);
+
+  it('parses targetcli ls of /iscsi and /backstores/fileio', () => {
+    expect(parseIscsiTargets(lsIscsi([IQN, 'iqn.2003-01.org.linux-iscsi.host:sn.1']))).to.deep.equal([IQN, 'iqn.2003-01.org.linux-iscsi.host:sn.1']);
+    expect(parseFileioBackstores(lsFileio([{ name: BS, file: FILE }]))).to.deep.equal([{ name: BS, file: FILE }]);
+    expect(parseIscsiTargets(lsIscsi([]))).to.deep.equal([]);
+  });
+
+  it('start turns off the default 0.0.0.0:3260 portal', async () => {
+    const runner = new RecordedRunner([{ cmd: 'targetcli set global auto_add_default_portal=false' }]);
+    await make(runner).start();
+    expect(runner.done).to.equal(true);
+  });
+
+  it('ensure: backstore, target, LUN, portal, demo-mode attributes, then saveconfig', async () => {
+    const runner = new RecordedRunner([
+      { cmd: 'targetcli ls /iscsi 1', stdout: lsIscsi([]) },
+      { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([]) },
+      { cmd: `targetcli /backstores/fileio create name=${BS} file_or_dev=${FILE}` },
+      { cmd: `targetcli /iscsi create ${IQN}` },
+      { cmd: `targetcli /iscsi/${IQN}/tpg1/luns create /backstores/fileio/${BS}` },
+      { cmd: `targetcli /iscsi/${IQN}/tpg1/portals create 10.0.0.5 3260` },
+      { cmd: `targetcli /iscsi/${IQN}/tpg1 set attribute authentication=0 generate_node_acls=1 cache_dynamic_acls=1 demo_mode_write_protect=1` },
+      { cmd: 'targetcli saveconfig' },
+    ]);
+    await make(runner).ensure({ iqn: IQN, file: FILE, readonly: true });
+    expect(runner.done).to.equal(true);
+  });
+
+  it('ensure of a target that exists runs nothing else', async () => {
+    const runner = new RecordedRunner([{ cmd: 'targetcli ls /iscsi 1', stdout: lsIscsi([IQN]) }]);
+    await make(runner).ensure({ iqn: IQN, file: FILE, readonly: false });
+    expect(runner.done).to.equal(true);
+  });
+
+  it('ensure replaces a stray backstore, and undoes what it made when a step fails (then saves)', async () => {
+    const runner = new RecordedRunner([
+      { cmd: 'targetcli ls /iscsi 1', stdout: lsIscsi([]) },
+      { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([{ name: BS, file: FILE, used: false }]) },
+      { cmd: `targetcli /backstores/fileio delete ${BS}` },
+      { cmd: `targetcli /backstores/fileio create name=${BS} file_or_dev=${FILE}` },
+      { cmd: `targetcli /iscsi create ${IQN}` },
+      { cmd: `targetcli /iscsi/${IQN}/tpg1/luns create /backstores/fileio/${BS}` },
+      { cmd: `targetcli /iscsi/${IQN}/tpg1/portals create 10.0.0.5 3260`, fail: { exitCode: 1, stderr: 'Could not create NetworkPortal in configFS' } },
+      { cmd: `targetcli /iscsi delete ${IQN}` },
+      { cmd: `targetcli /backstores/fileio delete ${BS}` },
+      { cmd: 'targetcli saveconfig' },
+    ]);
+    let error: Error | undefined;
+    await make(runner).ensure({ iqn: IQN, file: FILE, readonly: false }).catch((err) => (error = err));
+    expect(error?.message).to.equal('targetcli failed');
+    expect(runner.done).to.equal(true);
+  });
+
+  it('remove: target, backstore, saveconfig; nothing at all for an unknown target', async () => {
+    const runner = new RecordedRunner([
+      { cmd: 'targetcli ls /iscsi 1', stdout: lsIscsi([IQN]) },
+      { cmd: `targetcli /iscsi delete ${IQN}` },
+      { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([{ name: BS, file: FILE, used: false }]) },
+      { cmd: `targetcli /backstores/fileio delete ${BS}` },
+      { cmd: 'targetcli saveconfig' },
+      { cmd: 'targetcli ls /iscsi 1', stdout: lsIscsi([]) },
+      { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([]) },
+    ]);
+    const exporter = make(runner);
+    await exporter.remove(IQN);
+    await exporter.remove(IQN);
+    expect(runner.done).to.equal(true);
+  });
+
+  it('list maps each target to its backstore file', async () => {
+    const runner = new RecordedRunner([
+      { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([{ name: BS, file: FILE }]) },
+      { cmd: 'targetcli ls /iscsi 1', stdout: lsIscsi([IQN, 'iqn.2003-01.org.linux-iscsi.host:sn.1']) },
+    ]);
+    expect(await make(runner).list()).to.deep.equal([
+      { iqn: IQN, file: FILE },
+      { iqn: 'iqn.2003-01.org.linux-iscsi.host:sn.1', file: '' },
+    ]);
+  });
+
+  it('fails on a command it was not told about', async () => {
+    const runner = new RecordedRunner([]);
+    let error: Error | undefined;
+    await make(runner).list().catch((err) => (error = err));
+    expect(error?.message).to.match(/^the fake runner was not told about: targetcli ls \/backstores\/fileio 1/);
+  });
+});
