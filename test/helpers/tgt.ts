@@ -1,7 +1,8 @@
-import { existsSync } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import net from 'node:net';
 import { execa, type ResultPromise } from 'execa';
 import { ExecaRunner } from '../../src/tools/runner.js';
+import { skipBecause } from './tree.js';
 
 /** iSCSI portal ports and tgtd control ports reserved for these tests (other suites use others). */
 const PORTAL_PORTS = [13260, 13299] as const;
@@ -61,9 +62,12 @@ async function removeTargetsOn(controlPort: number): Promise<void> {
 
 /** Removes every target of the tgtd on `controlPort` and stops it (a tgtd started by a daemon too). */
 export async function stopTgtdOn(controlPort: number): Promise<void> {
-  if (!(await answers(controlPort))) return;
-  await removeTargetsOn(controlPort);
-  await tgtadmOn(controlPort, ['--op', 'delete', '--mode', 'system']);
+  if (await answers(controlPort)) {
+    await removeTargetsOn(controlPort);
+    await tgtadmOn(controlPort, ['--op', 'delete', '--mode', 'system']);
+  }
+  // tgtd leaves its control socket behind.
+  for (const suffix of ['', '.lock']) await fs.rm(`/var/run/tgtd/socket.${controlPort}${suffix}`, { force: true });
 }
 
 /** A control port no tgtd answers on (its socket file may remain from an earlier run). */
@@ -105,6 +109,7 @@ export async function startTgtd(): Promise<TestTgtd> {
         const gone = await Promise.race([child.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000))]);
         if (!gone) child.kill('SIGKILL');
         await child;
+        await stopTgtdOn(controlPort);
       },
     };
   }
@@ -131,4 +136,19 @@ export function missingIscsiTool(): string | null {
   for (const tool of ['tgtd', 'tgtadm', 'qemu-io'] as const) if (!runner.which(tool)) return `${tool} is not installed`;
   if (!['/usr/bin/iscsi-ls', '/usr/local/bin/iscsi-ls'].some((p) => existsSync(p))) return 'iscsi-ls (libiscsi-bin) is not installed';
   return null;
+}
+
+/**
+ * Hooks for a suite that needs a tgtd: started before its tests (the suite is skipped, saying why,
+ * when the tools are missing) and stopped after them, even when they fail.
+ */
+export function withTgtd(): () => TestTgtd {
+  let tgtd: TestTgtd | undefined;
+  before(async function () {
+    const missing = missingIscsiTool();
+    if (missing) skipBecause(this, missing);
+    tgtd = await startTgtd();
+  });
+  after(async () => tgtd?.stop());
+  return () => tgtd!;
 }

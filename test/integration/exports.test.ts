@@ -4,8 +4,8 @@ import { expect } from 'chai';
 import { iqnFor } from '../../src/exporters/iqn.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { hasPattern, writePattern } from '../helpers/images.js';
-import { iscsiLs, iscsiUrl, missingIscsiTool, qemuIo, startTgtd, type TestTgtd } from '../helpers/tgt.js';
-import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, skipBecause } from '../helpers/tree.js';
+import { iscsiLs, iscsiUrl, qemuIo, withTgtd } from '../helpers/tgt.js';
+import { makeTree, OTHER, OWNER, removeTree, seedCreateBody } from '../helpers/tree.js';
 import { execa } from 'execa';
 
 const MB = 1024 * 1024;
@@ -13,24 +13,18 @@ const THIRD = 'abcdefabcdefabcdefabcdefabcdefab';
 
 /** Exports through a real tgtd on 127.0.0.1, read and written by real initiators. */
 describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
-  let tgtd: TestTgtd | undefined;
+  const tgt = withTgtd();
   let mnt: string;
   let d: TestDaemon;
   const volDir = (vid: string) => path.join(mnt, 'a', `vid.${vid}.elimg`);
 
-  before(async function () {
-    const missing = missingIscsiTool();
-    if (missing) skipBecause(this, missing);
-    tgtd = await startTgtd();
-  });
-  after(async () => tgtd?.stop());
   beforeEach(async () => {
     mnt = await makeTree({ a: {} });
-    d = await startTestDaemon(mnt, { exporter: 'tgt', tgtControlPort: tgtd!.controlPort, iscsiPortal: tgtd!.portal });
+    d = await startTestDaemon(mnt, { exporter: 'tgt', tgtControlPort: tgt().controlPort, iscsiPortal: tgt().portal });
   });
   afterEach(async () => {
     await d.stop();
-    await tgtd!.removeTargets();
+    await tgt().removeTargets();
     await removeTree(mnt);
   });
 
@@ -42,16 +36,16 @@ describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
     const vid = await create();
     const res = await d.post('export', { volume_id: vid, client_uid: OTHER }).expect(200);
     const iqn = iqnFor(OTHER, vid);
-    expect(res.body).to.deep.equal({ vid, client_uid: OTHER, iqn, portal: tgtd!.portal, lun: 1, format: 'raw', readonly: false });
+    expect(res.body).to.deep.equal({ vid, client_uid: OTHER, iqn, portal: tgt().portal, lun: 1, format: 'raw', readonly: false });
     expect(await fs.readdir(volDir(vid))).to.include(`${iqn}.exported`);
     const marker = JSON.parse(await fs.readFile(path.join(volDir(vid), `${iqn}.exported`), 'utf8'));
-    expect(marker).to.include({ client_uid: OTHER, portal: tgtd!.portal });
+    expect(marker).to.include({ client_uid: OTHER, portal: tgt().portal });
 
-    expect(await iscsiLs(tgtd!)).to.include(`Target:${iqn} Portal:${tgtd!.portal}`);
-    expect((await qemuIo(iscsiUrl(tgtd!, iqn), 'raw', `write -P 0xab ${MB} ${MB}`)).ok).to.equal(true);
+    expect(await iscsiLs(tgt())).to.include(`Target:${iqn} Portal:${tgt().portal}`);
+    expect((await qemuIo(iscsiUrl(tgt(), iqn), 'raw', `write -P 0xab ${MB} ${MB}`)).ok).to.equal(true);
     expect(await hasPattern(path.join(volDir(vid), 'data.img'), 'raw', 0xab, MB, MB)).to.equal(true);
     await writePattern(path.join(volDir(vid), 'data.img'), 'raw', 0xcd, 4 * MB, MB);
-    expect((await qemuIo(iscsiUrl(tgtd!, iqn), 'raw', `read -P 0xcd ${4 * MB} ${MB}`)).ok).to.equal(true);
+    expect((await qemuIo(iscsiUrl(tgt(), iqn), 'raw', `read -P 0xcd ${4 * MB} ${MB}`)).ok).to.equal(true);
 
     const info = (await d.post('info', { volume_id: vid }).expect(200)).body;
     expect(info.exported).to.equal(true);
@@ -62,7 +56,7 @@ describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
     const vid = await create({ format: 'qcow2', size: 0.05 });
     const { iqn, format } = (await d.post('export', { volume_id: vid, client_uid: OWNER }).expect(200)).body;
     expect(format).to.equal('qcow2');
-    const { stdout } = await execa('qemu-img', ['info', '--output=json', iscsiUrl(tgtd!, iqn)]);
+    const { stdout } = await execa('qemu-img', ['info', '--output=json', iscsiUrl(tgt(), iqn)]);
     expect(JSON.parse(stdout)).to.include({ format: 'qcow2', 'virtual-size': 50_000_384 });
   });
 
@@ -71,10 +65,10 @@ describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
     await writePattern(path.join(volDir(vid), 'data.img'), 'raw', 0x5a, 0, MB);
     const { iqn, readonly } = (await d.post('export', { volume_id: vid, client_uid: OWNER }).expect(200)).body;
     expect(readonly).to.equal(true);
-    const write = await qemuIo(iscsiUrl(tgtd!, iqn), 'raw', `write -P 0x11 0 ${MB}`);
+    const write = await qemuIo(iscsiUrl(tgt(), iqn), 'raw', `write -P 0x11 0 ${MB}`);
     expect(write.ok).to.equal(false);
     expect(write.out).to.match(/write protected/i);
-    expect((await qemuIo(iscsiUrl(tgtd!, iqn), 'raw', `read -P 0x5a 0 ${MB}`, true)).ok).to.equal(true);
+    expect((await qemuIo(iscsiUrl(tgt(), iqn), 'raw', `read -P 0x5a 0 ${MB}`, true)).ok).to.equal(true);
     expect(await hasPattern(path.join(volDir(vid), 'data.img'), 'raw', 0x5a, 0, MB)).to.equal(true);
   });
 
@@ -82,11 +76,11 @@ describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
     const vid = await create();
     const first = (await d.post('export', { volume_id: vid, client_uid: OWNER }).expect(200)).body;
     expect((await d.post('export', { volume_id: vid, client_uid: OWNER }).expect(200)).body).to.deep.equal(first);
-    expect(await tgtd!.targets()).to.deep.equal([first.iqn]);
+    expect(await tgt().targets()).to.deep.equal([first.iqn]);
     const off = { vid, client_uid: OWNER, iqn: first.iqn, exported: false };
     expect((await d.post('unexport', { volume_id: vid, client_uid: OWNER }).expect(200)).body).to.deep.equal(off);
     expect((await d.post('unexport', { volume_id: vid, client_uid: OWNER }).expect(200)).body).to.deep.equal(off);
-    expect(await tgtd!.targets()).to.deep.equal([]);
+    expect(await tgt().targets()).to.deep.equal([]);
     expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.img', 'meta.json']);
     expect((await d.post('info', { volume_id: vid }).expect(200)).body.exported).to.equal(false);
   });
@@ -116,11 +110,11 @@ describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
               if (exported) await d.post('export', { volume_id: vid, client_uid: THIRD }).expect(200);
               if (priv) await d.post('update', { vid, creatorID: OWNER, private: true }).expect(200);
               const client = owner ? OWNER : OTHER;
-              const before = await tgtd!.targets();
+              const before = await tgt().targets();
               const res = await d.post('export', { volume_id: vid, client_uid: client });
               if (refusal === null) {
                 expect(res.status).to.equal(200);
-                expect(await tgtd!.targets()).to.include(iqnFor(client, vid));
+                expect(await tgt().targets()).to.include(iqnFor(client, vid));
                 return;
               }
               expect(res.status).to.equal(refusal);
@@ -129,7 +123,7 @@ describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
                   ? { error: `volume ${vid} is private and can only be exported to its owner`, code: 'forbidden', vid, rule: 'private' }
                   : { error: `volume ${vid} is not shareable and is already exported to another client`, code: 'conflict', vid, rule: 'not_shareable' },
               );
-              expect(await tgtd!.targets()).to.deep.equal(before);
+              expect(await tgt().targets()).to.deep.equal(before);
               expect(await fs.readdir(volDir(vid))).to.not.include(`${iqnFor(client, vid)}.exported`);
             });
           }

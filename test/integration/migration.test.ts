@@ -3,28 +3,22 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { iqnFor } from '../../src/exporters/iqn.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { missingIscsiTool, startTgtd, type TestTgtd } from '../helpers/tgt.js';
-import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, skipBecause } from '../helpers/tree.js';
+import { withTgtd } from '../helpers/tgt.js';
+import { makeTree, OTHER, OWNER, removeTree, seedCreateBody } from '../helpers/tree.js';
 
 const THIRD = 'abcdefabcdefabcdefabcdefabcdefab';
 const DEAD_OP = '0000000000000000000000000000dead';
 
 /** Live migration against a real tgtd: prepare, conclude, revert, their repeats, and a crash between steps. */
 describe('live migration (real tgtd)', function () {
-  let tgtd: TestTgtd | undefined;
+  const tgt = withTgtd();
   let mnt: string;
   let d: TestDaemon | undefined;
   const volDir = (vid: string) => path.join(mnt, 'a', `vid.${vid}.elimg`);
-  const start = async () => (d = await startTestDaemon(mnt, { exporter: 'tgt', tgtControlPort: tgtd!.controlPort, iscsiPortal: tgtd!.portal }));
+  const start = async () => (d = await startTestDaemon(mnt, { exporter: 'tgt', tgtControlPort: tgt().controlPort, iscsiPortal: tgt().portal }));
   const markers = async (vid: string) => (await fs.readdir(volDir(vid))).filter((f) => f.endsWith('.exported')).sort();
-  const targets = async () => (await tgtd!.targets()).sort();
+  const targets = async () => (await tgt().targets()).sort();
 
-  before(async function () {
-    const missing = missingIscsiTool();
-    if (missing) skipBecause(this, missing);
-    tgtd = await startTgtd();
-  });
-  after(async () => tgtd?.stop());
   beforeEach(async () => {
     mnt = await makeTree({ a: {} });
     await start();
@@ -32,7 +26,7 @@ describe('live migration (real tgtd)', function () {
   afterEach(async () => {
     await d?.stop();
     d = undefined;
-    await tgtd!.removeTargets();
+    await tgt().removeTargets();
     await removeTree(mnt);
   });
 
@@ -49,7 +43,7 @@ describe('live migration (real tgtd)', function () {
       vid,
       client_uid: OTHER,
       iqn: iqnFor(OTHER, vid),
-      portal: tgtd!.portal,
+      portal: tgt().portal,
       lun: 1,
       format: 'raw',
       readonly: false,
