@@ -7,7 +7,7 @@ import { dataFileName, isInside } from '../store/layout.js';
 import type { VolumeMeta } from '../store/meta.js';
 import type { VolumeIndex } from '../store/volume-index.js';
 import { EXPORT_MARKER_RE } from '../store/volume-record.js';
-import { SerialQueue, type Exporter, type TargetSpec } from './base.js';
+import { SerialQueue, type ExistingTarget, type Exporter, type TargetSpec } from './base.js';
 import { IQN_PREFIX } from './iqn.js';
 
 export interface ReconcileReport {
@@ -43,6 +43,7 @@ export class ExportService {
 
   /** Starts the backend, reconciles once, then heartbeats and reconciles every exportHeartbeatMs. */
   async start(): Promise<void> {
+    if (this.exporter.name === 'none') return;
     await this.reconcile().catch((err) => this.log.warn('exports not reconciled at start; retrying at each heartbeat', errorFields(err)));
     this.timer = setInterval(() => {
       this.reconcile().catch((err) => this.log.warn('export reconciliation failed', errorFields(err)));
@@ -107,28 +108,18 @@ export class ExportService {
         for (const name of names) {
           const iqn = EXPORT_MARKER_RE.exec(name)?.[1];
           if (!iqn) continue;
-          const marker = await readMarker(markerPath(record.dir, iqn));
-          if (!marker || !isOwnMarker(marker.content)) continue;
-          const spec = targetSpec(record.dir, record.meta, iqn);
-          const target = targets.get(iqn);
-          if (target && target.file === spec.file) {
-            claimed.add(iqn);
-            report.kept += 1;
-          } else if (Date.now() - marker.heartbeatMs < this.config.exportStaleMs) {
-            // A target that lost its LUN or serves another file is made again.
-            if (target) await this.exporter.remove(iqn);
-            await this.exporter.ensure(spec);
-            claimed.add(iqn);
-            report.recreated += 1;
-            this.log.info('export target recreated for its marker', { vid: record.uid, iqn });
-          } else {
-            await removeMarker(record.dir, iqn);
-            changed = true;
-            report.dropped += 1;
-            this.log.warn('export marker dropped: its heartbeat is long dead and it has no target', { vid: record.uid, iqn });
-            continue;
+          // A marker whose target cannot be made now is claimed all the same: its target is not removed.
+          claimed.add(iqn);
+          try {
+            const outcome = await this.reconcileMarker(record.dir, record.meta, iqn, targets.get(iqn));
+            if (outcome) report[outcome] += 1;
+            if (outcome === 'dropped') {
+              claimed.delete(iqn);
+              changed = true;
+            }
+          } catch (err) {
+            this.log.error('export marker not reconciled', { vid: record.uid, iqn, ...errorFields(err) });
           }
-          await touchMarker(markerPath(record.dir, iqn));
         }
         if (changed) await this.index.reloadDir(record.dir);
       }
@@ -141,5 +132,28 @@ export class ExportService {
       }
       return report;
     });
+  }
+
+  /** One marker against its target (queue held). Returns what was done, or null for another host's marker. */
+  private async reconcileMarker(dir: string, meta: VolumeMeta, iqn: string, target: ExistingTarget | undefined) {
+    const file = markerPath(dir, iqn);
+    const marker = await readMarker(file);
+    if (!marker || !isOwnMarker(marker.content)) return null;
+    const spec = targetSpec(dir, meta, iqn);
+    let outcome: 'kept' | 'recreated' | 'dropped' = 'kept';
+    if (!target || target.file !== spec.file) {
+      if (Date.now() - marker.heartbeatMs >= this.config.exportStaleMs) {
+        await removeMarker(dir, iqn);
+        this.log.warn('export marker dropped: its heartbeat is long dead and it has no target', { vid: meta.volumeID, iqn });
+        return 'dropped';
+      }
+      // A target that lost its LUN or serves another file is made again.
+      if (target) await this.exporter.remove(iqn);
+      await this.exporter.ensure(spec);
+      outcome = 'recreated';
+      this.log.info('export target recreated for its marker', { vid: meta.volumeID, iqn });
+    }
+    await touchMarker(file);
+    return outcome;
   }
 }

@@ -26,6 +26,7 @@ export function statusRoutes(daemon: Daemon): Router {
       skipped: index.skippedRoots(),
       broken,
       tools: daemon.tools(),
+      exporter: { name: daemon.exports.exporter.name, capabilities: daemon.exports.exporter.capabilities, portal: daemon.config.iscsiPortal },
       jobs: daemon.ctx.jobs.list(),
     });
   });
