@@ -97,6 +97,20 @@ describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
     await d.post('destroy', { volume_id: vid }).expect(200);
   });
 
+  it('refuses an export while another operation holds the volume, and says so in status', async () => {
+    const vid = await create();
+    const lock = await d.daemon.ctx.locks.acquireVolume(volDir(vid), 'convert', vid);
+    try {
+      const res = await d.post('export', { volume_id: vid, client_uid: OWNER }).expect(409);
+      expect(res.body).to.deep.equal({ error: `volume ${vid} is locked by another operation (convert)`, code: 'conflict', vid });
+    } finally {
+      await lock.release();
+    }
+    expect(await tgt().targets()).to.deep.equal([]);
+    const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.exporter).to.deep.equal({ name: 'tgt', capabilities: { readonlyLuns: true, managedDaemon: true, savesConfig: false }, portal: tgt().portal });
+  });
+
   describe('the rules of SPEC §4 (private/public × owner/other × shareable/not × exported/not)', () => {
     for (const priv of [true, false])
       for (const owner of [true, false])

@@ -1,0 +1,32 @@
+import { expect } from 'chai';
+import { loadConfig } from '../../src/config.js';
+import { createExporter } from '../../src/exporters/select.js';
+import { createLogger } from '../../src/log.js';
+import { RecordedRunner } from '../helpers/fake-runner.js';
+
+const load = (env: Record<string, string>) => loadConfig({ flags: {}, env, defaultMnt: '/tmp' });
+
+describe('export configuration', () => {
+  it('has defaults, and reads every ELEMENTO_* export variable', () => {
+    expect(load({})).to.include({ iscsiPortal: '127.0.0.1:3260', tgtManage: false, exportHeartbeatMs: 30000, exportStaleMs: 3600000, shareableUserLimit: 8 });
+    expect(load({}).exporter).to.equal(undefined);
+    const config = load({
+      ELEMENTO_EXPORTER: 'tgt',
+      ELEMENTO_ISCSI_PORTAL: '10.0.0.5:3261',
+      ELEMENTO_TGT_CONTROL_PORT: '21000',
+      ELEMENTO_TGT_MANAGE: '1',
+      ELEMENTO_SHAREABLE_USER_LIMIT: '3',
+    });
+    expect(config).to.include({ exporter: 'tgt', iscsiPortal: '10.0.0.5:3261', tgtControlPort: 21000, tgtManage: true, shareableUserLimit: 3 });
+  });
+
+  it('refuses bad values with a sentence naming them', () => {
+    expect(() => load({ ELEMENTO_EXPORTER: 'iet' })).to.throw(/^invalid configuration: 'exporter'/);
+    expect(() => load({ ELEMENTO_ISCSI_PORTAL: '127.0.0.1' })).to.throw(/^invalid configuration: 'iscsiPortal'/);
+    expect(() => load({ ELEMENTO_TGT_CONTROL_PORT: 'x' })).to.throw("ELEMENTO_TGT_CONTROL_PORT must be a whole number, not 'x'");
+    const log = createLogger({ level: 'silent', format: 'json' });
+    expect(() => createExporter(load({ ELEMENTO_EXPORTER: 'lio', ELEMENTO_TGT_MANAGE: '1' }), new RecordedRunner([]), log)).to.throw(
+      'invalid configuration: ELEMENTO_TGT_MANAGE applies to the tgt exporter, not to LIO',
+    );
+  });
+});
