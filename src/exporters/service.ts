@@ -45,8 +45,14 @@ export class ExportService {
   async start(): Promise<void> {
     if (this.exporter.name === 'none') return;
     await this.reconcile().catch((err) => this.log.warn('exports not reconciled at start; retrying at each heartbeat', errorFields(err)));
+    let running = false;
     this.timer = setInterval(() => {
-      this.reconcile().catch((err) => this.log.warn('export reconciliation failed', errorFields(err)));
+      // A reconciliation slower than the heartbeat is not queued again behind itself.
+      if (running) return;
+      running = true;
+      this.reconcile()
+        .catch((err) => this.log.warn('export reconciliation failed', errorFields(err)))
+        .finally(() => (running = false));
     }, this.config.exportHeartbeatMs);
     this.timer.unref();
   }
@@ -66,15 +72,19 @@ export class ExportService {
     this.started = true;
   }
 
-  /** Writes the marker, then makes the target; the marker goes again if the target cannot be made. Volume lock held. */
+  /**
+   * Writes the marker, then makes the target; a new marker goes again if the target cannot be made
+   * (the marker of an export that already existed stays: its target may only be out of reach). Volume lock held.
+   */
   publish(dir: string, meta: VolumeMeta, client: string, iqn: string): Promise<void> {
     return this.queue.run(async () => {
       await this.ensureStarted();
+      const existed = (await readMarker(markerPath(dir, iqn))) !== null;
       await writeMarker(dir, iqn, { client_uid: client, portal: this.config.iscsiPortal });
       try {
         await this.exporter.ensure(targetSpec(dir, meta, iqn));
       } catch (err) {
-        await removeMarker(dir, iqn);
+        if (!existed) await removeMarker(dir, iqn);
         throw err;
       }
     });

@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { iqnFor } from '../../src/exporters/iqn.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { hasPattern, writePattern } from '../helpers/images.js';
-import { iscsiLs, iscsiUrl, qemuIo, withTgtd } from '../helpers/tgt.js';
+import { freeControlPort, iscsiLs, iscsiUrl, qemuIo, withTgtd } from '../helpers/tgt.js';
 import { makeTree, OTHER, OWNER, removeTree, seedCreateBody } from '../helpers/tree.js';
 import { execa } from 'execa';
 
@@ -95,6 +95,24 @@ describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
     await d.post('unexport', { volume_id: vid, client_uid: OWNER }).expect(200);
     await d.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2' }).expect(200);
     await d.post('destroy', { volume_id: vid }).expect(200);
+  });
+
+  it('answers 503 when tgtd is out of reach, and a repeat then keeps the marker of the live export', async () => {
+    const vid = await create();
+    const { iqn } = (await d.post('export', { volume_id: vid, client_uid: OWNER }).expect(200)).body;
+    const cut = await startTestDaemon(mnt, { exporter: 'tgt', tgtControlPort: await freeControlPort(), iscsiPortal: tgt().portal });
+    try {
+      const res = await cut.post('export', { volume_id: vid, client_uid: OWNER }).expect(503);
+      expect(res.body.error).to.match(/^no tgtd answers on control port \d+ \(start one, or set ELEMENTO_TGT_MANAGE=1\)$/);
+      await cut.post('export', { volume_id: vid, client_uid: OTHER }).expect(409);
+      const shared = (await cut.post('create', seedCreateBody({ format: 'raw', size: 0.01, shareable: true })).expect(200)).body.vid;
+      await cut.post('export', { volume_id: shared, client_uid: OTHER }).expect(503);
+      expect((await fs.readdir(volDir(shared))).sort()).to.deep.equal(['data.img', 'meta.json']);
+    } finally {
+      await cut.stop();
+    }
+    expect(await fs.readdir(volDir(vid))).to.include(`${iqn}.exported`);
+    expect(await tgt().targets()).to.deep.equal([iqn]);
   });
 
   it('refuses an export while another operation holds the volume, and says so in status', async () => {
