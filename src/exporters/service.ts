@@ -102,8 +102,8 @@ export class ExportService {
   /**
    * Markers against targets: a target with its marker is kept and its marker touched; a marker of
    * this host without target is recreated while its heartbeat is recent, and dropped once it is
-   * older than exportStaleMs; a target of ours (our IQN prefix, a file under the mount directory)
-   * that no marker claims is removed.
+   * older than exportStaleMs; a target of ours (our IQN prefix, a file of an available root under the
+   * mount directory) that no marker claims is removed.
    */
   reconcile(): Promise<ReconcileReport> {
     return this.queue.run(async () => {
@@ -113,7 +113,12 @@ export class ExportService {
       const claimed = new Set<string>();
       for (const record of [...this.index.all()]) {
         if (!record.meta || record.meta.format === 'rbd') continue;
-        const names = await fs.readdir(record.dir).catch(() => [] as string[]);
+        let names: string[];
+        try {
+          names = await fs.readdir(record.dir);
+        } catch {
+          continue; // unreadable now (or just destroyed): its targets are judged below
+        }
         let changed = false;
         for (const name of names) {
           const iqn = EXPORT_MARKER_RE.exec(name)?.[1];
@@ -135,13 +140,30 @@ export class ExportService {
       }
       for (const target of targets.values()) {
         if (claimed.has(target.iqn) || !target.iqn.startsWith(IQN_PREFIX)) continue;
-        if (target.file !== '' && !isInside(this.config.mnt, target.file)) continue;
+        if (target.file !== '' && !(await this.isOrphan(target.file))) continue;
         await this.exporter.remove(target.iqn);
         report.removed += 1;
         this.log.warn('export target removed: no marker claims it', { iqn: target.iqn, file: target.file });
       }
       return report;
     });
+  }
+
+  /**
+   * Whether an unclaimed target's file is ours and certainly unclaimed: under the mount directory,
+   * in a root that is available, in a volume directory that was read (or is gone). A root that is
+   * unmounted or unreadable for a moment must not cost its volumes their exports.
+   */
+  private async isOrphan(file: string): Promise<boolean> {
+    if (!isInside(this.config.mnt, file)) return false;
+    const dir = path.dirname(file);
+    if (!this.index.root(path.dirname(dir))) return false;
+    try {
+      await fs.readdir(dir);
+      return true;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'ENOENT';
+    }
   }
 
   /** One marker against its target (queue held). Returns what was done, or null for another host's marker. */

@@ -115,6 +115,23 @@ describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
     expect(await tgt().targets()).to.deep.equal([iqn]);
   });
 
+  it('keeps the exports of a root that is unavailable for a while (reconciliation removes only certain orphans)', async () => {
+    const vid = await create();
+    const { iqn } = (await d.post('export', { volume_id: vid, client_uid: OWNER }).expect(200)).body;
+    const settings = path.join(mnt, 'a', 'settings.json');
+    await fs.writeFile(settings, '{ broken');
+    await d.daemon.ctx.index.scanAll();
+    expect(await d.daemon.exports.reconcile()).to.deep.equal({ kept: 0, recreated: 0, removed: 0, dropped: 0 });
+    expect(await tgt().targets()).to.deep.equal([iqn]);
+    await fs.writeFile(settings, '{}');
+    await d.daemon.ctx.index.scanAll();
+    expect(await d.daemon.exports.reconcile()).to.deep.equal({ kept: 1, recreated: 0, removed: 0, dropped: 0 });
+    // Once its marker is gone from a readable volume, the target is an orphan and goes.
+    await fs.rm(path.join(volDir(vid), `${iqn}.exported`));
+    expect(await d.daemon.exports.reconcile()).to.deep.equal({ kept: 0, recreated: 0, removed: 1, dropped: 0 });
+    expect(await tgt().targets()).to.deep.equal([]);
+  });
+
   it('refuses an export while another operation holds the volume, and says so in status', async () => {
     const vid = await create();
     const lock = await d.daemon.ctx.locks.acquireVolume(volDir(vid), 'convert', vid);
