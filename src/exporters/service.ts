@@ -140,7 +140,7 @@ export class ExportService {
       }
       for (const target of targets.values()) {
         if (claimed.has(target.iqn) || !target.iqn.startsWith(IQN_PREFIX)) continue;
-        if (target.file !== '' && !(await this.isOrphan(target.file))) continue;
+        if (target.file !== '' && !(await this.isOrphan(target.file, target.iqn))) continue;
         await this.exporter.remove(target.iqn);
         report.removed += 1;
         this.log.warn('export target removed: no marker claims it', { iqn: target.iqn, file: target.file });
@@ -151,16 +151,15 @@ export class ExportService {
 
   /**
    * Whether an unclaimed target's file is ours and certainly unclaimed: under the mount directory,
-   * in a root that is available, in a volume directory that was read (or is gone). A root that is
-   * unmounted or unreadable for a moment must not cost its volumes their exports.
+   * in a root that is available, in a volume directory that can be read (or is gone) and holds no
+   * marker for it. A root unmounted for a moment, or a volume whose meta.json is broken, keeps its exports.
    */
-  private async isOrphan(file: string): Promise<boolean> {
+  private async isOrphan(file: string, iqn: string): Promise<boolean> {
     if (!isInside(this.config.mnt, file)) return false;
     const dir = path.dirname(file);
     if (!this.index.root(path.dirname(dir))) return false;
     try {
-      await fs.readdir(dir);
-      return true;
+      return !(await fs.readdir(dir)).includes(path.basename(markerPath(dir, iqn)));
     } catch (err) {
       return (err as NodeJS.ErrnoException).code === 'ENOENT';
     }
