@@ -17,6 +17,14 @@ interface SnapshotJson {
 }
 
 /**
+ * `qemu-img snapshot` has no `-f`: the format is stated through `--image-opts` instead (never
+ * probed), commas of the file name doubled as the option syntax wants.
+ */
+function qcow2Opts(file: string): string {
+  return `driver=qcow2,file.filename=${file.replace(/,/g, ',,')}`;
+}
+
+/**
  * Thin wrappers for qcow2's layers: backing files (linked clones) and internal snapshots
  * (`qemu-img snapshot -c/-a/-d`). Kept beside QemuImg so the basic wrapper stays small.
  */
@@ -46,15 +54,15 @@ export class QemuImgLayers {
   }
 
   async createSnapshot(file: string, name: string): Promise<void> {
-    await this.runner.run('qemu-img', ['snapshot', '-q', '-f', 'qcow2', '-c', name, file], { timeoutMs: this.timeoutMs });
+    await this.runner.run('qemu-img', ['snapshot', '-q', '--image-opts', '-c', name, qcow2Opts(file)], { timeoutMs: this.timeoutMs });
   }
 
   /** Brings the image back to the snapshot's bytes (the snapshot stays). */
   async applySnapshot(file: string, name: string): Promise<void> {
-    await this.runner.run('qemu-img', ['snapshot', '-q', '-f', 'qcow2', '-a', name, file], { timeoutMs: this.timeoutMs });
+    await this.runner.run('qemu-img', ['snapshot', '-q', '--image-opts', '-a', name, qcow2Opts(file)], { timeoutMs: this.timeoutMs });
   }
 
   async deleteSnapshot(file: string, name: string): Promise<void> {
-    await this.runner.run('qemu-img', ['snapshot', '-q', '-f', 'qcow2', '-d', name, file], { timeoutMs: this.timeoutMs });
+    await this.runner.run('qemu-img', ['snapshot', '-q', '--image-opts', '-d', name, qcow2Opts(file)], { timeoutMs: this.timeoutMs });
   }
 }
