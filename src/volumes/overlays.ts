@@ -10,6 +10,15 @@ import type { OperationOptions } from './clone.js';
 import type { Caller, StoreContext } from './context.js';
 import { withOwnedVolume } from './modify.js';
 
+async function flushFile(file: string): Promise<void> {
+  const handle = await fs.open(file, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 /**
  * `overlay/compact`: turns a linked clone into a standalone volume. Steps, each safe to die after:
  * the whole chain is read into a temp qcow2 (`qemu-img convert`, which follows the backing files);
@@ -28,6 +37,8 @@ export async function compactOverlay(ctx: StoreContext, req: { vid: string }, ca
     const temp = tempNameFor(data);
     try {
       await ctx.qemuImg.convert(data, 'qcow2', temp, 'qcow2', opts);
+      // The rename replaces the only copy of the overlay's own data: the new bytes must be on disk first.
+      await flushFile(temp);
       await renameDurable(temp, data);
     } catch (err) {
       await fs.rm(temp, { force: true });
