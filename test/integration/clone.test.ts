@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { execa } from 'execa';
 import { Daemon } from '../../src/daemon.js';
 import { ExecaRunner, type ToolName } from '../../src/tools/runner.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { daemonPerTest, startTestDaemon } from '../helpers/daemon.js';
 import { hasPattern, writePattern } from '../helpers/images.js';
 import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, skipBecause, snapshotTree, waitFor } from '../helpers/tree.js';
 
@@ -17,23 +17,14 @@ async function sameBytes(a: string, b: string): Promise<boolean> {
 }
 
 describe('clone (real cp, rsync, rclone, qemu-img)', () => {
-  let mnt: string;
-  let d: TestDaemon;
-  const volDir = (vid: string) => path.join(mnt, 'a', `vid.${vid}.elimg`);
+  const t = daemonPerTest({ a: { 'max-volumes': 4 } });
+  const volDir = (vid: string) => path.join(t.mnt, 'a', `vid.${vid}.elimg`);
   const dataOf = (vid: string, format = 'qcow2') => path.join(volDir(vid), format === 'raw' ? 'data.img' : 'data.qcow2');
 
-  beforeEach(async () => {
-    mnt = await makeTree({ a: { 'max-volumes': 4 } });
-    d = await startTestDaemon(mnt);
-  });
-  afterEach(async () => {
-    await d.stop();
-    await removeTree(mnt);
-  });
 
   async function sourceWithData(body: Record<string, unknown> = {}): Promise<string> {
     const format = (body.format as string) ?? 'qcow2';
-    const { vid } = (await d.post('create', seedCreateBody({ clonable: true, alg: 'cp', size: 0.1, labels: { env: 'prod' }, ...body })).expect(200)).body;
+    const { vid } = (await t.d.post('create', seedCreateBody({ clonable: true, alg: 'cp', size: 0.1, labels: { env: 'prod' }, ...body })).expect(200)).body;
     await writePattern(dataOf(vid, format), format, 0xab, 0, MB);
     await writePattern(dataOf(vid, format), format, 0xcd, 60 * MB, MB);
     return vid;
@@ -42,9 +33,9 @@ describe('clone (real cp, rsync, rclone, qemu-img)', () => {
   for (const alg of ['cp', 'rsync', 'rclone'] as const)
     for (const format of ['raw', 'qcow2'] as const)
       it(`${alg} clones a ${format} volume for the requester: equal bytes, then independent`, async function () {
-        if (!d.daemon.tools()[alg]) skipBecause(this, `${alg} is not installed`);
+        if (!t.d.daemon.tools()[alg]) skipBecause(this, `${alg} is not installed`);
         const src = await sourceWithData({ format });
-        const res = await d.post('clone', { volume_id: src, creatorID: OTHER, name: 'my-copy', alg }).expect(200);
+        const res = await t.d.post('clone', { volume_id: src, creatorID: OTHER, name: 'my-copy', alg }).expect(200);
         const vid = res.body.vid as string;
         expect(res.body).to.deep.equal({
           alg: 'cp', bootable: false, bus: 'virtio', clonable: true, creatorID: OTHER, img_format: format, name: 'my-copy',
@@ -59,68 +50,68 @@ describe('clone (real cp, rsync, rclone, qemu-img)', () => {
         await writePattern(dataOf(src, format), format, 0x22, 60 * MB, MB);
         expect(await hasPattern(dataOf(vid, format), format, 0xcd, 60 * MB, MB)).to.equal(true);
 
-        const info = (await d.post('info', { volume_id: vid, client_uid: OTHER }).expect(200)).body;
+        const info = (await t.d.post('info', { volume_id: vid, client_uid: OTHER }).expect(200)).body;
         expect(info).to.include({ creatorID: OTHER, size: 100_000_256, format });
         expect(info.labels).to.deep.equal({ env: 'prod' });
-        const mine = (await d.post('accessible', { client_uid: OTHER, labels: { env: 'prod' } }).expect(200)).body;
+        const mine = (await t.d.post('accessible', { client_uid: OTHER, labels: { env: 'prod' } }).expect(200)).body;
         expect(mine.filter((v: { own: boolean }) => v.own).map((v: { volumeID: string }) => v.volumeID)).to.deep.equal([vid]);
       });
 
   it('keeps the source private to its owner, takes the request name/privacy/labels, and refuses what may not be cloned', async () => {
     const secret = await sourceWithData({ private: true });
-    await d.post('clone', { volume_id: secret, creatorID: OTHER }).expect(404);
-    const copy = (await d.post('clone', { volume_id: secret, creatorID: OWNER, labels: { tier: 'gold' } }).expect(200)).body;
+    await t.d.post('clone', { volume_id: secret, creatorID: OTHER }).expect(404);
+    const copy = (await t.d.post('clone', { volume_id: secret, creatorID: OWNER, labels: { tier: 'gold' } }).expect(200)).body;
     expect(copy).to.include({ private: true, name: 'test-create', creatorID: OWNER });
     expect(copy.labels).to.deep.equal({ env: 'prod', tier: 'gold' });
 
-    const fixed = (await d.post('create', seedCreateBody({ clonable: false, alg: 'no' })).expect(200)).body.vid;
-    const before = await snapshotTree(mnt);
-    expect((await d.post('clone', { volume_id: fixed, creatorID: OWNER }).expect(403)).body).to.deep.equal({
+    const fixed = (await t.d.post('create', seedCreateBody({ clonable: false, alg: 'no' })).expect(200)).body.vid;
+    const before = await snapshotTree(t.mnt);
+    expect((await t.d.post('clone', { volume_id: fixed, creatorID: OWNER }).expect(403)).body).to.deep.equal({
       error: `volume ${fixed} is not clonable`, code: 'forbidden', vid: fixed,
     });
-    await d.post('clone', { volume_id: secret, creatorID: OWNER, alg: 'no' }).expect(400);
-    await d.post('clone', { volume_id: secret }).expect(400);
-    expect(await snapshotTree(mnt)).to.deep.equal(before);
+    await t.d.post('clone', { volume_id: secret, creatorID: OWNER, alg: 'no' }).expect(400);
+    await t.d.post('clone', { volume_id: secret }).expect(400);
+    expect(await snapshotTree(t.mnt)).to.deep.equal(before);
   });
 
   it('counts clones against the quota (507 when the root is full) and refuses a source exported read-write', async () => {
     const src = await sourceWithData();
-    await d.post('clone', { volume_id: src, creatorID: OWNER }).expect(200);
-    await d.post('clone', { volume_id: src, creatorID: OWNER }).expect(200);
-    await d.post('create', seedCreateBody({ size: 0.01 })).expect(200);
-    const full = await d.post('clone', { volume_id: src, creatorID: OWNER }).expect(507);
+    await t.d.post('clone', { volume_id: src, creatorID: OWNER }).expect(200);
+    await t.d.post('clone', { volume_id: src, creatorID: OWNER }).expect(200);
+    await t.d.post('create', seedCreateBody({ size: 0.01 })).expect(200);
+    const full = await t.d.post('clone', { volume_id: src, creatorID: OWNER }).expect(507);
     expect(full.body.code).to.equal('no_room');
 
-    await d.post('destroy', { volume_id: (await d.post('accessible', { client_uid: OWNER })).body.find((v: { size: number }) => v.size === 10_000_384).volumeID }).expect(200);
+    await t.d.post('destroy', { volume_id: (await t.d.post('accessible', { client_uid: OWNER })).body.find((v: { size: number }) => v.size === 10_000_384).volumeID }).expect(200);
     await fs.writeFile(path.join(volDir(src), `iqn.2004-10.cloud.elemento:01:${'0'.repeat(32)}.exported`), '');
-    await d.daemon.ctx.index.reloadDir(volDir(src));
-    expect((await d.post('clone', { volume_id: src, creatorID: OWNER }).expect(409)).body.error).to.equal(`volume ${src} is exported read-write and cannot be cloned`);
-    await d.post('update', { vid: src, creatorID: OWNER, readonly: true }).expect(200);
-    await d.post('clone', { volume_id: src, creatorID: OWNER }).expect(200);
+    await t.d.daemon.ctx.index.reloadDir(volDir(src));
+    expect((await t.d.post('clone', { volume_id: src, creatorID: OWNER }).expect(409)).body.error).to.equal(`volume ${src} is exported read-write and cannot be cloned`);
+    await t.d.post('update', { vid: src, creatorID: OWNER, readonly: true }).expect(200);
+    await t.d.post('clone', { volume_id: src, creatorID: OWNER }).expect(200);
   });
 
   it('a cancelled clone job leaves no trace and the source untouched', async () => {
-    const src = (await d.post('create', seedCreateBody({ clonable: true, alg: 'cp', format: 'raw', size: 1 })).expect(200)).body.vid;
+    const src = (await t.d.post('create', seedCreateBody({ clonable: true, alg: 'cp', format: 'raw', size: 1 })).expect(200)).body.vid;
     await writePattern(dataOf(src, 'raw'), 'raw', 0x5a, 0, 768 * MB);
-    const before = await snapshotTree(mnt);
-    const res = await d.post('clone', { volume_id: src, creatorID: OWNER, async: true }).expect(202);
+    const before = await snapshotTree(t.mnt);
+    const res = await t.d.post('clone', { volume_id: src, creatorID: OWNER, async: true }).expect(202);
     const job = res.body.job as string;
-    const cancelled = (await d.api.delete(`/api/v1.0/jobs/${job}`).expect(200)).body;
+    const cancelled = (await t.d.api.delete(`/api/v1.0/jobs/${job}`).expect(200)).body;
     expect(cancelled).to.include({ id: job, kind: 'clone', vid: src, state: 'cancelled', error: 'cancelled' });
     // The half-made volume left through the root's bin, which it leaves empty.
-    expect(await fs.readdir(path.join(mnt, 'a', '.elemento-bin'))).to.deep.equal([]);
-    const { 'a/.elemento-bin/': _bin, ...after } = await snapshotTree(mnt);
+    expect(await fs.readdir(path.join(t.mnt, 'a', '.elemento-bin'))).to.deep.equal([]);
+    const { 'a/.elemento-bin/': _bin, ...after } = await snapshotTree(t.mnt);
     expect(after).to.deep.equal(before);
     expect(await hasPattern(dataOf(src, 'raw'), 'raw', 0x5a, 700 * MB, MB)).to.equal(true);
-    expect((await d.post('accessible', { client_uid: OWNER }).expect(200)).body.map((v: { volumeID: string }) => v.volumeID)).to.deep.equal([src]);
+    expect((await t.d.post('accessible', { client_uid: OWNER }).expect(200)).body.map((v: { volumeID: string }) => v.volumeID)).to.deep.equal([src]);
   });
 
   it('runs a clone as a job with progress and the create answer as its result', async () => {
     const src = await sourceWithData({ format: 'raw' });
-    const job = (await d.post('clone', { volume_id: src, creatorID: OWNER, alg: 'cp', async: true }).expect(202)).body.job as string;
+    const job = (await t.d.post('clone', { volume_id: src, creatorID: OWNER, alg: 'cp', async: true }).expect(202)).body.job as string;
     let last: Record<string, unknown> = {};
     await waitFor(async () => {
-      last = (await d.api.get(`/api/v1.0/jobs/${job}`).expect(200)).body;
+      last = (await t.d.api.get(`/api/v1.0/jobs/${job}`).expect(200)).body;
       return last.state !== 'running';
     }, 30_000, 'the clone job');
     expect(last).to.include({ kind: 'clone', vid: src, state: 'done', percent: 100 });
@@ -133,17 +124,46 @@ describe('clone (real cp, rsync, rclone, qemu-img)', () => {
     const src = await sourceWithData();
     const real = new ExecaRunner();
     const without = { run: real.run.bind(real), which: (t: ToolName) => (t === 'rclone' ? null : real.which(t)) };
-    const bare = new Daemon(d.daemon.config, d.daemon.log, without);
+    const bare = new Daemon(t.d.daemon.config, t.d.daemon.log, without);
     await bare.start();
     try {
       const { createApp } = await import('../../src/api/app.js');
       const supertest = (await import('supertest')).default;
-      const before = await snapshotTree(mnt);
+      const before = await snapshotTree(t.mnt);
       const res = await supertest(createApp(bare)).post('/api/v1.0/clone').send({ volume_id: src, creatorID: THIRD, alg: 'rclone' }).expect(501);
       expect(res.body).to.include({ error: 'clone algorithm rclone needs rclone, which is not installed on this storage host', code: 'not_supported' });
-      expect(await snapshotTree(mnt)).to.deep.equal(before);
+      expect(await snapshotTree(t.mnt)).to.deep.equal(before);
     } finally {
       await bare.stop();
+    }
+  });
+
+  it('a clone cut short by a crash is removed at the next start, and its source unlocked', async () => {
+    const tree = await makeTree({ a: {} });
+    const DEAD = '0000000000000000000000000000dead';
+    try {
+      const first = await startTestDaemon(tree);
+      const src = (await first.post('create', seedCreateBody({ clonable: true, alg: 'cp', format: 'raw', size: 0.01 })).expect(200)).body.vid;
+      await first.stop();
+      // What a daemon killed mid-copy leaves: the source's marker, a claimed volume with half its data.
+      const srcDir = path.join(tree, 'a', `vid.${src}.elimg`);
+      await fs.writeFile(path.join(srcDir, `elemento.clone.${DEAD}.ignore`), '{}');
+      const half = path.join(tree, 'a', `vid.${'c'.repeat(32)}.elimg`);
+      await fs.mkdir(half);
+      await fs.writeFile(path.join(half, 'meta.json'), (await fs.readFile(path.join(srcDir, 'meta.json'), 'utf8')).replace(src, 'c'.repeat(32)));
+      await fs.writeFile(path.join(half, `elemento.create.${DEAD}.ignore`), '{}');
+      await fs.writeFile(path.join(half, `.data.tmp-${DEAD.slice(0, 12)}.img`), 'half');
+
+      const second = await startTestDaemon(tree);
+      try {
+        expect((await fs.readdir(path.join(tree, 'a'))).filter((n) => n.startsWith('vid.'))).to.deep.equal([`vid.${src}.elimg`]);
+        expect((await fs.readdir(srcDir)).sort()).to.deep.equal(['data.img', 'meta.json']);
+        await second.post('clone', { volume_id: src, creatorID: OWNER }).expect(200);
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      await removeTree(tree);
     }
   });
 });

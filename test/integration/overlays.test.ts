@@ -39,6 +39,8 @@ describe('linked clones (alg overlay) and overlay/compact (real qemu-img)', () =
     const ov1Data = path.join(volDir(ov1.vid), 'data.qcow2');
     expect(await imageInfo(ov1Data)).to.include({ format: 'qcow2', 'virtual-size': 100_000_256, 'backing-filename': `../vid.${base}.elimg/data.img` });
     expect(await meta(ov1.vid)).to.include({ base, format: 'qcow2', creatorID: OTHER });
+    expect((await d.post('info', { volume_id: ov1.vid }).expect(200)).body).to.include({ base, format: 'qcow2' });
+    expect((await d.post('info', { volume_id: base }).expect(200)).body).to.not.have.property('base');
     expect(await hasPattern(ov1Data, 'qcow2', 0x7e, 0, 4 * MB)).to.equal(true);
 
     await writePattern(ov1Data, 'qcow2', 0x01, 0, MB);
