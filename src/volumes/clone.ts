@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, NotSupportedError } from '../errors.js';
+import { writeFileAtomic } from '../store/atomic.js';
 import { BYTES_PER_GB, dataFileName } from '../store/layout.js';
 import { readMeta, type VolumeFields, type VolumeMeta } from '../store/meta.js';
 import { canReflink } from '../store/reflink.js';
@@ -27,6 +28,9 @@ export interface OperationOptions {
   onProgress?: (percent: number) => void;
 }
 
+/** Files beside the data that describe it and travel with a copy (SPEC §3: an ISO volume's isoinfo.json). */
+const SIDE_FILES = ['isoinfo.json'];
+
 /** Where a volume's data file is, and its format as qemu-img must be told it. */
 function dataOf(dir: string, meta: VolumeMeta): string {
   return path.join(dir, dataFileName(meta.format));
@@ -44,10 +48,10 @@ function backingPath(ctx: StoreContext, overlayDir: string, baseUid: string): { 
  * with the request's name and privacy when given. `alg` stays the source's: it says how the new
  * volume is cloned in turn. A linked clone (and a copy of one) names its `base`.
  */
-function cloneFields(source: VolumeMeta, req: CloneRequest, alg: CopyAlg | 'overlay'): Omit<VolumeFields, 'volumeID'> & Record<string, unknown> {
+function cloneFields(source: VolumeMeta, req: CloneRequest, owner: string, alg: CopyAlg | 'overlay'): Omit<VolumeFields, 'volumeID'> & Record<string, unknown> {
   const base = alg === 'overlay' ? source.volumeID : (source.base as string | undefined);
   return {
-    creatorID: req.creatorID,
+    creatorID: owner,
     name: req.name ?? source.name,
     size: source.size,
     format: alg === 'overlay' ? 'qcow2' : source.format,
@@ -96,7 +100,8 @@ export async function cloneVolume(ctx: StoreContext, req: CloneRequest, caller: 
     checkClonable(source, await fs.readdir(found.dir), alg);
     if (alg !== 'overlay') copier.requireTool(alg);
     const sameRoot = alg === 'overlay' || (alg === 'cp' && (await canReflink(found.dir)));
-    const fields = cloneFields(source, req, alg);
+    // The requester owns the copy: the caller a token names, else the body's creatorID (an admin may clone for anyone).
+    const fields = cloneFields(source, req, caller ?? req.creatorID, alg);
     const claim = await claimVolume(ctx, fields, 'create', sameRoot ? found.root : undefined);
     await fillClaim(ctx, claim, (temp) => fillClone(ctx, copier, { dir: found.dir, meta: source }, claim, alg, temp, opts));
     return claim;
@@ -124,6 +129,10 @@ async function fillClone(
   }
   const { reflinked } = await copier.copy(alg, dataOf(source.dir, source.meta), temp, opts);
   ctx.log.debug('clone data copied', { vid: claim.uid, alg, reflinked });
+  for (const name of SIDE_FILES) {
+    const content = await fs.readFile(path.join(source.dir, name)).catch(() => null);
+    if (content !== null) await writeFileAtomic(path.join(claim.dir, name), content);
+  }
   // A copy of a linked clone reads through to the same base: name it from the new directory.
   if (claim.meta.base) {
     const backing = backingPath(ctx, claim.dir, claim.meta.base as string);

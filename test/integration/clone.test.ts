@@ -166,4 +166,21 @@ describe('clone (real cp, rsync, rclone, qemu-img)', () => {
       await removeTree(tree);
     }
   });
+
+  it('copies an ISO volume with its isoinfo.json', async () => {
+    const iso = 'e'.repeat(32);
+    const dir = path.join(t.mnt, 'a', `vid.${iso}.elimg`);
+    await fs.mkdir(dir);
+    await fs.writeFile(path.join(dir, 'data.iso'), Buffer.alloc(64 * 1024, 7));
+    await fs.writeFile(path.join(dir, 'meta.json'), JSON.stringify({ volumeID: iso, creatorID: OWNER, name: 'tools', format: 'iso', size: 65536, iso_type: 'tool' }));
+    await fs.writeFile(path.join(dir, 'isoinfo.json'), JSON.stringify({ isotype: 'tool', name: 'virtio-win' }));
+    await t.d.daemon.ctx.index.reloadDir(dir);
+    const copy = (await t.d.post('clone', { volume_id: iso, creatorID: OTHER }).expect(200)).body;
+    expect(copy).to.include({ img_format: 'iso', name: 'tools', creatorID: OTHER });
+    const copyDir = path.join(t.mnt, 'a', `vid.${copy.vid}.elimg`);
+    expect((await fs.readdir(copyDir)).sort()).to.deep.equal(['data.iso', 'isoinfo.json', 'meta.json']);
+    expect(await fs.readFile(path.join(copyDir, 'data.iso'))).to.deep.equal(await fs.readFile(path.join(dir, 'data.iso')));
+    expect(JSON.parse(await fs.readFile(path.join(copyDir, 'isoinfo.json'), 'utf8'))).to.deep.equal({ isotype: 'tool', name: 'virtio-win' });
+    expect((await t.d.post('info', { volume_id: copy.vid }).expect(200)).body).to.include({ iso_type: 'tool', format: 'iso' });
+  });
 });
