@@ -117,7 +117,9 @@ export async function convertVolume(
       await fs.rm(temp, { force: true });
       throw translateErrno(err, `volume ${req.vid}`);
     }
-    await writeMeta(dir, { ...meta, format: req.format });
+    // convert reads through a linked clone's whole chain: the result stands alone, so `base` goes.
+    const { base: _flattened, ...standalone } = meta;
+    await writeMeta(dir, { ...standalone, format: req.format });
     await fs.rm(oldData, { force: true });
   });
   ctx.log.info('volume converted', { vid: req.vid, format: req.format });

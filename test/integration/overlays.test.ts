@@ -51,11 +51,17 @@ describe('linked clones (alg overlay) and overlay/compact (real qemu-img)', () =
     expect(await hasPattern(ov2Data, 'qcow2', 0x7e, MB, 3 * MB)).to.equal(true);
     expect(await hasPattern(path.join(volDir(base), 'data.img'), 'raw', 0x7e, 0, 4 * MB)).to.equal(true);
 
+    // Compacting the middle of the chain keeps what the top reads.
+    await d.post('overlay/compact', { vid: ov1.vid, creatorID: OTHER }).expect(200);
+    expect(await hasPattern(ov2Data, 'qcow2', 0x01, 0, MB)).to.equal(true);
+    expect(await hasPattern(ov2Data, 'qcow2', 0x7e, MB, 3 * MB)).to.equal(true);
+    await d.post('destroy', { volume_id: ov1.vid }).expect(409);
+
     // A full copy of a linked clone is a linked clone of the same base, wherever it lands.
-    const copy = (await d.post('clone', { volume_id: ov1.vid, creatorID: OTHER, alg: 'cp' }).expect(200)).body.vid;
-    expect(await meta(copy)).to.include({ base });
+    const copy = (await d.post('clone', { volume_id: ov2, creatorID: OTHER, alg: 'cp' }).expect(200)).body.vid;
+    expect(await meta(copy)).to.include({ base: ov1.vid });
     const copyData = path.join(volDir(copy), 'data.qcow2');
-    expect((await imageInfo(copyData))['backing-filename']).to.equal(path.relative(volDir(copy), path.join(volDir(base), 'data.img')));
+    expect((await imageInfo(copyData))['backing-filename']).to.equal(path.relative(volDir(copy), path.join(volDir(ov1.vid), 'data.qcow2')));
     expect(await hasPattern(copyData, 'qcow2', 0x01, 0, MB)).to.equal(true);
     expect(await hasPattern(copyData, 'qcow2', 0x7e, MB, 3 * MB)).to.equal(true);
   });
@@ -77,6 +83,15 @@ describe('linked clones (alg overlay) and overlay/compact (real qemu-img)', () =
 
     await d.post('destroy', { volume_id: ov }).expect(200);
     await d.post('destroy', { volume_id: base }).expect(200);
+  });
+
+  it('converting a linked clone to raw flattens it and frees its base', async () => {
+    const base = await template('qcow2');
+    const ov = (await d.post('clone', { volume_id: base, creatorID: OWNER }).expect(200)).body.vid;
+    await d.post('update/convert', { vid: ov, creatorID: OWNER, format: 'raw' }).expect(200);
+    expect(await meta(ov)).to.not.have.property('base');
+    await d.post('destroy', { volume_id: base }).expect(200);
+    expect(await hasPattern(path.join(volDir(ov), 'data.img'), 'raw', 0x7e, 0, 4 * MB)).to.equal(true);
   });
 
   it('compacts an overlay into a standalone volume with the same bytes, freeing its base', async () => {
