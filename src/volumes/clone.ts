@@ -31,16 +31,21 @@ export interface OperationOptions {
 /** Files beside the data that describe it and travel with a copy (SPEC §3: an ISO volume's isoinfo.json). */
 const SIDE_FILES = ['isoinfo.json'];
 
-/** Where a volume's data file is, and its format as qemu-img must be told it. */
+/** A volume's data file. */
 function dataOf(dir: string, meta: VolumeMeta): string {
   return path.join(dir, dataFileName(meta.format));
 }
 
 /** The backing file of an overlay in `overlayDir`, named relative to it (the tree stays movable). */
-function backingPath(ctx: StoreContext, overlayDir: string, baseUid: string): { relative: string; format: DiskFormat } {
-  const base = ctx.index.get(baseUid);
-  if (!base?.meta) throw new ConflictError(`the base volume ${baseUid} of this linked clone is missing`, { vid: baseUid });
+function backingPath(overlayDir: string, base: { dir: string; meta: VolumeMeta }): { relative: string; format: DiskFormat } {
   return { relative: path.relative(overlayDir, dataOf(base.dir, base.meta)), format: base.meta.format as DiskFormat };
+}
+
+/** A base as the index knows it (its data does not change while it has overlays). */
+function knownBase(ctx: StoreContext, uid: string): { dir: string; meta: VolumeMeta } {
+  const base = ctx.index.get(uid);
+  if (!base?.meta) throw new ConflictError(`the base volume ${uid} of this linked clone is missing`, { vid: uid });
+  return { dir: base.dir, meta: base.meta };
 }
 
 /**
@@ -71,10 +76,9 @@ function cloneFields(source: VolumeMeta, req: CloneRequest, owner: string, alg: 
 }
 
 /** What may be cloned, and how: refusals come before anything is claimed. */
-function checkClonable(source: VolumeMeta, files: string[], alg: CopyAlg | 'overlay' | 'no'): asserts alg is CopyAlg | 'overlay' {
+function checkClonable(source: VolumeMeta, files: string[], alg: CopyAlg | 'overlay'): void {
   const vid = source.volumeID;
   if (!source.clonable) throw new ForbiddenError(`volume ${vid} is not clonable`, { vid });
-  if (alg === 'no') throw new BadRequestError(`'no' is not a clone algorithm: use cp, rsync, rclone or overlay`, { field: 'alg' });
   if (source.ceph || source.format === 'rbd') throw new NotSupportedError(`cloning Ceph volumes is not supported yet`, { vid });
   if (source.cloudinit) throw new BadRequestError(`a cloud-init volume cannot be cloned: create a new one with cloudinit/create`, { field: 'volume_id' });
   if (alg === 'overlay' && source.format !== 'raw' && source.format !== 'qcow2')
@@ -96,6 +100,7 @@ export async function cloneVolume(ctx: StoreContext, req: CloneRequest, caller: 
   const claimed = await ctx.locks.withVolumeLock(found.dir, 'clone', found.uid, async () => {
     const source = await readMeta(found.dir, found.uid);
     if (!canSee(source, caller)) throw new NotFoundError(`volume ${found.uid} does not exist`, { vid: found.uid });
+    // The request's alg (schemas/clone.json never lets 'no' through), else the source's meta.json says how.
     const alg = req.alg ?? (source.alg === 'no' ? 'cp' : source.alg);
     checkClonable(source, await fs.readdir(found.dir), alg);
     if (alg !== 'overlay') copier.requireTool(alg);
@@ -123,7 +128,7 @@ async function fillClone(
 ): Promise<void> {
   const layers = new QemuImgLayers(ctx.runner, ctx.config.toolTimeoutMs);
   if (alg === 'overlay') {
-    const backing = backingPath(ctx, claim.dir, source.meta.volumeID);
+    const backing = backingPath(claim.dir, source);
     await layers.createOverlay(temp, backing.relative, backing.format);
     return;
   }
@@ -135,7 +140,7 @@ async function fillClone(
   }
   // A copy of a linked clone reads through to the same base: name it from the new directory.
   if (claim.meta.base) {
-    const backing = backingPath(ctx, claim.dir, claim.meta.base as string);
+    const backing = backingPath(claim.dir, knownBase(ctx, claim.meta.base as string));
     await layers.renameBacking(temp, backing.relative, backing.format);
   }
 }
