@@ -8,7 +8,7 @@ import { canReflink } from '../store/reflink.js';
 import { FileCopier, type CopyAlg } from '../tools/file-copy.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
 import { QemuImgLayers } from '../tools/qemu-img-layers.js';
-import { canSee, findVolume } from './access.js';
+import { canSee, findVolume, requireNotInUse } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 import { claimVolume, createResponse, fillClaim, type Claimed } from './create.js';
 
@@ -84,8 +84,7 @@ function checkClonable(source: VolumeMeta, files: string[], alg: CopyAlg | 'over
   if (alg === 'overlay' && source.format !== 'raw' && source.format !== 'qcow2')
     throw new BadRequestError(`a linked clone needs a raw or qcow2 base, not ${source.format}`, { field: 'alg' });
   // A writer could change the image mid-copy: only a volume nobody writes gives a consistent copy.
-  if (!source.readonly && files.some((f) => f.endsWith('.exported')))
-    throw new ConflictError(`volume ${vid} is exported read-write and cannot be cloned`, { vid });
+  if (!source.readonly) requireNotInUse(files, source, 'cloned while writable');
 }
 
 /**

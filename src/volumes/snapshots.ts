@@ -4,7 +4,7 @@ import { BadRequestError, ConflictError, NotFoundError, translateErrno } from '.
 import { dataFileName } from '../store/layout.js';
 import type { VolumeMeta } from '../store/meta.js';
 import { QemuImgLayers, type ImageSnapshot } from '../tools/qemu-img-layers.js';
-import { findVolume, requireNoOverlays } from './access.js';
+import { findVolume, requireNoOverlays, requireNotInUse } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 import { withOwnedVolume } from './modify.js';
 
@@ -14,6 +14,8 @@ export type SnapshotRequest = {
 };
 
 type SnapshotAction = 'create' | 'revert' | 'delete';
+/** How refusals name each action ("volume … cannot be snapshotted"). */
+const PAST: Record<SnapshotAction, string> = { create: 'snapshotted', revert: 'reverted to a snapshot', delete: 'stripped of a snapshot' };
 
 function requireQcow2(meta: VolumeMeta): void {
   if (meta.format !== 'qcow2') throw new BadRequestError(`only qcow2 volumes have snapshots; volume ${meta.volumeID} is ${meta.format}`, { field: 'vid' });
@@ -21,7 +23,7 @@ function requireQcow2(meta: VolumeMeta): void {
 
 /**
  * Runs a snapshot change under the volume's lock (purpose `snapshot`), after the rules: the owner
- * only; qcow2 only; not while exported unless read-only (a VM writing through an export would race
+ * only; qcow2 only; not while exported or attached unless read-only (a VM writing would race
  * qemu-img); not on a base whose linked clones read through to it.
  */
 async function withSnapshots<T>(
@@ -34,9 +36,8 @@ async function withSnapshots<T>(
   const layers = new QemuImgLayers(ctx.runner, ctx.config.toolTimeoutMs);
   return withOwnedVolume(ctx, req.vid, caller, 'snapshot', `${action} a snapshot of`, async (dir, meta) => {
     requireQcow2(meta);
-    if (!meta.readonly && (await fs.readdir(dir)).some((f) => f.endsWith('.exported')))
-      throw new ConflictError(`volume ${req.vid} is exported read-write: its snapshots cannot change now`, { vid: req.vid });
-    requireNoOverlays(ctx, meta, `given snapshot changes (${action})`);
+    if (!meta.readonly) requireNotInUse(await fs.readdir(dir), meta, PAST[action]);
+    requireNoOverlays(ctx, meta, PAST[action]);
     const data = path.join(dir, dataFileName(meta.format));
     try {
       return await fn(layers, data, await layers.snapshots(data));

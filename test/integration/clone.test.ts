@@ -85,7 +85,7 @@ describe('clone (real cp, rsync, rclone, qemu-img)', () => {
     await t.d.post('destroy', { volume_id: (await t.d.post('accessible', { client_uid: OWNER })).body.find((v: { size: number }) => v.size === 10_000_384).volumeID }).expect(200);
     await fs.writeFile(path.join(volDir(src), `iqn.2004-10.cloud.elemento:01:${'0'.repeat(32)}.exported`), '');
     await t.d.daemon.ctx.index.reloadDir(volDir(src));
-    expect((await t.d.post('clone', { volume_id: src, creatorID: OWNER }).expect(409)).body.error).to.equal(`volume ${src} is exported read-write and cannot be cloned`);
+    expect((await t.d.post('clone', { volume_id: src, creatorID: OWNER }).expect(409)).body.error).to.equal(`volume ${src} is exported and cannot be cloned while writable`);
     await t.d.post('update', { vid: src, creatorID: OWNER, readonly: true }).expect(200);
     await t.d.post('clone', { volume_id: src, creatorID: OWNER }).expect(200);
   });

@@ -62,7 +62,7 @@ describe('snapshots of qcow2 volumes (real qemu-img)', () => {
     await fs.writeFile(path.join(dir, EXPORT_MARKER), '');
     await t.d.daemon.ctx.index.reloadDir(dir);
     const exported = await t.d.post('snapshot/revert', { vid, creatorID: OWNER, name: 'one' }).expect(409);
-    expect(exported.body.error).to.equal(`volume ${vid} is exported read-write: its snapshots cannot change now`);
+    expect(exported.body.error).to.equal(`volume ${vid} is exported and cannot be reverted to a snapshot`);
     await t.d.post('snapshot/list', { vid }).expect(200);
     await fs.rm(path.join(dir, EXPORT_MARKER));
 
