@@ -39,6 +39,16 @@ export async function writeJsonAtomic(target: string, value: unknown): Promise<v
   await writeFileAtomic(target, JSON.stringify(value) + '\n');
 }
 
+/** Flushes a file's data to disk: an image must be there before a rename makes it the volume's. */
+export async function flushFile(file: string): Promise<void> {
+  const handle = await fs.open(file, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Renames and flushes the directory, the commit point of a multi-step change. */
 export async function renameDurable(from: string, to: string): Promise<void> {
   await fs.rename(from, to);

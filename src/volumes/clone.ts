@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, NotSupportedError } from '../errors.js';
-import { writeFileAtomic } from '../store/atomic.js';
+import { flushFile, writeFileAtomic } from '../store/atomic.js';
 import { BYTES_PER_GB, dataFileName } from '../store/layout.js';
 import { readMeta, type VolumeFields, type VolumeMeta } from '../store/meta.js';
 import { canReflink } from '../store/reflink.js';
@@ -129,17 +129,19 @@ async function fillClone(
   if (alg === 'overlay') {
     const backing = backingPath(claim.dir, source);
     await layers.createOverlay(temp, backing.relative, backing.format);
-    return;
+  } else {
+    const { reflinked } = await copier.copy(alg, dataOf(source.dir, source.meta), temp, opts);
+    ctx.log.debug('clone data copied', { vid: claim.uid, alg, reflinked });
+    for (const name of SIDE_FILES) {
+      const content = await fs.readFile(path.join(source.dir, name)).catch(() => null);
+      if (content !== null) await writeFileAtomic(path.join(claim.dir, name), content);
+    }
+    // A copy of a linked clone reads through to the same base: name it from the new directory.
+    if (claim.meta.base) {
+      const backing = backingPath(claim.dir, knownBase(ctx, claim.meta.base as string));
+      await layers.renameBacking(temp, backing.relative, backing.format);
+    }
   }
-  const { reflinked } = await copier.copy(alg, dataOf(source.dir, source.meta), temp, opts);
-  ctx.log.debug('clone data copied', { vid: claim.uid, alg, reflinked });
-  for (const name of SIDE_FILES) {
-    const content = await fs.readFile(path.join(source.dir, name)).catch(() => null);
-    if (content !== null) await writeFileAtomic(path.join(claim.dir, name), content);
-  }
-  // A copy of a linked clone reads through to the same base: name it from the new directory.
-  if (claim.meta.base) {
-    const backing = backingPath(claim.dir, knownBase(ctx, claim.meta.base as string));
-    await layers.renameBacking(temp, backing.relative, backing.format);
-  }
+  // fillClaim's rename publishes the image: its bytes must be on disk first (a reflink flushes metadata only).
+  await flushFile(temp);
 }

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BadRequestError, ConflictError, translateErrno } from '../errors.js';
-import { renameDurable } from '../store/atomic.js';
+import { flushFile, renameDurable } from '../store/atomic.js';
 import { dataFileName, tempNameFor } from '../store/layout.js';
 import { writeMeta } from '../store/meta.js';
 import { QemuImgLayers } from '../tools/qemu-img-layers.js';
@@ -9,15 +9,6 @@ import { requireNotInUse } from './access.js';
 import type { OperationOptions } from './clone.js';
 import type { Caller, StoreContext } from './context.js';
 import { withOwnedVolume } from './modify.js';
-
-async function flushFile(file: string): Promise<void> {
-  const handle = await fs.open(file, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
 
 /**
  * `overlay/compact`: turns a linked clone into a standalone volume. Steps, each safe to die after:
