@@ -39,14 +39,12 @@ export async function writeJsonAtomic(target: string, value: unknown): Promise<v
   await writeFileAtomic(target, JSON.stringify(value) + '\n');
 }
 
-/** Flushes a file's data to disk: an image must be there before a rename makes it the volume's. */
+/**
+ * Flushes a file's data to disk: an image must be there before a rename makes it the volume's.
+ * (fsync of a read-only descriptor: the same call as for a directory.)
+ */
 export async function flushFile(file: string): Promise<void> {
-  const handle = await fs.open(file, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  await fsyncDir(file);
 }
 
 /** Renames and flushes the directory, the commit point of a multi-step change. */
