@@ -12,6 +12,7 @@ PACKAGES=(
   xfsprogs           # mkfs.xfs with reflink, for clone tests
   e2fsprogs          # mkfs.ext4 for file-system "unique" roots
   rsync              # the rsync clone algorithm
+  rclone             # the rclone clone algorithm (alg: rclone; 501 without it)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

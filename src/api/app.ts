@@ -5,6 +5,7 @@ import { NotFoundError } from '../errors.js';
 import { errorHandler } from './errors.js';
 import { exportRoutes } from './routes/exports.js';
 import { jobRoutes } from './routes/jobs.js';
+import { lifecycleRoutes } from './routes/lifecycle.js';
 import { statusRoutes } from './routes/status.js';
 import { volumeRoutes } from './routes/volumes.js';
 
@@ -41,6 +42,7 @@ export function createApp(daemon: Daemon): Express {
   api.use(express.json({ limit: JSON_LIMIT }));
   api.use(statusRoutes(daemon));
   api.use(volumeRoutes(daemon.ctx));
+  api.use(lifecycleRoutes(daemon.ctx));
   api.use(jobRoutes(daemon.ctx.jobs));
   api.use(exportRoutes(daemon.ctx, daemon.exports));
   api.use((req, _res, next) => next(new NotFoundError(`no endpoint ${req.method} ${req.path}`)));

@@ -39,6 +39,14 @@ export async function writeJsonAtomic(target: string, value: unknown): Promise<v
   await writeFileAtomic(target, JSON.stringify(value) + '\n');
 }
 
+/**
+ * Flushes a file's data to disk: an image must be there before a rename makes it the volume's.
+ * (fsync of a read-only descriptor: the same call as for a directory.)
+ */
+export async function flushFile(file: string): Promise<void> {
+  await fsyncDir(file);
+}
+
 /** Renames and flushes the directory, the commit point of a multi-step change. */
 export async function renameDurable(from: string, to: string): Promise<void> {
   await fs.rename(from, to);

@@ -26,7 +26,8 @@ export async function moveToBin(dir: string, operationUid: string): Promise<stri
  * - temp files: removed;
  * - a convert that died between its steps: meta.json is the truth, the other data file goes;
  * - a resize that died before meta.json was rewritten: meta.json takes the image's real size;
- * - a migration step (prepare, conclude, revert) that died half-way: reverted or finished.
+ * - a migration step (prepare, conclude, revert) that died half-way: reverted or finished;
+ * - a compact that died after its data's rename: meta.json loses the `base` the image no longer has.
  */
 export async function recoverVolume(dir: string, staleMarkers: string[], qemuImg: QemuImg, log: Logger): Promise<void> {
   const uid = uidOfDirName(path.basename(dir))!;
@@ -60,7 +61,13 @@ export async function recoverVolume(dir: string, staleMarkers: string[], qemuImg
       const info = await qemuImg.info(path.join(dir, data!), meta.format);
       if (info.virtualSize !== meta.size) {
         log.warn('meta.json size corrected from the image after an interrupted operation', { vid: uid, was: meta.size, now: info.virtualSize });
-        await writeMeta(dir, { ...meta, size: info.virtualSize });
+        meta = { ...meta, size: info.virtualSize };
+        await writeMeta(dir, meta);
+      }
+      if (meta.base && !info.backingFilename) {
+        log.warn('meta.json loses its base after an interrupted compact: the image is standalone', { vid: uid, base: meta.base });
+        const { base: _compacted, ...standalone } = meta;
+        await writeMeta(dir, standalone);
       }
     }
   }

@@ -33,3 +33,15 @@ export function requireNotInUse(files: string[], meta: VolumeMeta, action: strin
   const attachments = (meta.attachments as unknown[] | undefined) ?? [];
   if (attachments.length) throw new ConflictError(`volume ${meta.volumeID} is attached to a VM and cannot be ${action}`, { vid: meta.volumeID });
 }
+
+/** Volumes whose meta.json names `uid` as their `base` (linked clones reading through to it), from the index. */
+export function overlaysOf(ctx: StoreContext, uid: string): string[] {
+  return [...ctx.index.all()].filter((r) => r.meta?.base === uid).map((r) => r.uid);
+}
+
+/** A base with overlays cannot be destroyed or have its data changed: its overlays read through to it. */
+export function requireNoOverlays(ctx: StoreContext, meta: VolumeMeta, action: string): void {
+  const overlays = overlaysOf(ctx, meta.volumeID);
+  if (overlays.length)
+    throw new ConflictError(`volume ${meta.volumeID} is the base of ${overlays.length} linked clone(s) and cannot be ${action}`, { vid: meta.volumeID, overlays });
+}

@@ -33,6 +33,7 @@ export function describeVolume(record: VolumeRecord & { meta: VolumeMeta }): Rec
     sizeOnDisk: record.sizeOnDisk,
     lastUpdated: formatTimestamp(record.lastUpdatedMs),
     labels: m.labels,
+    ...(m.base ? { base: m.base } : {}),
     locked: record.locks.length > 0,
   };
 }

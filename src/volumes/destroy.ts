@@ -3,7 +3,7 @@ import fse from 'fs-extra';
 import { errorFields } from '../log.js';
 import { readMeta } from '../store/meta.js';
 import { moveToBin } from '../store/recovery.js';
-import { findVolume, requireNotInUse, requireOwner } from './access.js';
+import { findVolume, requireNoOverlays, requireNotInUse, requireOwner } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 
 /**
@@ -15,7 +15,9 @@ export async function destroyVolume(ctx: StoreContext, vid: string, caller: Call
   const record = findVolume(ctx, vid, caller);
   requireOwner(record.meta, caller, 'destroy');
   const binned = await ctx.locks.withVolumeLock(record.dir, 'destroy', vid, async (lock) => {
-    requireNotInUse(await fs.readdir(record.dir), await readMeta(record.dir, vid), 'destroyed');
+    const meta = await readMeta(record.dir, vid);
+    requireNotInUse(await fs.readdir(record.dir), meta, 'destroyed');
+    requireNoOverlays(ctx, meta, 'destroyed');
     return moveToBin(record.dir, lock.operationUid);
   });
   ctx.index.forget(vid);

@@ -5,8 +5,8 @@ import { renameDurable } from '../store/atomic.js';
 import { dataFileName, gbToBytes, tempNameFor } from '../store/layout.js';
 import { readMeta, writeMeta, type VolumeMeta } from '../store/meta.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
-import { findVolume, requireNotInUse, requireOwner } from './access.js';
-import type { StoreContext } from './context.js';
+import { findVolume, requireNoOverlays, requireNotInUse, requireOwner } from './access.js';
+import type { Caller, StoreContext } from './context.js';
 import { assertConsistent } from './create.js';
 
 /** Fields `update` may change (SPEC §3: never format, creatorID or cloudinit). */
@@ -18,10 +18,10 @@ export type UpdateRequest = { vid: string; creatorID: string; format?: unknown; 
  * Runs `fn` on a volume under its lock with meta.json read afresh from disk (another host may have
  * changed it), after the caller has been checked as its owner.
  */
-async function withOwnedVolume<T>(
+export async function withOwnedVolume<T>(
   ctx: StoreContext,
   vid: string,
-  caller: string,
+  caller: Caller,
   purpose: string,
   action: string,
   fn: (dir: string, meta: VolumeMeta) => Promise<T>,
@@ -77,6 +77,7 @@ export async function resizeVolume(ctx: StoreContext, req: { vid: string; creato
   if (!root) throw new BadRequestError(`volume ${req.vid} is in a root that is not available`);
   await withOwnedVolume(ctx, req.vid, req.creatorID, 'resize', 'resize', async (dir, meta) => {
     assertDiskFormat(meta, 'resized');
+    requireNoOverlays(ctx, meta, 'resized');
     if (newSize < meta.size)
       throw new BadRequestError(`volumes only grow: ${req.vid} has ${meta.size} bytes, more than the ${newSize} asked`, { field: 'size' });
     if (newSize === meta.size) return;
@@ -104,6 +105,7 @@ export async function convertVolume(
   await withOwnedVolume(ctx, req.vid, req.creatorID, 'convert', 'convert', async (dir, meta) => {
     assertDiskFormat(meta, 'converted');
     requireNotInUse(await fs.readdir(dir), meta, 'converted');
+    requireNoOverlays(ctx, meta, 'converted');
     if (meta.format === req.format) return;
     const oldData = path.join(dir, dataFileName(meta.format));
     const newData = path.join(dir, dataFileName(req.format));
@@ -115,7 +117,9 @@ export async function convertVolume(
       await fs.rm(temp, { force: true });
       throw translateErrno(err, `volume ${req.vid}`);
     }
-    await writeMeta(dir, { ...meta, format: req.format });
+    // convert reads through a linked clone's whole chain: the result stands alone, so `base` goes.
+    const { base: _flattened, ...standalone } = meta;
+    await writeMeta(dir, { ...standalone, format: req.format });
     await fs.rm(oldData, { force: true });
   });
   ctx.log.info('volume converted', { vid: req.vid, format: req.format });

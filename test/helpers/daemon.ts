@@ -4,6 +4,7 @@ import { createApp } from '../../src/api/app.js';
 import { configWith, type Config } from '../../src/config.js';
 import { Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
+import { makeTree, removeTree } from './tree.js';
 
 export interface TestDaemon {
   daemon: Daemon;
@@ -30,5 +31,29 @@ export async function startTestDaemon(mnt: string, overrides: Partial<Config> = 
     api,
     post: (endpoint, body) => api.post(`/api/v1.0/${endpoint}`).send(body as object),
     stop: () => daemon.stop(),
+  };
+}
+
+/**
+ * Registers mocha hooks giving every test of the suite a fresh tree with `roots` and a daemon on it
+ * (stopped and removed after the test). Read `mnt` and `d` inside the tests.
+ */
+export function daemonPerTest(roots: Record<string, object> = { a: {} }): { readonly mnt: string; readonly d: TestDaemon } {
+  const state = { mnt: '', d: undefined as TestDaemon | undefined };
+  beforeEach(async () => {
+    state.mnt = await makeTree(roots);
+    state.d = await startTestDaemon(state.mnt);
+  });
+  afterEach(async () => {
+    await state.d?.stop();
+    await removeTree(state.mnt);
+  });
+  return {
+    get mnt() {
+      return state.mnt;
+    },
+    get d() {
+      return state.d!;
+    },
   };
 }

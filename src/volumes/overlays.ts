@@ -1,0 +1,44 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { BadRequestError, ConflictError, translateErrno } from '../errors.js';
+import { flushFile, renameDurable } from '../store/atomic.js';
+import { dataFileName, tempNameFor } from '../store/layout.js';
+import { writeMeta } from '../store/meta.js';
+import { QemuImgLayers } from '../tools/qemu-img-layers.js';
+import { requireNotInUse } from './access.js';
+import type { OperationOptions } from './clone.js';
+import type { Caller, StoreContext } from './context.js';
+import { withOwnedVolume } from './modify.js';
+
+/**
+ * `overlay/compact`: turns a linked clone into a standalone volume. Steps, each safe to die after:
+ * the whole chain is read into a temp qcow2 (`qemu-img convert`, which follows the backing files);
+ * the temp is renamed over `data.qcow2` (the data's commit point); meta.json loses its `base`.
+ * recoverVolume finishes the last step when a daemon died between the two renames.
+ */
+export async function compactOverlay(ctx: StoreContext, req: { vid: string }, caller: Caller, opts: OperationOptions = {}) {
+  const layers = new QemuImgLayers(ctx.runner, ctx.config.toolTimeoutMs);
+  const result = await withOwnedVolume(ctx, req.vid, caller, 'compact', 'compact', async (dir, meta) => {
+    if (!meta.base) throw new BadRequestError(`volume ${req.vid} is not a linked clone: it has no base to compact`, { field: 'vid' });
+    requireNotInUse(await fs.readdir(dir), meta, 'compacted');
+    const data = path.join(dir, dataFileName(meta.format));
+    // convert does not carry internal snapshots over: refuse rather than lose them silently.
+    if ((await layers.snapshots(data)).length)
+      throw new ConflictError(`volume ${req.vid} has snapshots, which compacting would lose: delete them first`, { vid: req.vid });
+    const temp = tempNameFor(data);
+    try {
+      await ctx.qemuImg.convert(data, 'qcow2', temp, 'qcow2', opts);
+      // The rename replaces the only copy of the overlay's own data: the new bytes must be on disk first.
+      await flushFile(temp);
+      await renameDurable(temp, data);
+    } catch (err) {
+      await fs.rm(temp, { force: true });
+      throw translateErrno(err, `volume ${req.vid}`);
+    }
+    const { base, ...standalone } = meta;
+    await writeMeta(dir, standalone);
+    return { vid: meta.volumeID, creatorID: meta.creatorID, base: null, former_base: base as string };
+  });
+  ctx.log.info('linked clone compacted', { vid: req.vid, base: result.former_base });
+  return result;
+}
