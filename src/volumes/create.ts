@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import fse from 'fs-extra';
 import { BadRequestError, translateErrno } from '../errors.js';
-import { renameDurable } from '../store/atomic.js';
+import { flushFile, renameDurable } from '../store/atomic.js';
 import { dataFileName, gbToBytes, newUid, tempNameFor, volumeDirName } from '../store/layout.js';
 import type { LockHandle } from '../store/locks.js';
 import { writeMeta, type VolumeFields, type VolumeMeta } from '../store/meta.js';
@@ -94,6 +94,7 @@ export async function fillClaim(ctx: StoreContext, claimed: Claimed, fill: (temp
   const tempData = tempNameFor(path.join(claimed.dir, dataFileName(claimed.meta.format)), claimed.lock.operationUid.slice(0, 12));
   try {
     await fill(tempData);
+    await flushFile(tempData);
     await publishData(claimed, tempData);
   } catch (err) {
     ctx.log.warn('volume creation failed; removing it', { vid: claimed.uid, error: (err as Error).message });

@@ -4,7 +4,7 @@ import { clientOfIqn, iqnFor } from '../exporters/iqn.js';
 import type { ExportService } from '../exporters/service.js';
 import { readMeta, type VolumeMeta } from '../store/meta.js';
 import { EXPORT_MARKER_RE } from '../store/volume-record.js';
-import { findVolume } from './access.js';
+import { findVolume, requireNoOverlays } from './access.js';
 import type { StoreContext } from './context.js';
 import { checkExportRules } from './export-rules.js';
 
@@ -66,6 +66,8 @@ export async function withExportLock<T>(
 export async function exportVolume(ctx: StoreContext, exports: ExportService, vid: string, client: string): Promise<ExportAnswer> {
   const meta = await withExportLock(ctx, vid, 'export', async (dir, meta, files) => {
     checkExportRules(meta, client, exportedClients(files, vid));
+    // A hypervisor writing to a base would corrupt every linked clone that reads through to it.
+    if (!meta.readonly) requireNoOverlays(ctx, meta, 'exported writable');
     await exports.publish(dir, meta, client, iqnFor(client, vid));
     return meta;
   });

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BadRequestError, translateErrno } from '../errors.js';
-import { renameDurable } from '../store/atomic.js';
+import { flushFile, renameDurable } from '../store/atomic.js';
 import { dataFileName, gbToBytes, tempNameFor } from '../store/layout.js';
 import { readMeta, writeMeta, type VolumeMeta } from '../store/meta.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
@@ -112,6 +112,7 @@ export async function convertVolume(
     const temp = tempNameFor(newData);
     try {
       await ctx.qemuImg.convert(oldData, meta.format, temp, req.format, opts);
+      await flushFile(temp);
       await renameDurable(temp, newData);
     } catch (err) {
       await fs.rm(temp, { force: true });

@@ -146,6 +146,16 @@ describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
     expect(status.exporter).to.deep.equal({ name: 'tgt', capabilities: { readonlyLuns: true, managedDaemon: true, savesConfig: false }, portal: tgt().portal });
   });
 
+  it('refuses a writable export of a base that linked clones read through to, allows it read-only', async () => {
+    const base = await create({ format: 'qcow2', clonable: true, alg: 'cp' });
+    await d.post('clone', { volume_id: base, creatorID: OWNER, alg: 'overlay' }).expect(200);
+    const res = await d.post('export', { volume_id: base, client_uid: OWNER }).expect(409);
+    expect(res.body.error).to.equal(`volume ${base} is the base of 1 linked clone(s) and cannot be exported writable`);
+    expect((await fs.readdir(volDir(base))).filter((f) => f.endsWith('.exported'))).to.deep.equal([]);
+    await d.post('update', { vid: base, creatorID: OWNER, readonly: true }).expect(200);
+    expect((await d.post('export', { volume_id: base, client_uid: OWNER }).expect(200)).body.readonly).to.equal(true);
+  });
+
   describe('the rules of SPEC §4 (private/public × owner/other × shareable/not × exported/not)', () => {
     for (const priv of [true, false])
       for (const owner of [true, false])
