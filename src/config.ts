@@ -15,6 +15,10 @@ export interface Config {
   readonly rescanIntervalMs: number;
   /** The longest any external tool may run. */
   readonly toolTimeoutMs: number;
+  /** A download from a URL that sends nothing for this long fails (502). */
+  readonly transferIdleTimeoutMs: number;
+  /** A resumable upload or a cloud-init file set untouched this long is abandoned (its volume removed). */
+  readonly uploadIdleTimeoutMs: number;
   /** Watch the tree for changes made by hand (off only in benchmarks of the baseline). */
   readonly watch: boolean;
 }
@@ -47,6 +51,8 @@ export function loadConfig({ flags, env, defaultMnt }: ConfigSources): Config {
     lockStaleMs: intOrUndefined('ELEMENTO_LOCK_STALE_MS', env.ELEMENTO_LOCK_STALE_MS),
     rescanIntervalMs: intOrUndefined('ELEMENTO_RESCAN_MS', env.ELEMENTO_RESCAN_MS),
     toolTimeoutMs: intOrUndefined('ELEMENTO_TOOL_TIMEOUT_MS', env.ELEMENTO_TOOL_TIMEOUT_MS),
+    transferIdleTimeoutMs: intOrUndefined('ELEMENTO_TRANSFER_IDLE_TIMEOUT_MS', env.ELEMENTO_TRANSFER_IDLE_TIMEOUT_MS),
+    uploadIdleTimeoutMs: intOrUndefined('ELEMENTO_UPLOAD_IDLE_TIMEOUT_MS', env.ELEMENTO_UPLOAD_IDLE_TIMEOUT_MS),
   };
   for (const key of Object.keys(raw)) if (raw[key] === undefined) delete raw[key];
   try {

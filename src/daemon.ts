@@ -16,6 +16,8 @@ import type { StoreContext } from './volumes/context.js';
 export class Daemon {
   readonly ctx: StoreContext;
   readonly startedAt = new Date();
+  /** Run by stop() before the jobs are cancelled (pending uploads and cloud-init sets are abandoned). */
+  private readonly stopHooks: (() => Promise<void>)[] = [];
 
   constructor(
     readonly config: Config,
@@ -38,7 +40,12 @@ export class Daemon {
     this.log.info('tree loaded', { mnt: this.config.mnt, roots: index.rootList().length, volumes: index.size, skipped: index.skippedRoots().length });
   }
 
+  onStop(hook: () => Promise<void>): void {
+    this.stopHooks.push(hook);
+  }
+
   async stop(): Promise<void> {
+    for (const hook of this.stopHooks.splice(0)) await hook();
     await this.ctx.jobs.cancelAll();
     await this.ctx.index.close();
   }

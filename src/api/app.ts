@@ -3,6 +3,11 @@ import express, { type Express } from 'express';
 import type { Daemon } from '../daemon.js';
 import { NotFoundError } from '../errors.js';
 import { errorHandler } from './errors.js';
+import { CloudInitSets } from '../images/cloudinit.js';
+import { tusUploads } from '../uploads/tus.js';
+import { cloudInitRoutes } from './routes/cloudinit.js';
+import { downloadRoutes } from './routes/download.js';
+import { imageRoutes } from './routes/images.js';
 import { jobRoutes } from './routes/jobs.js';
 import { statusRoutes } from './routes/status.js';
 import { volumeRoutes } from './routes/volumes.js';
@@ -36,11 +41,21 @@ export function createApp(daemon: Daemon): Express {
     next();
   });
 
+  // Resumable uploads (tus) take raw bodies: they sit before the JSON parser.
+  const tus = tusUploads(daemon.ctx);
+  const cloudInit = new CloudInitSets(daemon.ctx);
+  daemon.onStop(() => tus.close());
+  daemon.onStop(() => cloudInit.close());
+  for (const version of API_VERSIONS) app.all([`/api/${version}/files`, `/api/${version}/files/*splat`], tus.handler);
+
   const api = express.Router();
   api.use(express.json({ limit: JSON_LIMIT }));
   api.use(statusRoutes(daemon));
   api.use(volumeRoutes(daemon.ctx));
   api.use(jobRoutes(daemon.ctx.jobs));
+  api.use(imageRoutes(daemon));
+  api.use(cloudInitRoutes(daemon.ctx, cloudInit));
+  api.use(downloadRoutes(daemon.ctx));
   api.use((req, _res, next) => next(new NotFoundError(`no endpoint ${req.method} ${req.path}`)));
   for (const version of API_VERSIONS) app.use(`/api/${version}`, api);
 
