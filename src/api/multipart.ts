@@ -64,6 +64,8 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
       else fields[name] = parsed;
     });
     bb.on('file', (field, stream, info) => {
+      // The consumer (pipeline, for await) sees a destroyed stream's error; this keeps it from being uncaught.
+      stream.on('error', () => undefined);
       stream.on('limit', () => stream.destroy(new PayloadTooLargeError(`file '${info.filename}' is larger than the ${opts.maxFileBytes} bytes accepted`)));
       chain = chain.then(async () => {
         if (failed) return void stream.resume();

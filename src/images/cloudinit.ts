@@ -55,7 +55,7 @@ export class CloudInitSets {
     const expected = fields.expectedFiles!;
     const meta = fieldsOf({ ...fields, format: 'iso', readonly: true, bootable: false, shareable: false }, 0, { cloudinit: true });
     const claimed = await claimVolume(this.ctx, meta, 'create');
-    const item = this.pending.add(claimed, { expected, received: [] });
+    const item = await this.pending.add(claimed, { expected, received: [] });
     this.pending.acquire(item);
     try {
       await fs.mkdir(path.join(claimed.dir, METADATA_DIR));
@@ -68,7 +68,7 @@ export class CloudInitSets {
   }
 
   /** Later calls: the pending set of `vid`, or a clear 4xx saying why there is none. Returned busy. */
-  open(vid: string, caller: Caller): Pending<SetState> {
+  async open(vid: string, caller: Caller): Promise<Pending<SetState>> {
     const item = this.pending.get(vid);
     if (item) {
       if (caller !== null && item.claimed.meta.creatorID !== caller) throw new ForbiddenError(`only the creator of volume ${vid} may add files to it`, { vid });
@@ -79,7 +79,10 @@ export class CloudInitSets {
     if (!record || !record.meta || (caller !== null && record.meta.private && record.meta.creatorID !== caller))
       throw new NotFoundError(`volume ${vid} does not exist`, { vid });
     if (!record.meta.cloudinit || record.meta.format !== 'iso') throw new BadRequestError(`volume ${vid} is not a cloud-init metadata volume`, { vid });
-    throw new ConflictError(`volume ${vid} has no file set in progress (its elemento.<n>.expected tracker is gone: the set is complete or was abandoned)`, { vid });
+    const tracker = (await fs.readdir(path.join(record.dir, METADATA_DIR)).catch(() => [] as string[])).find((n) => EXPECTED_RE.test(n));
+    if (tracker)
+      throw new ConflictError(`the file set of volume ${vid} is already complete (${tracker}); send a new set to a new volume`, { vid });
+    throw new ConflictError(`volume ${vid} has no file set tracker (cloud-init-metadata/elemento.<n>.expected is missing)`, { vid });
   }
 
   /** Stores one file of the set atomically in cloud-init-metadata/. */
@@ -108,7 +111,6 @@ export class CloudInitSets {
       await this.buildIso(claimed.dir, state.received, temp);
       await setClaimedSize(this.ctx, claimed, (await fs.stat(temp)).size);
     });
-    await fs.rm(path.join(claimed.dir, METADATA_DIR, expectedMarker(state.expected)), { force: true }).catch(() => undefined);
     this.ctx.log.info('cloud-init seed volume built', { vid: claimed.uid, files: state.received });
     return { status: 200, body: { status: 'OK', ...progress } };
   }

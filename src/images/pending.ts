@@ -32,9 +32,11 @@ export class PendingClaims<T> {
     this.timer.unref();
   }
 
-  add(claimed: Claimed, state: T): Pending<T> {
+  /** Registers a claim; the index learns of the volume at once (shown as being created). */
+  async add(claimed: Claimed, state: T): Promise<Pending<T>> {
     const item: Pending<T> = { claimed, state, touchedAt: Date.now(), busy: false };
     this.items.set(claimed.uid, item);
+    await this.ctx.index.reloadDir(claimed.dir);
     return item;
   }
 

@@ -51,7 +51,7 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
       let claimed: Claimed;
       if (endpoint === 'iso/create') claimed = await claimIso(ctx, { ...(body as unknown as IsoRequest), size: undefined });
       else claimed = await claimDiskImport(ctx, body as unknown as ImportRequest);
-      pending.add(claimed, { endpoint, body, size, part: partFileOf(claimed), metadata: metadata ?? {}, createdAt: new Date().toISOString() });
+      await pending.add(claimed, { endpoint, body, size, part: partFileOf(claimed), metadata: metadata ?? {}, createdAt: new Date().toISOString() });
       try {
         // The upload's length is known now: claim it (a raw or ISO result is at least that big).
         if (claimed.meta.format !== 'qcow2') await setClaimedSize(ctx, claimed, Math.max(asked, Math.ceil(size / 512) * 512));

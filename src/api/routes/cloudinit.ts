@@ -34,7 +34,7 @@ export function cloudInitRoutes(ctx: StoreContext, sets: CloudInitSets): Router 
     const open = async (fields: Record<string, unknown>) => {
       const body = checkedFields<MetadataFields>('cloudinit-metadata', { ...fields, ...fromPath });
       first = body.expectedFiles !== undefined;
-      item = first ? await sets.begin(body) : sets.open(body.vid!, callerOf(res, body as unknown as Record<string, unknown>));
+      item = first ? await sets.begin(body) : await sets.open(body.vid!, callerOf(res, body as unknown as Record<string, unknown>));
       return item;
     };
     try {
