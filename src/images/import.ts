@@ -56,9 +56,10 @@ async function receive(ctx: StoreContext, claimed: Claimed, source: ImageSource,
   const bytes = await source.writeTo(file, {
     signal: opts.signal,
     maxBytes: roomFor(ctx, claimed),
-    // The announced length is a lower bound of a raw or ISO volume's size: claim it before the body comes.
+    // The announced length is about a lower bound of the image's virtual size: claim it before the body
+    // comes (507 at once instead of after the download); the final size is claimed exactly later.
     onLength: async (length) => {
-      if (length !== undefined && claimed.meta.format !== 'qcow2') await setClaimedSize(ctx, claimed, Math.max(claimed.meta.size, sectors(length)));
+      if (length !== undefined) await setClaimedSize(ctx, claimed, Math.max(claimed.meta.size, sectors(length)));
     },
     onBytes: (done, total) => opts.onProgress?.(total ? (done / total) * TRANSFER_SHARE : 0, done),
   });

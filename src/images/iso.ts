@@ -1,6 +1,5 @@
 import path from 'node:path';
 import { writeJsonAtomic } from '../store/atomic.js';
-import { gbToBytes } from '../store/layout.js';
 import type { StoreContext } from '../volumes/context.js';
 import { claimVolume, fieldsOf, type Claimed } from '../volumes/create.js';
 import { fillFromSource, type ImageSource, type ImportOptions } from './import.js';
@@ -64,7 +63,8 @@ export function isoResponse(req: IsoRequest, vid: string): Record<string, unknow
 export async function claimIso(ctx: StoreContext, req: IsoRequest): Promise<Claimed> {
   const fields = fieldsOf(
     { ...req, format: 'iso', readonly: true, bootable: req.isotype === 'os_generic', shareable: req.isotype === 'os_generic' ? false : req.shareable },
-    req.size ? gbToBytes(req.size) : 0,
+    // The seed's `size` is not the ISO's: the claim follows the download's Content-Length or the upload's length.
+    0,
   );
   return claimVolume(ctx, { ...fields, iso_type: req.isotype }, 'create');
 }

@@ -42,7 +42,8 @@ function counter(limits: StreamLimits): Transform & { bytes: number } {
  */
 export async function streamToFile(source: Readable, target: string, limits: StreamLimits = {}): Promise<number> {
   const count = counter(limits);
-  await pipeline(source, count, createWriteStream(target, { flags: 'wx', highWaterMark: 1024 * 1024 }), { signal: limits.signal });
+  // flush: the bytes are on disk before the volume is published (the rename is the commit point).
+  await pipeline(source, count, createWriteStream(target, { flags: 'wx', highWaterMark: 1024 * 1024, flush: true }), { signal: limits.signal });
   limits.onBytes?.(count.bytes, limits.total);
   return count.bytes;
 }

@@ -1,4 +1,5 @@
 import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import { BadRequestError } from '../errors.js';
 import type { ImageInfo, QemuImg } from '../tools/qemu-img.js';
 
@@ -22,6 +23,8 @@ export async function probeUntrusted(qemuImg: QemuImg, file: string): Promise<Im
   if (info.backingFilename) throw new BadRequestError('the image has a backing file; only self-contained images are accepted');
   if (info.dataFile) throw new BadRequestError('the image has an external data file; only self-contained images are accepted');
   if (info.extents > 1) throw new BadRequestError('the image is split into several extents; only single-file images are accepted');
+  if (info.extentFiles.some((f) => path.resolve(path.dirname(file), f) !== path.resolve(file)))
+    throw new BadRequestError('the image keeps its data in another file; only single-file images are accepted');
   return info;
 }
 

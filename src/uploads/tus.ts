@@ -47,14 +47,14 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
     namingFunction: async (req, metadata) => {
       const { endpoint, body } = parseFields(metadata ?? undefined);
       const size = Number(req.headers.get('upload-length'));
-      const asked = typeof body.size === 'number' ? gbToBytes(body.size) : 0;
+      const asked = endpoint === 'create/upload' && typeof body.size === 'number' ? gbToBytes(body.size) : 0;
       let claimed: Claimed;
-      if (endpoint === 'iso/create') claimed = await claimIso(ctx, { ...(body as unknown as IsoRequest), size: undefined });
+      if (endpoint === 'iso/create') claimed = await claimIso(ctx, body as unknown as IsoRequest);
       else claimed = await claimDiskImport(ctx, body as unknown as ImportRequest);
       await pending.add(claimed, { endpoint, body, size, part: partFileOf(claimed), metadata: metadata ?? {}, createdAt: new Date().toISOString() });
       try {
-        // The upload's length is known now: claim it (a raw or ISO result is at least that big).
-        if (claimed.meta.format !== 'qcow2') await setClaimedSize(ctx, claimed, Math.max(asked, Math.ceil(size / 512) * 512));
+        // The upload's length is known now: claim it (an image's virtual size is at least about its file's size).
+        await setClaimedSize(ctx, claimed, Math.max(asked, Math.ceil(size / 512) * 512));
       } catch (err) {
         await pending.abandon(claimed.uid, 'no room for its length');
         throw err;

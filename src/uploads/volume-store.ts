@@ -49,7 +49,7 @@ export class VolumeUploadStore extends DataStore {
     return upload;
   }
 
-  /** Appends at `offset`; what arrived before a cut stays, so the client resumes from there. */
+  /** Appends at `offset`; what arrived before a cut stays (flushed), so the client resumes from there. */
   override async write(stream: Readable, id: string, offset: number): Promise<number> {
     const { state } = this.item(id);
     let bytes = 0;
@@ -59,7 +59,7 @@ export class VolumeUploadStore extends DataStore {
         done(null, chunk);
       },
     });
-    await pipeline(stream, count, createWriteStream(state.part, { flags: 'r+', start: offset, highWaterMark: 1024 * 1024 }));
+    await pipeline(stream, count, createWriteStream(state.part, { flags: 'r+', start: offset, highWaterMark: 1024 * 1024, flush: true }));
     return offset + bytes;
   }
 

@@ -37,9 +37,9 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
     await execa('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xab 0 1M', '-c', 'write -P 0xcd 40M 2M', path.join(src, 'cloud.qcow2')]);
     await execa('qemu-img', ['convert', '-O', 'raw', path.join(src, 'cloud.qcow2'), path.join(src, 'disk.raw')]);
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', path.join(src, 'cloud.qcow2'), '-F', 'qcow2', path.join(src, 'backed.qcow2')]);
-    await fs.mkdir(path.join(src, 'iso-content'));
-    await fs.writeFile(path.join(src, 'iso-content', 'README.TXT'), 'drivers\n');
-    await execa('genisoimage', ['-quiet', '-V', 'VIRTIO', '-J', '-R', '-o', path.join(src, 'tools.iso'), path.join(src, 'iso-content')]);
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${path.join(src, 'datafile.raw')}`, path.join(src, 'datafile.qcow2'), '1M']);
+    await execa('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', 'subformat=monolithicFlat', path.join(src, 'flat.vmdk'), '1M']);
+    await fs.writeFile(path.join(src, 'flat.vmdk'), (await fs.readFile(path.join(src, 'flat.vmdk'), 'utf8')).replace('flat-flat.vmdk', path.join(src, 'disk.raw')));
     server = await startImageServer(src);
     const probe = http.createServer().listen(0, '127.0.0.1');
     await new Promise((r) => probe.once('listening', r));
@@ -89,6 +89,14 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
     expect(await volumeDirs(mnt)).to.deep.equal([]);
   });
 
+  it('refuses images that read other files (external data file, flat vmdk descriptor), leaving nothing', async () => {
+    const res = await d.post('create/url', { creatorID: OWNER, url: server.url('datafile.qcow2') }).expect(400);
+    expect(res.body.error).to.equal('the image has an external data file; only self-contained images are accepted');
+    const flat = await d.post('create/url', { creatorID: OWNER, url: server.url('flat.vmdk') }).expect(400);
+    expect(flat.body.error).to.equal('the image keeps its data in another file; only single-file images are accepted');
+    expect(await volumeDirs(mnt)).to.deep.equal([]);
+  });
+
   it('refuses an image over the root quota with 507, leaving nothing', async () => {
     await d.stop();
     await fs.writeFile(path.join(mnt, 'a', 'settings.json'), JSON.stringify({ 'max-total-size': '50M' }));
@@ -135,7 +143,37 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
     expect(await sameImage(path.join(src, 'disk.raw'), dataOf(res.body.vid, 'qcow2'))).to.equal(true);
   });
 
-  it('a dropped upload leaves no volume and no temp file', async () => {
+  it('create/upload takes the image as a raw body with the fields in the query', async () => {
+    const res = await d.api
+      .post(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw&name=raw-up&private=true&labels=${encodeURIComponent('{"os":"none"}')}`)
+      .set('Content-Type', 'application/octet-stream')
+      .send(await fs.readFile(path.join(src, 'cloud.qcow2')))
+      .expect(200);
+    expect(res.body).to.include({ img_format: 'raw', name: 'raw-up', private: true, size: 64 * MB / 1e9 });
+    expect(res.body.labels).to.deep.equal({ os: 'none' });
+    expect(await sameImage(path.join(src, 'cloud.qcow2'), dataOf(res.body.vid, 'img'))).to.equal(true);
+    const bad = await d.api.post('/api/v1.0/create/upload?format=raw').set('Content-Type', 'application/octet-stream').send(Buffer.alloc(512)).expect(400);
+    expect(bad.body).to.deep.equal({ error: "request was badly formatted. 'creatorID'", code: 'bad_request', field: 'creatorID' });
+    expect(await volumeDirs(mnt)).to.have.length(1);
+  });
+
+  it('a dropped raw-body upload leaves no volume and no temp file', async () => {
+    const listener = d.app.listen(0, '127.0.0.1');
+    await new Promise((r) => listener.once('listening', r));
+    try {
+      const port = (listener.address() as AddressInfo).port;
+      const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: `/api/v1.0/create/upload?creatorID=${OWNER}&format=raw`, headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': 64 * MB } });
+      req.on('error', () => undefined);
+      req.write(Buffer.alloc(8 * MB, 1));
+      await waitFor(async () => (await volumeDirs(mnt)).length === 1, 5000, 'the upload to start');
+      req.destroy();
+      await waitFor(async () => (await volumeDirs(mnt)).length === 0, 5000, 'the half-made volume to go');
+    } finally {
+      listener.close();
+    }
+  });
+
+  it('a dropped multipart upload leaves no volume and no temp file', async () => {
     const listener = d.app.listen(0, '127.0.0.1');
     await new Promise((r) => listener.once('listening', r));
     try {

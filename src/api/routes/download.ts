@@ -26,6 +26,8 @@ export function downloadRoutes(ctx: StoreContext): Router {
         dotfiles: 'allow',
         acceptRanges: true,
         cacheControl: false,
+        // send passes its options on to fs.createReadStream: 1 MB reads instead of 64 KB.
+        ...({ highWaterMark: 1024 * 1024 } as object),
         headers: {
           'Content-Type': 'application/octet-stream',
           'Content-Disposition': `attachment; filename="${vid}.${name.slice(5)}"`,

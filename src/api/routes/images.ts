@@ -5,7 +5,7 @@ import { BadRequestError } from '../../errors.js';
 import { importDisk, urlSource, type ImportRequest } from '../../images/disk-import.js';
 import type { ImageSource } from '../../images/import.js';
 import { createIso, type IsoRequest } from '../../images/iso.js';
-import { streamToFile } from '../../images/transfer.js';
+import { assertComplete, streamToFile } from '../../images/transfer.js';
 import { runAsJob } from '../../jobs/registry.js';
 import { validateOrThrow } from '../../schemas.js';
 import { jsonEndpoint, normaliseIds } from '../handler.js';
@@ -20,6 +20,45 @@ export function checkedFields<T>(schema: string, fields: Record<string, unknown>
 
 /** A source that streams one multipart file part into the volume. */
 const partSource = (stream: Readable): ImageSource => ({ kind: 'stream', writeTo: (file, limits) => streamToFile(stream, file, limits) });
+
+/** The fastest upload: the request body is the image, the fields are query parameters (values parsed as JSON when they parse). */
+function rawBodySource(req: Request): ImageSource {
+  const header = req.headers['content-length'];
+  const length = header && /^\d+$/.test(header) ? Number(header) : undefined;
+  return {
+    kind: 'stream',
+    writeTo: async (file, limits) => {
+      if (length !== undefined) await limits.onLength(length);
+      const bytes = await streamToFile(req, file, { ...limits, total: length });
+      assertComplete(bytes, length, 'the upload');
+      return bytes;
+    },
+  };
+}
+
+function queryFields(req: Request): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(req.query)) {
+    if (typeof value !== 'string') continue;
+    try {
+      out[key] = JSON.parse(value);
+    } catch {
+      out[key] = value;
+    }
+  }
+  return out;
+}
+
+const isRawBody = (req: Request) => /^application\/octet-stream/i.test(req.headers['content-type'] ?? '');
+
+/** Runs `make` on an upload: a raw body (fields in the query) or multipart (fields, then the file part). */
+async function upload(req: Request, res: Response, schema: string, make: (body: Record<string, unknown>, source: ImageSource) => Promise<unknown>) {
+  if (isRawBody(req)) {
+    res.json(await make(checkedFields<Record<string, unknown>>(schema, queryFields(req)), rawBodySource(req)));
+    return;
+  }
+  await multipartUpload(req, res, schema, make);
+}
 
 /**
  * Reads a multipart upload whose fields (before the `file` part) are `schema`'s, and runs `make`
@@ -52,9 +91,9 @@ export function imageRoutes(daemon: Daemon): Router {
   r.post('/cloudinit/create', jsonEndpoint<ImportRequest & { url: string }>('cloudinit-create', (body) => fromUrl('import', { ...body, cloudinit: true })));
 
   r.post('/create/upload', async (req, res) => {
-    if (!isMultipart(req))
-      throw new BadRequestError('create/upload takes multipart/form-data (fields, then the file part), or use resumable uploads at /api/v1.0/files (tus)');
-    await multipartUpload(req, res, 'create-upload', (body, source) => importDisk(ctx, body as unknown as ImportRequest, source));
+    if (!isMultipart(req) && !isRawBody(req))
+      throw new BadRequestError('create/upload takes multipart/form-data (fields, then the file part) or an application/octet-stream body with the fields in the query; resumable uploads use /api/v1.0/files (tus)');
+    await upload(req, res, 'create-upload', (body, source) => importDisk(ctx, body as unknown as ImportRequest, source));
   });
 
   const isoFromUrl = jsonEndpoint<IsoRequest>('iso-create', (body) => {
@@ -64,8 +103,8 @@ export function imageRoutes(daemon: Daemon): Router {
     );
   });
   r.post('/iso/create', async (req, res, next) => {
-    if (!isMultipart(req)) return isoFromUrl(req, res, next);
-    await multipartUpload(req, res, 'iso-create', (body, source) => createIso(ctx, body as unknown as IsoRequest, source));
+    if (!isMultipart(req) && !isRawBody(req)) return isoFromUrl(req, res, next);
+    await upload(req, res, 'iso-create', (body, source) => createIso(ctx, body as unknown as IsoRequest, source));
   });
   return r;
 }
