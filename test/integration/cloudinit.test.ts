@@ -89,6 +89,31 @@ describe('cloud-init seed volumes (cloud-localds, xorriso, isoinfo)', function (
   });
 });
 
+describe('images half-made by a daemon that died', () => {
+  it('removes a pending cloud-init set and a pending upload at the next start', async () => {
+    const mnt = await makeTree({ a: {} });
+    const dead = '0000000000000000000000000000dead';
+    for (const [vid, extra] of [['c'.repeat(32), 'cloud-init-metadata'], ['e'.repeat(32), `.upload.tmp-${dead.slice(0, 12)}.part`]]) {
+      const dir = path.join(mnt, 'a', `vid.${vid}.elimg`);
+      await fs.mkdir(dir);
+      await fs.writeFile(path.join(dir, 'meta.json'), JSON.stringify({ volumeID: vid, creatorID: OWNER, size: 0, format: 'iso', cloudinit: true }));
+      await fs.writeFile(path.join(dir, `elemento.create.${dead}.ignore`), '{}');
+      if (extra === 'cloud-init-metadata') {
+        await fs.mkdir(path.join(dir, extra));
+        await fs.writeFile(path.join(dir, extra, 'elemento.3.expected'), '');
+        await fs.writeFile(path.join(dir, extra, 'user-data'), FILES['user-data']);
+      } else await fs.writeFile(path.join(dir, extra), 'half an image');
+    }
+    const d = await startTestDaemon(mnt);
+    try {
+      expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.deep.equal([]);
+    } finally {
+      await d.stop();
+      await removeTree(mnt);
+    }
+  });
+});
+
 describe('cloudinit/create (local HTTP server)', function () {
   this.timeout(60_000);
   it('makes a bootable cloud-image volume marked cloudinit from a URL', async () => {
