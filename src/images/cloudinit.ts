@@ -32,7 +32,8 @@ export interface MetadataFields {
   labels?: Record<string, string>;
 }
 
-interface SetState {
+/** A set being received: how many files it needs and the names already stored. */
+export interface FileSet {
   expected: number;
   received: string[];
 }
@@ -44,14 +45,14 @@ interface SetState {
  * added at the ISO's root with xorriso, where the guest finds them beside user-data.
  */
 export class CloudInitSets {
-  readonly pending: PendingClaims<SetState>;
+  readonly pending: PendingClaims<FileSet>;
 
   constructor(private readonly ctx: StoreContext) {
-    this.pending = new PendingClaims<SetState>(ctx, 'cloud-init file set', ctx.config.uploadIdleTimeoutMs);
+    this.pending = new PendingClaims<FileSet>(ctx, 'cloud-init file set', ctx.config.uploadIdleTimeoutMs);
   }
 
   /** First call: claims an ISO volume (read-only, cloudinit) and writes its tracker. Returned busy. */
-  async begin(fields: MetadataFields): Promise<Pending<SetState>> {
+  async begin(fields: MetadataFields): Promise<Pending<FileSet>> {
     const expected = fields.expectedFiles!;
     const meta = fieldsOf({ ...fields, format: 'iso', readonly: true, bootable: false, shareable: false }, 0, { cloudinit: true });
     const claimed = await claimVolume(this.ctx, meta, 'create');
@@ -68,7 +69,7 @@ export class CloudInitSets {
   }
 
   /** Later calls: the pending set of `vid`, or a clear 4xx saying why there is none. Returned busy. */
-  async open(vid: string, caller: Caller): Promise<Pending<SetState>> {
+  async open(vid: string, caller: Caller): Promise<Pending<FileSet>> {
     const item = this.pending.get(vid);
     if (item) {
       if (caller !== null && item.claimed.meta.creatorID !== caller) throw new ForbiddenError(`only the creator of volume ${vid} may add files to it`, { vid });
@@ -86,7 +87,7 @@ export class CloudInitSets {
   }
 
   /** Stores one file of the set atomically in cloud-init-metadata/. */
-  async addFile(item: Pending<SetState>, file: IncomingFile): Promise<void> {
+  async addFile(item: Pending<FileSet>, file: IncomingFile): Promise<void> {
     const { state, claimed } = item;
     const name = path.basename(file.filename);
     if (!FILE_NAME_RE.test(name) || EXPECTED_RE.test(name) || name.startsWith('elemento.'))
@@ -102,7 +103,7 @@ export class CloudInitSets {
   }
 
   /** After a call: 206 CONTINUE while files are missing, else the ISO is built and published: 200 OK. */
-  async finishCall(item: Pending<SetState>): Promise<{ status: number; body: Record<string, unknown> }> {
+  async finishCall(item: Pending<FileSet>): Promise<{ status: number; body: Record<string, unknown> }> {
     const { state, claimed } = item;
     const progress = { vid: claimed.uid, received: state.received.length, expected: state.expected };
     if (state.received.length < state.expected) return { status: 206, body: { status: 'CONTINUE', ...progress } };

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { BadRequestError } from '../../errors.js';
-import { CloudInitSets, MAX_FILE_BYTES, type MetadataFields } from '../../images/cloudinit.js';
+import { CloudInitSets, MAX_FILE_BYTES, type FileSet, type MetadataFields } from '../../images/cloudinit.js';
 import type { Pending } from '../../images/pending.js';
 import type { StoreContext } from '../../volumes/context.js';
 import { callerOf } from '../handler.js';
@@ -29,7 +29,7 @@ export function cloudInitRoutes(ctx: StoreContext, sets: CloudInitSets): Router 
   r.post(['/cloudinit/metadata', '/cloudinit/metadata/:encoded'], async (req, res) => {
     if (!isMultipart(req)) throw new BadRequestError('cloudinit/metadata takes multipart/form-data with the files in parts named \'file\'');
     const fromPath = fieldsFromPath(req.params.encoded as string | undefined);
-    let item: Pending<unknown> | undefined;
+    let item: Pending<FileSet> | undefined;
     let first = false;
     const open = async (fields: Record<string, unknown>) => {
       const body = checkedFields<MetadataFields>('cloudinit-metadata', { ...fields, ...fromPath });
@@ -43,21 +43,21 @@ export function cloudInitRoutes(ctx: StoreContext, sets: CloudInitSets): Router 
         maxFiles: 64,
         onFile: async (file, before) => {
           if (file.field !== 'file') throw new BadRequestError(`files must come in parts named 'file', not '${file.field}'`, { field: file.field });
-          await sets.addFile((item ?? (await open(before))) as never, file);
+          await sets.addFile(item ?? (await open(before)), file);
         },
       });
       if (!item) {
         await open(fields);
         throw new BadRequestError("the request carries no 'file' part", { field: 'file' });
       }
-      const reply = await sets.finishCall(item as never);
+      const reply = await sets.finishCall(item);
       res.status(reply.status).json(reply.body);
     } catch (err) {
       // A first call that fails leaves no volume; a later one keeps the files already stored.
       if (item && first) await sets.pending.abandon(item.claimed.uid, (err as Error).message);
       throw err;
     } finally {
-      if (item && sets.pending.get(item.claimed.uid)) sets.pending.release(item as never);
+      if (item && sets.pending.get(item.claimed.uid)) sets.pending.release(item);
     }
   });
   return r;
