@@ -49,10 +49,21 @@ function roomFor(ctx: StoreContext, claimed: Claimed): number | undefined {
   return limits.length ? Math.floor(Math.min(...limits) * 1.01) + 16 * 1024 * 1024 : undefined;
 }
 
-/** Brings the source's bytes into a temp file inside the claimed directory; returns its path and size. */
+/**
+ * A staging directory inside the claimed volume (`.<purpose>.tmp-<op>/`, a temp name): incoming bytes are
+ * written there, where the tree watcher does not look (it ignores temp names and so never watches the
+ * directory), so a multi-GB write does not wake it for every chunk. Removed with the claim on failure.
+ */
+export async function makeStagingDir(claimed: Claimed, purpose: string): Promise<string> {
+  const dir = tempNameFor(path.join(claimed.dir, purpose), claimed.lock.operationUid.slice(0, 12));
+  await fs.mkdir(dir, { recursive: true });
+  return dir;
+}
+
+/** Brings the source's bytes into a staging file inside the claimed directory; returns its path and size. */
 async function receive(ctx: StoreContext, claimed: Claimed, source: ImageSource, opts: ImportOptions): Promise<{ file: string; bytes: number }> {
   if (source.kind === 'file') return { file: source.path, bytes: (await fs.stat(source.path)).size };
-  const file = tempNameFor(path.join(claimed.dir, 'incoming.part'), claimed.lock.operationUid.slice(0, 12));
+  const file = path.join(await makeStagingDir(claimed, 'incoming'), 'image');
   const bytes = await source.writeTo(file, {
     signal: opts.signal,
     maxBytes: roomFor(ctx, claimed),
@@ -102,8 +113,8 @@ export async function fillFromSource(ctx: StoreContext, claimed: Claimed, source
     } else {
       await finishDisk(ctx, claimed, file, tempData, opts);
     }
+    if (path.dirname(file) !== claimed.dir) await fs.rm(path.dirname(file), { recursive: true, force: true });
     await opts.beforePublish?.(claimed);
-    await fs.access(tempData);
   });
   ctx.log.info('volume imported', { vid: claimed.uid, format: claimed.meta.format, size: claimed.meta.size });
 }

@@ -10,7 +10,7 @@ import { gbToBytes } from '../store/layout.js';
 import { validateOrThrow } from '../schemas.js';
 import type { StoreContext } from '../volumes/context.js';
 import type { Claimed } from '../volumes/create.js';
-import { partFileOf, VolumeUploadStore, type UploadState } from './volume-store.js';
+import { makePartFile, VolumeUploadStore, type UploadState } from './volume-store.js';
 
 export const TUS_PATH = '/api/v1.0/files';
 /** What a finished upload can become, and the schema its `fields` metadata must pass. */
@@ -51,12 +51,14 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
       let claimed: Claimed;
       if (endpoint === 'iso/create') claimed = await claimIso(ctx, body as unknown as IsoRequest);
       else claimed = await claimDiskImport(ctx, body as unknown as ImportRequest);
-      await pending.add(claimed, { endpoint, body, size, part: partFileOf(claimed), metadata: metadata ?? {}, createdAt: new Date().toISOString() });
+      const state = { endpoint, body, size, part: '', metadata: metadata ?? {}, createdAt: new Date().toISOString() };
+      await pending.add(claimed, state);
       try {
+        state.part = await makePartFile(claimed);
         // The upload's length is known now: claim it (an image's virtual size is at least about its file's size).
         await setClaimedSize(ctx, claimed, Math.max(asked, Math.ceil(size / 512) * 512));
       } catch (err) {
-        await pending.abandon(claimed.uid, 'no room for its length');
+        await pending.abandon(claimed.uid, (err as Error).message);
         throw err;
       }
       return claimed.uid;

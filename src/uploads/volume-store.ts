@@ -3,7 +3,7 @@ import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DataStore, ERRORS, Upload } from '@tus/server';
-import { tempNameFor } from '../store/layout.js';
+import { makeStagingDir } from '../images/import.js';
 import type { PendingClaims } from '../images/pending.js';
 import type { Claimed } from '../volumes/create.js';
 
@@ -18,14 +18,16 @@ export interface UploadState {
   createdAt: string;
 }
 
-/** The part file of an upload: a temp name inside the claimed volume (swept by recovery, removed with the claim). */
-export function partFileOf(claimed: Claimed): string {
-  return tempNameFor(path.join(claimed.dir, 'upload.part'), claimed.lock.operationUid.slice(0, 12));
+/** The part file of an upload, in a staging directory of the claimed volume (see makeStagingDir). */
+export async function makePartFile(claimed: Claimed): Promise<string> {
+  const part = path.join(await makeStagingDir(claimed, 'upload'), 'part');
+  await (await fs.open(part, 'wx')).close();
+  return part;
 }
 
 /**
  * A tus data store whose uploads live inside the volumes they create: upload id = volume uid,
- * bytes in a part file of the claimed volume directory. The claim (quota, lock, meta.json) is made
+ * bytes in a part file inside the claimed volume directory. The claim (quota, lock, meta.json) is made
  * before the upload exists (see tus.ts). Declares only what it does: creation, creation with
  * upload, termination (DELETE abandons the volume).
  */
@@ -43,7 +45,6 @@ export class VolumeUploadStore extends DataStore {
 
   override async create(upload: Upload): Promise<Upload> {
     const { state } = this.item(upload.id);
-    await (await fs.open(state.part, 'wx')).close();
     upload.storage = { type: 'volume', path: state.part };
     upload.creation_date = state.createdAt;
     return upload;

@@ -93,7 +93,7 @@ describe('images half-made by a daemon that died', () => {
   it('removes a pending cloud-init set and a pending upload at the next start', async () => {
     const mnt = await makeTree({ a: {} });
     const dead = '0000000000000000000000000000dead';
-    for (const [vid, extra] of [['c'.repeat(32), 'cloud-init-metadata'], ['e'.repeat(32), `.upload.tmp-${dead.slice(0, 12)}.part`]]) {
+    for (const [vid, extra] of [['c'.repeat(32), 'cloud-init-metadata'], ['e'.repeat(32), `.upload.tmp-${dead.slice(0, 12)}`]]) {
       const dir = path.join(mnt, 'a', `vid.${vid}.elimg`);
       await fs.mkdir(dir);
       await fs.writeFile(path.join(dir, 'meta.json'), JSON.stringify({ volumeID: vid, creatorID: OWNER, size: 0, format: 'iso', cloudinit: true }));
@@ -102,7 +102,10 @@ describe('images half-made by a daemon that died', () => {
         await fs.mkdir(path.join(dir, extra));
         await fs.writeFile(path.join(dir, extra, 'elemento.3.expected'), '');
         await fs.writeFile(path.join(dir, extra, 'user-data'), FILES['user-data']);
-      } else await fs.writeFile(path.join(dir, extra), 'half an image');
+      } else {
+        await fs.mkdir(path.join(dir, extra));
+        await fs.writeFile(path.join(dir, extra, 'part'), 'half an image');
+      }
     }
     const d = await startTestDaemon(mnt);
     try {
