@@ -52,7 +52,8 @@ export class VolumeUploadStore extends DataStore {
 
   /** Appends at `offset`; what arrived before a cut stays (flushed), so the client resumes from there. */
   override async write(stream: Readable, id: string, offset: number): Promise<number> {
-    const { state } = this.item(id);
+    const item = this.item(id);
+    const { state } = item;
     let bytes = 0;
     const count = new Transform({
       transform(chunk: Buffer, _enc, done) {
@@ -60,7 +61,13 @@ export class VolumeUploadStore extends DataStore {
         done(null, chunk);
       },
     });
-    await pipeline(stream, count, createWriteStream(state.part, { flags: 'r+', start: offset, highWaterMark: 1024 * 1024, flush: true }));
+    // Busy while the bytes flow: a PATCH longer than the idle timeout does not get its upload expired.
+    this.pending.acquire(item);
+    try {
+      await pipeline(stream, count, createWriteStream(state.part, { flags: 'r+', start: offset, highWaterMark: 1024 * 1024, flush: true }));
+    } finally {
+      this.pending.release(item);
+    }
     return offset + bytes;
   }
 
