@@ -133,6 +133,14 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
     expect(await sameImage(path.join(src, 'disk.raw'), dataOf((job.result as { vid: string }).vid, 'img'))).to.equal(true);
   });
 
+  it('a cancelled import job (DELETE /jobs/<id>) leaves no volume and no temp file', async () => {
+    const { body } = await d.post('create/url', { creatorID: OWNER, format: 'raw', url: server.url('stall/disk.raw'), async: true }).expect(202);
+    await waitFor(async () => (await volumeDirs(mnt)).length === 1, 5000, 'the import to start');
+    const { body: job } = await d.api.delete(`/api/v1.0/jobs/${body.job}`).expect(200);
+    expect(job).to.include({ state: 'cancelled', error: 'cancelled', kind: 'import' });
+    expect(await volumeDirs(mnt)).to.deep.equal([]);
+  });
+
   it('create/upload streams a multipart upload into a volume that compares equal', async () => {
     const res = await d.api
       .post('/api/v1.0/create/upload')
