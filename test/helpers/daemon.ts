@@ -4,6 +4,7 @@ import { createApp } from '../../src/api/app.js';
 import { configWith, type Config } from '../../src/config.js';
 import { Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
+import { makeTree, removeTree } from './tree.js';
 
 export interface TestDaemon {
   daemon: Daemon;
@@ -28,4 +29,21 @@ export async function startTestDaemon(mnt: string, overrides: Partial<Config> = 
     post: (endpoint, body) => api.post(`/api/v1.0/${endpoint}`).send(body as object),
     stop: () => daemon.stop(),
   };
+}
+
+/**
+ * Each test of the calling suite gets a fresh tree with root `a` and a daemon on it, stopped and
+ * removed after the test (a test may replace `env.d`: the one there at the end is stopped).
+ */
+export function daemonPerTest(overrides: Partial<Config> = {}): { mnt: string; d: TestDaemon } {
+  const env = {} as { mnt: string; d: TestDaemon };
+  beforeEach(async () => {
+    env.mnt = await makeTree({ a: {} });
+    env.d = await startTestDaemon(env.mnt, overrides);
+  });
+  afterEach(async () => {
+    await env.d.stop();
+    await removeTree(env.mnt);
+  });
+  return env;
 }

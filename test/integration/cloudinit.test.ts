@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { daemonPerTest, startTestDaemon } from '../helpers/daemon.js';
 import { startImageServer } from '../helpers/image-server.js';
 import { makeTree, OTHER, OWNER, removeTree, seedCreateBody } from '../helpers/tree.js';
 
@@ -22,24 +22,15 @@ async function fromIso(iso: string, name: string): Promise<string> {
 
 describe('cloud-init seed volumes (cloud-localds, xorriso, isoinfo)', function () {
   this.timeout(60_000);
-  let mnt: string;
-  let d: TestDaemon;
-  const volDir = (vid: string) => path.join(mnt, 'a', `vid.${vid}.elimg`);
+  const env = daemonPerTest();
+  const volDir = (vid: string) => path.join(env.mnt, 'a', `vid.${vid}.elimg`);
   const send = (fields: object, ...names: string[]) => {
-    let req = d.api.post('/api/v1.0/cloudinit/metadata').field('fields', JSON.stringify(fields));
+    let req = env.d.api.post('/api/v1.0/cloudinit/metadata').field('fields', JSON.stringify(fields));
     for (const n of names) req = req.attach('file', Buffer.from(FILES[n] ?? 'x'), n);
     return req;
   };
-  const volumeDirs = async () => (await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'));
+  const volumeDirs = async () => (await fs.readdir(path.join(env.mnt, 'a'))).filter((n) => n.startsWith('vid.'));
 
-  beforeEach(async () => {
-    mnt = await makeTree({ a: {} });
-    d = await startTestDaemon(mnt);
-  });
-  afterEach(async () => {
-    await d.stop();
-    await removeTree(mnt);
-  });
 
   it('answers 206 CONTINUE until the set is complete, then 200 OK with a cidata ISO holding the files', async () => {
     const first = await send(FIRST, 'user-data').expect(206);
@@ -48,7 +39,7 @@ describe('cloud-init seed volumes (cloud-localds, xorriso, isoinfo)', function (
     expect((await fs.readdir(path.join(volDir(vid), 'cloud-init-metadata'))).sort()).to.deep.equal(['elemento.4.expected', 'user-data']);
     // The client's other form: the JSON fields base64-encoded in the path.
     const encoded = Buffer.from(JSON.stringify({ creatorID: OWNER, vid })).toString('base64');
-    const second = await d.api.post(`/api/v1.0/cloudinit/metadata/${encoded}`).attach('file', Buffer.from(FILES['meta-data']), 'meta-data').expect(206);
+    const second = await env.d.api.post(`/api/v1.0/cloudinit/metadata/${encoded}`).attach('file', Buffer.from(FILES['meta-data']), 'meta-data').expect(206);
     expect(second.body).to.deep.equal({ status: 'CONTINUE', vid, received: 2, expected: 4 });
     const last = await send({ creatorID: OWNER, vid }, 'network-config', 'setup.sh').expect(200);
     expect(last.body).to.deep.equal({ status: 'OK', vid, received: 4, expected: 4 });
@@ -57,7 +48,7 @@ describe('cloud-init seed volumes (cloud-localds, xorriso, isoinfo)', function (
     expect((await execa('isoinfo', ['-d', '-i', iso])).stdout).to.match(/Volume id: cidata/);
     for (const name of Object.keys(FILES)) expect(await fromIso(iso, name)).to.equal(FILES[name]);
     expect((await fs.readdir(path.join(volDir(vid), 'cloud-init-metadata'))).sort()).to.deep.equal(['elemento.4.expected', 'meta-data', 'network-config', 'setup.sh', 'user-data']);
-    const { body: info } = await d.post('info', { volume_id: vid }).expect(200);
+    const { body: info } = await env.d.post('info', { volume_id: vid }).expect(200);
     expect(info).to.include({ format: 'iso', cloudinit: true, readonly: true, bootable: false, size: (await fs.stat(iso)).size });
   });
 
@@ -76,7 +67,7 @@ describe('cloud-init seed volumes (cloud-localds, xorriso, isoinfo)', function (
   it('clear errors: unknown volume 404, not a cloud-init volume 400, complete set or no tracker 409, another owner 403, bad fields 400', async () => {
     const unknown = 'abcdefabcdefabcdefabcdefabcdefab';
     expect((await send({ creatorID: OWNER, vid: unknown }, 'user-data').expect(404)).body).to.deep.equal({ error: `volume ${unknown} does not exist`, code: 'not_found', vid: unknown });
-    const { vid: disk } = (await d.post('create', seedCreateBody({ size: 0.01 })).expect(200)).body;
+    const { vid: disk } = (await env.d.post('create', seedCreateBody({ size: 0.01 })).expect(200)).body;
     expect((await send({ creatorID: OWNER, vid: disk }, 'user-data').expect(400)).body.error).to.equal(`volume ${disk} is not a cloud-init metadata volume`);
     const { vid } = (await send({ ...FIRST, expectedFiles: 2 }, 'user-data').expect(206)).body;
     expect((await send({ creatorID: OTHER, vid }, 'meta-data').expect(403)).body.code).to.equal('forbidden');
@@ -85,7 +76,7 @@ describe('cloud-init seed volumes (cloud-localds, xorriso, isoinfo)', function (
     await fs.rm(path.join(volDir(vid), 'cloud-init-metadata', 'elemento.2.expected'));
     expect((await send({ creatorID: OWNER, vid }, 'meta-data').expect(409)).body.error).to.match(/has no file set tracker/);
     expect((await send({ creatorID: OWNER, name: 'x', expectedFiles: 1 }, 'user-data').expect(400)).body.field).to.equal('expectedFiles');
-    expect((await d.post('cloudinit/metadata', FIRST).expect(400)).body.error).to.match(/multipart/);
+    expect((await env.d.post('cloudinit/metadata', FIRST).expect(400)).body.error).to.match(/multipart/);
   });
 });
 

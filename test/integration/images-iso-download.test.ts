@@ -3,9 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { daemonPerTest } from '../helpers/daemon.js';
 import { startImageServer } from '../helpers/image-server.js';
-import { makeTree, OTHER, OWNER, removeTree } from '../helpers/tree.js';
+import { OTHER, OWNER, removeTree } from '../helpers/tree.js';
 
 const TOOL_BODY = {
   alg: 'cp', clonable: true, creatorID: OWNER, isotype: 'tool', name: 'virtio-win-driver', os_family: 'windows',
@@ -20,9 +20,8 @@ describe('ISO volumes and downloads (genisoimage, local HTTP server)', function 
   this.timeout(60_000);
   let src: string;
   let server: Awaited<ReturnType<typeof startImageServer>>;
-  let mnt: string;
-  let d: TestDaemon;
-  const volDir = (vid: string) => path.join(mnt, 'a', `vid.${vid}.elimg`);
+  const env = daemonPerTest();
+  const volDir = (vid: string) => path.join(env.mnt, 'a', `vid.${vid}.elimg`);
 
   before(async () => {
     src = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-iso-'));
@@ -36,17 +35,9 @@ describe('ISO volumes and downloads (genisoimage, local HTTP server)', function 
     await server.close();
     await removeTree(src);
   });
-  beforeEach(async () => {
-    mnt = await makeTree({ a: {} });
-    d = await startTestDaemon(mnt);
-  });
-  afterEach(async () => {
-    await d.stop();
-    await removeTree(mnt);
-  });
 
   it('iso/create (tool) from a URL answers the seed shape and writes isoinfo.json', async () => {
-    const res = await d.post('iso/create', { ...TOOL_BODY, url: server.url('tools.iso') }).expect(200);
+    const res = await env.d.post('iso/create', { ...TOOL_BODY, url: server.url('tools.iso') }).expect(200);
     const { vid } = res.body;
     expect(res.body).to.deep.equal({ ...TOOL_BODY, vid });
     const files = (await fs.readdir(volDir(vid))).sort();
@@ -55,13 +46,13 @@ describe('ISO volumes and downloads (genisoimage, local HTTP server)', function 
     expect(JSON.parse(await fs.readFile(path.join(volDir(vid), 'isoinfo.json'), 'utf8'))).to.deep.equal({
       isotype: 'tool', os_family: 'windows', scope: 'drivers', version: '2021',
     });
-    const { body: info } = await d.post('info', { volume_id: vid }).expect(200);
+    const { body: info } = await env.d.post('info', { volume_id: vid }).expect(200);
     const size = (await fs.stat(path.join(src, 'tools.iso'))).size;
     expect(info).to.include({ format: 'iso', iso_type: 'tool', readonly: true, bootable: false, size, bus: 'sata' });
   });
 
   it('iso/create (os_generic) by upload: bootable, read-only, iso_type in accessible', async () => {
-    const res = await d.api
+    const res = await env.d.api
       .post('/api/v1.0/iso/create')
       .field('fields', JSON.stringify(OS_BODY))
       .attach('file', path.join(src, 'tools.iso'))
@@ -72,39 +63,41 @@ describe('ISO volumes and downloads (genisoimage, local HTTP server)', function 
     expect(JSON.parse(await fs.readFile(path.join(volDir(vid), 'isoinfo.json'), 'utf8'))).to.deep.equal({
       isotype: 'os_generic', os_family: 'linux', os_flavour: 'debian', os_version: '12.10',
     });
-    const { body: list } = await d.post('accessible', { client_uid: OWNER }).expect(200);
+    const { body: list } = await env.d.post('accessible', { client_uid: OWNER }).expect(200);
     expect(list).to.have.length(1);
     expect(list[0]).to.include({ volumeID: vid, format: 'iso', iso_type: 'os_generic', bootable: true, readonly: true, shareable: false });
   });
 
   it('refuses content that is not an ISO 9660 image, leaving nothing', async () => {
-    const res = await d.post('iso/create', { ...TOOL_BODY, url: server.url('not-an.iso') }).expect(400);
+    const res = await env.d.post('iso/create', { ...TOOL_BODY, url: server.url('not-an.iso') }).expect(400);
     expect(res.body).to.deep.equal({ error: 'the content is not an ISO 9660 image (no CD001 signature in its first volume descriptor)', code: 'bad_request' });
-    expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.deep.equal([]);
+    expect((await fs.readdir(path.join(env.mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.deep.equal([]);
   });
 
   it('iso/create without url or upload is a 400 naming url', async () => {
-    const res = await d.post('iso/create', TOOL_BODY).expect(400);
+    const res = await env.d.post('iso/create', TOOL_BODY).expect(400);
     expect(res.body).to.deep.equal({ error: "request was badly formatted. 'url'", code: 'bad_request', field: 'url' });
   });
 
   it('downloads a volume whole and by Range, respecting visibility', async () => {
-    const { vid } = (await d.post('iso/create', { ...TOOL_BODY, private: true, url: server.url('tools.iso') }).expect(200)).body;
+    const { vid } = (await env.d.post('iso/create', { ...TOOL_BODY, private: true, url: server.url('tools.iso') }).expect(200)).body;
     const iso = await fs.readFile(path.join(src, 'tools.iso'));
-    const whole = await d.api.get(`/api/v1.0/volumes/${vid}/data?client_uid=${OWNER}`).buffer(true).parse(binary).expect(200);
+    const whole = await env.d.api.get(`/api/v1.0/volumes/${vid}/data?client_uid=${OWNER}`).buffer(true).parse(binary).expect(200);
     expect(whole.headers['accept-ranges']).to.equal('bytes');
     expect(whole.headers['content-length']).to.equal(String(iso.length));
     expect(Buffer.compare(whole.body as Buffer, iso)).to.equal(0);
-    const part = await d.api.get(`/api/v1.0/volumes/${vid}/data`).set('Range', 'bytes=32768-32775').buffer(true).parse(binary).expect(206);
+    const part = await env.d.api.get(`/api/v1.0/volumes/${vid}/data`).set('Range', 'bytes=32768-32775').buffer(true).parse(binary).expect(206);
     expect(part.headers['content-range']).to.equal(`bytes 32768-32775/${iso.length}`);
     expect(Buffer.compare(part.body as Buffer, iso.subarray(32768, 32776))).to.equal(0);
-    const hidden = await d.api.get(`/api/v1.0/volumes/${vid}/data?client_uid=${OTHER}`).expect(404);
+    const hidden = await env.d.api.get(`/api/v1.0/volumes/${vid}/data?client_uid=${OTHER}`).expect(404);
     expect(hidden.body).to.deep.equal({ error: `volume ${vid} does not exist`, code: 'not_found', vid });
   });
 });
 
-function binary(res: import('node:http').IncomingMessage, cb: (err: Error | null, body: Buffer) => void) {
+/** supertest parser that keeps a binary body as one Buffer. */
+function binary(res: unknown, cb: (err: Error | null, body: Buffer) => void) {
+  const stream = res as import('node:stream').Readable;
   const chunks: Buffer[] = [];
-  res.on('data', (c: Buffer) => chunks.push(c));
-  res.on('end', () => cb(null, Buffer.concat(chunks)));
+  stream.on('data', (c: Buffer) => chunks.push(c));
+  stream.on('end', () => cb(null, Buffer.concat(chunks)));
 }
