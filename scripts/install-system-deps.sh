@@ -8,7 +8,7 @@ PACKAGES=(
   tgt                # tgtd/tgtadm: the user-space iSCSI target
   libiscsi-bin       # iscsi-ls, iscsi-inq: real initiators for the export tests
   genisoimage        # ISO images for the ISO volume tests
-  xorriso            # reads ISO images back in tests
+  xorriso            # adds a cloud-init set's extra scripts to its seed ISO; reads ISO images back in tests
   xfsprogs           # mkfs.xfs with reflink, for clone tests
   e2fsprogs          # mkfs.ext4 for file-system "unique" roots
   rsync              # the rsync clone algorithm

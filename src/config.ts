@@ -15,6 +15,10 @@ export interface Config {
   readonly rescanIntervalMs: number;
   /** The longest any external tool may run. */
   readonly toolTimeoutMs: number;
+  /** A download from a URL that sends nothing for this long fails (502). */
+  readonly transferIdleTimeoutMs: number;
+  /** A resumable upload or a cloud-init file set untouched this long is abandoned (its volume removed). */
+  readonly uploadIdleTimeoutMs: number;
   /** Watch the tree for changes made by hand (off only in benchmarks of the baseline). */
   readonly watch: boolean;
   /** The iSCSI backend; detected when not set (LIO when configfs has a target directory); `none` disables exports. */
@@ -68,6 +72,8 @@ export function loadConfig({ flags, env, defaultMnt }: ConfigSources): Config {
     exportHeartbeatMs: intOrUndefined('ELEMENTO_EXPORT_HEARTBEAT_MS', env.ELEMENTO_EXPORT_HEARTBEAT_MS),
     exportStaleMs: intOrUndefined('ELEMENTO_EXPORT_STALE_MS', env.ELEMENTO_EXPORT_STALE_MS),
     shareableUserLimit: intOrUndefined('ELEMENTO_SHAREABLE_USER_LIMIT', env.ELEMENTO_SHAREABLE_USER_LIMIT),
+    transferIdleTimeoutMs: intOrUndefined('ELEMENTO_TRANSFER_IDLE_TIMEOUT_MS', env.ELEMENTO_TRANSFER_IDLE_TIMEOUT_MS),
+    uploadIdleTimeoutMs: intOrUndefined('ELEMENTO_UPLOAD_IDLE_TIMEOUT_MS', env.ELEMENTO_UPLOAD_IDLE_TIMEOUT_MS),
   };
   for (const key of Object.keys(raw)) if (raw[key] === undefined) delete raw[key];
   try {

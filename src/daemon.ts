@@ -20,6 +20,8 @@ export class Daemon {
   /** Exports to hypervisors: the chosen iSCSI backend and the markers kept in step with it. */
   readonly exports: ExportService;
   readonly startedAt = new Date();
+  /** Run by stop() before the jobs are cancelled (pending uploads and cloud-init sets are abandoned). */
+  private readonly stopHooks: (() => Promise<void>)[] = [];
 
   constructor(
     readonly config: Config,
@@ -44,7 +46,12 @@ export class Daemon {
     this.log.info('tree loaded', { mnt: this.config.mnt, roots: index.rootList().length, volumes: index.size, skipped: index.skippedRoots().length });
   }
 
+  onStop(hook: () => Promise<void>): void {
+    this.stopHooks.push(hook);
+  }
+
   async stop(): Promise<void> {
+    for (const hook of this.stopHooks.splice(0)) await hook();
     await this.ctx.jobs.cancelAll();
     await this.exports.stop();
     await this.ctx.index.close();

@@ -55,6 +55,12 @@ export class NotSupportedError extends ApiError {
   override readonly code = 'not_supported';
 }
 
+/** A server the daemon fetched an image from failed: an error status, a refused connection, a cut or stalled body. */
+export class UpstreamError extends ApiError {
+  override readonly status = 502;
+  override readonly code = 'upstream_failed';
+}
+
 /** A root (or the whole tree) is not usable right now: unmounted, unreadable. */
 export class UnavailableError extends ApiError {
   override readonly status = 503;
@@ -92,6 +98,7 @@ export const ERROR_CATALOGUE = [
   ConflictError,
   PayloadTooLargeError,
   NotSupportedError,
+  UpstreamError,
   UnavailableError,
   NoRoomError,
   ToolError,

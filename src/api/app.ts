@@ -4,6 +4,11 @@ import type { Daemon } from '../daemon.js';
 import { NotFoundError } from '../errors.js';
 import { errorHandler } from './errors.js';
 import { exportRoutes } from './routes/exports.js';
+import { CloudInitSets } from '../images/cloudinit.js';
+import { tusUploads } from '../uploads/tus.js';
+import { cloudInitRoutes } from './routes/cloudinit.js';
+import { downloadRoutes } from './routes/download.js';
+import { imageRoutes } from './routes/images.js';
 import { jobRoutes } from './routes/jobs.js';
 import { lifecycleRoutes } from './routes/lifecycle.js';
 import { statusRoutes } from './routes/status.js';
@@ -38,6 +43,13 @@ export function createApp(daemon: Daemon): Express {
     next();
   });
 
+  // Resumable uploads (tus) take raw bodies: they sit before the JSON parser.
+  const tus = tusUploads(daemon.ctx);
+  const cloudInit = new CloudInitSets(daemon.ctx);
+  daemon.onStop(() => tus.close());
+  daemon.onStop(() => cloudInit.close());
+  for (const version of API_VERSIONS) app.all([`/api/${version}/files`, `/api/${version}/files/*splat`], tus.handler);
+
   const api = express.Router();
   api.use(express.json({ limit: JSON_LIMIT }));
   api.use(statusRoutes(daemon));
@@ -45,6 +57,9 @@ export function createApp(daemon: Daemon): Express {
   api.use(lifecycleRoutes(daemon.ctx));
   api.use(jobRoutes(daemon.ctx.jobs));
   api.use(exportRoutes(daemon.ctx, daemon.exports));
+  api.use(imageRoutes(daemon));
+  api.use(cloudInitRoutes(daemon.ctx, cloudInit));
+  api.use(downloadRoutes(daemon.ctx));
   api.use((req, _res, next) => next(new NotFoundError(`no endpoint ${req.method} ${req.path}`)));
   for (const version of API_VERSIONS) app.use(`/api/${version}`, api);
 

@@ -11,7 +11,7 @@ export interface Reply {
 }
 
 /** Lowercases the uids of a body (the schemas accept either case; the tree uses lowercase). */
-function normaliseIds(body: Record<string, unknown>): void {
+export function normaliseIds(body: Record<string, unknown>): void {
   for (const key of ['creatorID', 'client_uid', 'volume_id', 'vid', 'new_creatorID', 'source_client_uid'])
     if (typeof body[key] === 'string') body[key] = (body[key] as string).toLowerCase();
 }

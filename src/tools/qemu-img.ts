@@ -10,6 +10,8 @@ export interface ImageInfo {
   dataFile?: string;
   /** Number of extents (vmdk split images); more than one is refused for foreign images. */
   extents: number;
+  /** The extents' file names as the image names them (a vmdk descriptor can point at any file). */
+  extentFiles: string[];
 }
 
 export type DiskFormat = 'raw' | 'qcow2';
@@ -19,7 +21,7 @@ interface InfoJson {
   'virtual-size': number;
   'actual-size'?: number;
   'backing-filename'?: string;
-  'format-specific'?: { data?: { 'data-file'?: string; extents?: unknown[] } };
+  'format-specific'?: { data?: { 'data-file'?: string; extents?: { filename?: string }[] } };
 }
 
 /** Progress of `qemu-img convert -p`: lines like `    (12.34/100%)` separated by `\r`. */
@@ -48,6 +50,7 @@ export class QemuImg {
       ...(json['backing-filename'] ? { backingFilename: json['backing-filename'] } : {}),
       ...(specific?.['data-file'] ? { dataFile: specific['data-file'] } : {}),
       extents: specific?.extents?.length ?? 1,
+      extentFiles: (specific?.extents ?? []).map((e) => e.filename ?? ''),
     };
   }
 

@@ -8,6 +8,7 @@ export const TOOL_NAMES = [
   'qemu-img',
   'qemu-io',
   'cloud-localds',
+  'xorriso',
   'tgtadm',
   'tgtd',
   'targetcli',

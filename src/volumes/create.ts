@@ -118,30 +118,35 @@ async function makeBlankImage(ctx: StoreContext, file: string, format: DiskForma
   }
 }
 
+/** meta.json's fields for a new volume from a create-like body (`format` and `cloudinit` may be overridden). */
+export function fieldsOf(
+  req: Omit<CreateRequest, 'size' | 'format'> & { format: VolumeMeta['format'] },
+  size: number,
+  extra: { cloudinit?: boolean } = {},
+): Omit<VolumeFields, 'volumeID'> {
+  return {
+    creatorID: req.creatorID,
+    name: req.name ?? '',
+    size,
+    format: req.format,
+    private: req.private,
+    bootable: req.bootable,
+    readonly: req.readonly,
+    shareable: req.shareable,
+    clonable: req.clonable,
+    alg: req.alg,
+    bus: req.bus,
+    cloudinit: extra.cloudinit ?? false,
+    ceph: false,
+    labels: req.labels ?? {},
+  };
+}
+
 /** `create`: a blank raw or qcow2 volume. Answers the seed's create shape. */
 export async function createVolume(ctx: StoreContext, req: CreateRequest): Promise<Record<string, unknown>> {
   assertConsistent(req);
   const size = gbToBytes(req.size);
-  const claimed = await claimVolume(
-    ctx,
-    {
-      creatorID: req.creatorID,
-      name: req.name ?? '',
-      size,
-      format: req.format,
-      private: req.private,
-      bootable: req.bootable,
-      readonly: req.readonly,
-      shareable: req.shareable,
-      clonable: req.clonable,
-      alg: req.alg,
-      bus: req.bus,
-      cloudinit: false,
-      ceph: false,
-      labels: req.labels ?? {},
-    },
-    'create',
-  );
+  const claimed = await claimVolume(ctx, fieldsOf(req, size), 'create');
   await fillClaim(ctx, claimed, (temp) => makeBlankImage(ctx, temp, req.format, size, claimed.root));
   ctx.log.info('volume created', { vid: claimed.uid, root: claimed.root.path, format: req.format, size });
   return createResponse(claimed.meta, req.size);

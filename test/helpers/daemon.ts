@@ -35,25 +35,20 @@ export async function startTestDaemon(mnt: string, overrides: Partial<Config> = 
 }
 
 /**
- * Registers mocha hooks giving every test of the suite a fresh tree with `roots` and a daemon on it
- * (stopped and removed after the test). Read `mnt` and `d` inside the tests.
+/**
+ * Each test of the calling suite gets a fresh tree with `roots` and a daemon on it (with `overrides`),
+ * stopped and removed after the test. Read `mnt` and `d` inside the tests; a test may replace `d`:
+ * the one there at the end is stopped.
  */
-export function daemonPerTest(roots: Record<string, object> = { a: {} }): { readonly mnt: string; readonly d: TestDaemon } {
-  const state = { mnt: '', d: undefined as TestDaemon | undefined };
+export function daemonPerTest(roots: Record<string, object> = { a: {} }, overrides: Partial<Config> = {}): { mnt: string; d: TestDaemon } {
+  const env = {} as { mnt: string; d: TestDaemon };
   beforeEach(async () => {
-    state.mnt = await makeTree(roots);
-    state.d = await startTestDaemon(state.mnt);
+    env.mnt = await makeTree(roots);
+    env.d = await startTestDaemon(env.mnt, overrides);
   });
   afterEach(async () => {
-    await state.d?.stop();
-    await removeTree(state.mnt);
+    await env.d?.stop();
+    await removeTree(env.mnt);
   });
-  return {
-    get mnt() {
-      return state.mnt;
-    },
-    get d() {
-      return state.d!;
-    },
-  };
+  return env;
 }

@@ -1,0 +1,90 @@
+import type { Request } from 'express';
+import type { Readable } from 'node:stream';
+import busboy from 'busboy';
+import { BadRequestError, PayloadTooLargeError } from '../errors.js';
+
+export interface IncomingFile {
+  field: string;
+  filename: string;
+  stream: Readable;
+}
+
+export interface MultipartOptions {
+  /** Largest file part in bytes (busboy stops reading past it: 413). */
+  maxFileBytes: number;
+  maxFiles: number;
+  /**
+   * Called for each file part in order, with the fields that came before it; must consume the
+   * stream. Files are handled one at a time, so a big upload streams straight to its volume.
+   */
+  onFile(file: IncomingFile, fields: Record<string, unknown>): Promise<void>;
+}
+
+export function isMultipart(req: Request): boolean {
+  return /^multipart\/form-data/i.test(req.headers['content-type'] ?? '');
+}
+
+/** A text field's value: JSON when it parses (`false`, `15`, `{...}`), else the string itself. */
+function fieldValue(value: string): unknown {
+  try {
+    return JSON.parse(value);
+  } catch {
+    return value;
+  }
+}
+
+/**
+ * Reads a multipart/form-data request with busboy, streaming: text fields are collected (a field
+ * named `fields` holding a JSON object is merged in), file parts go to `onFile` as streams. A client
+ * that drops the connection makes the file stream fail, so the half-received file is cleaned up.
+ */
+export function readMultipart(req: Request, opts: MultipartOptions): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const fields: Record<string, unknown> = {};
+    let bb: busboy.Busboy;
+    try {
+      bb = busboy({ headers: req.headers, limits: { fileSize: opts.maxFileBytes, files: opts.maxFiles, fields: 100, fieldSize: 1024 * 1024 } });
+    } catch {
+      return reject(new BadRequestError('the multipart body has no boundary'));
+    }
+    let chain: Promise<void> = Promise.resolve();
+    let failed: unknown = null;
+    let current: Readable | null = null;
+    const fail = (err: unknown) => {
+      if (failed) return;
+      failed = err;
+      current?.destroy(err as Error);
+      req.unpipe(bb);
+      req.resume();
+      reject(err);
+    };
+    bb.on('field', (name, value) => {
+      const parsed = fieldValue(value);
+      if (name === 'fields' && parsed && typeof parsed === 'object' && !Array.isArray(parsed)) Object.assign(fields, parsed);
+      else fields[name] = parsed;
+    });
+    bb.on('file', (field, stream, info) => {
+      // The consumer (pipeline, for await) sees a destroyed stream's error; this keeps it from being uncaught.
+      stream.on('error', () => undefined);
+      stream.on('limit', () => stream.destroy(new PayloadTooLargeError(`file '${info.filename}' is larger than the ${opts.maxFileBytes} bytes accepted`)));
+      chain = chain.then(async () => {
+        if (failed) return void stream.resume();
+        current = stream;
+        await opts.onFile({ field, filename: info.filename ?? '', stream }, { ...fields });
+        current = null;
+      });
+      chain.catch(fail);
+    });
+    bb.on('filesLimit', () => fail(new BadRequestError(`a request may carry at most ${opts.maxFiles} files`)));
+    bb.on('error', (err) => fail(new BadRequestError(`the multipart body could not be read (${(err as Error).message})`)));
+    bb.on('close', () => {
+      chain.then(() => {
+        if (!failed) resolve(fields);
+      }, fail);
+    });
+    req.on('close', () => {
+      if (!req.complete) fail(new BadRequestError('the upload was cut short: the client closed the connection'));
+    });
+    req.pipe(bb);
+  });
+}

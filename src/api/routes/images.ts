@@ -1,0 +1,110 @@
+import type { Readable } from 'node:stream';
+import { Router, type Request, type Response } from 'express';
+import type { Daemon } from '../../daemon.js';
+import { BadRequestError } from '../../errors.js';
+import { importDisk, urlSource, type ImportRequest } from '../../images/disk-import.js';
+import type { ImageSource } from '../../images/import.js';
+import { createIso, type IsoRequest } from '../../images/iso.js';
+import { assertComplete, streamToFile } from '../../images/transfer.js';
+import { runAsJob } from '../../jobs/registry.js';
+import { validateOrThrow } from '../../schemas.js';
+import { jsonEndpoint, normaliseIds } from '../handler.js';
+import { isMultipart, readMultipart } from '../multipart.js';
+
+/** The fields of a multipart request, checked like a JSON body of `schema`. */
+export function checkedFields<T>(schema: string, fields: Record<string, unknown>): T {
+  const body = validateOrThrow<T>(schema, fields);
+  normaliseIds(body as Record<string, unknown>);
+  return body;
+}
+
+/** A source that streams one multipart file part into the volume. */
+const partSource = (stream: Readable): ImageSource => ({ kind: 'stream', writeTo: (file, limits) => streamToFile(stream, file, limits) });
+
+/** The fastest upload: the request body is the image, the fields are query parameters (values parsed as JSON when they parse). */
+function rawBodySource(req: Request): ImageSource {
+  const header = req.headers['content-length'];
+  const length = header && /^\d+$/.test(header) ? Number(header) : undefined;
+  return {
+    kind: 'stream',
+    writeTo: async (file, limits) => {
+      if (length !== undefined) await limits.onLength(length);
+      const bytes = await streamToFile(req, file, { ...limits, total: length });
+      assertComplete(bytes, length, 'the upload');
+      return bytes;
+    },
+  };
+}
+
+function queryFields(req: Request): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(req.query)) {
+    if (typeof value !== 'string') continue;
+    try {
+      out[key] = JSON.parse(value);
+    } catch {
+      out[key] = value;
+    }
+  }
+  return out;
+}
+
+const isRawBody = (req: Request) => /^application\/octet-stream/i.test(req.headers['content-type'] ?? '');
+
+/** Runs `make` on an upload: a raw body (fields in the query) or multipart (fields, then the file part). */
+async function upload(req: Request, res: Response, schema: string, make: (body: Record<string, unknown>, source: ImageSource) => Promise<unknown>) {
+  if (isRawBody(req)) {
+    res.json(await make(checkedFields<Record<string, unknown>>(schema, queryFields(req)), rawBodySource(req)));
+    return;
+  }
+  await multipartUpload(req, res, schema, make);
+}
+
+/**
+ * Reads a multipart upload whose fields (before the `file` part) are `schema`'s, and runs `make`
+ * with the file streamed in. Answers `make`'s JSON.
+ */
+async function multipartUpload(req: Request, res: Response, schema: string, make: (body: Record<string, unknown>, source: ImageSource) => Promise<unknown>) {
+  let answer: unknown;
+  await readMultipart(req, {
+    maxFileBytes: Number.MAX_SAFE_INTEGER,
+    maxFiles: 1,
+    onFile: async (file, fields) => {
+      if (file.field !== 'file') throw new BadRequestError(`the image must come in a part named 'file', not '${file.field}'`, { field: file.field });
+      const body = checkedFields<Record<string, unknown>>(schema, fields);
+      answer = await make(body, partSource(file.stream));
+    },
+  });
+  if (answer === undefined) throw new BadRequestError("the multipart body has no 'file' part (send the fields first, then the file)", { field: 'file' });
+  res.json(answer);
+}
+
+/** Images in: `create/url`, `create/upload`, `cloudinit/create`, `iso/create` (URL or upload). */
+export function imageRoutes(daemon: Daemon): Router {
+  const ctx = daemon.ctx;
+  const r = Router();
+  const fromUrl = (kind: string, body: ImportRequest & { url: string }) =>
+    runAsJob(ctx.jobs, body.async, kind, null, (job) =>
+      importDisk(ctx, body, urlSource(ctx, body.url), { signal: job.signal, onProgress: (p, bytes) => job.progress(p, bytes) }),
+    );
+  r.post('/create/url', jsonEndpoint<ImportRequest & { url: string }>('create-url', (body) => fromUrl('import', body)));
+  r.post('/cloudinit/create', jsonEndpoint<ImportRequest & { url: string }>('cloudinit-create', (body) => fromUrl('import', { ...body, cloudinit: true })));
+
+  r.post('/create/upload', async (req, res) => {
+    if (!isMultipart(req) && !isRawBody(req))
+      throw new BadRequestError('create/upload takes multipart/form-data (fields, then the file part) or an application/octet-stream body with the fields in the query; resumable uploads use /api/v1.0/files (tus)');
+    await upload(req, res, 'create-upload', (body, source) => importDisk(ctx, body as unknown as ImportRequest, source));
+  });
+
+  const isoFromUrl = jsonEndpoint<IsoRequest>('iso-create', (body) => {
+    if (!body.url) throw new BadRequestError("request was badly formatted. 'url'", { field: 'url' });
+    return runAsJob(ctx.jobs, body.async, 'import', null, (job) =>
+      createIso(ctx, body, urlSource(ctx, body.url!), { signal: job.signal, onProgress: (p, bytes) => job.progress(p, bytes) }),
+    );
+  });
+  r.post('/iso/create', async (req, res, next) => {
+    if (!isMultipart(req) && !isRawBody(req)) return isoFromUrl(req, res, next);
+    await upload(req, res, 'iso-create', (body, source) => createIso(ctx, body as unknown as IsoRequest, source));
+  });
+  return r;
+}

@@ -1,0 +1,141 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, PayloadTooLargeError } from '../errors.js';
+import { writeFileAtomic } from '../store/atomic.js';
+import { tempNameFor } from '../store/layout.js';
+import { buildSeedIso } from '../tools/cloud-localds.js';
+import { addFilesToIso } from '../tools/xorriso.js';
+import type { Caller, StoreContext } from '../volumes/context.js';
+import { claimVolume, fieldsOf, fillClaim } from '../volumes/create.js';
+import type { IncomingFile } from '../api/multipart.js';
+import { setClaimedSize } from './import.js';
+import { PendingClaims, type Pending } from './pending.js';
+
+export const METADATA_DIR = 'cloud-init-metadata';
+export const expectedMarker = (n: number) => `elemento.${n}.expected`;
+const EXPECTED_RE = /^elemento\.(\d+)\.expected$/;
+/** The NoCloud files cloud-localds takes; `network-data` is the seed tree's name for network-config. */
+const SEED_FILES = ['user-data', 'meta-data', 'network-config', 'network-data'];
+const FILE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+export const MAX_FILE_BYTES = 4 * 1024 * 1024;
+
+/** The `cloudinit/metadata` fields (schemas/cloudinit-metadata.json, after defaults). */
+export interface MetadataFields {
+  creatorID: string;
+  vid?: string;
+  expectedFiles?: number;
+  name?: string;
+  private: boolean;
+  clonable: boolean;
+  alg: 'cp' | 'rclone' | 'rsync' | 'no' | 'overlay';
+  bus: 'virtio' | 'scsi' | 'sata' | 'ide';
+  labels?: Record<string, string>;
+}
+
+/** A set being received: how many files it needs and the names already stored. */
+export interface FileSet {
+  expected: number;
+  received: string[];
+}
+
+/**
+ * Cloud-init seed volumes (seed 002, "Cloudinit Metadata Volume"): the first call creates the
+ * volume with `cloud-init-metadata/elemento.<n>.expected`; each call adds files; when all n are in,
+ * the ISO is built with cloud-localds (label `cidata`) as data.iso and extra files (scripts) are
+ * added at the ISO's root with xorriso, where the guest finds them beside user-data.
+ */
+export class CloudInitSets {
+  readonly pending: PendingClaims<FileSet>;
+
+  constructor(private readonly ctx: StoreContext) {
+    this.pending = new PendingClaims<FileSet>(ctx, 'cloud-init file set', ctx.config.uploadIdleTimeoutMs);
+  }
+
+  /** First call: claims an ISO volume (read-only, cloudinit) and writes its tracker. Returned busy. */
+  async begin(fields: MetadataFields): Promise<Pending<FileSet>> {
+    const expected = fields.expectedFiles!;
+    const meta = fieldsOf({ ...fields, format: 'iso', readonly: true, bootable: false, shareable: false }, 0, { cloudinit: true });
+    const claimed = await claimVolume(this.ctx, meta, 'create');
+    const item = await this.pending.add(claimed, { expected, received: [] });
+    this.pending.acquire(item);
+    try {
+      await fs.mkdir(path.join(claimed.dir, METADATA_DIR));
+      await writeFileAtomic(path.join(claimed.dir, METADATA_DIR, expectedMarker(expected)), '');
+    } catch (err) {
+      await this.pending.abandon(claimed.uid, 'its tracker could not be written');
+      throw err;
+    }
+    return item;
+  }
+
+  /** Later calls: the pending set of `vid`, or a clear 4xx saying why there is none. Returned busy. */
+  async open(vid: string, caller: Caller): Promise<Pending<FileSet>> {
+    const item = this.pending.get(vid);
+    if (item) {
+      if (caller !== null && item.claimed.meta.creatorID !== caller) throw new ForbiddenError(`only the creator of volume ${vid} may add files to it`, { vid });
+      this.pending.acquire(item);
+      return item;
+    }
+    const record = this.ctx.index.get(vid);
+    if (!record || !record.meta || (caller !== null && record.meta.private && record.meta.creatorID !== caller))
+      throw new NotFoundError(`volume ${vid} does not exist`, { vid });
+    if (!record.meta.cloudinit || record.meta.format !== 'iso') throw new BadRequestError(`volume ${vid} is not a cloud-init metadata volume`, { vid });
+    const tracker = (await fs.readdir(path.join(record.dir, METADATA_DIR)).catch(() => [] as string[])).find((n) => EXPECTED_RE.test(n));
+    if (tracker)
+      throw new ConflictError(`the file set of volume ${vid} is already complete (${tracker}); send a new set to a new volume`, { vid });
+    throw new ConflictError(`volume ${vid} has no file set tracker (cloud-init-metadata/elemento.<n>.expected is missing)`, { vid });
+  }
+
+  /** Stores one file of the set atomically in cloud-init-metadata/. */
+  async addFile(item: Pending<FileSet>, file: IncomingFile): Promise<void> {
+    const { state, claimed } = item;
+    const name = path.basename(file.filename);
+    if (!FILE_NAME_RE.test(name) || EXPECTED_RE.test(name) || name.startsWith('elemento.'))
+      throw new BadRequestError(`'${file.filename}' is not an accepted file name (letters, digits, '.', '_', '-')`, { field: 'file' });
+    if (state.received.includes(name)) throw new BadRequestError(`file '${name}' was already received for volume ${claimed.uid}`, { field: 'file' });
+    if (state.received.length >= state.expected)
+      throw new BadRequestError(`volume ${claimed.uid} expects ${state.expected} files and has them all; '${name}' is one too many`, { field: 'file' });
+    const chunks: Buffer[] = [];
+    for await (const chunk of file.stream) chunks.push(chunk as Buffer);
+    if ((file.stream as { truncated?: boolean }).truncated) throw new PayloadTooLargeError(`file '${name}' is larger than the ${MAX_FILE_BYTES} bytes accepted`);
+    await writeFileAtomic(path.join(claimed.dir, METADATA_DIR, name), Buffer.concat(chunks));
+    state.received.push(name);
+  }
+
+  /** After a call: 206 CONTINUE while files are missing, else the ISO is built and published: 200 OK. */
+  async finishCall(item: Pending<FileSet>): Promise<{ status: number; body: Record<string, unknown> }> {
+    const { state, claimed } = item;
+    const progress = { vid: claimed.uid, received: state.received.length, expected: state.expected };
+    if (state.received.length < state.expected) return { status: 206, body: { status: 'CONTINUE', ...progress } };
+    this.pending.delete(claimed.uid);
+    await fillClaim(this.ctx, claimed, async (temp) => {
+      await this.buildIso(claimed.dir, state.received, temp);
+      await setClaimedSize(this.ctx, claimed, (await fs.stat(temp)).size);
+    });
+    this.ctx.log.info('cloud-init seed volume built', { vid: claimed.uid, files: state.received });
+    return { status: 200, body: { status: 'OK', ...progress } };
+  }
+
+  private async buildIso(dir: string, names: string[], out: string): Promise<void> {
+    const file = (n: string) => path.join(dir, METADATA_DIR, n);
+    if (!names.includes('user-data')) throw new BadRequestError(`the file set has no user-data (received: ${names.join(', ')})`, { field: 'file' });
+    const network = names.find((n) => n === 'network-config') ?? names.find((n) => n === 'network-data');
+    const extras = names.filter((n) => !SEED_FILES.includes(n));
+    const opts = { timeoutMs: this.ctx.config.toolTimeoutMs };
+    const seed = extras.length ? tempNameFor(path.join(dir, 'seed.iso')) : out;
+    try {
+      await buildSeedIso(this.ctx.runner, seed, {
+        userData: file('user-data'),
+        ...(names.includes('meta-data') ? { metaData: file('meta-data') } : {}),
+        ...(network ? { networkConfig: file(network) } : {}),
+      }, opts);
+      if (extras.length) await addFilesToIso(this.ctx.runner, seed, out, extras.map((n) => ({ source: file(n), isoPath: `/${n}` })), opts);
+    } finally {
+      if (seed !== out) await fs.rm(seed, { force: true });
+    }
+  }
+
+  close(): Promise<void> {
+    return this.pending.close();
+  }
+}

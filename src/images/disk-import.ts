@@ -1,0 +1,36 @@
+import { gbToBytes, BYTES_PER_GB } from '../store/layout.js';
+import type { DiskFormat } from '../tools/qemu-img.js';
+import type { StoreContext } from '../volumes/context.js';
+import { assertConsistent, claimVolume, createResponse, fieldsOf, type Claimed, type CreateRequest } from '../volumes/create.js';
+import { downloadToFile } from './fetch.js';
+import { fillFromSource, type ImageSource, type ImportOptions } from './import.js';
+
+/** `create/url`, `create/upload` and `cloudinit/create` bodies: create's fields, `size` optional. */
+export type ImportRequest = Omit<CreateRequest, 'size'> & { size?: number; url?: string; async?: boolean; cloudinit?: boolean };
+
+/** A source that downloads `url` (502 on any upstream failure). */
+export function urlSource(ctx: StoreContext, url: string): ImageSource {
+  return {
+    kind: 'stream',
+    writeTo: (file, limits) => downloadToFile(url, file, { ...limits, idleMs: ctx.config.transferIdleTimeoutMs }),
+  };
+}
+
+/** Claims a disk volume for an import: the asked size (or nothing yet) counts until the image is known. */
+export async function claimDiskImport(ctx: StoreContext, req: ImportRequest): Promise<Claimed> {
+  assertConsistent(req);
+  const format: DiskFormat = req.format;
+  return claimVolume(ctx, fieldsOf({ ...req, format }, req.size ? gbToBytes(req.size) : 0, { cloudinit: req.cloudinit === true }), 'create');
+}
+
+/** The seed's create answer for an imported volume; `size` is the final size in GB. */
+export function importResponse(claimed: Claimed): Record<string, unknown> {
+  return createResponse(claimed.meta, claimed.meta.size / BYTES_PER_GB);
+}
+
+/** `create/url`, `create/upload`, `cloudinit/create`: a disk volume from an image, published whole or not at all. */
+export async function importDisk(ctx: StoreContext, req: ImportRequest, source: ImageSource, opts: ImportOptions = {}): Promise<Record<string, unknown>> {
+  const claimed = await claimDiskImport(ctx, req);
+  await fillFromSource(ctx, claimed, source, { ...opts, sizeBytes: req.size ? gbToBytes(req.size) : undefined });
+  return importResponse(claimed);
+}

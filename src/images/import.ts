@@ -1,0 +1,120 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { tempNameFor } from '../store/layout.js';
+import { writeMeta } from '../store/meta.js';
+import type { DiskFormat } from '../tools/qemu-img.js';
+import type { StoreContext } from '../volumes/context.js';
+import { fillClaim, type Claimed } from '../volumes/create.js';
+import type { StreamLimits } from './transfer.js';
+import { assertIso9660, probeUntrusted } from './untrusted.js';
+
+/** Where the bytes of a new volume come from: a stream written into a file, or a file already in the volume. */
+export type ImageSource =
+  | { kind: 'stream'; writeTo(file: string, limits: StreamLimits & { onLength(length: number | undefined): Promise<void> }): Promise<number> }
+  | { kind: 'file'; path: string };
+
+export interface ImportOptions {
+  /** Grow the image to at least this many bytes (`size` in the request). */
+  sizeBytes?: number;
+  signal?: AbortSignal;
+  onProgress?: (percent: number, bytesDone?: number) => void;
+  /** Extra files written (atomically) before the data is published, e.g. isoinfo.json. */
+  beforePublish?: (claimed: Claimed) => Promise<void>;
+}
+
+/** Share of the progress bar given to the transfer; conversion takes the rest. */
+const TRANSFER_SHARE = 90;
+
+/** Rounds up to a whole 512-byte sector, as every size of the store is. */
+const sectors = (bytes: number) => Math.ceil(bytes / 512) * 512;
+
+/**
+ * Makes the claim count `size` bytes against the quota: growing is decided under the root's lock
+ * (placement.grow), shrinking a claim is always allowed. Caller holds the volume's create lock.
+ */
+export async function setClaimedSize(ctx: StoreContext, claimed: Claimed, size: number): Promise<void> {
+  if (size === claimed.meta.size) return;
+  const next = { ...claimed.meta, size };
+  if (size > claimed.meta.size) await ctx.placement.grow(claimed.root, claimed.meta.size, size, () => writeMeta(claimed.dir, next));
+  else await writeMeta(claimed.dir, next);
+  claimed.meta = next;
+}
+
+/** The most bytes a transfer into this claim may bring (the root's per-volume and total room). */
+function roomFor(ctx: StoreContext, claimed: Claimed): number | undefined {
+  const s = claimed.root.settings;
+  const free = s.maxTotalSize === undefined ? undefined : s.maxTotalSize - ctx.index.usage(claimed.root.path).bytes + claimed.meta.size;
+  const limits = [s.maxVolumeSize, free].filter((x): x is number => x !== undefined);
+  // A qcow2 file may carry a little metadata beyond its virtual size: allow 1% + 16 MB of slack.
+  return limits.length ? Math.floor(Math.min(...limits) * 1.01) + 16 * 1024 * 1024 : undefined;
+}
+
+/**
+ * A staging directory inside the claimed volume (`.<purpose>.tmp-<op>/`, a temp name): incoming bytes are
+ * written there, where the tree watcher does not look (it ignores temp names and so never watches the
+ * directory), so a multi-GB write does not wake it for every chunk. Removed with the claim on failure.
+ */
+export async function makeStagingDir(claimed: Claimed, purpose: string): Promise<string> {
+  const dir = tempNameFor(path.join(claimed.dir, purpose), claimed.lock.operationUid.slice(0, 12));
+  await fs.mkdir(dir, { recursive: true });
+  return dir;
+}
+
+/** Brings the source's bytes into a staging file inside the claimed directory; returns its path and size. */
+async function receive(ctx: StoreContext, claimed: Claimed, source: ImageSource, opts: ImportOptions): Promise<{ file: string; bytes: number }> {
+  if (source.kind === 'file') return { file: source.path, bytes: (await fs.stat(source.path)).size };
+  const file = path.join(await makeStagingDir(claimed, 'incoming'), 'image');
+  const bytes = await source.writeTo(file, {
+    signal: opts.signal,
+    maxBytes: roomFor(ctx, claimed),
+    // The announced length is about a lower bound of the image's virtual size: claim it before the body
+    // comes (507 at once instead of after the download); the final size is claimed exactly later.
+    onLength: async (length) => {
+      if (length !== undefined) await setClaimedSize(ctx, claimed, Math.max(claimed.meta.size, sectors(length)));
+    },
+    onBytes: (done, total) => opts.onProgress?.(total ? (done / total) * TRANSFER_SHARE : 0, done),
+  });
+  return { file, bytes };
+}
+
+/** A disk image from outside: probed as untrusted, converted to the volume's format, grown if asked. */
+async function finishDisk(ctx: StoreContext, claimed: Claimed, incoming: string, tempData: string, opts: ImportOptions): Promise<void> {
+  const info = await probeUntrusted(ctx.qemuImg, incoming);
+  const format = claimed.meta.format as DiskFormat;
+  const finalSize = sectors(Math.max(info.virtualSize, opts.sizeBytes ?? 0));
+  await setClaimedSize(ctx, claimed, finalSize);
+  if (info.format === 'raw' && format === 'raw') {
+    // Raw into raw needs no rewrite: the bytes are the image (nothing in them is interpreted).
+    await fs.rename(incoming, tempData);
+  } else {
+    await ctx.qemuImg.convert(incoming, info.format, tempData, format, {
+      signal: opts.signal,
+      onProgress: (p) => opts.onProgress?.(TRANSFER_SHARE + (p * (100 - TRANSFER_SHARE)) / 100),
+    });
+    await fs.rm(incoming, { force: true });
+  }
+  if (finalSize > info.virtualSize) await ctx.qemuImg.resize(tempData, format, finalSize);
+}
+
+/**
+ * Fills a claimed volume from `source` and publishes it (fillClaim: on any failure the volume
+ * directory, temp files included, is removed). Steps: receive into a temp file inside the volume;
+ * check it (ISO 9660 signature, or qemu-img probe refusing backing/data files and extents); claim
+ * the final size under the root's lock; convert/grow into the temp data file; rename into place.
+ */
+export async function fillFromSource(ctx: StoreContext, claimed: Claimed, source: ImageSource, opts: ImportOptions = {}): Promise<void> {
+  await fillClaim(ctx, claimed, async (tempData) => {
+    const { file, bytes } = await receive(ctx, claimed, source, opts);
+    if (claimed.meta.format === 'iso') {
+      await assertIso9660(file);
+      // An ISO's size is its own: the `size` asked only sized the first claim.
+      await setClaimedSize(ctx, claimed, bytes);
+      await fs.rename(file, tempData);
+    } else {
+      await finishDisk(ctx, claimed, file, tempData, opts);
+    }
+    if (path.dirname(file) !== claimed.dir) await fs.rm(path.dirname(file), { recursive: true, force: true });
+    await opts.beforePublish?.(claimed);
+  });
+  ctx.log.info('volume imported', { vid: claimed.uid, format: claimed.meta.format, size: claimed.meta.size });
+}

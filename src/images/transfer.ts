@@ -1,0 +1,55 @@
+import { createWriteStream } from 'node:fs';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { BadRequestError, NoRoomError } from '../errors.js';
+
+/** How a transfer reports itself: bytes so far, and the total when it is known. */
+export type BytesProgress = (bytesDone: number, total: number | undefined) => void;
+
+export interface StreamLimits {
+  /** Refuse a stream longer than this (the root's room for the volume). */
+  maxBytes?: number;
+  signal?: AbortSignal;
+  onBytes?: BytesProgress;
+  total?: number;
+}
+
+/** Counts bytes through a pipeline, enforcing `maxBytes`. */
+function counter(limits: StreamLimits): Transform & { bytes: number } {
+  let bytes = 0;
+  let lastReport = 0;
+  const t = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      bytes += chunk.length;
+      t.bytes = bytes;
+      if (limits.maxBytes !== undefined && bytes > limits.maxBytes)
+        return done(new NoRoomError(`the image is larger than the ${limits.maxBytes} bytes this volume may hold`));
+      if (limits.onBytes && bytes - lastReport >= 4 * 1024 * 1024) {
+        lastReport = bytes;
+        limits.onBytes(bytes, limits.total);
+      }
+      done(null, chunk);
+    },
+  }) as Transform & { bytes: number };
+  t.bytes = 0;
+  return t;
+}
+
+/**
+ * Streams `source` into a new file `target` (created exclusively): memory stays flat whatever the
+ * size. Returns the byte count. On any failure the caller removes `target` (it lies inside the
+ * claimed volume directory, which goes as a whole).
+ */
+export async function streamToFile(source: Readable, target: string, limits: StreamLimits = {}): Promise<number> {
+  const count = counter(limits);
+  // flush: the bytes are on disk before the volume is published (the rename is the commit point).
+  await pipeline(source, count, createWriteStream(target, { flags: 'wx', highWaterMark: 1024 * 1024, flush: true }), { signal: limits.signal });
+  limits.onBytes?.(count.bytes, limits.total);
+  return count.bytes;
+}
+
+/** A client stream that ended before its announced length. */
+export function assertComplete(bytes: number, expected: number | undefined, what: string): void {
+  if (expected !== undefined && bytes !== expected)
+    throw new BadRequestError(`${what} was cut short: ${bytes} of ${expected} bytes arrived`);
+}

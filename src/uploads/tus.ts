@@ -1,0 +1,90 @@
+import type { RequestHandler } from 'express';
+import { Server, type Upload } from '@tus/server';
+import { ApiError, BadRequestError } from '../errors.js';
+import { claimDiskImport, importResponse, type ImportRequest } from '../images/disk-import.js';
+import { fillFromSource, setClaimedSize } from '../images/import.js';
+import { claimIso, fillIso, type IsoRequest } from '../images/iso.js';
+import { PendingClaims } from '../images/pending.js';
+import { normaliseIds } from '../api/handler.js';
+import { gbToBytes } from '../store/layout.js';
+import { validateOrThrow } from '../schemas.js';
+import type { StoreContext } from '../volumes/context.js';
+import type { Claimed } from '../volumes/create.js';
+import { makePartFile, VolumeUploadStore, type UploadState } from './volume-store.js';
+
+export const TUS_PATH = '/api/v1.0/files';
+/** What a finished upload can become, and the schema its `fields` metadata must pass. */
+const ENDPOINTS: Record<string, string> = { 'create/upload': 'create-upload', 'iso/create': 'iso-create' };
+
+function parseFields(metadata: Record<string, string | null> | undefined): { endpoint: string; body: Record<string, unknown> } {
+  const endpoint = metadata?.endpoint ?? 'create/upload';
+  const schema = ENDPOINTS[endpoint];
+  if (!schema) throw new BadRequestError(`Upload-Metadata 'endpoint' must be one of: ${Object.keys(ENDPOINTS).join(', ')}`, { field: 'endpoint' });
+  let body: unknown;
+  try {
+    body = JSON.parse(metadata?.fields ?? '');
+  } catch {
+    throw new BadRequestError("Upload-Metadata must carry 'fields': the endpoint's JSON fields, base64-encoded", { field: 'fields' });
+  }
+  const valid = validateOrThrow<Record<string, unknown>>(schema, body);
+  normaliseIds(valid);
+  return { endpoint, body: valid };
+}
+
+/**
+ * Resumable uploads with the tus protocol (`@tus/server`) at `/api/v1.0/files`: the creation POST
+ * names what the upload becomes (Upload-Metadata `endpoint` and `fields`) and claims the volume
+ * (quota for max(Upload-Length, size)); PATCHes append to a part file inside it, resumable after a
+ * cut (HEAD says the offset); the last PATCH imports it (probe, convert, publish) and answers the
+ * endpoint's JSON. DELETE, an idle upload or a daemon stop removes the volume.
+ */
+export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(): Promise<void> } {
+  const pending = new PendingClaims<UploadState>(ctx, 'upload', ctx.config.uploadIdleTimeoutMs);
+  const server = new Server({
+    path: TUS_PATH,
+    relativeLocation: true,
+    datastore: new VolumeUploadStore(pending),
+    namingFunction: async (req, metadata) => {
+      const { endpoint, body } = parseFields(metadata ?? undefined);
+      const size = Number(req.headers.get('upload-length'));
+      const asked = endpoint === 'create/upload' && typeof body.size === 'number' ? gbToBytes(body.size) : 0;
+      let claimed: Claimed;
+      if (endpoint === 'iso/create') claimed = await claimIso(ctx, body as unknown as IsoRequest);
+      else claimed = await claimDiskImport(ctx, body as unknown as ImportRequest);
+      const state = { endpoint, body, size, part: '', metadata: metadata ?? {}, createdAt: new Date().toISOString() };
+      await pending.add(claimed, state);
+      try {
+        state.part = await makePartFile(claimed);
+        // The upload's length is known now: claim it (an image's virtual size is at least about its file's size).
+        await setClaimedSize(ctx, claimed, Math.max(asked, Math.ceil(size / 512) * 512));
+      } catch (err) {
+        await pending.abandon(claimed.uid, (err as Error).message);
+        throw err;
+      }
+      return claimed.uid;
+    },
+    onUploadFinish: async (_req, upload: Upload) => {
+      const item = pending.get(upload.id);
+      if (!item) throw new BadRequestError(`upload ${upload.id} is not pending`);
+      pending.delete(upload.id);
+      const { claimed, state } = item;
+      const source = { kind: 'file' as const, path: state.part };
+      let answer: Record<string, unknown>;
+      if (state.endpoint === 'iso/create') answer = await fillIso(ctx, claimed, state.body as unknown as IsoRequest, source);
+      else {
+        const req = state.body as unknown as ImportRequest;
+        await fillFromSource(ctx, claimed, source, { sizeBytes: req.size ? gbToBytes(req.size) : undefined });
+        answer = importResponse(claimed);
+      }
+      return { status_code: 200, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(answer) };
+    },
+    onResponseError: (_req, err) => {
+      if (err instanceof ApiError) return { status_code: err.status, body: JSON.stringify({ error: err.message, code: err.code, ...err.details }) };
+      return undefined;
+    },
+  });
+  return {
+    handler: (req, res) => server.handle(req, res),
+    close: () => pending.close(),
+  };
+}

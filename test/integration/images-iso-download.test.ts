@@ -1,0 +1,103 @@
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { execa } from 'execa';
+import { daemonPerTest } from '../helpers/daemon.js';
+import { startImageServer } from '../helpers/image-server.js';
+import { OTHER, OWNER, removeTree } from '../helpers/tree.js';
+
+const TOOL_BODY = {
+  alg: 'cp', clonable: true, creatorID: OWNER, isotype: 'tool', name: 'virtio-win-driver', os_family: 'windows',
+  os_flavour: null, os_version: null, private: false, tool_scope: 'drivers', tool_version: '2021',
+};
+const OS_BODY = {
+  creatorID: OWNER, name: 'dabian-iso', private: false, clonable: true, alg: 'cp', isotype: 'os_generic',
+  os_family: 'linux', os_flavour: 'debian', os_version: '12.10', size: 15,
+};
+
+describe('ISO volumes and downloads (genisoimage, local HTTP server)', function () {
+  this.timeout(60_000);
+  let src: string;
+  let server: Awaited<ReturnType<typeof startImageServer>>;
+  const env = daemonPerTest();
+  const volDir = (vid: string) => path.join(env.mnt, 'a', `vid.${vid}.elimg`);
+
+  before(async () => {
+    src = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-iso-'));
+    await fs.mkdir(path.join(src, 'content'));
+    await fs.writeFile(path.join(src, 'content', 'README.TXT'), 'drivers\n');
+    await execa('genisoimage', ['-quiet', '-V', 'VIRTIO', '-J', '-R', '-o', path.join(src, 'tools.iso'), path.join(src, 'content')]);
+    await execa('qemu-img', ['create', '-q', '-f', 'raw', path.join(src, 'not-an.iso'), '1M']);
+    server = await startImageServer(src);
+  });
+  after(async () => {
+    await server.close();
+    await removeTree(src);
+  });
+
+  it('iso/create (tool) from a URL answers the seed shape and writes isoinfo.json', async () => {
+    const res = await env.d.post('iso/create', { ...TOOL_BODY, url: server.url('tools.iso') }).expect(200);
+    const { vid } = res.body;
+    expect(res.body).to.deep.equal({ ...TOOL_BODY, vid });
+    const files = (await fs.readdir(volDir(vid))).sort();
+    expect(files).to.deep.equal(['data.iso', 'isoinfo.json', 'meta.json']);
+    expect(await fs.readFile(path.join(volDir(vid), 'data.iso'))).to.deep.equal(await fs.readFile(path.join(src, 'tools.iso')));
+    expect(JSON.parse(await fs.readFile(path.join(volDir(vid), 'isoinfo.json'), 'utf8'))).to.deep.equal({
+      isotype: 'tool', os_family: 'windows', scope: 'drivers', version: '2021',
+    });
+    const { body: info } = await env.d.post('info', { volume_id: vid }).expect(200);
+    const size = (await fs.stat(path.join(src, 'tools.iso'))).size;
+    expect(info).to.include({ format: 'iso', iso_type: 'tool', readonly: true, bootable: false, size, bus: 'sata' });
+  });
+
+  it('iso/create (os_generic) by upload: bootable, read-only, iso_type in accessible', async () => {
+    const res = await env.d.api
+      .post('/api/v1.0/iso/create')
+      .field('fields', JSON.stringify(OS_BODY))
+      .attach('file', path.join(src, 'tools.iso'))
+      .expect(200);
+    const { vid } = res.body;
+    const { size: _size, ...echoed } = OS_BODY;
+    expect(res.body).to.deep.equal({ ...echoed, tool_scope: null, tool_version: null, vid });
+    expect(JSON.parse(await fs.readFile(path.join(volDir(vid), 'isoinfo.json'), 'utf8'))).to.deep.equal({
+      isotype: 'os_generic', os_family: 'linux', os_flavour: 'debian', os_version: '12.10',
+    });
+    const { body: list } = await env.d.post('accessible', { client_uid: OWNER }).expect(200);
+    expect(list).to.have.length(1);
+    expect(list[0]).to.include({ volumeID: vid, format: 'iso', iso_type: 'os_generic', bootable: true, readonly: true, shareable: false });
+  });
+
+  it('refuses content that is not an ISO 9660 image, leaving nothing', async () => {
+    const res = await env.d.post('iso/create', { ...TOOL_BODY, url: server.url('not-an.iso') }).expect(400);
+    expect(res.body).to.deep.equal({ error: 'the content is not an ISO 9660 image (no CD001 signature in its first volume descriptor)', code: 'bad_request' });
+    expect((await fs.readdir(path.join(env.mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.deep.equal([]);
+  });
+
+  it('iso/create without url or upload is a 400 naming url', async () => {
+    const res = await env.d.post('iso/create', TOOL_BODY).expect(400);
+    expect(res.body).to.deep.equal({ error: "request was badly formatted. 'url'", code: 'bad_request', field: 'url' });
+  });
+
+  it('downloads a volume whole and by Range, respecting visibility', async () => {
+    const { vid } = (await env.d.post('iso/create', { ...TOOL_BODY, private: true, url: server.url('tools.iso') }).expect(200)).body;
+    const iso = await fs.readFile(path.join(src, 'tools.iso'));
+    const whole = await env.d.api.get(`/api/v1.0/volumes/${vid}/data?client_uid=${OWNER}`).buffer(true).parse(binary).expect(200);
+    expect(whole.headers['accept-ranges']).to.equal('bytes');
+    expect(whole.headers['content-length']).to.equal(String(iso.length));
+    expect(Buffer.compare(whole.body as Buffer, iso)).to.equal(0);
+    const part = await env.d.api.get(`/api/v1.0/volumes/${vid}/data`).set('Range', 'bytes=32768-32775').buffer(true).parse(binary).expect(206);
+    expect(part.headers['content-range']).to.equal(`bytes 32768-32775/${iso.length}`);
+    expect(Buffer.compare(part.body as Buffer, iso.subarray(32768, 32776))).to.equal(0);
+    const hidden = await env.d.api.get(`/api/v1.0/volumes/${vid}/data?client_uid=${OTHER}`).expect(404);
+    expect(hidden.body).to.deep.equal({ error: `volume ${vid} does not exist`, code: 'not_found', vid });
+  });
+});
+
+/** supertest parser that keeps a binary body as one Buffer. */
+function binary(res: unknown, cb: (err: Error | null, body: Buffer) => void) {
+  const stream = res as import('node:stream').Readable;
+  const chunks: Buffer[] = [];
+  stream.on('data', (c: Buffer) => chunks.push(c));
+  stream.on('end', () => cb(null, Buffer.concat(chunks)));
+}

@@ -1,0 +1,116 @@
+import { promises as fs } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { execa } from 'execa';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { makeTree, OWNER, removeTree, waitFor } from '../helpers/tree.js';
+
+const MB = 1024 * 1024;
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+const TUS = { 'Tus-Resumable': '1.0.0' };
+
+describe('resumable uploads (tus at /api/v1.0/files)', function () {
+  this.timeout(60_000);
+  let src: string;
+  let image: Buffer;
+  let mnt: string;
+  let d: TestDaemon;
+  let listener: http.Server;
+  let port: number;
+  const volumeDirs = async () => (await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'));
+
+  before(async () => {
+    src = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-tus-'));
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(src, 'disk.qcow2'), '64M']);
+    await execa('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 8M', '-c', 'write -P 0x33 30M 4M', path.join(src, 'disk.qcow2')]);
+    image = await fs.readFile(path.join(src, 'disk.qcow2'));
+  });
+  after(() => removeTree(src));
+  beforeEach(async () => {
+    mnt = await makeTree({ a: {} });
+    d = await startTestDaemon(mnt);
+    listener = d.app.listen(0, '127.0.0.1');
+    await new Promise((r) => listener.once('listening', r));
+    port = (listener.address() as AddressInfo).port;
+  });
+  afterEach(async () => {
+    listener.close();
+    await d.stop();
+    await removeTree(mnt);
+  });
+
+  const create = (fields: object, endpoint = 'create/upload') =>
+    d.api
+      .post('/api/v1.0/files')
+      .set(TUS)
+      .set('Upload-Length', String(image.length))
+      .set('Upload-Metadata', `endpoint ${b64(endpoint)},fields ${b64(JSON.stringify(fields))}`);
+
+  /** A PATCH whose connection is cut after `send` of the announced bytes. */
+  async function cutPatch(location: string, offset: number, send: number): Promise<void> {
+    const req = http.request({
+      host: '127.0.0.1', port, method: 'PATCH', path: location,
+      headers: { ...TUS, 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream', 'Content-Length': String(image.length - offset) },
+    });
+    req.on('error', () => undefined);
+    req.write(image.subarray(offset, offset + send));
+    await new Promise((r) => setTimeout(r, 300));
+    req.destroy();
+  }
+
+  const offsetOf = async (location: string) => Number((await d.api.head(location).set(TUS).expect(200)).headers['upload-offset']);
+
+  it('an upload cut in the middle resumes from the offset the server kept and compares equal', async () => {
+    const res = await create({ creatorID: OWNER, name: 'resumed', format: 'raw' }).expect(201);
+    const location = res.headers.location as string;
+    expect(location).to.match(/^\/api\/v1\.0\/files\/[0-9a-f]{32}$/);
+    const vid = location.split('/').pop()!;
+    expect((await d.post('info', { volume_id: vid }).expect(409)).body.error).to.match(/still being created/);
+
+    await cutPatch(location, 0, 300 * 1024);
+    await waitFor(async () => (await offsetOf(location)) > 0, 5000, 'the kept offset');
+    const kept = await offsetOf(location);
+    expect(kept).to.be.within(1, 300 * 1024);
+
+    const done = await d.api
+      .patch(location)
+      .set(TUS)
+      .set('Upload-Offset', String(kept))
+      .set('Content-Type', 'application/offset+octet-stream')
+      .send(image.subarray(kept))
+      .expect(200);
+    expect(JSON.parse(done.text)).to.include({ vid, img_format: 'raw', name: 'resumed', creatorID: OWNER });
+    const data = path.join(mnt, 'a', `vid.${vid}.elimg`, 'data.img');
+    expect((await execa('qemu-img', ['compare', '-U', path.join(src, 'disk.qcow2'), data], { reject: false })).exitCode).to.equal(0);
+    expect((await fs.readdir(path.join(mnt, 'a', `vid.${vid}.elimg`))).sort()).to.deep.equal(['data.img', 'meta.json']);
+    expect((await d.post('info', { volume_id: vid }).expect(200)).body.size).to.equal(64 * MB);
+  });
+
+  it('refuses bad fields at creation with the JSON error, claiming nothing', async () => {
+    const res = await create({ name: 'no-creator' }).expect(400);
+    expect(JSON.parse(res.text)).to.deep.equal({ error: "request was badly formatted. 'creatorID'", code: 'bad_request', field: 'creatorID' });
+    expect(await volumeDirs()).to.deep.equal([]);
+  });
+
+  it('DELETE terminates an upload and removes its volume; so does the daemon stopping', async () => {
+    const first = (await create({ creatorID: OWNER }).expect(201)).headers.location as string;
+    expect(await volumeDirs()).to.have.length(1);
+    await d.api.delete(first).set(TUS).expect(204);
+    expect(await volumeDirs()).to.deep.equal([]);
+    await create({ creatorID: OWNER }).expect(201);
+    expect(await volumeDirs()).to.have.length(1);
+    await d.stop();
+    expect(await volumeDirs()).to.deep.equal([]);
+    d = await startTestDaemon(mnt);
+  });
+
+  it('a finished upload that is not an ISO is refused for iso/create and leaves nothing', async () => {
+    const location = (await create({ creatorID: OWNER, isotype: 'tool', os_family: 'windows' }, 'iso/create').expect(201)).headers.location as string;
+    const res = await d.api.patch(location).set(TUS).set('Upload-Offset', '0').set('Content-Type', 'application/offset+octet-stream').send(image).expect(400);
+    expect(JSON.parse(res.text).code).to.equal('bad_request');
+    expect(await volumeDirs()).to.deep.equal([]);
+  });
+});
