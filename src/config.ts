@@ -17,6 +17,10 @@ export interface Config {
   readonly toolTimeoutMs: number;
   /** Watch the tree for changes made by hand (off only in benchmarks of the baseline). */
   readonly watch: boolean;
+  /** The API token file (schemas/tokens.json); without it every caller is trusted. */
+  readonly tokensFile?: string;
+  /** Listen beyond loopback even without tokens (the operator accepts that callers are trusted). */
+  readonly allowInsecure: boolean;
 }
 
 export const DEFAULT_PORT = 7772;
@@ -24,7 +28,7 @@ export const DEFAULT_HOST = '127.0.0.1';
 
 /** Flags win over environment variables; both are optional. */
 export interface ConfigSources {
-  flags: { port?: string; host?: string; mnt?: string; logLevel?: string; logFormat?: string };
+  flags: { port?: string; host?: string; mnt?: string; logLevel?: string; logFormat?: string; tokens?: string; allowInsecure?: boolean };
   env: NodeJS.ProcessEnv;
   /** The mount directory used when neither --mnt nor ELEMENTO_MNT says one. */
   defaultMnt: string;
@@ -34,6 +38,13 @@ function intOrUndefined(name: string, value: string | undefined): number | undef
   if (value === undefined || value === '') return undefined;
   if (!/^\d+$/.test(value)) throw new Error(`${name} must be a whole number, not '${value}'`);
   return Number(value);
+}
+
+function flagOrUndefined(name: string, value: string | undefined): boolean | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (/^(1|true|yes)$/i.test(value)) return true;
+  if (/^(0|false|no)$/i.test(value)) return false;
+  throw new Error(`${name} must be 1 or 0, not '${value}'`);
 }
 
 /** Builds the configuration, checks it against schemas/config.json and freezes it. */
@@ -47,6 +58,8 @@ export function loadConfig({ flags, env, defaultMnt }: ConfigSources): Config {
     lockStaleMs: intOrUndefined('ELEMENTO_LOCK_STALE_MS', env.ELEMENTO_LOCK_STALE_MS),
     rescanIntervalMs: intOrUndefined('ELEMENTO_RESCAN_MS', env.ELEMENTO_RESCAN_MS),
     toolTimeoutMs: intOrUndefined('ELEMENTO_TOOL_TIMEOUT_MS', env.ELEMENTO_TOOL_TIMEOUT_MS),
+    tokensFile: (flags.tokens ?? env.ELEMENTO_TOKENS) ? path.resolve(flags.tokens ?? env.ELEMENTO_TOKENS!) : undefined,
+    allowInsecure: flags.allowInsecure ?? flagOrUndefined('ELEMENTO_ALLOW_INSECURE', env.ELEMENTO_ALLOW_INSECURE),
   };
   for (const key of Object.keys(raw)) if (raw[key] === undefined) delete raw[key];
   try {

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import express, { type Express } from 'express';
+import { TokenTable } from '../auth/tokens.js';
 import type { Daemon } from '../daemon.js';
 import { NotFoundError } from '../errors.js';
+import { actAsPrincipal, authenticate, requireAdmin } from './auth.js';
 import { errorHandler } from './errors.js';
 import { jobRoutes } from './routes/jobs.js';
 import { statusRoutes } from './routes/status.js';
@@ -11,8 +13,11 @@ import { volumeRoutes } from './routes/volumes.js';
 export const API_VERSIONS = ['v1.0', 'v1'] as const;
 export const JSON_LIMIT = '1mb';
 
-/** The HTTP face of the daemon: one router per API area under each supported version. */
-export function createApp(daemon: Daemon): Express {
+/**
+ * The HTTP face of the daemon: one router per API area under each supported version. `tokens`
+ * defaults to the file the configuration names (none: every caller is trusted).
+ */
+export function createApp(daemon: Daemon, tokens: TokenTable = daemon.config.tokensFile ? TokenTable.load(daemon.config.tokensFile) : TokenTable.NONE): Express {
   const log = daemon.log.child({ module: 'http' });
   const app = express();
   app.disable('x-powered-by');
@@ -29,7 +34,8 @@ export function createApp(daemon: Daemon): Express {
         path: req.originalUrl,
         status: res.statusCode,
         ms: Number((process.hrtime.bigint() - started) / 1000n) / 1000,
-        ...(vid ? { vid } : {}),
+        ...(typeof vid === 'string' ? { vid: vid.slice(0, 64) } : {}),
+        ...(res.locals.principal ? { principal: (res.locals.principal as { name: string }).name } : {}),
         requestId: res.locals.requestId,
       });
     });
@@ -37,7 +43,11 @@ export function createApp(daemon: Daemon): Express {
   });
 
   const api = express.Router();
+  // The token is checked before the body is read, and the body's caller fields right after.
+  api.use(authenticate(tokens));
   api.use(express.json({ limit: JSON_LIMIT }));
+  api.use(actAsPrincipal());
+  api.get('/status', requireAdmin);
   api.use(statusRoutes(daemon));
   api.use(volumeRoutes(daemon.ctx));
   api.use(jobRoutes(daemon.ctx.jobs));
