@@ -5,13 +5,15 @@ import type { Daemon } from '../daemon.js';
 import { NotFoundError } from '../errors.js';
 import { actAsPrincipal, authenticate, requireAdmin } from './auth.js';
 import { errorHandler } from './errors.js';
+import { jsonBody } from './json-body.js';
 import { jobRoutes } from './routes/jobs.js';
 import { statusRoutes } from './routes/status.js';
 import { volumeRoutes } from './routes/volumes.js';
 
 /** `/api/v1.0` is what Elemento clients call; `/api/v1` is its alias. */
 export const API_VERSIONS = ['v1.0', 'v1'] as const;
-export const JSON_LIMIT = '1mb';
+/** The largest JSON body accepted, in bytes (1 MB); more is 413. */
+export const JSON_LIMIT = 1024 * 1024;
 
 /**
  * The HTTP face of the daemon: one router per API area under each supported version. `tokens`
@@ -45,7 +47,7 @@ export function createApp(daemon: Daemon, tokens: TokenTable = daemon.config.tok
   const api = express.Router();
   // The token is checked before the body is read, and the body's caller fields right after.
   api.use(authenticate(tokens));
-  api.use(express.json({ limit: JSON_LIMIT }));
+  api.use(jsonBody(JSON_LIMIT));
   api.use(actAsPrincipal());
   api.get('/status', requireAdmin);
   api.use(statusRoutes(daemon));
