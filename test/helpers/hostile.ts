@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import fc from 'fast-check';
 import { OTHER, OWNER } from './tree.js';
 
@@ -67,6 +69,40 @@ export const hostileValue: fc.Arbitrary<unknown> = fc.oneof(
   { weight: 1, arbitrary: fc.dictionary(fc.constantFrom(...NASTY_STRINGS.filter((s) => s.length < 200)), fc.constantFrom<unknown>('x', 1, null, {}), { maxKeys: 4 }) },
 );
 
+/** Values of the right kind for some field (names, sizes, flags, labels, enums): they get past the schema. */
+export const plausibleValue: fc.Arbitrary<unknown> = fc.oneof(
+  fc.string({ unit: 'grapheme', minLength: 1, maxLength: 40 }),
+  fc.double({ min: 1e-9, max: 4, noNaN: true }),
+  fc.boolean(),
+  fc.dictionary(fc.stringMatching(/^[A-Za-z0-9_.\-/]{1,20}$/), fc.string({ unit: 'grapheme', maxLength: 30 }), { maxKeys: 3 }),
+  fc.constantFrom('raw', 'qcow2', 'iso', 'virtio', 'sata', 'cp', 'no', OWNER, OTHER),
+);
+
+type SchemaNode = { $ref?: string; type?: string; enum?: unknown[]; pattern?: string; minimum?: number; exclusiveMinimum?: number; maximum?: number; maxLength?: number; properties?: Record<string, SchemaNode> };
+const schemaFile = (name: string) => JSON.parse(readFileSync(path.resolve('schemas', `${name}.json`), 'utf8')) as SchemaNode & { $defs?: Record<string, SchemaNode> };
+
+/** Valid values for one node of a JSON Schema (refs into defs.json followed), or plausible ones when it says too little. */
+function valuesFor(node: SchemaNode): fc.Arbitrary<unknown> {
+  if (node.$ref) return valuesFor(schemaFile('defs').$defs![node.$ref.split('/').pop()!]);
+  if (node.enum) return fc.constantFrom(...node.enum);
+  if (node.type === 'boolean') return fc.boolean();
+  if (node.type === 'string' && node.pattern) return fc.stringMatching(new RegExp(node.pattern));
+  if (node.type === 'string') return fc.string({ unit: 'grapheme', minLength: 1, maxLength: Math.min(node.maxLength ?? 40, 40) });
+  if (node.type === 'number' || node.type === 'integer') {
+    // Small: a valid size reaches qemu-img, and converting a large sparse image still takes seconds.
+    const max = Math.min(node.maximum ?? 4, 4);
+    const ints = fc.integer({ min: Math.ceil(node.minimum ?? node.exclusiveMinimum ?? 0) + (node.exclusiveMinimum !== undefined ? 1 : 0), max });
+    return node.type === 'integer' ? ints : fc.oneof(ints, fc.double({ min: 1e-9, max, noNaN: true }));
+  }
+  if (node.type === 'object') return fc.dictionary(fc.stringMatching(/^[A-Za-z0-9_.\-/]{1,20}$/), fc.string({ unit: 'grapheme', maxLength: 30 }), { maxKeys: 3 });
+  return plausibleValue;
+}
+
+/** For each field of schemas/<name>.json, an arbitrary of values that pass the schema. */
+export function validFieldValues(schema: string): Record<string, fc.Arbitrary<unknown>> {
+  return Object.fromEntries(Object.entries(schemaFile(schema).properties ?? {}).map(([field, node]) => [field, valuesFor(node)]));
+}
+
 /** Keys a hostile client might add beside the schema's. */
 const hostileKey = fc.oneof(fc.constantFrom('__proto__', 'constructor', 'prototype', 'toString', 'volumeID', 'new_creatorID', 'async', 'x'.repeat(300)), fc.string({ maxLength: 12 }));
 
@@ -74,12 +110,19 @@ const hostileKey = fc.oneof(fc.constantFrom('__proto__', 'constructor', 'prototy
  * A body for an endpoint: its valid body with fields dropped, replaced and added (from `fields`, the
  * schema's properties, and hostile keys), or something that is not that body at all.
  */
-export function hostileBody(valid: Record<string, unknown>, fields: string[]): fc.Arbitrary<unknown> {
-  const keys = [...new Set([...Object.keys(valid), ...fields])];
+export function hostileBody(valid: Record<string, unknown>, schema: string): fc.Arbitrary<unknown> {
+  const fieldValues = validFieldValues(schema);
+  const keys = [...new Set([...Object.keys(valid), ...Object.keys(fieldValues)])];
   const mutated = fc
     .record({
       drop: fc.subarray(Object.keys(valid), { maxLength: Math.min(2, Object.keys(valid).length) }),
-      set: fc.array(fc.tuple(keys.length ? fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...keys) }, { weight: 1, arbitrary: hostileKey }) : hostileKey, hostileValue), { maxLength: 3 }),
+      set: fc.array(
+        fc.tuple(
+          keys.length ? fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...keys) }, { weight: 1, arbitrary: hostileKey }) : hostileKey,
+          fc.oneof({ weight: 1, arbitrary: plausibleValue }, { weight: 1, arbitrary: hostileValue }),
+        ),
+        { maxLength: 3 },
+      ),
     })
     .map(({ drop, set }) => {
       const body: Record<string, unknown> = { ...valid };
@@ -87,7 +130,23 @@ export function hostileBody(valid: Record<string, unknown>, fields: string[]): f
       for (const [k, v] of set) withOwnKey(body, k, v);
       return body;
     });
-  return fc.oneof({ weight: 8, arbitrary: mutated }, { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2 }) }, { weight: 1, arbitrary: hostileValue });
+  // Bodies that stay valid in shape reach the handlers (and the tree); the others test the refusals.
+  const fields = Object.keys(fieldValues);
+  const reshaped = fields.length
+    ? fc
+        .array(fc.constantFrom(...fields).chain((k) => fc.tuple(fc.constant(k), fieldValues[k])), { minLength: 1, maxLength: 3 })
+        .map((set) => {
+          const body: Record<string, unknown> = { ...valid };
+          for (const [k, v] of set) body[k] = v;
+          return body;
+        })
+    : fc.constant(valid);
+  return fc.oneof(
+    { weight: 4, arbitrary: reshaped },
+    { weight: 4, arbitrary: mutated },
+    { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2 }) },
+    { weight: 1, arbitrary: hostileValue },
+  );
 }
 
 /** A path segment a hostile client might send after /api/v1.0/ (already URL-safe). */
