@@ -16,7 +16,7 @@ export interface RunningServer {
 /** Starts the daemon and its HTTP server; `stop` closes both (used by main and by the tests). */
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   // Before anything is scanned: a bad token file or an unsafe address stops the start at once.
-  const tokens = config.tokensFile ? TokenTable.load(config.tokensFile) : TokenTable.NONE;
+  const tokens = TokenTable.fromFile(config.tokensFile);
   checkExposure(config, tokens, log.child({ module: 'auth' }));
   const daemon = new Daemon(config, log);
   await daemon.start();

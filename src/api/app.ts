@@ -19,7 +19,7 @@ export const JSON_LIMIT = 1024 * 1024;
  * The HTTP face of the daemon: one router per API area under each supported version. `tokens`
  * defaults to the file the configuration names (none: every caller is trusted).
  */
-export function createApp(daemon: Daemon, tokens: TokenTable = daemon.config.tokensFile ? TokenTable.load(daemon.config.tokensFile) : TokenTable.NONE): Express {
+export function createApp(daemon: Daemon, tokens = TokenTable.fromFile(daemon.config.tokensFile)): Express {
   const log = daemon.log.child({ module: 'http' });
   const app = express();
   app.disable('x-powered-by');

@@ -57,6 +57,11 @@ export class TokenTable {
     return new TokenTable(entries);
   }
 
+  /** The tokens of `file` when one is configured, else NONE. */
+  static fromFile(file: string | undefined): TokenTable {
+    return file ? TokenTable.load(file) : TokenTable.NONE;
+  }
+
   /** True when the file holds tokens in clear and others than its owner may read it. */
   static exposesSecrets(file: string): boolean {
     const doc = JSON.parse(readFileSync(file, 'utf8')) as { tokens: TokenEntry[] };

@@ -65,8 +65,6 @@ describe('hostile input (fast-check)', function () {
     server = d.app.listen(0, '127.0.0.1');
     await new Promise((r) => server.once('listening', r));
     port = (server.address() as { port: number }).port;
-    const make = async (creatorID: string, priv: boolean) =>
-      (await d.post('create', { creatorID, private: priv, size: 0.01, format: 'qcow2' }).set(bearer(TOKENS.admin)).expect(200)).body.vid as string;
     fx = { privateVid: await make(OWNER, true), publicVid: await make(OWNER, false), jobId: '' };
     await make(OTHER, true);
     await make(OTHER, false);
@@ -78,6 +76,24 @@ describe('hostile input (fast-check)', function () {
     await new Promise((r) => server.close(r));
     await d.stop();
     await removeTree(base);
+  });
+
+  const make = async (creatorID: string, priv: boolean) =>
+    (await d.post('create', { creatorID, private: priv, size: 0.01, format: 'qcow2' }).set(bearer(TOKENS.admin)).expect(200)).body.vid as string;
+
+  /**
+   * Each property starts with room in the roots (volumes earlier properties made are destroyed) and
+   * the owner's two volumes present (an earlier destroy may have taken them).
+   */
+  beforeEach(async () => {
+    for (const root of ['a', 'data/b'])
+      for (const name of await fs.readdir(path.join(mnt, root))) {
+        const vid = /^vid\.([0-9a-f]{32})\.elimg$/.exec(name)?.[1];
+        if (vid && vid !== fx.privateVid && vid !== fx.publicVid) await d.post('destroy', { volume_id: vid }).set(bearer(TOKENS.admin));
+      }
+    const exists = async (vid: string) => (await d.post('has', { volume_id: vid }).set(bearer(TOKENS.admin))).body.has === true;
+    if (!(await exists(fx.privateVid))) fx.privateVid = await make(OWNER, true);
+    if (!(await exists(fx.publicVid))) fx.publicVid = await make(OWNER, false);
   });
 
   /** How often each property got each status (printed with ELEMENTO_FUZZ_STATS=1: is the fuzzer getting past the schemas?). */

@@ -53,6 +53,12 @@ describe('API token file', () => {
       expect(() => TokenTable.load(file)).to.throw(`the token file ${file} ${reason}`);
     });
 
+  it('reads the example file of examples/tokens.json (tokens "example-admin-token-change-me" and "example-client-token-change-me")', () => {
+    const table = TokenTable.load(path.resolve('examples/tokens.json'));
+    expect(table.lookup('example-admin-token-change-me')).to.deep.equal({ role: 'admin', clientUid: null, name: 'controller' });
+    expect(table.lookup('example-client-token-change-me')).to.deep.equal({ role: 'client', clientUid: OWNER, name: 'tenant-ffff' });
+  });
+
   it('refuses a file that cannot be read', () => {
     expect(() => TokenTable.load(path.join(dir, 'missing.json'))).to.throw(`the token file ${path.join(dir, 'missing.json')} cannot be read (ENOENT)`);
   });
