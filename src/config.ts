@@ -35,6 +35,10 @@ export interface Config {
   readonly exportStaleMs: number;
   /** Attach user limit of a shareable volume (a volume that is not shareable has 1). */
   readonly shareableUserLimit: number;
+  /** The API token file (schemas/tokens.json); without it every caller is trusted. */
+  readonly tokensFile?: string;
+  /** Listen beyond loopback even without tokens (the operator accepts that callers are trusted). */
+  readonly allowInsecure: boolean;
 }
 
 export const DEFAULT_PORT = 7772;
@@ -42,7 +46,7 @@ export const DEFAULT_HOST = '127.0.0.1';
 
 /** Flags win over environment variables; both are optional. */
 export interface ConfigSources {
-  flags: { port?: string; host?: string; mnt?: string; logLevel?: string; logFormat?: string };
+  flags: { port?: string; host?: string; mnt?: string; logLevel?: string; logFormat?: string; tokens?: string; allowInsecure?: boolean };
   env: NodeJS.ProcessEnv;
   /** The mount directory used when neither --mnt nor ELEMENTO_MNT says one. */
   defaultMnt: string;
@@ -52,6 +56,13 @@ function intOrUndefined(name: string, value: string | undefined): number | undef
   if (value === undefined || value === '') return undefined;
   if (!/^\d+$/.test(value)) throw new Error(`${name} must be a whole number, not '${value}'`);
   return Number(value);
+}
+
+function flagOrUndefined(name: string, value: string | undefined): boolean | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (/^(1|true|yes)$/i.test(value)) return true;
+  if (/^(0|false|no)$/i.test(value)) return false;
+  throw new Error(`${name} must be 1 or 0, not '${value}'`);
 }
 
 /** Builds the configuration, checks it against schemas/config.json and freezes it. */
@@ -74,6 +85,8 @@ export function loadConfig({ flags, env, defaultMnt }: ConfigSources): Config {
     shareableUserLimit: intOrUndefined('ELEMENTO_SHAREABLE_USER_LIMIT', env.ELEMENTO_SHAREABLE_USER_LIMIT),
     transferIdleTimeoutMs: intOrUndefined('ELEMENTO_TRANSFER_IDLE_TIMEOUT_MS', env.ELEMENTO_TRANSFER_IDLE_TIMEOUT_MS),
     uploadIdleTimeoutMs: intOrUndefined('ELEMENTO_UPLOAD_IDLE_TIMEOUT_MS', env.ELEMENTO_UPLOAD_IDLE_TIMEOUT_MS),
+    tokensFile: (flags.tokens ?? env.ELEMENTO_TOKENS) ? path.resolve(flags.tokens ?? env.ELEMENTO_TOKENS!) : undefined,
+    allowInsecure: flags.allowInsecure ?? flagOrUndefined('ELEMENTO_ALLOW_INSECURE', env.ELEMENTO_ALLOW_INSECURE),
   };
   for (const key of Object.keys(raw)) if (raw[key] === undefined) delete raw[key];
   try {

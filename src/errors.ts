@@ -108,6 +108,12 @@ export const ERROR_CATALOGUE = [
 export function translateErrno(err: unknown, what: string): unknown {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ENOSPC' || code === 'EDQUOT') return new NoRoomError(`no room left on the filesystem for ${what}`);
+  if (code === 'EFBIG') return new NoRoomError(`the filesystem cannot hold a file as large as ${what}`);
+  // A tool hitting the same limits reports them in its output, not as an errno.
+  if (err instanceof ToolError && /No space left on device|Disk quota exceeded/.test(err.toolOutput))
+    return new NoRoomError(`no room left on the filesystem for ${what}`);
+  if (err instanceof ToolError && /File too large|image size is too large/.test(err.toolOutput))
+    return new NoRoomError(`the filesystem cannot hold a file as large as ${what}`);
   if (code === 'EROFS') return new UnavailableError(`the filesystem holding ${what} is read-only`);
   if (code === 'EIO' || code === 'ENOTCONN' || code === 'ESTALE')
     return new UnavailableError(`the filesystem holding ${what} is not reachable (${code})`);

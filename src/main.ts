@@ -28,6 +28,8 @@ async function main(): Promise<void> {
     .option('--mnt <dir>', 'mount directory holding the roots (ELEMENTO_MNT, default: the embedded data/mnt)')
     .option('--log-level <level>', 'error, warn, info or debug (ELEMENTO_LOG_LEVEL)')
     .option('--log-format <format>', 'json or pretty (ELEMENTO_LOG_FORMAT; default: pretty on a terminal)')
+    .option('--tokens <file>', 'API token file; without it every caller is trusted (ELEMENTO_TOKENS)')
+    .option('--allow-insecure', 'listen beyond loopback without API tokens (ELEMENTO_ALLOW_INSECURE=1)')
     .parse();
   const flags = program.opts();
   const useEmbedded = flags.mnt === undefined && !process.env.ELEMENTO_MNT;

@@ -42,6 +42,7 @@ function fieldOf(err: ErrorObject): string {
   if (err.keyword === 'required') return [at, (err.params as { missingProperty: string }).missingProperty].filter(Boolean).join('.');
   if (err.keyword === 'additionalProperties')
     return [at, (err.params as { additionalProperty: string }).additionalProperty].filter(Boolean).join('.');
+  if (err.propertyName !== undefined) return [at, err.propertyName].filter(Boolean).join('.');
   return at;
 }
 
@@ -49,7 +50,8 @@ function fieldOf(err: ErrorObject): string {
 export function describeSchemaError(err: ErrorObject): { message: string; field: string } {
   const field = fieldOf(err);
   if (err.keyword === 'required') return { field, message: `request was badly formatted. '${field}'` };
-  const what = err.keyword === 'additionalProperties' ? 'is not an accepted field' : (err.message ?? 'is invalid');
+  const what =
+    err.keyword === 'additionalProperties' ? 'is not an accepted field' : err.propertyName !== undefined ? 'is not an accepted key' : (err.message ?? 'is invalid');
   return { field, message: `request was badly formatted. '${field || 'body'}' ${what}` };
 }
 

@@ -1,5 +1,7 @@
 import type { Server } from 'node:http';
 import { createApp } from './api/app.js';
+import { checkExposure } from './auth/exposure.js';
+import { TokenTable } from './auth/tokens.js';
 import type { Config } from './config.js';
 import { Daemon } from './daemon.js';
 import type { Logger } from './log.js';
@@ -13,9 +15,12 @@ export interface RunningServer {
 
 /** Starts the daemon and its HTTP server; `stop` closes both (used by main and by the tests). */
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+  // Before anything is scanned: a bad token file or an unsafe address stops the start at once.
+  const tokens = TokenTable.fromFile(config.tokensFile);
+  checkExposure(config, tokens, log.child({ module: 'auth' }));
   const daemon = new Daemon(config, log);
   await daemon.start();
-  const app = createApp(daemon);
+  const app = createApp(daemon, tokens);
   const server = await new Promise<Server>((resolve, reject) => {
     const s = app.listen(config.port, config.host, () => resolve(s));
     s.once('error', reject);

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import express, { type Express } from 'express';
+import { TokenTable } from '../auth/tokens.js';
 import type { Daemon } from '../daemon.js';
 import { NotFoundError } from '../errors.js';
+import { actAsPrincipal, authenticate, requireAdmin } from './auth.js';
 import { errorHandler } from './errors.js';
 import { exportRoutes } from './routes/exports.js';
 import { CloudInitSets } from '../images/cloudinit.js';
@@ -9,6 +11,7 @@ import { tusUploads } from '../uploads/tus.js';
 import { cloudInitRoutes } from './routes/cloudinit.js';
 import { downloadRoutes } from './routes/download.js';
 import { imageRoutes } from './routes/images.js';
+import { jsonBody } from './json-body.js';
 import { jobRoutes } from './routes/jobs.js';
 import { lifecycleRoutes } from './routes/lifecycle.js';
 import { statusRoutes } from './routes/status.js';
@@ -16,10 +19,14 @@ import { volumeRoutes } from './routes/volumes.js';
 
 /** `/api/v1.0` is what Elemento clients call; `/api/v1` is its alias. */
 export const API_VERSIONS = ['v1.0', 'v1'] as const;
-export const JSON_LIMIT = '1mb';
+/** The largest JSON body accepted, in bytes (1 MB); more is 413. */
+export const JSON_LIMIT = 1024 * 1024;
 
-/** The HTTP face of the daemon: one router per API area under each supported version. */
-export function createApp(daemon: Daemon): Express {
+/**
+ * The HTTP face of the daemon: one router per API area under each supported version. `tokens`
+ * defaults to the file the configuration names (none: every caller is trusted).
+ */
+export function createApp(daemon: Daemon, tokens = TokenTable.fromFile(daemon.config.tokensFile)): Express {
   const log = daemon.log.child({ module: 'http' });
   const app = express();
   app.disable('x-powered-by');
@@ -36,7 +43,8 @@ export function createApp(daemon: Daemon): Express {
         path: req.originalUrl,
         status: res.statusCode,
         ms: Number((process.hrtime.bigint() - started) / 1000n) / 1000,
-        ...(vid ? { vid } : {}),
+        ...(typeof vid === 'string' ? { vid: vid.slice(0, 64) } : {}),
+        ...(res.locals.principal ? { principal: (res.locals.principal as { name: string }).name } : {}),
         requestId: res.locals.requestId,
       });
     });
@@ -48,10 +56,16 @@ export function createApp(daemon: Daemon): Express {
   const cloudInit = new CloudInitSets(daemon.ctx);
   daemon.onStop(() => tus.close());
   daemon.onStop(() => cloudInit.close());
-  for (const version of API_VERSIONS) app.all([`/api/${version}/files`, `/api/${version}/files/*splat`], tus.handler);
+  // They are token-checked like the JSON API, and run as the token's principal (tus.ts checks ownership).
+  for (const version of API_VERSIONS)
+    app.all([`/api/${version}/files`, `/api/${version}/files/*splat`], authenticate(tokens), actAsPrincipal(), tus.handler);
 
   const api = express.Router();
-  api.use(express.json({ limit: JSON_LIMIT }));
+  // The token is checked before the body is read, and the body's caller fields right after.
+  api.use(authenticate(tokens));
+  api.use(jsonBody(JSON_LIMIT));
+  api.use(actAsPrincipal());
+  api.get('/status', requireAdmin);
   api.use(statusRoutes(daemon));
   api.use(volumeRoutes(daemon.ctx));
   api.use(lifecycleRoutes(daemon.ctx));

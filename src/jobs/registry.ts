@@ -1,4 +1,5 @@
 import { ApiError, ConflictError, NotFoundError } from '../errors.js';
+import { currentClient } from '../auth/principal.js';
 import { newUid } from '../store/layout.js';
 
 export type JobState = 'running' | 'done' | 'failed' | 'cancelled';
@@ -14,6 +15,8 @@ interface Job {
   id: string;
   kind: string;
   vid: string | null;
+  /** The client whose token started the job (null: an admin, or no tokens); only it and admins see the job. */
+  owner: string | null;
   state: JobState;
   percent: number;
   bytesDone: number | null;
@@ -42,7 +45,7 @@ export class JobRegistry {
     const controller = new AbortController();
     const id = newUid();
     const job: Job = {
-      id, kind, vid, state: 'running', percent: 0, bytesDone: null, error: null, result: undefined,
+      id, kind, vid, owner: currentClient(), state: 'running', percent: 0, bytesDone: null, error: null, result: undefined,
       createdAt: new Date(), finishedAt: null, controller, done: Promise.resolve(),
     };
     const handle: JobHandle = {
@@ -73,10 +76,16 @@ export class JobRegistry {
     return { id, promise };
   }
 
-  /** The public view of a job (`GET /jobs/<id>`). */
-  describe(id: string): Record<string, unknown> {
+  /** The job `id` as `viewer` (a client; undefined for an admin) may know it: another client's job does not exist. */
+  private find(id: string, viewer?: string): Job {
     const job = this.jobs.get(id);
-    if (!job) throw new NotFoundError(`job ${id} does not exist`);
+    if (!job || (viewer !== undefined && job.owner !== viewer)) throw new NotFoundError(`job ${id} does not exist`);
+    return job;
+  }
+
+  /** The public view of a job (`GET /jobs/<id>`). */
+  describe(id: string, viewer?: string): Record<string, unknown> {
+    const job = this.find(id, viewer);
     return {
       id: job.id,
       kind: job.kind,
@@ -91,14 +100,13 @@ export class JobRegistry {
     };
   }
 
-  list(): Record<string, unknown>[] {
-    return [...this.jobs.keys()].map((id) => this.describe(id));
+  list(viewer?: string): Record<string, unknown>[] {
+    return [...this.jobs.values()].filter((j) => viewer === undefined || j.owner === viewer).map((j) => this.describe(j.id));
   }
 
   /** Cancels a running job (its tool is killed, its half-made output removed) and waits for it to end. */
-  async cancel(id: string): Promise<Record<string, unknown>> {
-    const job = this.jobs.get(id);
-    if (!job) throw new NotFoundError(`job ${id} does not exist`);
+  async cancel(id: string, viewer?: string): Promise<Record<string, unknown>> {
+    const job = this.find(id, viewer);
     if (job.state !== 'running') throw new ConflictError(`job ${id} has already ended (${job.state})`);
     job.controller.abort();
     await job.done;

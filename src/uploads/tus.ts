@@ -1,6 +1,7 @@
 import type { RequestHandler } from 'express';
 import { Server, type Upload } from '@tus/server';
-import { ApiError, BadRequestError } from '../errors.js';
+import { currentClient } from '../auth/principal.js';
+import { ApiError, BadRequestError, ForbiddenError, NotFoundError } from '../errors.js';
 import { claimDiskImport, importResponse, type ImportRequest } from '../images/disk-import.js';
 import { fillFromSource, setClaimedSize } from '../images/import.js';
 import { claimIso, fillIso, type IsoRequest } from '../images/iso.js';
@@ -46,6 +47,9 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
     datastore: new VolumeUploadStore(pending),
     namingFunction: async (req, metadata) => {
       const { endpoint, body } = parseFields(metadata ?? undefined);
+      const client = currentClient();
+      if (client && body.creatorID !== client)
+        throw new ForbiddenError(`this token acts for client ${client} only, and 'creatorID' names another client`, { field: 'creatorID' });
       const size = Number(req.headers.get('upload-length'));
       const asked = endpoint === 'create/upload' && typeof body.size === 'number' ? gbToBytes(body.size) : 0;
       let claimed: Claimed;
@@ -62,6 +66,12 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
         throw err;
       }
       return claimed.uid;
+    },
+    // A client token reaches only its own uploads (an upload's id is its volume's).
+    onIncomingRequest: async (_req, uploadId) => {
+      const client = currentClient();
+      const owner = pending.get(uploadId)?.claimed.meta.creatorID ?? ctx.index.get(uploadId)?.meta?.creatorID;
+      if (client && owner !== client) throw new NotFoundError(`upload ${uploadId} does not exist`);
     },
     onUploadFinish: async (_req, upload: Upload) => {
       const item = pending.get(upload.id);

@@ -3,9 +3,12 @@ import os from 'node:os';
 import path from 'node:path';
 import fse from 'fs-extra';
 
-/** A temporary mount directory with roots: `{ 'a': settings, 'data/b': settings }`. */
-export async function makeTree(roots: Record<string, object | string> = { a: {} }): Promise<string> {
-  const mnt = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-test-'));
+/**
+ * A temporary mount directory with roots: `{ 'a': settings, 'data/b': settings }`, made inside
+ * `parent` (the system's temp folder unless said: the security tests watch what is beside it).
+ */
+export async function makeTree(roots: Record<string, object | string> = { a: {} }, parent = os.tmpdir()): Promise<string> {
+  const mnt = await fs.mkdtemp(path.join(parent, 'elemento-test-'));
   for (const [rel, settings] of Object.entries(roots)) {
     await fs.mkdir(path.join(mnt, rel), { recursive: true });
     await fs.writeFile(path.join(mnt, rel, 'settings.json'), typeof settings === 'string' ? settings : JSON.stringify(settings));

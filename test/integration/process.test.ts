@@ -2,8 +2,9 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
+import { TOKENS, writeTokenFile } from '../helpers/auth.js';
 import { MAIN, spawnDaemon } from '../helpers/process.js';
-import { makeTree, removeTree, seedCreateBody } from '../helpers/tree.js';
+import { makeTree, OWNER, removeTree, seedCreateBody } from '../helpers/tree.js';
 
 describe('the daemon process', () => {
   let mnt: string;
@@ -36,5 +37,33 @@ describe('the daemon process', () => {
     const bad = await execa('node', ['--import', 'tsx/esm', MAIN, '--mnt', mnt, '--port', 'seventy'], { reject: false });
     expect(bad.exitCode).to.equal(1);
     expect(bad.stderr).to.equal("elemento-storage: the port must be a whole number, not 'seventy'");
+  });
+
+  it('without tokens says in its log that it trusts its callers, and refuses a non-loopback address before listening', async () => {
+    const { child, lines } = await spawnDaemon(['--mnt', mnt]);
+    expect(lines.some((l) => l.includes('no API tokens configured') && l.includes('"level":"warn"'))).to.equal(true);
+    child.kill('SIGTERM');
+    await child;
+    const refused = await execa('node', ['--import', 'tsx/esm', MAIN, '--mnt', mnt, '--host', '0.0.0.0', '--port', '0'], { reject: false });
+    expect(refused.exitCode).to.equal(1);
+    expect(refused.stderr).to.match(/^elemento-storage: refusing to listen on 0\.0\.0\.0 without API tokens/);
+  });
+
+  it('with ELEMENTO_TOKENS answers 401 without a token and serves a valid one', async () => {
+    const { child, port, lines } = await spawnDaemon(['--mnt', mnt], { ELEMENTO_TOKENS: await writeTokenFile(mnt) });
+    const api = `http://127.0.0.1:${port}/api/v1.0`;
+    const body = JSON.stringify({ client_uid: OWNER });
+    const anonymous = await fetch(`${api}/accessible`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    expect(anonymous.status).to.equal(401);
+    const owner = await fetch(`${api}/accessible`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKENS.owner}` }, body });
+    expect(owner.status).to.equal(200);
+    child.kill('SIGTERM');
+    await child;
+    expect(lines.some((l) => l.includes('API tokens required'))).to.equal(true);
+    expect(lines.some((l) => l.includes('"principal":"owner"'))).to.equal(true);
+    expect(lines.join('\n')).to.not.include(TOKENS.owner);
+    const badFile = await execa('node', ['--import', 'tsx/esm', MAIN, '--mnt', mnt, '--tokens', `${mnt}/missing.json`], { reject: false });
+    expect(badFile.exitCode).to.equal(1);
+    expect(badFile.stderr).to.equal(`elemento-storage: the token file ${mnt}/missing.json cannot be read (ENOENT)`);
   });
 });

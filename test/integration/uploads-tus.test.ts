@@ -6,7 +6,8 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { makeTree, OWNER, removeTree, waitFor } from '../helpers/tree.js';
+import { bearer, TOKENS, writeTokenFile } from '../helpers/auth.js';
+import { makeTree, OTHER, OWNER, removeTree, waitFor } from '../helpers/tree.js';
 
 const MB = 1024 * 1024;
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -112,5 +113,26 @@ describe('resumable uploads (tus at /api/v1.0/files)', function () {
     const res = await d.api.patch(location).set(TUS).set('Upload-Offset', '0').set('Content-Type', 'application/offset+octet-stream').send(image).expect(400);
     expect(JSON.parse(res.text).code).to.equal('bad_request');
     expect(await volumeDirs()).to.deep.equal([]);
+  });
+
+  describe('with API tokens', () => {
+    beforeEach(async () => {
+      await d.stop();
+      d = await startTestDaemon(mnt, { tokensFile: await writeTokenFile(mnt) });
+    });
+
+    it('asks for a token, refuses a client creating for another, and hides an upload from other clients', async () => {
+      const fields = { creatorID: OWNER, name: 'tokened', format: 'raw' };
+      await create(fields).expect(401);
+      expect(await volumeDirs()).to.deep.equal([]);
+      const forOther = await create({ ...fields, creatorID: OTHER }).set(bearer(TOKENS.owner)).expect(403);
+      expect(JSON.parse(forOther.text).field).to.equal('creatorID');
+      expect(await volumeDirs()).to.deep.equal([]);
+      const location = (await create(fields).set(bearer(TOKENS.owner)).expect(201)).headers.location as string;
+      await d.api.head(location).set(TUS).set(bearer(TOKENS.other)).expect(404);
+      await d.api.head(location).set(TUS).set(bearer(TOKENS.owner)).expect(200);
+      await d.api.head(location).set(TUS).set(bearer(TOKENS.admin)).expect(200);
+      await d.api.delete(location).set(TUS).set(bearer(TOKENS.owner)).expect(204);
+    });
   });
 });

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { ERROR_CATALOGUE, NoRoomError, translateErrno, UnavailableError } from '../../src/errors.js';
+import { ERROR_CATALOGUE, NoRoomError, ToolError, translateErrno, UnavailableError } from '../../src/errors.js';
 import { schemaNames } from '../../src/schemas.js';
 
 describe('error catalogue', () => {
@@ -18,5 +18,25 @@ describe('error catalogue', () => {
 
   it('compiles every schema in schemas/ at start', () => {
     expect(schemaNames()).to.include.members(['create', 'settings', 'meta', 'config', 'update', 'resize', 'convert']);
+  });
+});
+
+describe('errors of tools that hit the filesystem limits', () => {
+  const tool = (output: string) => new ToolError('qemu-img failed', output, 1);
+  for (const [output, message] of [
+    ['qemu-img: x.img: Could not resize file: File too large', 'the filesystem cannot hold a file as large as the new volume'],
+    ["qemu-img: x.img: The image size is too large for file format 'raw'", 'the filesystem cannot hold a file as large as the new volume'],
+    ['qemu-img: error while writing at byte 0: No space left on device', 'no room left on the filesystem for the new volume'],
+    ['qemu-img: Disk quota exceeded', 'no room left on the filesystem for the new volume'],
+  ])
+    it(`reads "${output}" as no room (507)`, () => {
+      const err = translateErrno(tool(output), 'the new volume');
+      expect(err).to.be.instanceOf(NoRoomError);
+      expect((err as NoRoomError).message).to.equal(message);
+    });
+
+  it('leaves any other tool failure as it is', () => {
+    const err = tool('qemu-img: Image is corrupt');
+    expect(translateErrno(err, 'v')).to.equal(err);
   });
 });
