@@ -1,5 +1,6 @@
 import type { Request, RequestHandler, Response } from 'express';
 import { BadRequestError } from '../errors.js';
+import { JsonText } from '../json-text.js';
 import { validateOrThrow } from '../schemas.js';
 import type { Caller } from '../volumes/context.js';
 
@@ -38,6 +39,8 @@ export function jsonEndpoint<T>(schema: string, fn: (body: T, req: Request, res:
     const out = await fn(body, req, res);
     const reply = (out && typeof out === 'object' && 'body' in out ? out : { body: out }) as Reply;
     if (reply.headers) res.set(reply.headers);
-    res.status(reply.status ?? 200).json(reply.body);
+    res.status(reply.status ?? 200);
+    if (reply.body instanceof JsonText) res.type('json').send(reply.body.text);
+    else res.json(reply.body);
   };
 }

@@ -1,9 +1,9 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { watch, type FSWatcher } from 'chokidar';
 import { errorFields, type Logger } from '../log.js';
-import { BIN_DIR, isTempName, ROOT_MUTEX, SETTINGS_FILE, uidOfDirName, VOLUME_MUTEX } from './layout.js';
+import { BIN_DIR, isTempName, parseLockMarker, ROOT_MUTEX, SETTINGS_FILE, uidOfDirName, VOLUME_MUTEX } from './layout.js';
 import { discoverRoots, type Root, type SkippedRoot } from './roots.js';
+import { TreeWatcher } from './tree-watcher.js';
 import { loadVolumeRecord, type VolumeRecord } from './volume-record.js';
 
 const LOAD_CONCURRENCY = 64;
@@ -19,6 +19,24 @@ async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promis
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
+/** True when nothing the index keeps differs, so the older record (and what is cached on it) stays. */
+function sameRecord(a: VolumeRecord | undefined, b: VolumeRecord): boolean {
+  return (
+    a !== undefined &&
+    a.dir === b.dir &&
+    a.problem === b.problem &&
+    a.sizeOnDisk === b.sizeOnDisk &&
+    a.lastUpdatedMs === b.lastUpdatedMs &&
+    a.files.join('/') === b.files.join('/') &&
+    JSON.stringify(a.meta) === JSON.stringify(b.meta)
+  );
+}
+
+/** A temp file or a lock marker: what an interrupted operation leaves for the start-up sweep. */
+function hasLeftovers(record: VolumeRecord): boolean {
+  return record.files.some((f) => isTempName(f) || parseLockMarker(f) !== null);
+}
+
 /**
  * The live index: the tree scanned once at start, then kept current by a watcher on the mount
  * directory (and a periodic full rescan for what a watcher cannot see, such as another host's
@@ -29,7 +47,10 @@ export class VolumeIndex {
   private roots = new Map<string, Root>();
   private skipped: SkippedRoot[] = [];
   private readonly volumes = new Map<string, VolumeRecord>();
-  private watcher: FSWatcher | null = null;
+  private watcher: TreeWatcher | null = null;
+  /** The directories holding roots, from the last full scan (watched with the volume directories). */
+  private looked: string[] = [];
+  private unfinished: string[] = [];
   private rescanTimer: NodeJS.Timeout | null = null;
   private readonly pendingVolumes = new Map<string, NodeJS.Timeout>();
   private rootsTimer: NodeJS.Timeout | null = null;
@@ -48,7 +69,7 @@ export class VolumeIndex {
   }
 
   private async doScanAll(): Promise<void> {
-    const { roots, skipped } = await discoverRoots(this.mnt);
+    const { roots, skipped, looked } = await discoverRoots(this.mnt);
     for (const s of skipped) if (!this.skipped.some((o) => o.path === s.path && o.reason === s.reason)) this.log.warn('root skipped', s);
     const dirs: Array<[string, string]> = [];
     for (const root of roots) {
@@ -59,9 +80,12 @@ export class VolumeIndex {
       }
     }
     const fresh = new Map<string, VolumeRecord>();
+    const unfinished: string[] = [];
     await eachLimited(dirs, LOAD_CONCURRENCY, async ([rootPath, dir]) => {
-      const record = await loadVolumeRecord(rootPath, dir);
-      if (!record) return;
+      const loaded = await loadVolumeRecord(rootPath, dir);
+      if (!loaded) return;
+      if (hasLeftovers(loaded)) unfinished.push(dir);
+      const record = sameRecord(this.volumes.get(loaded.uid), loaded) ? this.volumes.get(loaded.uid)! : loaded;
       const earlier = fresh.get(record.uid);
       if (earlier) this.log.warn('volume found twice: keeping the first', { vid: record.uid, kept: earlier.dir, ignored: dir });
       else fresh.set(record.uid, record);
@@ -69,8 +93,16 @@ export class VolumeIndex {
     const readable = roots.filter((r) => !skipped.some((s) => s.path === r.path));
     this.roots = new Map(readable.map((r) => [r.path, r]));
     this.skipped = skipped;
+    this.looked = looked;
+    this.unfinished = unfinished;
     this.volumes.clear();
     for (const [uid, record] of fresh) this.volumes.set(uid, record);
+    this.watchTree();
+  }
+
+  /** Volume directories in which the last full scan found temp files or lock markers (for the start-up sweep). */
+  unfinishedDirs(): string[] {
+    return [...this.unfinished];
   }
 
   /** Re-reads one volume directory (after an operation, or on a watcher event). */
@@ -78,9 +110,12 @@ export class VolumeIndex {
     const uid = uidOfDirName(path.basename(dir));
     const rootPath = path.dirname(dir);
     if (!uid || !this.roots.has(rootPath)) return null;
+    // Watched before it is read, so a change made while it is read is not missed.
+    this.watcher?.add(dir);
     const record = await loadVolumeRecord(rootPath, dir);
     const known = this.volumes.get(uid);
     if (!record) {
+      this.watcher?.remove(dir);
       if (known?.dir === dir) this.volumes.delete(uid);
       return null;
     }
@@ -134,21 +169,29 @@ export class VolumeIndex {
 
   /** Starts watching the tree and the periodic rescan. */
   async watch(rescanIntervalMs: number): Promise<void> {
-    const ignored = (p: string) => {
-      const base = path.basename(p);
-      return base === BIN_DIR || base === VOLUME_MUTEX || base === ROOT_MUTEX || isTempName(base) || p.includes(`${path.sep}${BIN_DIR}${path.sep}`);
-    };
-    this.watcher = watch(this.mnt, { ignoreInitial: true, depth: 3, ignored, persistent: true });
-    this.watcher.on('all', (_event, p) => this.onChange(p));
-    this.watcher.on('error', (err) => this.log.warn('watcher error', errorFields(err)));
-    await new Promise<void>((resolve) => this.watcher!.once('ready', () => resolve()));
+    this.watcher = new TreeWatcher(
+      (changed) => this.onChange(changed),
+      (dir, err) => this.log.warn('watcher error', { dir, ...errorFields(err) }),
+    );
+    this.watchTree();
     if (rescanIntervalMs > 0) {
       this.rescanTimer = setInterval(() => this.scanAll().catch((err) => this.log.error('rescan failed', errorFields(err))), rescanIntervalMs);
       this.rescanTimer.unref();
     }
   }
 
+  /** Points the watches at the directories of the last full scan and the volumes it found. */
+  private watchTree(): void {
+    if (!this.watcher) return;
+    const dirs = new Set(this.looked);
+    for (const root of this.roots.keys()) dirs.add(root);
+    for (const record of this.volumes.values()) dirs.add(record.dir);
+    this.watcher.sync(dirs);
+  }
+
   private onChange(changed: string): void {
+    const base = path.basename(changed);
+    if (base === BIN_DIR || base === VOLUME_MUTEX || base === ROOT_MUTEX || isTempName(base)) return;
     const parts = path.relative(this.mnt, changed).split(path.sep);
     const at = parts.findIndex((p) => uidOfDirName(p) !== null);
     if (at >= 0) {
@@ -178,7 +221,7 @@ export class VolumeIndex {
     if (this.rootsTimer) clearTimeout(this.rootsTimer);
     for (const t of this.pendingVolumes.values()) clearTimeout(t);
     this.pendingVolumes.clear();
-    await this.watcher?.close();
+    this.watcher?.close();
     this.watcher = null;
   }
 }

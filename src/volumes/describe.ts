@@ -36,3 +36,19 @@ export function describeVolume(record: VolumeRecord & { meta: VolumeMeta }): Rec
     locked: record.locks.length > 0,
   };
 }
+
+const described = new WeakMap<VolumeRecord, string>();
+
+/**
+ * `describeVolume` as JSON text without its closing `}`, computed once per record: the index
+ * replaces a record whenever its volume changes and never changes one in place, so the text
+ * stays exact for the record's life. Listing 10,000 volumes then only joins strings.
+ */
+export function describedJsonOpen(record: VolumeRecord & { meta: VolumeMeta }): string {
+  let text = described.get(record);
+  if (text === undefined) {
+    text = JSON.stringify(describeVolume(record)).slice(0, -1);
+    described.set(record, text);
+  }
+  return text;
+}

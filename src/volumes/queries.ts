@@ -1,24 +1,29 @@
+import { JsonText } from '../json-text.js';
 import { gbToBytes } from '../store/layout.js';
 import type { VolumeMeta } from '../store/meta.js';
 import { isCreating, type VolumeRecord } from '../store/volume-record.js';
 import { canSee, findVolume } from './access.js';
 import type { Caller, StoreContext } from './context.js';
-import { describeVolume } from './describe.js';
+import { describedJsonOpen, describeVolume } from './describe.js';
 
 function hasLabels(meta: VolumeMeta, wanted: Record<string, string> | undefined): boolean {
   if (!wanted) return true;
   return Object.entries(wanted).every(([k, v]) => meta.labels?.[k] === v);
 }
 
-/** `accessible`: the caller's volumes and every non-private one, each with `own`; read from the index only. */
-export function accessibleVolumes(ctx: StoreContext, client: string, labels?: Record<string, string>): Record<string, unknown>[] {
-  const out: Record<string, unknown>[] = [];
+/**
+ * `accessible`: the caller's volumes and every non-private one, each with `own`; read from the
+ * index only. Answered as text joined from each volume's cached description (the same JSON as
+ * `{ ...describeVolume(record), own }`), so a listing of 10,000 volumes costs a join, not a serialisation.
+ */
+export function accessibleVolumes(ctx: StoreContext, client: string, labels?: Record<string, string>): JsonText {
+  const parts: string[] = [];
   for (const record of ctx.index.all()) {
     const meta = record.meta;
     if (!meta || record.problem || isCreating(record) || !canSee(meta, client) || !hasLabels(meta, labels)) continue;
-    out.push({ ...describeVolume(record as VolumeRecord & { meta: VolumeMeta }), own: meta.creatorID === client });
+    parts.push(`${describedJsonOpen(record as VolumeRecord & { meta: VolumeMeta })},"own":${meta.creatorID === client}}`);
   }
-  return out;
+  return new JsonText(`[${parts.join(',')}]`);
 }
 
 /** `info`: one volume's description. */
