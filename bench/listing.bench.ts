@@ -6,7 +6,8 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { API, startDaemon } from './lib/daemon-process.js';
+import os from 'node:os';
+import { API, cpuMsOf, startDaemon } from './lib/daemon-process.js';
 import { closeConnections, postOk } from './lib/http.js';
 import { startLibvirt } from './lib/libvirt.js';
 import { emptyReport, type BenchOptions, type BenchReport } from './lib/report.js';
@@ -36,15 +37,19 @@ export default async function listing({ quick, say }: BenchOptions): Promise<Ben
   say('daemon: accessible and info through HTTP');
   const daemon = await startDaemon(tree.mnt, BENCH_CLIENT);
   let listedBytes = 0;
+  let cpuPerListing = NaN;
+  const loadBefore = os.loadavg()[0];
   try {
     const check = JSON.parse((await postOk(daemon.port, `${API}/accessible`, { client_uid: BENCH_CLIENT })).body.toString());
     if (check.length !== count) throw new Error(`accessible listed ${check.length} volumes, not ${count}`);
+    const cpuBefore = await cpuMsOf(daemon.child.pid!);
     list.push({
       system: 'elemento-storage',
       how: 'POST /accessible (live index)',
       ours: true,
-      runs: await timeRuns(listRuns, async () => (listedBytes = (await postOk(daemon.port, `${API}/accessible`, { client_uid: BENCH_CLIENT })).bytes), 5),
+      runs: await timeRuns(listRuns, async () => (listedBytes = (await postOk(daemon.port, `${API}/accessible`, { client_uid: BENCH_CLIENT }, false)).bytes), 5),
     });
+    cpuPerListing = ((await cpuMsOf(daemon.child.pid!)) - cpuBefore) / (listRuns + 5);
     info.push({
       system: 'elemento-storage',
       how: 'POST /info (live index)',
@@ -59,7 +64,7 @@ export default async function listing({ quick, say }: BenchOptions): Promise<Ben
   say('baseline: rescan per request');
   const baseline = await startRescanBaseline(tree.mnt);
   try {
-    list.push({ system: 'rescan per request', how: 'readdir + every meta.json', runs: await timeRuns(quick ? 3 : 5, () => postOk(baseline.port, '/accessible', { client_uid: BENCH_CLIENT }), 1) });
+    list.push({ system: 'rescan per request', how: 'readdir + every meta.json', runs: await timeRuns(quick ? 3 : 5, () => postOk(baseline.port, '/accessible', { client_uid: BENCH_CLIENT }, false), 1) });
     info.push({ system: 'rescan per request', how: 'find the directory + meta.json', runs: await timeRuns(quick ? 20 : 100, (i) => postOk(baseline.port, '/info', { volume_id: pick(tree.volumes, i).uid }), 5) });
   } finally {
     await baseline.close();
@@ -104,6 +109,9 @@ export default async function listing({ quick, say }: BenchOptions): Promise<Ben
   report.tables.push({ title: `Listing all ${count} volumes (${(listedBytes / 1e6).toFixed(1)} MB of JSON)`, columns, rows: list.map((s) => row(s, ours(list))) });
   report.tables.push({ title: `info of one volume among ${count}`, columns, rows: info.map((s) => row(s, ours(info))) });
 
+  report.notes.push(
+    `the daemon used ${formatMs(cpuPerListing)} of CPU per listing (user + system, from /proc); load average ${loadBefore.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end, on ${os.cpus().length} CPUs.`,
+  );
   const accessibleMedian = ours(list);
   report.goals.push({ goal: `accessible over ${count} volumes under 10 ms (median)`, met: accessibleMedian < 10, measured: `${formatMs(accessibleMedian)} median` });
   const libvirtList = list.find((s) => s.system.startsWith('libvirt'));
@@ -113,7 +121,7 @@ export default async function listing({ quick, say }: BenchOptions): Promise<Ben
   } else report.goals.push({ goal: 'accessible ≥ 100× faster than virsh vol-list --details', met: false, measured: 'not measured: libvirt did not run' });
 
   const summary = (s: Series[]) => s.map((x) => ({ system: x.system, how: x.how, medianMs: median(x.runs), p90Ms: percentile(x.runs, 90), runs: x.runs.length }));
-  report.figures = { volumes: count, listedBytes, listing: summary(list), info: summary(info), libvirtPoolCreateMs: refreshMs };
+  report.figures = { volumes: count, listedBytes, daemonCpuMsPerListing: cpuPerListing, loadAverage: [loadBefore, os.loadavg()[0]], listing: summary(list), info: summary(info), libvirtPoolCreateMs: refreshMs };
   const bars = (s: Series[]): Bar[] => s.map((x) => ({ label: x.system, value: median(x.runs), text: formatMs(median(x.runs)), highlight: x.ours }));
   report.charts['listing.svg'] = barChart(
     [

@@ -3,7 +3,8 @@
  * `accessible` answer, and its memory (resident at ready, and the peak after it settled and served
  * listings). Goals (issue 6): ready within 1.5 s, under 150 MB resident.
  */
-import { API, inotifyWatchesOf, memoryOf, startDaemon, type DaemonProcess } from './lib/daemon-process.js';
+import os from 'node:os';
+import { API, cpuMsOf, inotifyWatchesOf, memoryOf, startDaemon, type DaemonProcess } from './lib/daemon-process.js';
 import { closeConnections, postOk } from './lib/http.js';
 import { emptyReport, type BenchOptions, type BenchReport } from './lib/report.js';
 import { formatMs, median } from './lib/stats.js';
@@ -14,6 +15,9 @@ interface Start {
   listeningMs: number;
   readyMs: number;
   treeLoadedMs: number;
+  /** CPU time (user + system) the daemon had used when it was ready: what the start costs without the machine's other load. */
+  cpuAtReadyMs: number;
+  loadAverage: number;
   rssAtReadyMB: number;
   rssSettledMB: number;
   peakMB: number;
@@ -38,12 +42,15 @@ export default async function startup({ quick, say }: BenchOptions): Promise<Ben
     const d = await startDaemon(tree.mnt, BENCH_CLIENT);
     try {
       const atReady = await memoryOf(d.child.pid!);
+      const cpuAtReadyMs = await cpuMsOf(d.child.pid!);
       await settle(d, 20);
       const settled = await memoryOf(d.child.pid!);
       results.push({
         listeningMs: d.listeningMs,
         readyMs: d.readyMs,
         treeLoadedMs: d.milestones['tree loaded'] ?? NaN,
+        cpuAtReadyMs,
+        loadAverage: os.loadavg()[0],
         rssAtReadyMB: atReady.rssMB,
         rssSettledMB: settled.rssMB,
         peakMB: settled.peakMB,
@@ -63,6 +70,8 @@ export default async function startup({ quick, say }: BenchOptions): Promise<Ben
       ['index loaded (log `tree loaded`)', formatMs(m((s) => s.treeLoadedMs)), results.map((s) => formatMs(s.treeLoadedMs)).join(', ')],
       ['listening (log `listening`)', formatMs(m((s) => s.listeningMs)), results.map((s) => formatMs(s.listeningMs)).join(', ')],
       ['ready: first full `accessible` answered', formatMs(m((s) => s.readyMs)), results.map((s) => formatMs(s.readyMs)).join(', ')],
+      ['CPU used by then (user + system)', formatMs(m((s) => s.cpuAtReadyMs)), results.map((s) => formatMs(s.cpuAtReadyMs)).join(', ')],
+      ['machine load average (1 min)', m((s) => s.loadAverage).toFixed(1), results.map((s) => s.loadAverage.toFixed(1)).join(', ')],
       ['resident memory at ready', mb(m((s) => s.rssAtReadyMB)), results.map((s) => mb(s.rssAtReadyMB)).join(', ')],
       ['resident after 3 s and 20 listings', mb(m((s) => s.rssSettledMB)), results.map((s) => mb(s.rssSettledMB)).join(', ')],
       ['peak resident (VmHWM)', mb(m((s) => s.peakMB)), results.map((s) => mb(s.peakMB)).join(', ')],

@@ -9,6 +9,8 @@ import { nowMs } from './stats.js';
 
 export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const MAIN = path.join(PROJECT_ROOT, 'dist', 'src', 'main.js');
+/** The daemon runs as scripts/elemento-storage.service runs it (NODE_OPTIONS there). */
+const NODE_FLAGS = ['--max-semi-space-size=4'];
 export const API = '/api/v1.0';
 
 let built: Promise<void> | null = null;
@@ -39,6 +41,13 @@ export async function memoryOf(pid: number): Promise<{ rssMB: number; peakMB: nu
   return { rssMB: kb('VmRSS') / 1024, peakMB: kb('VmHWM') / 1024 };
 }
 
+/** CPU time a process has used so far (user + system), in ms; /proc counts in ticks of 10 ms. */
+export async function cpuMsOf(pid: number): Promise<number> {
+  const fields = (await fs.readFile(`/proc/${pid}/stat`, 'utf8')).replace(/^.*\) /, '').split(' ');
+  // After the command name: field 14 (utime) and 15 (stime) of proc(5) are the 12th and 13th here.
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 /** How many inotify watches a process holds (lines `inotify wd:` of its inotify descriptors). */
 export async function inotifyWatchesOf(pid: number): Promise<number> {
   let watches = 0;
@@ -56,9 +65,9 @@ export async function inotifyWatchesOf(pid: number): Promise<number> {
 export async function startDaemon(mnt: string, client: string, env: Record<string, string> = {}): Promise<DaemonProcess> {
   await ensureBuilt();
   const started = nowMs();
-  const child = spawn(process.execPath, [MAIN, '--mnt', mnt, '--port', '0', '--log-format', 'json'], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, MAIN, '--mnt', mnt, '--port', '0', '--log-format', 'json'], {
     cwd: PROJECT_ROOT,
-    env: { ...process.env, ELEMENTO_RESCAN_MS: '0', ...env },
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const milestones: Record<string, number> = {};

@@ -37,18 +37,18 @@ export function describeVolume(record: VolumeRecord & { meta: VolumeMeta }): Rec
   };
 }
 
-const described = new WeakMap<VolumeRecord, string>();
+const described = new WeakMap<VolumeRecord, Buffer>();
 
 /**
- * `describeVolume` as JSON text without its closing `}`, computed once per record: the index
- * replaces a record whenever its volume changes and never changes one in place, so the text
- * stays exact for the record's life. Listing 10,000 volumes then only joins strings.
+ * `describeVolume` as UTF-8 JSON without its closing `}`, made once per record: the index replaces
+ * a record whenever its volume changes and never changes one in place, so the bytes stay exact for
+ * the record's life. Listing 10,000 volumes then only concatenates buffers.
  */
-export function describedJsonOpen(record: VolumeRecord & { meta: VolumeMeta }): string {
-  let text = described.get(record);
-  if (text === undefined) {
-    text = JSON.stringify(describeVolume(record)).slice(0, -1);
-    described.set(record, text);
+export function describedJsonOpen(record: VolumeRecord & { meta: VolumeMeta }): Buffer {
+  let bytes = described.get(record);
+  if (bytes === undefined) {
+    bytes = Buffer.from(JSON.stringify(describeVolume(record)).slice(0, -1));
+    described.set(record, bytes);
   }
-  return text;
+  return bytes;
 }

@@ -1,4 +1,4 @@
-import { JsonText } from '../json-text.js';
+import { JsonBytes } from '../json-bytes.js';
 import { gbToBytes } from '../store/layout.js';
 import type { VolumeMeta } from '../store/meta.js';
 import { isCreating, type VolumeRecord } from '../store/volume-record.js';
@@ -11,19 +11,27 @@ function hasLabels(meta: VolumeMeta, wanted: Record<string, string> | undefined)
   return Object.entries(wanted).every(([k, v]) => meta.labels?.[k] === v);
 }
 
+const LIST_OPEN = Buffer.from('[');
+const LIST_CLOSE = Buffer.from(']');
+const COMMA = Buffer.from(',');
+const OWN = Buffer.from(',"own":true}');
+const NOT_OWN = Buffer.from(',"own":false}');
+
 /**
  * `accessible`: the caller's volumes and every non-private one, each with `own`; read from the
- * index only. Answered as text joined from each volume's cached description (the same JSON as
- * `{ ...describeVolume(record), own }`), so a listing of 10,000 volumes costs a join, not a serialisation.
+ * index only. Assembled from each volume's cached description bytes (the same JSON as
+ * `{ ...describeVolume(record), own }`), so a listing of 10,000 volumes costs a copy, not a serialisation.
  */
-export function accessibleVolumes(ctx: StoreContext, client: string, labels?: Record<string, string>): JsonText {
-  const parts: string[] = [];
+export function accessibleVolumes(ctx: StoreContext, client: string, labels?: Record<string, string>): JsonBytes {
+  const chunks: Buffer[] = [LIST_OPEN];
   for (const record of ctx.index.all()) {
     const meta = record.meta;
     if (!meta || record.problem || isCreating(record) || !canSee(meta, client) || !hasLabels(meta, labels)) continue;
-    parts.push(`${describedJsonOpen(record as VolumeRecord & { meta: VolumeMeta })},"own":${meta.creatorID === client}}`);
+    if (chunks.length > 1) chunks.push(COMMA);
+    chunks.push(describedJsonOpen(record as VolumeRecord & { meta: VolumeMeta }), meta.creatorID === client ? OWN : NOT_OWN);
   }
-  return new JsonText(`[${parts.join(',')}]`);
+  chunks.push(LIST_CLOSE);
+  return new JsonBytes(Buffer.concat(chunks));
 }
 
 /** `info`: one volume's description. */
