@@ -123,6 +123,7 @@ export class VolumeIndex {
       this.log.warn('volume found twice: keeping the first', { vid: uid, kept: known.dir, ignored: dir });
       return known;
     }
+    if (sameRecord(known, record)) return known!;
     this.volumes.set(uid, record);
     return record;
   }
