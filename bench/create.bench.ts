@@ -7,7 +7,8 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { API, startDaemon } from './lib/daemon-process.js';
+import os from 'node:os';
+import { API, cpuMsOf, startDaemon } from './lib/daemon-process.js';
 import { closeConnections, postOk } from './lib/http.js';
 import { startLibvirt } from './lib/libvirt.js';
 import { emptyReport, type BenchOptions, type BenchReport } from './lib/report.js';
@@ -45,6 +46,8 @@ export default async function create({ quick, say }: BenchOptions): Promise<Benc
   const report = emptyReport('create');
   const count = quick ? 20 : 200;
   const results: Result[] = [];
+  let daemonCpuPerCreate = NaN;
+  const loadBefore = os.loadavg()[0];
 
   say(`bare loop: ${count} × qemu-img create`);
   const bareDir = await tempDir('bare');
@@ -62,7 +65,9 @@ export default async function create({ quick, say }: BenchOptions): Promise<Benc
   try {
     const body = { creatorID: BENCH_CLIENT, name: 'bench', private: false, readonly: false, shareable: false, bootable: false, clonable: false, alg: 'no', format: 'qcow2', bus: 'virtio', size: 1 };
     await postOk(daemon.port, `${API}/create`, body);
+    const cpuBefore = await cpuMsOf(daemon.child.pid!);
     const t = await timed(count, () => postOk(daemon.port, `${API}/create`, body));
+    daemonCpuPerCreate = ((await cpuMsOf(daemon.child.pid!)) - cpuBefore) / count;
     results.push({ system: 'elemento-storage', how: 'POST /create (HTTP, sequential)', count, ours: true, ...t });
   } finally {
     await daemon.stop();
@@ -94,6 +99,9 @@ export default async function create({ quick, say }: BenchOptions): Promise<Benc
     }
   }
 
+  report.notes.push(
+    `the daemon itself used ${formatMs(daemonCpuPerCreate)} of CPU per create (user + system, qemu-img not included); load average ${loadBefore.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end, on ${os.cpus().length} CPUs.`,
+  );
   const daemonRate = perSecond(results.find((r) => r.ours)!);
   const bareRate = perSecond(results.find((r) => r.system === 'bare loop')!);
   report.tables.push({
@@ -108,7 +116,7 @@ export default async function create({ quick, say }: BenchOptions): Promise<Benc
     report.goals.push({ goal: 'create at least as fast as libvirt (its faster way)', met: daemonRate >= perSecond(best), measured: `${daemonRate.toFixed(1)} vs ${perSecond(best).toFixed(1)} creates/s (${best.system})` });
   } else report.goals.push({ goal: 'create at least as fast as libvirt', met: false, measured: 'not measured: libvirt did not run' });
 
-  report.figures = { count, sizeBytes: SIZE_BYTES, results: results.map((r) => ({ system: r.system, how: r.how, perSecond: perSecond(r), medianMs: r.each.length ? median(r.each) : null, totalMs: r.totalMs })) };
+  report.figures = { count, sizeBytes: SIZE_BYTES, daemonCpuMsPerCreate: daemonCpuPerCreate, loadAverage: [loadBefore, os.loadavg()[0]], results: results.map((r) => ({ system: r.system, how: r.how, perSecond: perSecond(r), medianMs: r.each.length ? median(r.each) : null, totalMs: r.totalMs })) };
   report.charts['create.svg'] = barChart([{ title: `Creates per second (${count} blank 1 GB qcow2 volumes, sequential)`, bars: results.map((r) => ({ label: r.system, value: perSecond(r), text: `${perSecond(r).toFixed(1)}/s`, highlight: r.ours })) }], {
     title: 'Create throughput: elemento-storage against its peers',
     note: 'Longer is faster.',
