@@ -11,9 +11,6 @@ function hasLabels(meta: VolumeMeta, wanted: Record<string, string> | undefined)
   return Object.entries(wanted).every(([k, v]) => meta.labels?.[k] === v);
 }
 
-const LIST_OPEN = Buffer.from('[');
-const LIST_CLOSE = Buffer.from(']');
-const COMMA = Buffer.from(',');
 const OWN = Buffer.from(',"own":true}');
 const NOT_OWN = Buffer.from(',"own":false}');
 
@@ -23,15 +20,31 @@ const NOT_OWN = Buffer.from(',"own":false}');
  * `{ ...describeVolume(record), own }`), so a listing of 10,000 volumes costs a copy, not a serialisation.
  */
 export function accessibleVolumes(ctx: StoreContext, client: string, labels?: Record<string, string>): JsonBytes {
-  const chunks: Buffer[] = [LIST_OPEN];
+  const parts: Buffer[] = [];
+  const tails: Buffer[] = [];
+  let length = 2;
   for (const record of ctx.index.all()) {
     const meta = record.meta;
     if (!meta || record.problem || isCreating(record) || !canSee(meta, client) || !hasLabels(meta, labels)) continue;
-    if (chunks.length > 1) chunks.push(COMMA);
-    chunks.push(describedJsonOpen(record as VolumeRecord & { meta: VolumeMeta }), meta.creatorID === client ? OWN : NOT_OWN);
+    const part = describedJsonOpen(record as VolumeRecord & { meta: VolumeMeta });
+    const tail = meta.creatorID === client ? OWN : NOT_OWN;
+    parts.push(part);
+    tails.push(tail);
+    length += part.length + tail.length + (parts.length > 1 ? 1 : 0);
   }
-  chunks.push(LIST_CLOSE);
-  return new JsonBytes(Buffer.concat(chunks));
+  // Filled in place: Buffer.concat over 20,000 small pieces costs about three times as much.
+  const out = Buffer.allocUnsafe(length);
+  let at = 0;
+  out[at++] = 0x5b; // [
+  for (let i = 0; i < parts.length; i++) {
+    if (i > 0) out[at++] = 0x2c; // ,
+    out.set(parts[i], at);
+    at += parts[i].length;
+    out.set(tails[i], at);
+    at += tails[i].length;
+  }
+  out[at] = 0x5d; // ]
+  return new JsonBytes(out);
 }
 
 /** `info`: one volume's description. */
