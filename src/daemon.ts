@@ -39,8 +39,10 @@ export class Daemon {
   async start(): Promise<void> {
     const { index, locks } = this.ctx;
     await index.scanAll();
-    await sweepRoots(index.rootList(), locks, this.log.child({ module: 'sweep' }));
-    await index.scanAll();
+    // Only the volumes the scan saw temp files or lock markers in need the sweep, and a reload after it.
+    const unfinished = index.unfinishedDirs();
+    await sweepRoots(index.rootList(), locks, this.log.child({ module: 'sweep' }), unfinished);
+    for (const dir of unfinished) await index.reloadDir(dir);
     if (this.config.watch) await index.watch(this.config.rescanIntervalMs);
     await this.exports.start();
     this.log.info('tree loaded', { mnt: this.config.mnt, roots: index.rootList().length, volumes: index.size, skipped: index.skippedRoots().length });

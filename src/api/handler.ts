@@ -1,5 +1,6 @@
 import type { Request, RequestHandler, Response } from 'express';
 import { BadRequestError } from '../errors.js';
+import { JsonBytes } from '../json-bytes.js';
 import { validateOrThrow } from '../schemas.js';
 import type { Caller } from '../volumes/context.js';
 
@@ -38,6 +39,9 @@ export function jsonEndpoint<T>(schema: string, fn: (body: T, req: Request, res:
     const out = await fn(body, req, res);
     const reply = (out && typeof out === 'object' && 'body' in out ? out : { body: out }) as Reply;
     if (reply.headers) res.set(reply.headers);
-    res.status(reply.status ?? 200).json(reply.body);
+    res.status(reply.status ?? 200);
+    // Written as they are: res.send would hash the whole body for an ETag, which no POST answer is revalidated with.
+    if (reply.body instanceof JsonBytes) res.set({ 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': String(reply.body.bytes.length) }).end(reply.body.bytes);
+    else res.json(reply.body);
   };
 }

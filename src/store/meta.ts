@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { checkDocument } from '../schemas.js';
 import { writeJsonAtomic } from './atomic.js';
+import { readFile } from './fs-callbacks.js';
 import { dataFileName, META_FILE, type VolumeFormat } from './layout.js';
 
 /** meta.json (SPEC §3), field names as the seed writes them. */
@@ -51,7 +52,7 @@ async function sizeFromImage(file: string, format: VolumeFormat): Promise<number
 export async function readMeta(dir: string, uid: string): Promise<VolumeMeta> {
   let text: string;
   try {
-    text = await fs.readFile(path.join(dir, META_FILE), 'utf8');
+    text = await readFile(path.join(dir, META_FILE), 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new BrokenMetaError(code === 'ENOENT' ? 'meta.json is missing' : `meta.json cannot be read (${code})`);

@@ -78,12 +78,15 @@ export async function recoverVolume(dir: string, staleMarkers: string[], qemuImg
 /**
  * The start-up sweep: empties each root's bin (destroys that died before their purge) and recovers
  * every volume that holds lock markers or temp files but whose mutex no live process holds.
+ * `suspects` limits it to those volume directories (the daemon passes the ones its scan found
+ * leftovers in, so a start with 10,000 volumes does not read every directory twice).
  */
-export async function sweepRoots(roots: Root[], locks: LockManager, log: Logger): Promise<void> {
+export async function sweepRoots(roots: Root[], locks: LockManager, log: Logger, suspects?: string[]): Promise<void> {
   for (const root of roots) {
     try {
       await fse.remove(path.join(root.path, BIN_DIR));
-      for (const name of await fs.readdir(root.path)) {
+      const names = suspects ? suspects.filter((d) => path.dirname(d) === root.path).map((d) => path.basename(d)) : await fs.readdir(root.path);
+      for (const name of names) {
         const uid = uidOfDirName(name);
         if (!uid) continue;
         const dir = path.join(root.path, name);

@@ -16,6 +16,8 @@ export interface SkippedRoot {
 export interface Discovery {
   roots: Root[];
   skipped: SkippedRoot[];
+  /** The directories looked into: the mount directory and those one and two levels down that may hold a root. */
+  looked: string[];
 }
 
 async function hasSettings(dir: string): Promise<boolean> {
@@ -43,6 +45,7 @@ async function subdirs(dir: string): Promise<string[]> {
 export async function discoverRoots(mnt: string): Promise<Discovery> {
   const roots: Root[] = [];
   const skipped: SkippedRoot[] = [];
+  const looked: string[] = [mnt];
   const consider = async (dir: string): Promise<boolean> => {
     if (!(await hasSettings(dir))) return false;
     try {
@@ -56,9 +59,10 @@ export async function discoverRoots(mnt: string): Promise<Discovery> {
   try {
     level1 = await subdirs(mnt);
   } catch (err) {
-    return { roots, skipped: [{ path: mnt, reason: `the mount directory cannot be read (${(err as NodeJS.ErrnoException).code})` }] };
+    return { roots, skipped: [{ path: mnt, reason: `the mount directory cannot be read (${(err as NodeJS.ErrnoException).code})` }], looked };
   }
   for (const dir of level1) {
+    looked.push(dir);
     if (await consider(dir)) continue;
     let level2: string[];
     try {
@@ -67,7 +71,10 @@ export async function discoverRoots(mnt: string): Promise<Discovery> {
       skipped.push({ path: dir, reason: `directory cannot be read (${(err as NodeJS.ErrnoException).code})` });
       continue;
     }
-    for (const sub of level2) await consider(sub);
+    for (const sub of level2) {
+      looked.push(sub);
+      await consider(sub);
+    }
   }
-  return { roots, skipped };
+  return { roots, skipped, looked };
 }

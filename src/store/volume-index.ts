@@ -1,9 +1,10 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { watch, type FSWatcher } from 'chokidar';
+import { watch as watchUpperTree, type FSWatcher as UpperTreeWatcher } from 'chokidar';
 import { errorFields, type Logger } from '../log.js';
-import { BIN_DIR, isTempName, ROOT_MUTEX, SETTINGS_FILE, uidOfDirName, VOLUME_MUTEX } from './layout.js';
+import { BIN_DIR, isTempName, parseLockMarker, ROOT_MUTEX, SETTINGS_FILE, uidOfDirName, VOLUME_MUTEX } from './layout.js';
 import { discoverRoots, type Root, type SkippedRoot } from './roots.js';
+import { TreeWatcher } from './tree-watcher.js';
 import { loadVolumeRecord, type VolumeRecord } from './volume-record.js';
 
 const LOAD_CONCURRENCY = 64;
@@ -19,6 +20,24 @@ async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promis
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
+/** True when nothing the index keeps differs, so the older record (and what is cached on it) stays. */
+function sameRecord(a: VolumeRecord | undefined, b: VolumeRecord): boolean {
+  return (
+    a !== undefined &&
+    a.dir === b.dir &&
+    a.problem === b.problem &&
+    a.sizeOnDisk === b.sizeOnDisk &&
+    a.lastUpdatedMs === b.lastUpdatedMs &&
+    a.files.join('/') === b.files.join('/') &&
+    JSON.stringify(a.meta) === JSON.stringify(b.meta)
+  );
+}
+
+/** A temp file or a lock marker: what an interrupted operation leaves for the start-up sweep. */
+function hasLeftovers(record: VolumeRecord): boolean {
+  return record.files.some((f) => isTempName(f) || parseLockMarker(f) !== null);
+}
+
 /**
  * The live index: the tree scanned once at start, then kept current by a watcher on the mount
  * directory (and a periodic full rescan for what a watcher cannot see, such as another host's
@@ -29,7 +48,12 @@ export class VolumeIndex {
   private roots = new Map<string, Root>();
   private skipped: SkippedRoot[] = [];
   private readonly volumes = new Map<string, VolumeRecord>();
-  private watcher: FSWatcher | null = null;
+  /** chokidar on the upper tree: directories that may hold roots, and each root's settings.json. */
+  private upperPaths = new Set<string>();
+  private upperWatcher: UpperTreeWatcher | null = null;
+  /** One inotify watch per root and per volume directory (see tree-watcher.ts for why not chokidar). */
+  private watcher: TreeWatcher | null = null;
+  private unfinished: string[] = [];
   private rescanTimer: NodeJS.Timeout | null = null;
   private readonly pendingVolumes = new Map<string, NodeJS.Timeout>();
   private rootsTimer: NodeJS.Timeout | null = null;
@@ -48,7 +72,7 @@ export class VolumeIndex {
   }
 
   private async doScanAll(): Promise<void> {
-    const { roots, skipped } = await discoverRoots(this.mnt);
+    const { roots, skipped, looked } = await discoverRoots(this.mnt);
     for (const s of skipped) if (!this.skipped.some((o) => o.path === s.path && o.reason === s.reason)) this.log.warn('root skipped', s);
     const dirs: Array<[string, string]> = [];
     for (const root of roots) {
@@ -59,18 +83,29 @@ export class VolumeIndex {
       }
     }
     const fresh = new Map<string, VolumeRecord>();
+    const unfinished: string[] = [];
     await eachLimited(dirs, LOAD_CONCURRENCY, async ([rootPath, dir]) => {
-      const record = await loadVolumeRecord(rootPath, dir);
-      if (!record) return;
+      const loaded = await loadVolumeRecord(rootPath, dir);
+      if (!loaded) return;
+      if (hasLeftovers(loaded)) unfinished.push(dir);
+      const record = sameRecord(this.volumes.get(loaded.uid), loaded) ? this.volumes.get(loaded.uid)! : loaded;
       const earlier = fresh.get(record.uid);
       if (earlier) this.log.warn('volume found twice: keeping the first', { vid: record.uid, kept: earlier.dir, ignored: dir });
       else fresh.set(record.uid, record);
     });
     const readable = roots.filter((r) => !skipped.some((s) => s.path === r.path));
     this.roots = new Map(readable.map((r) => [r.path, r]));
+    this.watchUpperTree(looked);
     this.skipped = skipped;
+    this.unfinished = unfinished;
     this.volumes.clear();
     for (const [uid, record] of fresh) this.volumes.set(uid, record);
+    this.watchTree();
+  }
+
+  /** Volume directories in which the last full scan found temp files or lock markers (for the start-up sweep). */
+  unfinishedDirs(): string[] {
+    return [...this.unfinished];
   }
 
   /** Re-reads one volume directory (after an operation, or on a watcher event). */
@@ -78,9 +113,12 @@ export class VolumeIndex {
     const uid = uidOfDirName(path.basename(dir));
     const rootPath = path.dirname(dir);
     if (!uid || !this.roots.has(rootPath)) return null;
+    // Watched before it is read, so a change made while it is read is not missed.
+    this.watcher?.add(dir);
     const record = await loadVolumeRecord(rootPath, dir);
     const known = this.volumes.get(uid);
     if (!record) {
+      this.watcher?.remove(dir);
       if (known?.dir === dir) this.volumes.delete(uid);
       return null;
     }
@@ -88,6 +126,7 @@ export class VolumeIndex {
       this.log.warn('volume found twice: keeping the first', { vid: uid, kept: known.dir, ignored: dir });
       return known;
     }
+    if (sameRecord(known, record)) return known!;
     this.volumes.set(uid, record);
     return record;
   }
@@ -134,21 +173,55 @@ export class VolumeIndex {
 
   /** Starts watching the tree and the periodic rescan. */
   async watch(rescanIntervalMs: number): Promise<void> {
-    const ignored = (p: string) => {
-      const base = path.basename(p);
-      return base === BIN_DIR || base === VOLUME_MUTEX || base === ROOT_MUTEX || isTempName(base) || p.includes(`${path.sep}${BIN_DIR}${path.sep}`);
-    };
-    this.watcher = watch(this.mnt, { ignoreInitial: true, depth: 3, ignored, persistent: true });
-    this.watcher.on('all', (_event, p) => this.onChange(p));
-    this.watcher.on('error', (err) => this.log.warn('watcher error', errorFields(err)));
-    await new Promise<void>((resolve) => this.watcher!.once('ready', () => resolve()));
+    this.watcher = new TreeWatcher(
+      (changed) => this.onChange(changed),
+      (dir, err) => this.log.warn('watcher error', { dir, ...errorFields(err) }),
+    );
+    this.watchTree();
+    this.upperWatcher = watchUpperTree([], { ignoreInitial: true, depth: 0, ignored: (p) => path.basename(p).startsWith('.') });
+    this.upperWatcher.on('all', (_event, p) => this.onChange(p));
+    this.upperWatcher.on('error', (err) => this.log.warn('watcher error', errorFields(err)));
+    const ready = new Promise<void>((resolve) => this.upperWatcher!.once('ready', () => resolve()));
+    this.watchUpperTree(this.lastLooked);
+    await ready;
     if (rescanIntervalMs > 0) {
       this.rescanTimer = setInterval(() => this.scanAll().catch((err) => this.log.error('rescan failed', errorFields(err))), rescanIntervalMs);
       this.rescanTimer.unref();
     }
   }
 
+  private lastLooked: string[] = [];
+
+  /**
+   * chokidar watches the upper tree, where roots appear and vanish: the mount directory and the
+   * directories one and two levels down that are not roots (depth 0: their own entries), and each
+   * root's settings.json. A root's own entries (its volumes) are the TreeWatcher's.
+   */
+  private watchUpperTree(looked: string[]): void {
+    this.lastLooked = looked;
+    if (!this.upperWatcher) return;
+    const wanted = new Set([...looked.filter((d) => !this.roots.has(d)), ...[...this.roots.keys()].map((r) => path.join(r, SETTINGS_FILE))]);
+    const gone = [...this.upperPaths].filter((p) => !wanted.has(p));
+    const added = [...wanted].filter((p) => !this.upperPaths.has(p));
+    if (gone.length) this.upperWatcher.unwatch(gone);
+    if (added.length) this.upperWatcher.add(added);
+    // A directory that just appeared may have got its settings.json before its watch: look once more.
+    const firstTime = this.upperPaths.size === 0;
+    this.upperPaths = wanted;
+    if (!firstTime && added.some((p) => path.basename(p) !== SETTINGS_FILE)) this.scheduleRootsRescan();
+  }
+
+  /** Points the watches at the roots of the last full scan and the volumes it found. */
+  private watchTree(): void {
+    if (!this.watcher) return;
+    const dirs = new Set(this.roots.keys());
+    for (const record of this.volumes.values()) dirs.add(record.dir);
+    this.watcher.sync(dirs);
+  }
+
   private onChange(changed: string): void {
+    const base = path.basename(changed);
+    if (base === BIN_DIR || base === VOLUME_MUTEX || base === ROOT_MUTEX || isTempName(base)) return;
     const parts = path.relative(this.mnt, changed).split(path.sep);
     const at = parts.findIndex((p) => uidOfDirName(p) !== null);
     if (at >= 0) {
@@ -164,13 +237,15 @@ export class VolumeIndex {
       return;
     }
     // A settings.json or a directory near the top changed: the set of roots may have changed.
-    if (parts.length <= 3 && (parts.at(-1) === SETTINGS_FILE || parts.length <= 2)) {
-      if (this.rootsTimer) clearTimeout(this.rootsTimer);
-      this.rootsTimer = setTimeout(() => {
-        this.rootsTimer = null;
-        this.scanAll().catch((err) => this.log.error('rescan failed', errorFields(err)));
-      }, ROOTS_DEBOUNCE_MS);
-    }
+    if (parts.length <= 3 && (parts.at(-1) === SETTINGS_FILE || parts.length <= 2)) this.scheduleRootsRescan();
+  }
+
+  private scheduleRootsRescan(): void {
+    if (this.rootsTimer) clearTimeout(this.rootsTimer);
+    this.rootsTimer = setTimeout(() => {
+      this.rootsTimer = null;
+      this.scanAll().catch((err) => this.log.error('rescan failed', errorFields(err)));
+    }, ROOTS_DEBOUNCE_MS);
   }
 
   async close(): Promise<void> {
@@ -178,7 +253,9 @@ export class VolumeIndex {
     if (this.rootsTimer) clearTimeout(this.rootsTimer);
     for (const t of this.pendingVolumes.values()) clearTimeout(t);
     this.pendingVolumes.clear();
-    await this.watcher?.close();
+    this.watcher?.close();
     this.watcher = null;
+    await this.upperWatcher?.close();
+    this.upperWatcher = null;
   }
 }

@@ -1,5 +1,5 @@
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { readdir, stat } from './fs-callbacks.js';
 import { BrokenMetaError, readMeta, type VolumeMeta } from './meta.js';
 import { dataFileName, parseLockMarker, uidOfDirName } from './layout.js';
 
@@ -32,7 +32,7 @@ export async function loadVolumeRecord(root: string, dir: string): Promise<Volum
   if (!uid) return null;
   let files: string[];
   try {
-    files = await fs.readdir(dir);
+    files = await readdir(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
     return blank(uid, root, dir, [], `volume directory cannot be read (${(err as NodeJS.ErrnoException).code})`);
@@ -51,7 +51,7 @@ export async function loadVolumeRecord(root: string, dir: string): Promise<Volum
   }
   const dataName = dataFileName(record.meta.format);
   try {
-    const [data, meta] = await Promise.all([fs.stat(path.join(dir, dataName)), fs.stat(path.join(dir, 'meta.json'))]);
+    const [data, meta] = await Promise.all([stat(path.join(dir, dataName)), stat(path.join(dir, 'meta.json'))]);
     record.sizeOnDisk = data.blocks * 512;
     record.lastUpdatedMs = Math.max(data.mtimeMs, meta.mtimeMs);
   } catch {

@@ -1,6 +1,5 @@
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
-import { execa } from 'execa';
 import { NotSupportedError, ToolError } from '../errors.js';
 
 /** Every external program the daemon may run; nothing else is ever executed. */
@@ -63,6 +62,9 @@ export function lastLine(text: string): string {
   return lines.at(-1) ?? '';
 }
 
+/** execa is loaded on the first tool run: importing it costs ~70 ms of CPU before the daemon can answer. */
+let loadExeca: Promise<typeof import('execa')> | null = null;
+
 /**
  * Runs tools with execa: argument arrays only (never a shell), absolute binaries resolved once from
  * PATH (sbin included), a mandatory timeout, cancellation, and a ToolError carrying stderr for the log.
@@ -80,6 +82,7 @@ export class ExecaRunner implements CommandRunner {
   async run(tool: ToolName, args: readonly string[], opts: RunOptions): Promise<RunResult> {
     const binary = this.which(tool);
     if (!binary) throw new NotSupportedError(`${tool} is not installed on this storage host`);
+    const { execa } = await (loadExeca ??= import('execa'));
     const child = execa(binary, args, {
       timeout: opts.timeoutMs,
       cancelSignal: opts.signal,

@@ -37,3 +37,19 @@ export function describeVolume(record: VolumeRecord & { meta: VolumeMeta }): Rec
     locked: record.locks.length > 0,
   };
 }
+
+const described = new WeakMap<VolumeRecord, Buffer>();
+
+/**
+ * `describeVolume` as UTF-8 JSON without its closing `}`, made once per record: the index replaces
+ * a record whenever its volume changes and never changes one in place, so the bytes stay exact for
+ * the record's life. Listing 10,000 volumes then only concatenates buffers.
+ */
+export function describedJsonOpen(record: VolumeRecord & { meta: VolumeMeta }): Buffer {
+  let bytes = described.get(record);
+  if (bytes === undefined) {
+    bytes = Buffer.from(JSON.stringify(describeVolume(record)).slice(0, -1));
+    described.set(record, bytes);
+  }
+  return bytes;
+}
