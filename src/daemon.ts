@@ -3,7 +3,8 @@ import { JobRegistry } from './jobs/registry.js';
 import type { Logger } from './log.js';
 import { LockManager } from './store/locks.js';
 import { Placement } from './store/placement.js';
-import { recoverVolume, sweepRoots } from './store/recovery.js';
+import { recoverVolume } from './store/recovery.js';
+import { sweepAgain, sweepRoots } from './store/sweep.js';
 import { VolumeIndex } from './store/volume-index.js';
 import { QemuImg } from './tools/qemu-img.js';
 import { ExecaRunner, TOOL_NAMES, type CommandRunner } from './tools/runner.js';
@@ -16,6 +17,7 @@ import type { StoreContext } from './volumes/context.js';
 export class Daemon {
   readonly ctx: StoreContext;
   readonly startedAt = new Date();
+  private sweepTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly config: Config,
@@ -32,13 +34,33 @@ export class Daemon {
   async start(): Promise<void> {
     const { index, locks } = this.ctx;
     await index.scanAll();
-    await sweepRoots(index.rootList(), locks, this.log.child({ module: 'sweep' }));
+    const later = await sweepRoots(index.rootList(), locks, this.log.child({ module: 'sweep' }));
     await index.scanAll();
+    this.sweepLater(later);
     if (this.config.watch) await index.watch(this.config.rescanIntervalMs);
     this.log.info('tree loaded', { mnt: this.config.mnt, roots: index.rootList().length, volumes: index.size, skipped: index.skippedRoots().length });
   }
 
+  /**
+   * Sweeps again, every half stale period, what the start-up sweep had to leave: volumes whose
+   * dead holder's lock was still fresh, dead claims (which need the root lock). Stops when done.
+   */
+  private sweepLater(dirs: string[]): void {
+    if (!dirs.length) return;
+    const { index, locks } = this.ctx;
+    const log = this.log.child({ module: 'sweep' });
+    log.info('volumes left by a dead operation will be recovered once its lock is stale', { count: dirs.length });
+    this.sweepTimer = setTimeout(async () => {
+      const still = await sweepAgain(dirs, locks, log);
+      for (const dir of dirs) await index.reloadDir(dir).catch(() => undefined);
+      if (this.sweepTimer) this.sweepLater(still);
+    }, Math.max(500, this.config.lockStaleMs / 2));
+    this.sweepTimer.unref();
+  }
+
   async stop(): Promise<void> {
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    this.sweepTimer = null;
     await this.ctx.jobs.cancelAll();
     await this.ctx.index.close();
   }

@@ -5,6 +5,7 @@ import { readMeta } from '../store/meta.js';
 import { moveToBin } from '../store/recovery.js';
 import { findVolume, requireNotInUse, requireOwner } from './access.js';
 import type { Caller, StoreContext } from './context.js';
+import { faultPoint } from '../faults.js';
 
 /**
  * `destroy`: refused while the volume is exported or attached. The volume leaves its root in one
@@ -16,10 +17,14 @@ export async function destroyVolume(ctx: StoreContext, vid: string, caller: Call
   requireOwner(record.meta, caller, 'destroy');
   const binned = await ctx.locks.withVolumeLock(record.dir, 'destroy', vid, async (lock) => {
     requireNotInUse(await fs.readdir(record.dir), await readMeta(record.dir, vid), 'destroyed');
-    return moveToBin(record.dir, lock.operationUid);
+    faultPoint('destroy.before-bin-rename');
+    const binned = await moveToBin(record.dir, lock.operationUid);
+    faultPoint('destroy.after-bin-rename');
+    return binned;
   });
   ctx.index.forget(vid);
   ctx.log.info('volume destroyed', { vid });
+  faultPoint('destroy.before-purge');
   await fse.remove(binned).catch((err) => ctx.log.warn('purge of a destroyed volume failed; the next start finishes it', { vid, ...errorFields(err) }));
   return { vid };
 }
