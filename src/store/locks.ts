@@ -26,6 +26,8 @@ export type RecoverFn = (dir: string, staleMarkers: string[]) => Promise<void>;
 
 export class LockManager {
   private readonly updateMs: number;
+  /** Locks of this daemon that another holder took over while held (should stay 0; shown in `status`). */
+  compromised = 0;
 
   constructor(
     private readonly staleMs: number,
@@ -45,7 +47,10 @@ export class LockManager {
       realpath: false,
       stale: this.staleMs,
       update: this.updateMs,
-      onCompromised: (err: Error) => this.log.error('lock compromised: another holder took it over', { what, ...errorFields(err) }),
+      onCompromised: (err: Error) => {
+        this.compromised += 1;
+        this.log.error('lock compromised: another holder took it over', { what, ...errorFields(err) });
+      },
     };
   }
 

@@ -28,6 +28,8 @@ async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promis
 export class VolumeIndex {
   private roots = new Map<string, Root>();
   private skipped: SkippedRoot[] = [];
+  /** Every root seen since start: one that loses its settings.json stays listed as unavailable. */
+  private readonly everSeen = new Set<string>();
   private readonly volumes = new Map<string, VolumeRecord>();
   private watcher: FSWatcher | null = null;
   private rescanTimer: NodeJS.Timeout | null = null;
@@ -49,6 +51,10 @@ export class VolumeIndex {
 
   private async doScanAll(): Promise<void> {
     const { roots, skipped } = await discoverRoots(this.mnt);
+    for (const r of roots) this.everSeen.add(r.path);
+    for (const seen of this.everSeen)
+      if (!roots.some((r) => r.path === seen) && !skipped.some((s) => s.path === seen))
+        skipped.push({ path: seen, reason: 'unavailable: settings.json is gone (filesystem unmounted?)' });
     for (const s of skipped) if (!this.skipped.some((o) => o.path === s.path && o.reason === s.reason)) this.log.warn('root skipped', s);
     const dirs: Array<[string, string]> = [];
     for (const root of roots) {

@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type { Daemon } from '../../daemon.js';
 
-/** `GET /status`: roots and their quota use, skipped roots, broken volumes, the tools found. */
+/** `GET /status`: roots and their quota use, skipped roots, broken volumes, the tools found, locks lost while held. */
 export function statusRoutes(daemon: Daemon): Router {
   const r = Router();
   r.get('/status', (_req, res) => {
@@ -27,6 +27,7 @@ export function statusRoutes(daemon: Daemon): Router {
       broken,
       tools: daemon.tools(),
       jobs: daemon.ctx.jobs.list(),
+      locksCompromised: daemon.ctx.locks.compromised,
     });
   });
   return r;
