@@ -12,6 +12,8 @@ PACKAGES=(
   xfsprogs           # mkfs.xfs with reflink, for clone tests
   e2fsprogs          # mkfs.ext4 for file-system "unique" roots
   rsync              # the rsync clone algorithm
+  glusterfs-server   # glusterd: two daemons on one Gluster volume mounted twice (test/integration/shared-tree.test.ts)
+  glusterfs-client   # mount -t glusterfs, for the same test
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

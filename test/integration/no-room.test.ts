@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { apiOf, startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { treeViolations } from '../helpers/crash/invariants.js';
 import { makeTree, removeTree, seedCreateBody, skipBecause, waitFor } from '../helpers/tree.js';
 
@@ -17,11 +17,6 @@ async function unmount(dir: string): Promise<void> {
   const res = await execa('umount', [dir], { reject: false });
   if (res.exitCode !== 0) await execa('umount', ['-l', dir], { reject: false });
 }
-
-const answer = async (t: PromiseLike<{ status: number; body: unknown }>) => {
-  const r = await t;
-  return { status: r.status, body: r.body };
-};
 
 /** No room: a real full filesystem (tmpfs), and a root whose filesystem goes away. */
 describe('no room and vanished roots', function () {
@@ -68,7 +63,7 @@ describe('no room and vanished roots', function () {
     await fs.writeFile(path.join(mnt, 'a', 'settings.json'), JSON.stringify({ 'max-total-size': '1G' }));
     const b = await tmpfsRoot(this, 'b', {});
     d = await startTestDaemon(mnt);
-    const api = { post: (e: string, body: unknown) => answer(d!.post(e, body)), get: (e: string) => answer(d!.api.get(`/api/v1.0/${e}`)) };
+    const api = apiOf(d);
     // b (unlimited) is preferred while it is there.
     const inB = (await d.post('create', seedCreateBody({ format: 'raw', size: 0.01 })).expect(200)).body.vid;
     expect(await fs.readdir(b)).to.include(`vid.${inB}.elimg`);

@@ -1,4 +1,4 @@
-import { startTestDaemon } from '../daemon.js';
+import { apiOf, startTestDaemon } from '../daemon.js';
 import { spawnDaemon, stopDaemon, type DaemonProcess } from '../process.js';
 import { lockViolations, settledViolations, treeViolations, type Api } from './invariants.js';
 import { CRASH_OPERATIONS, type CrashOperation, type Subject } from './operations.js';
@@ -60,11 +60,7 @@ export class CrashHarness {
       this.healthy = { api: d, stop: () => stopDaemon(d) };
     } else if (!this.healthy) {
       const d = await startTestDaemon(this.mnt, { lockStaleMs: this.staleMs });
-      const answer = async (t: PromiseLike<{ status: number; body: unknown }>) => {
-        const r = await t;
-        return { status: r.status, body: r.body };
-      };
-      this.healthy = { api: { post: (e, b) => answer(d.post(e, b)), get: (e) => answer(d.api.get(`/api/v1.0/${e}`)) }, stop: () => d.stop() };
+      this.healthy = { api: apiOf(d), stop: () => d.stop() };
     }
     return this.healthy!.api;
   }

@@ -75,6 +75,7 @@ export const CRASH_OPERATIONS: CrashOperation[] = [
       'create.after-publish',
       'lock.before-mutex-release',
       'create.after-meta>recovery.after-bin-rename',
+      'create.after-mkdir>sweep.after-dead-claim-rename',
     ],
     setup: async () => ({}),
     run: (api) => api.post('create', seedCreateBody({ format: 'qcow2', size: SMALL })),
