@@ -18,6 +18,25 @@ const VOLUME_MAKERS: Array<{ name: string; endpoint: string; body: () => object 
 
 const vidDirs = async (root: string) => (await fs.readdir(root)).filter((n) => n.startsWith('vid.'));
 
+/** Counts the volume directories of `root` every 10 ms until stopped; `stop` answers the most seen at once. */
+function countVolumesMeanwhile(root: string): { stop(): Promise<number> } {
+  let most = 0;
+  let polling = true;
+  const poller = (async () => {
+    while (polling) {
+      most = Math.max(most, (await vidDirs(root)).length);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  })();
+  return {
+    stop: async () => {
+      polling = false;
+      await poller;
+      return most;
+    },
+  };
+}
+
 /** Where the two daemons' mount directories come from: one local tree, or one Gluster volume mounted twice. */
 interface SharedTree {
   mnts: [string, string];
@@ -75,17 +94,9 @@ for (const tree of TREES) {
 
     for (const maker of VOLUME_MAKERS)
       it(`2 daemons × 12 concurrent ${maker.name}s on a 5-volume root make exactly 5, never more, each claimed once`, async () => {
-        let most = 0;
-        let polling = true;
-        const poller = (async () => {
-          while (polling) {
-            most = Math.max(most, (await vidDirs(root())).length);
-            await new Promise((r) => setTimeout(r, 10));
-          }
-        })();
+        const count = countVolumesMeanwhile(root());
         const answers = await Promise.all(daemons.flatMap((d) => Array.from({ length: 12 }, () => d.post(maker.endpoint, maker.body()))));
-        polling = false;
-        await poller;
+        const most = await count.stop();
         const made = answers.filter((a) => a.status === 200).map((a) => a.body.vid as string);
         expect(made).to.have.length(5);
         expect(new Set(made).size).to.equal(5);
@@ -101,14 +112,7 @@ for (const tree of TREES) {
       });
 
     it('races creates and destroys from both daemons: the quota holds at every moment, each volume is destroyed once, no lock is broken', async () => {
-      let most = 0;
-      let polling = true;
-      const poller = (async () => {
-        while (polling) {
-          most = Math.max(most, (await vidDirs(root())).length);
-          await new Promise((r) => setTimeout(r, 10));
-        }
-      })();
+      const count = countVolumesMeanwhile(root());
       for (let round = 0; round < 3; round++) {
         const created = await Promise.all(daemons.flatMap((d) => Array.from({ length: 6 }, () => d.post('create', seedCreateBody({ format: 'raw', size: 0.01 })))));
         const vids = created.filter((a) => a.status === 200).map((a) => a.body.vid as string);
@@ -130,9 +134,7 @@ for (const tree of TREES) {
         }
         await Promise.all(daemons.map((d) => waitFor(async () => (await d.get('status')).body.volumes === 0, 5000, 'the index to forget them')));
       }
-      polling = false;
-      await poller;
-      expect(most).to.be.at.most(5);
+      expect(await count.stop()).to.be.at.most(5);
       for (const d of daemons) {
         expect(await treeViolations(d)).to.deep.equal([]);
         expect((await d.get('status')).body.locksCompromised).to.equal(0);
