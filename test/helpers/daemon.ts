@@ -4,7 +4,6 @@ import { createApp } from '../../src/api/app.js';
 import { configWith, type Config } from '../../src/config.js';
 import { Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
-import type { Answer } from './process.js';
 
 export interface TestDaemon {
   daemon: Daemon;
@@ -29,13 +28,4 @@ export async function startTestDaemon(mnt: string, overrides: Partial<Config> = 
     post: (endpoint, body) => api.post(`/api/v1.0/${endpoint}`).send(body as object),
     stop: () => daemon.stop(),
   };
-}
-
-/** The in-process daemon through the same interface as a daemon process (`post`/`get` → status and body). */
-export function apiOf(d: TestDaemon): { post(endpoint: string, body: unknown): Promise<Answer>; get(endpoint: string): Promise<Answer> } {
-  const answer = async (t: PromiseLike<{ status: number; body: unknown }>): Promise<Answer> => {
-    const r = await t;
-    return { status: r.status, body: r.body };
-  };
-  return { post: (e, b) => answer(d.post(e, b)), get: (e) => answer(d.api.get(`/api/v1.0/${e}`)) };
 }

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { PROJECT_ROOT } from '../../src/project.js';
 
-const MAIN = path.join(PROJECT_ROOT, 'src', 'main.ts');
+export const MAIN = path.join(PROJECT_ROOT, 'src', 'main.ts');
 
 /** An answer of the daemon: status and parsed JSON body. */
 export interface Answer {

@@ -2,8 +2,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
-import { apiOf, startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { treeViolations } from '../helpers/crash/invariants.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { apiOf, treeViolations } from '../helpers/crash/invariants.js';
 import { makeTree, removeTree, seedCreateBody, skipBecause, waitFor } from '../helpers/tree.js';
 
 /** Mounts a tmpfs of `size` on `dir` (root only); answers why not when it cannot. */

@@ -2,10 +2,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
-import { spawnDaemon } from '../helpers/process.js';
+import { MAIN, spawnDaemon } from '../helpers/process.js';
 import { makeTree, removeTree, seedCreateBody } from '../helpers/tree.js';
-
-const MAIN = path.resolve('src/main.ts');
 
 describe('the daemon process', () => {
   let mnt: string;

@@ -85,7 +85,7 @@ for (const tree of TREES) {
     beforeEach(async () => {
       await fs.mkdir(root(), { recursive: true });
       await fs.writeFile(path.join(root(), 'settings.json'), JSON.stringify({ 'max-volumes': 5 }));
-      daemons = await Promise.all(shared!.mnts.map((mnt) => spawnDaemon(['--mnt', mnt], { ELEMENTO_LOG_LEVEL: 'info', ...shared!.env })));
+      daemons = await Promise.all(shared!.mnts.map((mnt) => spawnDaemon(['--mnt', mnt], { ELEMENTO_LOG_LEVEL: 'info', ELEMENTO_EXPORTER: 'none', ...shared!.env })));
     });
     afterEach(async () => {
       await Promise.all(daemons.map(stopDaemon));

@@ -1,6 +1,6 @@
-import { apiOf, startTestDaemon } from '../daemon.js';
+import { startTestDaemon } from '../daemon.js';
 import { spawnDaemon, stopDaemon, type DaemonProcess } from '../process.js';
-import { lockViolations, settledViolations, treeViolations, type Api } from './invariants.js';
+import { apiOf, lockViolations, settledViolations, treeViolations, type Api } from './invariants.js';
 import { CRASH_OPERATIONS, type CrashOperation, type Subject } from './operations.js';
 
 /** What one trial found. `crashed` is false when the daemon never reached the armed point. */
@@ -47,7 +47,8 @@ export class CrashHarness {
     private readonly restart: 'process' | 'in-process' = 'process',
     private readonly staleMs = 2000,
   ) {
-    this.env = { ELEMENTO_LOCK_STALE_MS: String(staleMs), ELEMENTO_LOG_LEVEL: 'info' };
+    // No iSCSI exporter (once exports exist): the crash trials are about the tree.
+    this.env = { ELEMENTO_LOCK_STALE_MS: String(staleMs), ELEMENTO_LOG_LEVEL: 'info', ELEMENTO_EXPORTER: 'none' };
   }
 
   private spawn(faults = ''): Promise<DaemonProcess> {

@@ -4,6 +4,7 @@ import { BIN_DIR, dataFileName, isTempName, META_FILE, parseLockMarker, ROOT_MUT
 import { BrokenMetaError, readMeta, type VolumeMeta } from '../../../src/store/meta.js';
 import { EXPORT_MARKER_RE } from '../../../src/store/volume-record.js';
 import { imageInfo } from '../images.js';
+import type { TestDaemon } from '../daemon.js';
 import type { Answer } from '../process.js';
 import { OWNER } from '../tree.js';
 
@@ -11,6 +12,15 @@ import { OWNER } from '../tree.js';
 export interface Api {
   post(endpoint: string, body: unknown): Promise<Answer>;
   get(endpoint: string): Promise<Answer>;
+}
+
+/** An in-process daemon through the same interface as a daemon process. */
+export function apiOf(d: TestDaemon): Api {
+  const answer = async (t: PromiseLike<{ status: number; body: unknown }>): Promise<Answer> => {
+    const r = await t;
+    return { status: r.status, body: r.body };
+  };
+  return { post: (e, b) => answer(d.post(e, b)), get: (e) => answer(d.api.get(`/api/v1.0/${e}`)) };
 }
 
 /** Files a finished volume directory may hold (SPEC §3); anything else is a leftover. */
