@@ -72,16 +72,18 @@ export class LockManager {
       throw new ConflictError(`volume ${uid} is locked by another operation (${holders.join(', ') || 'starting'})`, { vid: uid });
     }
     const operationUid = newUid();
+    const marker = path.join(dir, lockMarkerName(purpose, operationUid));
     faultPoint('lock.after-mutex');
     try {
       const stale = await this.markersIn(dir);
+      // Our marker goes in before the recovery of the dead ones, so that no sweep of this host
+      // takes the mutex for a dead holder's while we recover (breakIfHolderDead).
+      await fs.writeFile(marker, JSON.stringify({ purpose, host: hostname(), pid: process.pid, started: new Date().toISOString() }), { flag: 'wx' });
+      faultPoint('lock.after-marker');
       if (stale.length) {
         this.log.warn('recovering a volume left locked by a dead operation', { vid: uid, markers: stale });
         await this.recover(dir, stale);
       }
-      const marker = path.join(dir, lockMarkerName(purpose, operationUid));
-      await fs.writeFile(marker, JSON.stringify({ purpose, host: hostname(), pid: process.pid, started: new Date().toISOString() }), { flag: 'wx' });
-      faultPoint('lock.after-marker');
       return {
         operationUid,
         purpose,
@@ -92,6 +94,7 @@ export class LockManager {
         },
       };
     } catch (err) {
+      await fs.rm(marker, { force: true });
       await releaseMutex();
       throw err;
     }
