@@ -34,10 +34,13 @@ async function main(): Promise<void> {
     console.log(`${mark} ${r.operation.padEnd(8)} ${r.point.padEnd(48)} ${r.ms} ms${r.violations.map((v) => `\n       ${v}`).join('')}`);
   };
   try {
+    // A trial the harness itself could not finish counts as a failure, and the soak goes on.
+    const trial = async (operation: string, point: string, run: () => Promise<TrialResult>) =>
+      report(await run().catch((err: Error) => ({ operation, point, crashed: true, violations: [`harness error: ${err.message}`], ms: 0 })));
     for (const op of CRASH_OPERATIONS.filter((o) => !opts.only || o.name === opts.only))
-      for (const point of op.points) for (let i = 0; i < Number(opts.trials); i++) report(await harness.pointTrial(op, point));
+      for (const point of op.points) for (let i = 0; i < Number(opts.trials); i++) await trial(op.name, point, () => harness.pointTrial(op, point));
     const random = seededRandom(Number(opts.seed));
-    for (let i = 0; i < Number(opts.random); i++) report(await harness.randomTrial(random));
+    for (let i = 0; i < Number(opts.random); i++) await trial('random', '', () => harness.randomTrial(random));
   } finally {
     await harness.close();
     await fse.remove(mnt);

@@ -126,10 +126,16 @@ export async function lockViolations(api: Api, staleMs: number): Promise<string[
 /** Polls `check` until it finds nothing or `ms` pass (a lock left fresh by the killed process is recovered once stale). */
 export async function settledViolations(check: () => Promise<string[]>, ms: number): Promise<string[]> {
   const until = Date.now() + ms;
-  let found = await check();
+  // The daemon's later sweep may remove a dead claim while the check reads it: look again.
+  const checkOnce = () =>
+    check().catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+      return [`the tree changed during the check (${err.path ?? err.message})`];
+    });
+  let found = await checkOnce();
   while (found.length && Date.now() < until) {
     await new Promise((r) => setTimeout(r, 250));
-    found = await check();
+    found = await checkOnce();
   }
   return found;
 }
