@@ -143,7 +143,8 @@ export class LockManager {
     const markers = await this.markersIn(dir).catch(() => []);
     if (!markers.length) return false;
     for (const marker of markers) {
-      const owner = await fs.readFile(path.join(dir, marker), 'utf8').then(JSON.parse, () => null) as { host?: string; pid?: number } | null;
+      // A marker cut short by the kill (empty, half-written) proves nothing: the mutex then goes stale.
+      const owner = await fs.readFile(path.join(dir, marker), 'utf8').then(parseOwner, () => null);
       if (!owner || owner.host !== hostname() || typeof owner.pid !== 'number' || isAlive(owner.pid)) return false;
     }
     const age = await fs.stat(mutex).then((st) => Date.now() - st.mtimeMs, () => Infinity);
@@ -167,5 +168,13 @@ function isAlive(pid: number): boolean {
     return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function parseOwner(text: string): { host?: string; pid?: number } | null {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
   }
 }

@@ -70,7 +70,12 @@ export async function sweepRoots(roots: Root[], locks: LockManager, log: Logger)
       for (const name of await fs.readdir(root.path)) {
         if (!uidOfDirName(name)) continue;
         const dir = path.join(root.path, name);
-        if ((await sweepVolume(dir, locks, log, false)) === 'later') later.push(dir);
+        // One volume that cannot be swept now is tried again later; it never stops the others'.
+        const outcome = await sweepVolume(dir, locks, log, false).catch((err) => {
+          log.warn('sweep of a volume failed; trying again later', { dir, ...errorFields(err) });
+          return 'later' as const;
+        });
+        if (outcome === 'later') later.push(dir);
       }
     } catch (err) {
       log.error('start-up sweep of a root failed', { root: root.path, ...errorFields(err) });
