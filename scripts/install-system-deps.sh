@@ -13,6 +13,8 @@ PACKAGES=(
   e2fsprogs          # mkfs.ext4 for file-system "unique" roots
   rsync              # the rsync clone algorithm
   rclone             # the rclone clone algorithm (alg: rclone; 501 without it)
+  glusterfs-server   # glusterd: two daemons on one Gluster volume mounted twice (test/integration/shared-tree.test.ts)
+  glusterfs-client   # mount -t glusterfs, for the same test
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -5,7 +5,8 @@ import { JobRegistry } from './jobs/registry.js';
 import type { Logger } from './log.js';
 import { LockManager } from './store/locks.js';
 import { Placement } from './store/placement.js';
-import { recoverVolume, sweepRoots } from './store/recovery.js';
+import { recoverVolume } from './store/recovery.js';
+import { sweepAgain, sweepRoots } from './store/sweep.js';
 import { VolumeIndex } from './store/volume-index.js';
 import { QemuImg } from './tools/qemu-img.js';
 import { ExecaRunner, TOOL_NAMES, type CommandRunner } from './tools/runner.js';
@@ -22,6 +23,7 @@ export class Daemon {
   readonly startedAt = new Date();
   /** Run by stop() before the jobs are cancelled (pending uploads and cloud-init sets are abandoned). */
   private readonly stopHooks: (() => Promise<void>)[] = [];
+  private sweepTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly config: Config,
@@ -39,13 +41,32 @@ export class Daemon {
   async start(): Promise<void> {
     const { index, locks } = this.ctx;
     await index.scanAll();
-    // Only the volumes the scan saw temp files or lock markers in need the sweep, and a reload after it.
+    // Only the volumes the scan saw leftovers in need the sweep, and a reload after it; what the sweep
+    // must leave (a dead holder's lock still fresh) is swept again until done.
     const unfinished = index.unfinishedDirs();
-    await sweepRoots(index.rootList(), locks, this.log.child({ module: 'sweep' }), unfinished);
+    const later = await sweepRoots(index.rootList(), locks, this.log.child({ module: 'sweep' }), unfinished);
     for (const dir of unfinished) await index.reloadDir(dir);
+    this.sweepLater(later);
     if (this.config.watch) await index.watch(this.config.rescanIntervalMs);
     await this.exports.start();
     this.log.info('tree loaded', { mnt: this.config.mnt, roots: index.rootList().length, volumes: index.size, skipped: index.skippedRoots().length });
+  }
+
+  /**
+   * Sweeps again, every half stale period, what the start-up sweep had to leave: volumes whose
+   * dead holder's lock was still fresh, dead claims (which need the root lock). Stops when done.
+   */
+  private sweepLater(dirs: string[]): void {
+    if (!dirs.length) return;
+    const { index, locks } = this.ctx;
+    const log = this.log.child({ module: 'sweep' });
+    log.info('volumes left by a dead operation will be recovered once its lock is stale', { count: dirs.length });
+    this.sweepTimer = setTimeout(async () => {
+      const still = await sweepAgain(dirs, locks, log);
+      for (const dir of dirs) await index.reloadDir(dir).catch(() => undefined);
+      if (this.sweepTimer) this.sweepLater(still);
+    }, Math.max(500, this.config.lockStaleMs / 2));
+    this.sweepTimer.unref();
   }
 
   onStop(hook: () => Promise<void>): void {
@@ -54,6 +75,8 @@ export class Daemon {
 
   async stop(): Promise<void> {
     for (const hook of this.stopHooks.splice(0)) await hook();
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    this.sweepTimer = null;
     await this.ctx.jobs.cancelAll();
     await this.exports.stop();
     await this.ctx.index.close();

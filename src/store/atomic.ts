@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { tempNameFor } from './layout.js';
+import { faultPoint } from '../faults.js';
 
 /** fsyncs a directory so a rename or create in it survives a power cut. */
 export async function fsyncDir(dir: string): Promise<void> {
@@ -26,12 +27,14 @@ export async function writeFileAtomic(target: string, data: string | Buffer): Pr
     await handle.sync();
     await handle.close();
     handle = undefined;
+    faultPoint('atomic.after-temp-write');
     await fs.rename(temp, target);
   } catch (err) {
     await handle?.close().catch(() => undefined);
     await fs.rm(temp, { force: true });
     throw err;
   }
+  faultPoint('atomic.after-rename');
   await fsyncDir(path.dirname(target));
 }
 

@@ -5,6 +5,7 @@ import lockfile from 'proper-lockfile';
 import { ConflictError, NotFoundError } from '../errors.js';
 import { errorFields, type Logger } from '../log.js';
 import { lockMarkerName, newUid, parseLockMarker, ROOT_MUTEX, VOLUME_MUTEX } from './layout.js';
+import { faultPoint } from '../faults.js';
 
 /**
  * One way to lock (STYLE lesson 7). A volume lock is two things:
@@ -25,6 +26,8 @@ export type RecoverFn = (dir: string, staleMarkers: string[]) => Promise<void>;
 
 export class LockManager {
   private readonly updateMs: number;
+  /** Locks of this daemon that another holder took over while held (should stay 0; shown in `status`). */
+  compromised = 0;
 
   constructor(
     private readonly staleMs: number,
@@ -44,7 +47,10 @@ export class LockManager {
       realpath: false,
       stale: this.staleMs,
       update: this.updateMs,
-      onCompromised: (err: Error) => this.log.error('lock compromised: another holder took it over', { what, ...errorFields(err) }),
+      onCompromised: (err: Error) => {
+        this.compromised += 1;
+        this.log.error('lock compromised: another holder took it over', { what, ...errorFields(err) });
+      },
     };
   }
 
@@ -66,23 +72,29 @@ export class LockManager {
       throw new ConflictError(`volume ${uid} is locked by another operation (${holders.join(', ') || 'starting'})`, { vid: uid });
     }
     const operationUid = newUid();
+    const marker = path.join(dir, lockMarkerName(purpose, operationUid));
+    faultPoint('lock.after-mutex');
     try {
       const stale = await this.markersIn(dir);
+      // Our marker goes in before the recovery of the dead ones, so that no sweep of this host
+      // takes the mutex for a dead holder's while we recover (breakIfHolderDead).
+      await fs.writeFile(marker, JSON.stringify({ purpose, host: hostname(), pid: process.pid, started: new Date().toISOString() }), { flag: 'wx' });
+      faultPoint('lock.after-marker');
       if (stale.length) {
         this.log.warn('recovering a volume left locked by a dead operation', { vid: uid, markers: stale });
         await this.recover(dir, stale);
       }
-      const marker = path.join(dir, lockMarkerName(purpose, operationUid));
-      await fs.writeFile(marker, JSON.stringify({ purpose, host: hostname(), pid: process.pid, started: new Date().toISOString() }), { flag: 'wx' });
       return {
         operationUid,
         purpose,
         release: async () => {
           await fs.rm(marker, { force: true });
+          faultPoint('lock.before-mutex-release');
           await releaseMutex();
         },
       };
     } catch (err) {
+      await fs.rm(marker, { force: true });
       await releaseMutex();
       throw err;
     }
@@ -112,6 +124,7 @@ export class LockManager {
       if ((err as NodeJS.ErrnoException).code === 'ELOCKED') throw new ConflictError(`storage root ${rootPath} is busy; try again`);
       throw err;
     }
+    faultPoint('root-lock.after-acquire');
     try {
       return await fn();
     } finally {
@@ -119,8 +132,49 @@ export class LockManager {
     }
   }
 
+  /**
+   * Breaks a fresh volume mutex whose holder is known dead: every lock marker in the volume was
+   * written by a process of this host that no longer runs (a daemon restarted after a crash need
+   * not wait `staleMs`). Answers false, touching nothing, when that cannot be proved; only done
+   * while the mutex is young, so that no other host can be taking it over as stale meanwhile.
+   */
+  async breakIfHolderDead(dir: string): Promise<boolean> {
+    const mutex = path.join(dir, VOLUME_MUTEX);
+    const markers = await this.markersIn(dir).catch(() => []);
+    if (!markers.length) return false;
+    for (const marker of markers) {
+      // A marker cut short by the kill (empty, half-written) proves nothing: the mutex then goes stale.
+      const owner = await fs.readFile(path.join(dir, marker), 'utf8').then(parseOwner, () => null);
+      if (!owner || owner.host !== hostname() || typeof owner.pid !== 'number' || isAlive(owner.pid)) return false;
+    }
+    const age = await fs.stat(mutex).then((st) => Date.now() - st.mtimeMs, () => Infinity);
+    if (age > this.staleMs / 2) return false;
+    this.log.warn('breaking the lock of a dead process of this host', { dir, markers });
+    await fs.rm(mutex, { recursive: true, force: true });
+    return true;
+  }
+
   /** True when a live holder has this volume's mutex (used by the start-up sweep). */
   async isVolumeMutexHeld(dir: string): Promise<boolean> {
     return lockfile.check(dir, { lockfilePath: path.join(dir, VOLUME_MUTEX), realpath: false, stale: this.staleMs });
+  }
+}
+
+/** Whether a process of this host runs (EPERM: it runs as another user). */
+function isAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function parseOwner(text: string): { host?: string; pid?: number } | null {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
   }
 }

@@ -72,9 +72,19 @@ export class Placement {
     const order = this.candidates(sizeBytes);
     if (preferred) order.sort((a, b) => Number(b.path === preferred) - Number(a.path === preferred));
     const reasons: string[] = [];
+    const unavailable = (root: Root) => {
+      reasons.push(`${root.path} is not available (settings.json is gone: unmounted?)`);
+      void this.index.scanAll().catch(() => undefined); // so that status reports it at once
+      return null;
+    };
     for (const root of order) {
+      // Checked before the root lock too, whose mutex would otherwise be made in an empty mount point.
+      if (!(await rootAvailable(root.path))) {
+        unavailable(root);
+        continue;
+      }
       const result = await this.locks.withRootLock(root.path, async () => {
-        await assertRootAvailable(root.path);
+        if (!(await rootAvailable(root.path))) return unavailable(root);
         const refusal = quotaRefusal(root, await this.usageOnDisk(root.path), sizeBytes, true);
         if (refusal) {
           reasons.push(refusal);
@@ -103,10 +113,13 @@ export class Placement {
 }
 
 /** A root whose settings.json vanished (unmounted filesystem) is never written into. */
+export async function rootAvailable(rootPath: string): Promise<boolean> {
+  return fs.access(path.join(rootPath, SETTINGS_FILE)).then(
+    () => true,
+    () => false,
+  );
+}
+
 export async function assertRootAvailable(rootPath: string): Promise<void> {
-  try {
-    await fs.access(path.join(rootPath, SETTINGS_FILE));
-  } catch {
-    throw new UnavailableError(`storage root ${rootPath} is not available (settings.json is gone: unmounted?)`);
-  }
+  if (!(await rootAvailable(rootPath))) throw new UnavailableError(`storage root ${rootPath} is not available (settings.json is gone: unmounted?)`);
 }

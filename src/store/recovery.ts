@@ -1,14 +1,13 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import fse from 'fs-extra';
-import { errorFields, type Logger } from '../log.js';
+import type { Logger } from '../log.js';
 import type { QemuImg } from '../tools/qemu-img.js';
-import type { LockManager } from './locks.js';
 import { recoverMigration } from './migration-state.js';
 import { BrokenMetaError, readMeta, writeMeta } from './meta.js';
-import { BIN_DIR, DATA_FILE_NAMES, dataFileName, isTempName, parseLockMarker, uidOfDirName } from './layout.js';
-import type { Root } from './roots.js';
-import { ConflictError, NotFoundError } from '../errors.js';
+import { BIN_DIR, DATA_FILE_NAMES, dataFileName, isTempName, newUid, parseLockMarker, uidOfDirName } from './layout.js';
+import { NotFoundError } from '../errors.js';
+import { faultPoint } from '../faults.js';
 
 /** Moves a volume directory out of its root into the root's bin (one rename): the commit point of a destroy. */
 export async function moveToBin(dir: string, operationUid: string): Promise<string> {
@@ -17,6 +16,15 @@ export async function moveToBin(dir: string, operationUid: string): Promise<stri
   const target = path.join(bin, `${path.basename(dir)}.${operationUid}`);
   await fs.rename(dir, target);
   return target;
+}
+
+/** Removes a volume whose creation died before its data was published, and says it is gone. */
+async function removeDeadCreate(dir: string, uid: string, log: Logger): Promise<never> {
+  log.warn('removing a volume whose creation died', { vid: uid });
+  const binned = await moveToBin(dir, newUid());
+  faultPoint('recovery.after-bin-rename');
+  await fse.remove(binned);
+  throw new NotFoundError(`volume ${uid} does not exist (its creation never finished)`);
 }
 
 /**
@@ -39,19 +47,11 @@ export async function recoverVolume(dir: string, staleMarkers: string[], qemuImg
     meta = await readMeta(dir, uid);
   } catch (err) {
     if (!(err instanceof BrokenMetaError)) throw err;
-    if (purposes.includes('create')) {
-      log.warn('removing a volume whose creation died', { vid: uid });
-      await fse.remove(await moveToBin(dir, 'recovered'));
-      throw new NotFoundError(`volume ${uid} does not exist (its creation never finished)`);
-    }
+    if (purposes.includes('create')) return removeDeadCreate(dir, uid, log);
     meta = null;
   }
   const data = meta ? dataFileName(meta.format) : null;
-  if (meta && purposes.includes('create') && !files.includes(data!)) {
-    log.warn('removing a volume whose creation died', { vid: uid });
-    await fse.remove(await moveToBin(dir, 'recovered'));
-    throw new NotFoundError(`volume ${uid} does not exist (its creation never finished)`);
-  }
+  if (meta && purposes.includes('create') && !files.includes(data!)) return removeDeadCreate(dir, uid, log);
   if (meta && files.includes(data!)) {
     for (const stray of DATA_FILE_NAMES.filter((n) => n !== data && files.includes(n))) {
       log.warn('removing a data file left by an interrupted convert', { vid: uid, file: stray });
@@ -63,6 +63,7 @@ export async function recoverVolume(dir: string, staleMarkers: string[], qemuImg
         log.warn('meta.json size corrected from the image after an interrupted operation', { vid: uid, was: meta.size, now: info.virtualSize });
         meta = { ...meta, size: info.virtualSize };
         await writeMeta(dir, meta);
+        faultPoint('recovery.after-size-fix');
       }
       if (meta.base && !info.backingFilename) {
         log.warn('meta.json loses its base after an interrupted compact: the image is standalone', { vid: uid, base: meta.base });
@@ -73,37 +74,4 @@ export async function recoverVolume(dir: string, staleMarkers: string[], qemuImg
   }
   if (purposes.includes('migrate')) await recoverMigration(dir, uid, log);
   for (const marker of staleMarkers) await fs.rm(path.join(dir, marker), { force: true });
-}
-
-/**
- * The start-up sweep: empties each root's bin (destroys that died before their purge) and recovers
- * every volume that holds lock markers or temp files but whose mutex no live process holds.
- * `suspects` limits it to those volume directories (the daemon passes the ones its scan found
- * leftovers in, so a start with 10,000 volumes does not read every directory twice).
- */
-export async function sweepRoots(roots: Root[], locks: LockManager, log: Logger, suspects?: string[]): Promise<void> {
-  for (const root of roots) {
-    try {
-      await fse.remove(path.join(root.path, BIN_DIR));
-      const names = suspects ? suspects.filter((d) => path.dirname(d) === root.path).map((d) => path.basename(d)) : await fs.readdir(root.path);
-      for (const name of names) {
-        const uid = uidOfDirName(name);
-        if (!uid) continue;
-        const dir = path.join(root.path, name);
-        const files = await fs.readdir(dir).catch(() => [] as string[]);
-        if (!files.some((f) => isTempName(f) || parseLockMarker(f))) continue;
-        if (await locks.isVolumeMutexHeld(dir)) continue;
-        // Taking the lock runs recoverVolume on the dead operation's markers; temp files go with it.
-        await locks
-          .withVolumeLock(dir, 'recover', uid, async () => {
-            for (const f of (await fs.readdir(dir)).filter(isTempName)) await fs.rm(path.join(dir, f), { force: true, recursive: true });
-          })
-          .catch((err) => {
-            if (!(err instanceof ConflictError || err instanceof NotFoundError)) throw err;
-          });
-      }
-    } catch (err) {
-      log.error('start-up sweep of a root failed', { root: root.path, ...errorFields(err) });
-    }
-  }
 }

@@ -4,6 +4,7 @@ import { watch as watchUpperTree, type FSWatcher as UpperTreeWatcher } from 'cho
 import { errorFields, type Logger } from '../log.js';
 import { BIN_DIR, isTempName, parseLockMarker, ROOT_MUTEX, SETTINGS_FILE, uidOfDirName, VOLUME_MUTEX } from './layout.js';
 import { discoverRoots, type Root, type SkippedRoot } from './roots.js';
+import { isDeadClaimCandidate } from './sweep.js';
 import { TreeWatcher } from './tree-watcher.js';
 import { loadVolumeRecord, type VolumeRecord } from './volume-record.js';
 
@@ -34,8 +35,9 @@ function sameRecord(a: VolumeRecord | undefined, b: VolumeRecord): boolean {
 }
 
 /** A temp file or a lock marker: what an interrupted operation leaves for the start-up sweep. */
+/** What the start-up sweep must look at: temp files, lock markers, or a claim that died before its meta.json. */
 function hasLeftovers(record: VolumeRecord): boolean {
-  return record.files.some((f) => isTempName(f) || parseLockMarker(f) !== null);
+  return record.files.some((f) => isTempName(f) || parseLockMarker(f) !== null) || isDeadClaimCandidate(record.files);
 }
 
 /**
@@ -47,6 +49,8 @@ function hasLeftovers(record: VolumeRecord): boolean {
 export class VolumeIndex {
   private roots = new Map<string, Root>();
   private skipped: SkippedRoot[] = [];
+  /** Every root seen since start: one that loses its settings.json stays listed as unavailable. */
+  private readonly everSeen = new Set<string>();
   private readonly volumes = new Map<string, VolumeRecord>();
   /** chokidar on the upper tree: directories that may hold roots, and each root's settings.json. */
   private upperPaths = new Set<string>();
@@ -73,6 +77,10 @@ export class VolumeIndex {
 
   private async doScanAll(): Promise<void> {
     const { roots, skipped, looked } = await discoverRoots(this.mnt);
+    for (const r of roots) this.everSeen.add(r.path);
+    for (const seen of this.everSeen)
+      if (!roots.some((r) => r.path === seen) && !skipped.some((s) => s.path === seen))
+        skipped.push({ path: seen, reason: 'unavailable: settings.json is gone (filesystem unmounted?)' });
     for (const s of skipped) if (!this.skipped.some((o) => o.path === s.path && o.reason === s.reason)) this.log.warn('root skipped', s);
     const dirs: Array<[string, string]> = [];
     for (const root of roots) {

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { readdir, stat } from './fs-callbacks.js';
 import { BrokenMetaError, readMeta, type VolumeMeta } from './meta.js';
-import { dataFileName, parseLockMarker, uidOfDirName } from './layout.js';
+import { DATA_FILE_NAMES, dataFileName, parseLockMarker, uidOfDirName } from './layout.js';
 
 export const EXPORT_MARKER_RE = /^(iqn\.2004-10\.cloud\.elemento:01:[0-9a-f]{32})\.exported$/;
 
@@ -22,8 +22,9 @@ export interface VolumeRecord {
   lastUpdatedMs: number;
 }
 
+/** A volume being created: its create lock is held, or it is claimed and has no meta.json yet. */
 export function isCreating(record: VolumeRecord): boolean {
-  return record.locks.includes('create');
+  return record.locks.includes('create') || (record.meta === null && record.problem === null);
 }
 
 /** Reads one volume directory. Returns null when the directory no longer exists. */
@@ -46,7 +47,9 @@ export async function loadVolumeRecord(root: string, dir: string): Promise<Volum
     record.meta = await readMeta(dir, uid);
   } catch (err) {
     if (!(err instanceof BrokenMetaError)) throw err;
-    record.problem = locks.includes('create') ? null : err.message;
+    // A directory with neither meta.json nor data is a claim (live, or dead and swept), not broken.
+    const claimed = locks.includes('create') || !files.some((f) => DATA_FILE_NAMES.includes(f));
+    record.problem = claimed ? null : err.message;
     return record;
   }
   const dataName = dataFileName(record.meta.format);

@@ -10,6 +10,7 @@ import { moveToBin } from '../store/recovery.js';
 import type { Root } from '../store/roots.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
 import type { StoreContext } from './context.js';
+import { faultPoint } from '../faults.js';
 
 /** The body of `create` after schema defaults (schemas/create.json). */
 export interface CreateRequest {
@@ -58,11 +59,13 @@ export async function claimVolume(
       const uid = newUid();
       const dir = path.join(root.path, volumeDirName(uid));
       await fs.mkdir(dir);
+      faultPoint('create.after-mkdir');
       let lock: LockHandle | undefined;
       try {
         lock = await ctx.locks.acquireVolume(dir, purpose, uid);
         const meta: VolumeMeta = { volumeID: uid, ...fields, creatorID: fields.creatorID.toLowerCase() };
         await writeMeta(dir, meta);
+        faultPoint('create.after-meta');
         return { root, uid, dir, meta, lock };
       } catch (err) {
         await lock?.release();
@@ -95,7 +98,9 @@ export async function fillClaim(ctx: StoreContext, claimed: Claimed, fill: (temp
   try {
     await fill(tempData);
     await flushFile(tempData);
+    faultPoint('create.after-temp-image');
     await publishData(claimed, tempData);
+    faultPoint('create.after-publish');
   } catch (err) {
     ctx.log.warn('volume creation failed; removing it', { vid: claimed.uid, error: (err as Error).message });
     await abandonClaim(ctx, claimed);

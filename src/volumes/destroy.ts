@@ -5,6 +5,7 @@ import { readMeta } from '../store/meta.js';
 import { moveToBin } from '../store/recovery.js';
 import { findVolume, requireNoOverlays, requireNotInUse, requireOwner } from './access.js';
 import type { Caller, StoreContext } from './context.js';
+import { faultPoint } from '../faults.js';
 
 /**
  * `destroy`: refused while the volume is exported or attached. The volume leaves its root in one
@@ -18,10 +19,14 @@ export async function destroyVolume(ctx: StoreContext, vid: string, caller: Call
     const meta = await readMeta(record.dir, vid);
     requireNotInUse(await fs.readdir(record.dir), meta, 'destroyed');
     requireNoOverlays(ctx, meta, 'destroyed');
-    return moveToBin(record.dir, lock.operationUid);
+    faultPoint('destroy.before-bin-rename');
+    const binned = await moveToBin(record.dir, lock.operationUid);
+    faultPoint('destroy.after-bin-rename');
+    return binned;
   });
   ctx.index.forget(vid);
   ctx.log.info('volume destroyed', { vid });
+  faultPoint('destroy.before-purge');
   await fse.remove(binned).catch((err) => ctx.log.warn('purge of a destroyed volume failed; the next start finishes it', { vid, ...errorFields(err) }));
   return { vid };
 }

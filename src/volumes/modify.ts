@@ -8,6 +8,7 @@ import type { DiskFormat } from '../tools/qemu-img.js';
 import { findVolume, requireNoOverlays, requireNotInUse, requireOwner } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 import { assertConsistent } from './create.js';
+import { faultPoint } from '../faults.js';
 
 /** Fields `update` may change (SPEC §3: never format, creatorID or cloudinit). */
 const UPDATABLE = ['name', 'private', 'readonly', 'shareable', 'bootable', 'clonable', 'alg', 'bus', 'labels'] as const;
@@ -45,7 +46,9 @@ export async function updateVolume(ctx: StoreContext, req: UpdateRequest): Promi
     const next: VolumeMeta = { ...current };
     for (const key of UPDATABLE) if (req[key] !== undefined) (next as Record<string, unknown>)[key] = req[key];
     assertConsistent(next);
+    faultPoint('update.before-meta');
     await writeMeta(dir, next);
+    faultPoint('update.after-meta');
     return next;
   });
   ctx.log.info('volume updated', { vid: req.vid });
@@ -85,7 +88,9 @@ export async function resizeVolume(ctx: StoreContext, req: { vid: string; creato
       await ctx.qemuImg.resize(path.join(dir, dataFileName(meta.format)), meta.format, newSize).catch((err) => {
         throw translateErrno(err, `volume ${req.vid}`);
       });
+      faultPoint('resize.after-image');
       await writeMeta(dir, { ...meta, size: newSize });
+      faultPoint('resize.after-meta');
     });
   });
   ctx.log.info('volume resized', { vid: req.vid, size: newSize });
@@ -113,7 +118,9 @@ export async function convertVolume(
     try {
       await ctx.qemuImg.convert(oldData, meta.format, temp, req.format, opts);
       await flushFile(temp);
+      faultPoint('convert.after-temp-image');
       await renameDurable(temp, newData);
+      faultPoint('convert.after-rename');
     } catch (err) {
       await fs.rm(temp, { force: true });
       throw translateErrno(err, `volume ${req.vid}`);
@@ -121,7 +128,9 @@ export async function convertVolume(
     // convert reads through a linked clone's whole chain: the result stands alone, so `base` goes.
     const { base: _flattened, ...standalone } = meta;
     await writeMeta(dir, { ...standalone, format: req.format });
+    faultPoint('convert.after-meta');
     await fs.rm(oldData, { force: true });
+    faultPoint('convert.after-old-removed');
   });
   ctx.log.info('volume converted', { vid: req.vid, format: req.format });
   return { vid: req.vid, creatorID: req.creatorID, format: req.format };

@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type { Daemon } from '../../daemon.js';
 
-/** `GET /status`: roots and their quota use, skipped roots, broken volumes, the tools found. */
+/** `GET /status`: roots and their quota use, skipped roots, broken volumes, the tools found, locks lost while held. */
 export function statusRoutes(daemon: Daemon): Router {
   const r = Router();
   r.get('/status', (_req, res) => {
@@ -28,6 +28,7 @@ export function statusRoutes(daemon: Daemon): Router {
       tools: daemon.tools(),
       exporter: { name: daemon.exports.exporter.name, capabilities: daemon.exports.exporter.capabilities, portal: daemon.config.iscsiPortal },
       jobs: daemon.ctx.jobs.list(),
+      locksCompromised: daemon.ctx.locks.compromised,
     });
   });
   return r;

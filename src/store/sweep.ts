@@ -1,0 +1,104 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import fse from 'fs-extra';
+import { ConflictError, NotFoundError } from '../errors.js';
+import { faultPoint } from '../faults.js';
+import { errorFields, type Logger } from '../log.js';
+import { BIN_DIR, DATA_FILE_NAMES, isTempName, META_FILE, newUid, parseLockMarker, uidOfDirName } from './layout.js';
+import type { LockManager } from './locks.js';
+import { moveToBin } from './recovery.js';
+import type { Root } from './roots.js';
+
+/**
+ * What a crash left in the tree, swept at start and then until done (STYLE lesson 8):
+ * - each root's bin (destroys that died before their purge) is emptied;
+ * - a volume holding lock markers or temp files whose mutex no live process holds is recovered
+ *   (taking its lock runs recoverVolume);
+ * - a volume whose mutex is still fresh (its holder died less than `lockStaleMs` ago, or is alive
+ *   on another host) is left for a later pass, never obeyed forever;
+ * - a dead claim, a volume directory with neither meta.json nor a data file (a create killed
+ *   between its mkdir and its meta.json), is removed under the root's lock: a live claim holds that
+ *   lock until its meta.json is written, so under it such a directory has no live owner.
+ */
+export type SweepOutcome = 'done' | 'later';
+
+export function isDeadClaimCandidate(files: string[]): boolean {
+  return !files.includes(META_FILE) && !files.some((f) => DATA_FILE_NAMES.includes(f));
+}
+
+async function removeDeadClaim(dir: string, locks: LockManager, log: Logger): Promise<void> {
+  await locks.withRootLock(path.dirname(dir), async () => {
+    const files = await fs.readdir(dir).catch(() => null);
+    if (!files || !isDeadClaimCandidate(files)) return;
+    log.warn('removing a volume directory whose creation died before its meta.json', { dir });
+    const binned = await moveToBin(dir, newUid());
+    faultPoint('sweep.after-dead-claim-rename');
+    await fse.remove(binned);
+  });
+}
+
+/** Sweeps one volume directory; `withRootLock` false at start, so that start never waits on a dead root lock. */
+export async function sweepVolume(dir: string, locks: LockManager, log: Logger, withRootLock: boolean): Promise<SweepOutcome> {
+  const uid = uidOfDirName(path.basename(dir))!;
+  const files = await fs.readdir(dir).catch(() => null);
+  if (!files) return 'done';
+  if (isDeadClaimCandidate(files)) {
+    if (!withRootLock) return 'later';
+    await removeDeadClaim(dir, locks, log);
+    return 'done';
+  }
+  if (!files.some((f) => isTempName(f) || parseLockMarker(f))) return 'done';
+  if ((await locks.isVolumeMutexHeld(dir)) && !(await locks.breakIfHolderDead(dir))) return 'later';
+  try {
+    await locks.withVolumeLock(dir, 'recover', uid, async () => {
+      for (const f of (await fs.readdir(dir)).filter(isTempName)) await fs.rm(path.join(dir, f), { force: true, recursive: true });
+    });
+  } catch (err) {
+    if (err instanceof NotFoundError) return 'done';
+    if (err instanceof ConflictError) return 'later';
+    throw err;
+  }
+  return 'done';
+}
+
+/**
+ * The start-up sweep of every root. `suspects` limits it to those volume directories (the daemon
+ * passes the ones its scan found leftovers in, so a start with 10,000 volumes does not read every
+ * directory twice). Answers the volume directories left for a later pass.
+ */
+export async function sweepRoots(roots: Root[], locks: LockManager, log: Logger, suspects?: string[]): Promise<string[]> {
+  const later: string[] = [];
+  for (const root of roots) {
+    try {
+      await fse.remove(path.join(root.path, BIN_DIR));
+      const names = suspects ? suspects.filter((d) => path.dirname(d) === root.path).map((d) => path.basename(d)) : await fs.readdir(root.path);
+      for (const name of names) {
+        if (!uidOfDirName(name)) continue;
+        const dir = path.join(root.path, name);
+        // One volume that cannot be swept now is tried again later; it never stops the others'.
+        const outcome = await sweepVolume(dir, locks, log, false).catch((err) => {
+          log.warn('sweep of a volume failed; trying again later', { dir, ...errorFields(err) });
+          return 'later' as const;
+        });
+        if (outcome === 'later') later.push(dir);
+      }
+    } catch (err) {
+      log.error('start-up sweep of a root failed', { root: root.path, ...errorFields(err) });
+    }
+  }
+  return later;
+}
+
+/** A later pass over what the start-up sweep left; answers what is still left. */
+export async function sweepAgain(dirs: string[], locks: LockManager, log: Logger): Promise<string[]> {
+  const later: string[] = [];
+  for (const dir of dirs) {
+    try {
+      if ((await sweepVolume(dir, locks, log, true)) === 'later') later.push(dir);
+    } catch (err) {
+      log.warn('sweep of a volume failed; trying again later', { dir, ...errorFields(err) });
+      later.push(dir);
+    }
+  }
+  return later;
+}

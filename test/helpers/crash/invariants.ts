@@ -1,0 +1,141 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { BIN_DIR, dataFileName, isTempName, META_FILE, parseLockMarker, ROOT_MUTEX, SETTINGS_FILE, uidOfDirName, VOLUME_MUTEX } from '../../../src/store/layout.js';
+import { BrokenMetaError, readMeta, type VolumeMeta } from '../../../src/store/meta.js';
+import { EXPORT_MARKER_RE } from '../../../src/store/volume-record.js';
+import { imageInfo } from '../images.js';
+import type { TestDaemon } from '../daemon.js';
+import type { Answer } from '../process.js';
+import { OWNER } from '../tree.js';
+
+/** What the invariant checks need of a running daemon: its API. */
+export interface Api {
+  post(endpoint: string, body: unknown): Promise<Answer>;
+  get(endpoint: string): Promise<Answer>;
+}
+
+/** An in-process daemon through the same interface as a daemon process. */
+export function apiOf(d: TestDaemon): Api {
+  const answer = async (t: PromiseLike<{ status: number; body: unknown }>): Promise<Answer> => {
+    const r = await t;
+    return { status: r.status, body: r.body };
+  };
+  return { post: (e, b) => answer(d.post(e, b)), get: (e) => answer(d.api.get(`/api/v1.0/${e}`)) };
+}
+
+/** Files a finished volume directory may hold (SPEC §3); anything else is a leftover. */
+const VOLUME_FILES = new Set(['meta.json', 'isoinfo.json', 'cloud-init-metadata', VOLUME_MUTEX]);
+/** Entries a root may hold besides volumes. A left mutex is allowed: the lock checks prove it does not block. */
+const ROOT_FILES = new Set([SETTINGS_FILE, ROOT_MUTEX, BIN_DIR]);
+
+interface StatusRoot {
+  path: string;
+  maxVolumes: number | null;
+  maxTotalSize: number | null;
+  volumes: number;
+  usedBytes: number;
+}
+
+/**
+ * The invariants of a tree after a crash and a restart (docs/RELIABILITY.md), checked on disk and
+ * through the API. Returns one sentence per violation; empty when all hold.
+ */
+export async function treeViolations(api: Api): Promise<string[]> {
+  const out: string[] = [];
+  const status = (await api.get('status')).body as { roots: StatusRoot[]; broken: unknown[] };
+  if (status.broken.length) out.push(`status lists broken volumes: ${JSON.stringify(status.broken)}`);
+  const onDisk = new Map<string, VolumeMeta>();
+  for (const root of status.roots) {
+    let used = 0;
+    let count = 0;
+    for (const name of await fs.readdir(root.path)) {
+      const uid = uidOfDirName(name);
+      if (!uid) {
+        if (!ROOT_FILES.has(name)) out.push(`${root.path} holds a stray ${name}`);
+        if (name === BIN_DIR && (await fs.readdir(path.join(root.path, name))).length)
+          out.push(`${root.path}/${BIN_DIR} is not empty after the start-up sweep`);
+        continue;
+      }
+      count += 1;
+      const dir = path.join(root.path, name);
+      const meta = await volumeViolations(dir, uid, out);
+      if (meta) {
+        onDisk.set(uid, meta);
+        used += meta.size;
+      }
+    }
+    if (root.volumes !== count) out.push(`status counts ${root.volumes} volumes in ${root.path}, the disk holds ${count}`);
+    if (root.usedBytes !== used) out.push(`status says ${root.usedBytes} bytes used in ${root.path}, meta.json sizes add up to ${used}`);
+    if (root.maxVolumes !== null && count > root.maxVolumes) out.push(`${root.path} holds ${count} volumes, more than its max-volumes ${root.maxVolumes}`);
+    if (root.maxTotalSize !== null && used > root.maxTotalSize) out.push(`${root.path} promises ${used} bytes, more than its max-total-size`);
+  }
+  const listed = ((await api.post('accessible', { client_uid: OWNER })).body as Array<{ volumeID: string }>).map((v) => v.volumeID);
+  for (const uid of onDisk.keys()) if (!listed.includes(uid)) out.push(`volume ${uid} is on disk but not listed by accessible`);
+  for (const uid of listed) if (!onDisk.has(uid)) out.push(`volume ${uid} is listed but not complete on disk`);
+  return out;
+}
+
+/** One volume directory: complete (meta.json + matching data file), nothing left by an operation. */
+async function volumeViolations(dir: string, uid: string, out: string[]): Promise<VolumeMeta | null> {
+  const files = await fs.readdir(dir);
+  for (const f of files) {
+    if (parseLockMarker(f)) out.push(`${uid} still holds the lock marker ${f}`);
+    else if (isTempName(f)) out.push(`${uid} still holds the temp file ${f}`);
+    else if (f.endsWith('.exported') && !EXPORT_MARKER_RE.test(f)) out.push(`${uid} holds a malformed export marker ${f}`);
+  }
+  let meta: VolumeMeta;
+  try {
+    meta = await readMeta(dir, uid);
+  } catch (err) {
+    if (!(err instanceof BrokenMetaError)) throw err;
+    out.push(`${uid}: ${err.message}`);
+    return null;
+  }
+  const data = dataFileName(meta.format);
+  const strays = files.filter((f) => !VOLUME_FILES.has(f) && f !== data && f !== META_FILE && !EXPORT_MARKER_RE.test(f) && !parseLockMarker(f) && !isTempName(f));
+  if (strays.length) out.push(`${uid} holds files it should not: ${strays.join(', ')}`);
+  if (!files.includes(data)) {
+    out.push(`${uid}: ${data} is missing`);
+    return null;
+  }
+  const info = await imageInfo(path.join(dir, data));
+  if (info.format !== meta.format) out.push(`${uid}: ${data} is ${info.format}, meta.json says ${meta.format}`);
+  if (info['virtual-size'] !== meta.size) out.push(`${uid}: ${data} holds ${info['virtual-size']} bytes, meta.json says ${meta.size}`);
+  return meta;
+}
+
+/**
+ * No lock left behind blocks a later operation: every volume takes an update (a lock left by the
+ * killed process may answer 409 until it is stale, `staleMs`, then must give way).
+ */
+export async function lockViolations(api: Api, staleMs: number): Promise<string[]> {
+  const out: string[] = [];
+  const listed = ((await api.post('accessible', { client_uid: OWNER })).body as Array<{ volumeID: string }>).map((v) => v.volumeID);
+  for (const vid of listed) {
+    const until = Date.now() + staleMs * 2 + 3000;
+    let res = await api.post('update', { vid, creatorID: OWNER, name: 'checked' });
+    while (res.status === 409 && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 200));
+      res = await api.post('update', { vid, creatorID: OWNER, name: 'checked' });
+    }
+    if (res.status !== 200) out.push(`update of ${vid} after the restart answered ${res.status}: ${JSON.stringify(res.body)}`);
+  }
+  return out;
+}
+
+/** Polls `check` until it finds nothing or `ms` pass (a lock left fresh by the killed process is recovered once stale). */
+export async function settledViolations(check: () => Promise<string[]>, ms: number): Promise<string[]> {
+  const until = Date.now() + ms;
+  // The daemon's later sweep may remove a dead claim while the check reads it: look again.
+  const checkOnce = () =>
+    check().catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+      return [`the tree changed during the check (${err.path ?? err.message})`];
+    });
+  let found = await checkOnce();
+  while (found.length && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 250));
+    found = await checkOnce();
+  }
+  return found;
+}

@@ -1,0 +1,144 @@
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import fse from 'fs-extra';
+import { spawnDaemon, stopDaemon, type DaemonProcess } from '../helpers/process.js';
+import { treeViolations } from '../helpers/crash/invariants.js';
+import { makeTree, removeTree, seedCreateBody, skipBecause, waitFor } from '../helpers/tree.js';
+import { startGluster } from '../helpers/gluster.js';
+
+/**
+ * Requests that make a new volume in a root, raced by both daemons. Clone joins this table when it
+ * lands on this branch: `{ name: 'clone', body: (template) => ({ ... }) }` (docs/RELIABILITY.md).
+ */
+const VOLUME_MAKERS: Array<{ name: string; endpoint: string; body: () => object }> = [
+  { name: 'create', endpoint: 'create', body: () => seedCreateBody({ format: 'qcow2', size: 0.01 }) },
+];
+
+const vidDirs = async (root: string) => (await fs.readdir(root)).filter((n) => n.startsWith('vid.'));
+
+/** Counts the volume directories of `root` every 10 ms until stopped; `stop` answers the most seen at once. */
+function countVolumesMeanwhile(root: string): { stop(): Promise<number> } {
+  let most = 0;
+  let polling = true;
+  const poller = (async () => {
+    while (polling) {
+      most = Math.max(most, (await vidDirs(root)).length);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  })();
+  return {
+    stop: async () => {
+      polling = false;
+      await poller;
+      return most;
+    },
+  };
+}
+
+/** Where the two daemons' mount directories come from: one local tree, or one Gluster volume mounted twice. */
+interface SharedTree {
+  mnts: [string, string];
+  /** Gluster mounts do not see each other's changes through inotify: the indexes rescan instead. */
+  env: Record<string, string>;
+  cleanup(): Promise<void>;
+}
+
+const TREES: Array<{ name: string; make(ctx: Mocha.Context): Promise<SharedTree> }> = [
+  {
+    name: 'one local tree',
+    make: async () => {
+      const mnt = await makeTree({});
+      return { mnts: [mnt, mnt], env: {}, cleanup: () => removeTree(mnt) };
+    },
+  },
+  {
+    name: 'a Gluster volume mounted twice (as two hosts mount it)',
+    make: async (ctx) => {
+      const base = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-gluster-'));
+      const gluster = await startGluster(base);
+      if (typeof gluster === 'string') {
+        await removeTree(base);
+        skipBecause(ctx, gluster);
+      }
+      return { mnts: gluster.mounts, env: { ELEMENTO_RESCAN_MS: '1000' }, cleanup: async () => (await gluster.stop(), await removeTree(base)) };
+    },
+  },
+];
+
+/**
+ * Two daemon processes on one mount tree, as two hosts sharing a Gluster volume: each has its own
+ * index; quotas and locks are decided on disk under the root's lock, so they hold across both.
+ */
+for (const tree of TREES) {
+  describe(`two daemons sharing ${tree.name}`, function () {
+    this.timeout(90_000);
+    let shared: SharedTree | undefined;
+    let daemons: DaemonProcess[] = [];
+    const root = () => path.join(shared!.mnts[0], 'a');
+
+    before(async function () {
+      shared = await tree.make(this);
+    });
+    after(async () => shared?.cleanup());
+    beforeEach(async () => {
+      await fs.mkdir(root(), { recursive: true });
+      await fs.writeFile(path.join(root(), 'settings.json'), JSON.stringify({ 'max-volumes': 5 }));
+      daemons = await Promise.all(shared!.mnts.map((mnt) => spawnDaemon(['--mnt', mnt], { ELEMENTO_LOG_LEVEL: 'info', ELEMENTO_EXPORTER: 'none', ...shared!.env })));
+    });
+    afterEach(async () => {
+      await Promise.all(daemons.map(stopDaemon));
+      await fse.emptyDir(root());
+    });
+
+    for (const maker of VOLUME_MAKERS)
+      it(`2 daemons × 12 concurrent ${maker.name}s on a 5-volume root make exactly 5, never more, each claimed once`, async () => {
+        const count = countVolumesMeanwhile(root());
+        const answers = await Promise.all(daemons.flatMap((d) => Array.from({ length: 12 }, () => d.post(maker.endpoint, maker.body()))));
+        const most = await count.stop();
+        const made = answers.filter((a) => a.status === 200).map((a) => a.body.vid as string);
+        expect(made).to.have.length(5);
+        expect(new Set(made).size).to.equal(5);
+        expect(answers.filter((a) => a.status !== 200).map((a) => a.status)).to.deep.equal(Array(19).fill(507));
+        expect(most).to.be.at.most(5);
+        expect((await vidDirs(root())).sort()).to.deep.equal(made.map((v) => `vid.${v}.elimg`).sort());
+        // Each daemon learns of the other's volumes through its watcher; both then agree with the disk.
+        for (const d of daemons) {
+          await waitFor(async () => (await d.get('status')).body.roots[0].volumes === 5, 5000, 'the index to see all 5 volumes');
+          expect(await treeViolations(d)).to.deep.equal([]);
+          expect((await d.get('status')).body.locksCompromised).to.equal(0);
+        }
+      });
+
+    it('races creates and destroys from both daemons: the quota holds at every moment, each volume is destroyed once, no lock is broken', async () => {
+      const count = countVolumesMeanwhile(root());
+      for (let round = 0; round < 3; round++) {
+        const created = await Promise.all(daemons.flatMap((d) => Array.from({ length: 6 }, () => d.post('create', seedCreateBody({ format: 'raw', size: 0.01 })))));
+        const vids = created.filter((a) => a.status === 200).map((a) => a.body.vid as string);
+        expect(vids.length, `round ${round}`).to.equal(5);
+        // Both daemons destroy every volume at once (one of them may not know it yet: 404), and create more meanwhile.
+        await Promise.all(daemons.map((d) => waitFor(async () => (await d.get('status')).body.volumes === 5, 5000, 'the index to see the volumes')));
+        const [destroys, extra] = await Promise.all([
+          Promise.all(vids.flatMap((vid) => daemons.map((d) => d.post('destroy', { volume_id: vid })))),
+          Promise.all(daemons.map((d) => d.post('create', seedCreateBody({ format: 'raw', size: 0.01 })))),
+        ]);
+        for (let i = 0; i < vids.length; i++) {
+          const [first, second] = destroys.slice(i * 2, i * 2 + 2).map((a) => a.status).sort();
+          expect(first, `destroy of ${vids[i]} from both daemons`).to.equal(200);
+          expect([404, 409], `destroy of ${vids[i]} from both daemons`).to.include(second);
+        }
+        for (const [i, a] of extra.entries()) {
+          expect([200, 507]).to.include(a.status);
+          if (a.status === 200) expect((await daemons[i].post('destroy', { volume_id: a.body.vid })).status).to.equal(200);
+        }
+        await Promise.all(daemons.map((d) => waitFor(async () => (await d.get('status')).body.volumes === 0, 5000, 'the index to forget them')));
+      }
+      expect(await count.stop()).to.be.at.most(5);
+      for (const d of daemons) {
+        expect(await treeViolations(d)).to.deep.equal([]);
+        expect((await d.get('status')).body.locksCompromised).to.equal(0);
+      }
+    });
+  });
+}

@@ -1,0 +1,69 @@
+import { promises as fs } from 'node:fs';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { execa } from 'execa';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { makeTree, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
+
+const DEAD_OP = '0000000000000000000000000000dead';
+
+/** The pid of a process that has ended (so that no process of this host has it, for now). */
+async function deadPid(): Promise<number> {
+  const child = execa('true');
+  await child;
+  return child.pid!;
+}
+
+/**
+ * The start-up sweep and its later passes: what a daemon killed a moment ago left, with its lock
+ * still fresh (a systemd restart), is recovered, never obeyed forever.
+ */
+describe('the sweep of what a killed daemon left a moment ago', function () {
+  this.timeout(30_000);
+  let mnt: string;
+  let d: TestDaemon | undefined;
+  const root = () => path.join(mnt, 'a');
+
+  beforeEach(async () => (mnt = await makeTree({ a: { 'max-volumes': 3 } })));
+  afterEach(async () => {
+    await d?.stop();
+    d = undefined;
+    await removeTree(mnt);
+  });
+
+  /** A volume made by a daemon that is then stopped, left locked as a killed one leaves it. */
+  async function lockedByDeadDaemon(marker: string): Promise<string> {
+    d = await startTestDaemon(mnt);
+    const { vid } = (await d.post('create', seedCreateBody({ format: 'raw', size: 0.01 })).expect(200)).body;
+    await d.stop();
+    d = undefined;
+    const dir = path.join(root(), `vid.${vid}.elimg`);
+    await fs.mkdir(path.join(dir, '.elemento.lock'));
+    await fs.writeFile(path.join(dir, `elemento.update.${DEAD_OP}.ignore`), marker);
+    return dir;
+  }
+
+  it('breaks at once a fresh lock whose marker names a process of this host that no longer runs', async () => {
+    const dir = await lockedByDeadDaemon(JSON.stringify({ purpose: 'update', host: hostname(), pid: await deadPid() }));
+    d = await startTestDaemon(mnt, { lockStaleMs: 10_000 });
+    expect((await fs.readdir(dir)).sort()).to.deep.equal(['data.img', 'meta.json']);
+  });
+
+  it('recovers a fresh lock whose marker was cut short once it is stale, and does not hold up the other volumes', async () => {
+    const cutShort = await lockedByDeadDaemon('');
+    const provable = await lockedByDeadDaemon(JSON.stringify({ purpose: 'update', host: hostname(), pid: await deadPid() }));
+    d = await startTestDaemon(mnt, { lockStaleMs: 2000 });
+    expect((await fs.readdir(provable)).sort()).to.deep.equal(['data.img', 'meta.json']);
+    await waitFor(async () => (await fs.readdir(cutShort)).length === 2, 8000, 'the stale lock to be recovered');
+    expect((await fs.readdir(cutShort)).sort()).to.deep.equal(['data.img', 'meta.json']);
+  });
+
+  it('removes a dead claim (a volume directory without meta.json or data) and frees its quota', async () => {
+    for (const uid of ['1', '2', '3']) await fs.mkdir(path.join(root(), `vid.${uid.repeat(32)}.elimg`));
+    d = await startTestDaemon(mnt, { lockStaleMs: 2000 });
+    expect((await d.post('accessible', { client_uid: 'f'.repeat(32) }).expect(200)).body).to.deep.equal([]);
+    await waitFor(async () => (await fs.readdir(root())).filter((n) => n.startsWith('vid.')).length === 0, 8000, 'the dead claims to go');
+    await d.post('create', seedCreateBody({ format: 'raw', size: 0.01 })).expect(200);
+  });
+});
