@@ -16,7 +16,7 @@ const opts = new Command()
   .option('--trials <n>', 'trials per fault point', '3')
   .option('--random <n>', 'random-moment kills', '50')
   .option('--seed <n>', 'seed of the random kills', String(Date.now() % 100000))
-  .option('--only <operation>', 'only this operation')
+  .option('--only <operations>', 'only these operations (comma-separated)')
   .parse()
   .opts();
 
@@ -37,7 +37,7 @@ async function main(): Promise<void> {
     // A trial the harness itself could not finish counts as a failure, and the soak goes on.
     const trial = async (operation: string, point: string, run: () => Promise<TrialResult>) =>
       report(await run().catch((err: Error) => ({ operation, point, crashed: true, violations: [`harness error: ${err.message}`], ms: 0 })));
-    for (const op of CRASH_OPERATIONS.filter((o) => !opts.only || o.name === opts.only))
+    for (const op of CRASH_OPERATIONS.filter((o) => !opts.only || String(opts.only).split(',').includes(o.name)))
       for (const point of op.points) for (let i = 0; i < Number(opts.trials); i++) await trial(op.name, point, () => harness.pointTrial(op, point));
     const random = seededRandom(Number(opts.seed));
     for (let i = 0; i < Number(opts.random); i++) await trial('random', '', () => harness.randomTrial(random));

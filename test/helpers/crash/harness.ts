@@ -1,7 +1,7 @@
 import { startTestDaemon } from '../daemon.js';
 import { spawnDaemon, stopDaemon, type DaemonProcess } from '../process.js';
-import { apiOf, lockViolations, settledViolations, treeViolations, type Api } from './invariants.js';
-import { CRASH_OPERATIONS, type CrashOperation, type Subject } from './operations.js';
+import { apiOf, CRASH_NODE, CRASH_VM, lockViolations, settledViolations, treeViolations, type Api } from './invariants.js';
+import { closeFixtures, CRASH_OPERATIONS, type CrashOperation, type Subject } from './operations.js';
 
 /** What one trial found. `crashed` is false when the daemon never reached the armed point. */
 export interface TrialResult {
@@ -144,15 +144,31 @@ export class CrashHarness {
     const out = await settledViolations(() => treeViolations(api), this.staleMs * 2 + 3000);
     if (op?.verify) out.push(...(await op.verify(api, subject)));
     out.push(...(await lockViolations(api, this.staleMs)));
-    const listed = (await api.post('accessible', { client_uid: 'f'.repeat(32) })).body as Array<{ volumeID: string }>;
-    for (const v of listed.slice(KEEP_VOLUMES)) {
+    out.push(...(await this.trim(api)));
+    return out;
+  }
+
+  /**
+   * Keeps a few standalone volumes for the next trial and destroys the rest, linked clones before
+   * their bases, each detached first from the harness's VM (a destroy of an attached volume is refused).
+   */
+  private async trim(api: Api): Promise<string[]> {
+    const out: string[] = [];
+    const listed = (await api.post('accessible', { client_uid: 'f'.repeat(32) })).body as Array<{ volumeID: string; base?: string }>;
+    const bases = new Set(listed.map((v) => v.base));
+    const keep = new Set(listed.filter((v) => !v.base && !bases.has(v.volumeID)).slice(0, KEEP_VOLUMES));
+    const drop = listed.filter((v) => !keep.has(v)).sort((a, b) => Number(!!b.base) - Number(!!a.base));
+    for (const v of drop) {
+      const detached = await api.post('detach', { volume_id: v.volumeID, client_uid: 'f'.repeat(32), node: CRASH_NODE, vm_id: CRASH_VM });
+      if (detached.status !== 200) out.push(`detach of ${v.volumeID} after the restart answered ${detached.status}`);
       const res = await api.post('destroy', { volume_id: v.volumeID });
-      if (res.status !== 200) out.push(`destroy of ${v.volumeID} after the restart answered ${res.status}`);
+      if (res.status !== 200) out.push(`destroy of ${v.volumeID} after the restart answered ${res.status}: ${JSON.stringify(res.body)}`);
     }
     return out;
   }
 
   async close(): Promise<void> {
     await this.stopHealthy();
+    await closeFixtures();
   }
 }

@@ -23,6 +23,10 @@ export function apiOf(d: TestDaemon): Api {
   return { post: (e, b) => answer(d.post(e, b)), get: (e) => answer(d.api.get(`/api/v1.0/${e}`)) };
 }
 
+/** The VM every attach of the crash harness names (operations.ts), so a check can detach what a trial left. */
+export const CRASH_NODE = 'crash-node';
+export const CRASH_VM = '1';
+
 /** Files a finished volume directory may hold (SPEC §3); anything else is a leftover. */
 const VOLUME_FILES = new Set(['meta.json', 'isoinfo.json', 'cloud-init-metadata', VOLUME_MUTEX]);
 /** Entries a root may hold besides volumes. A left mutex is allowed: the lock checks prove it does not block. */
@@ -110,13 +114,14 @@ async function volumeViolations(dir: string, uid: string, out: string[]): Promis
  */
 export async function lockViolations(api: Api, staleMs: number): Promise<string[]> {
   const out: string[] = [];
-  const listed = ((await api.post('accessible', { client_uid: OWNER })).body as Array<{ volumeID: string }>).map((v) => v.volumeID);
-  for (const vid of listed) {
+  const listed = (await api.post('accessible', { client_uid: OWNER })).body as Array<{ volumeID: string; creatorID: string }>;
+  // Each by its owner (a transfer may have handed it to another).
+  for (const { volumeID: vid, creatorID } of listed) {
     const until = Date.now() + staleMs * 2 + 3000;
-    let res = await api.post('update', { vid, creatorID: OWNER, name: 'checked' });
+    let res = await api.post('update', { vid, creatorID, name: 'checked' });
     while (res.status === 409 && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 200));
-      res = await api.post('update', { vid, creatorID: OWNER, name: 'checked' });
+      res = await api.post('update', { vid, creatorID, name: 'checked' });
     }
     if (res.status !== 200) out.push(`update of ${vid} after the restart answered ${res.status}: ${JSON.stringify(res.body)}`);
   }
