@@ -35,13 +35,13 @@ const PATTERN = 0x5a;
 const LOCKED_STEPS = ['lock.after-mutex', 'lock.after-marker'];
 const META_WRITE = ['atomic.after-temp-write', 'atomic.after-rename'];
 
-async function createVolume(api: Api, format: 'raw' | 'qcow2'): Promise<string> {
+export async function createVolume(api: Api, format: 'raw' | 'qcow2'): Promise<string> {
   const res = await api.post('create', seedCreateBody({ format, size: SMALL }));
   if (res.status !== 200) throw new Error(`setup create answered ${res.status}: ${JSON.stringify(res.body)}`);
   return res.body.vid;
 }
 
-async function expectOk(answer: Promise<Answer>, what: string): Promise<Answer> {
+export async function expectOk(answer: Promise<Answer>, what: string): Promise<Answer> {
   const res = await answer;
   if (res.status !== 200) throw new Error(`setup ${what} answered ${res.status}: ${JSON.stringify(res.body)}`);
   return res;
@@ -79,15 +79,47 @@ export async function closeFixtures(): Promise<void> {
   await fs.rm(server.dir, { recursive: true, force: true });
 }
 
-/** `create/upload` with a raw body (the fields in the query): needs the daemon process's port. */
-async function uploadRaw(api: Api): Promise<Answer> {
+/** The base URL of a daemon process (uploads send bodies that are not JSON, so they need its port). */
+function baseUrl(api: Api): string {
   const port = (api as { port?: number }).port;
   if (!port) throw new Error('uploads run against a daemon process');
-  const query = new URLSearchParams({ creatorID: OWNER, format: 'raw', name: 'uploaded', private: 'false' });
-  const body = Buffer.alloc(2 << 20, PATTERN);
-  const res = await fetch(`http://127.0.0.1:${port}/api/v1.0/create/upload?${query}`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body });
+  return `http://127.0.0.1:${port}`;
+}
+
+const UPLOAD_FIELDS = { creatorID: OWNER, format: 'raw', name: 'uploaded', private: 'false' };
+const UPLOADED = Buffer.alloc(2 << 20, PATTERN);
+
+async function answerOf(res: Response): Promise<Answer> {
   const text = await res.text();
   return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+/** `create/upload` with a raw body (the fields in the query). */
+async function uploadRaw(api: Api): Promise<Answer> {
+  const query = new URLSearchParams(UPLOAD_FIELDS);
+  return answerOf(await fetch(`${baseUrl(api)}/api/v1.0/create/upload?${query}`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: UPLOADED }));
+}
+
+/** A resumable (tus) upload in two PATCHes of 1 MB, which makes the volume when the last byte arrives. */
+async function uploadTus(api: Api): Promise<Answer> {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  const tus = { 'Tus-Resumable': '1.0.0' };
+  const fields = { ...UPLOAD_FIELDS, private: false };
+  const created = await fetch(`${baseUrl(api)}/api/v1.0/files`, {
+    method: 'POST',
+    headers: { ...tus, 'Upload-Length': String(UPLOADED.length), 'Upload-Metadata': `endpoint ${b64('create/upload')},fields ${b64(JSON.stringify(fields))}` },
+  });
+  const location = created.headers.get('location');
+  if (created.status !== 201 || !location) return answerOf(created);
+  let last = created;
+  for (const offset of [0, UPLOADED.length / 2]) {
+    last = await fetch(new URL(location, baseUrl(api)), {
+      method: 'PATCH',
+      headers: { ...tus, 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream' },
+      body: UPLOADED.subarray(offset, offset + UPLOADED.length / 2),
+    });
+  }
+  return answerOf(last);
 }
 
 /** A volume whose first MB holds a known pattern, to prove an operation keeps the data. */
@@ -100,7 +132,7 @@ async function patternedVolume(api: Api, format: 'raw' | 'qcow2'): Promise<Subje
   return { vid };
 }
 
-async function volumeDir(api: Api, vid: string): Promise<string> {
+export async function volumeDir(api: Api, vid: string): Promise<string> {
   const roots = (await api.get('status')).body.roots as Array<{ path: string }>;
   const dir = roots.map((r) => path.join(r.path, `vid.${vid}.elimg`)).find((d) => existsSync(d));
   if (!dir) throw new Error(`volume ${vid} is in no root`);
@@ -201,6 +233,13 @@ export const CRASH_OPERATIONS: CrashOperation[] = [
     setup: async () => ({}),
     run: (api) => uploadRaw(api),
     shortRun: 'import.after-convert',
+  },
+  {
+    name: 'upload-tus',
+    points: ['create.after-meta', 'tus.after-chunk', 'import.after-convert', 'create.after-publish'],
+    setup: async () => ({}),
+    run: (api) => uploadTus(api),
+    shortRun: 'tus.after-chunk',
   },
   ...(['create', 'revert', 'delete'] as const).map((action) => ({
     name: `snapshot-${action}`,
