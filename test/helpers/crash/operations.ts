@@ -193,30 +193,21 @@ export const CRASH_OPERATIONS: CrashOperation[] = [
     setup: async (api) => ({ vid: await createVolume(api, 'qcow2') }),
     run: (api, s) => api.post('destroy', { volume_id: s.vid }),
   },
-  {
-    name: 'clone-cp',
-    points: ['lock.after-marker', 'create.after-mkdir', 'create.after-meta', 'create.after-temp-image', 'create.after-publish'],
-    setup: (api) => clonableVolume(api),
-    run: (api, s) => api.post('clone', { volume_id: s.vid, creatorID: OWNER, alg: 'cp' }),
+  // A clone holds its source's lock and makes its volume with create's claim; what must survive is the source.
+  ...(['cp', 'overlay'] as const).map((alg) => ({
+    name: `clone-${alg}`,
+    points: ['lock.after-marker', 'root-lock.after-acquire', 'create.after-mkdir', 'create.after-meta', 'create.after-temp-image', 'create.after-publish', 'lock.before-mutex-release'],
+    setup: clonableVolume,
+    run: (api: Api, s: Subject) => api.post('clone', { volume_id: s.vid, creatorID: OWNER, alg }),
     verify: patternKept,
-    shortRun: 'create.after-temp-image',
-  },
-  {
-    name: 'clone-overlay',
-    points: ['lock.after-marker', 'create.after-mkdir', 'create.after-meta', 'create.after-temp-image', 'create.after-publish'],
-    setup: (api) => clonableVolume(api),
-    run: (api, s) => api.post('clone', { volume_id: s.vid, creatorID: OWNER, alg: 'overlay' }),
-    verify: patternKept,
-    shortRun: 'create.after-publish',
-  },
+    shortRun: alg === 'cp' ? 'create.after-temp-image' : 'create.after-publish',
+  })),
   {
     name: 'compact',
     points: ['compact.after-temp-image', 'compact.after-rename', 'lock.before-mutex-release'],
     setup: async (api) => {
       const base = await clonableVolume(api);
-      const res = await api.post('clone', { volume_id: base.vid, creatorID: OWNER, alg: 'overlay' });
-      if (res.status !== 200) throw new Error(`setup clone answered ${res.status}: ${JSON.stringify(res.body)}`);
-      return { vid: res.body.vid };
+      return { vid: (await expectOk(api.post('clone', { volume_id: base.vid, creatorID: OWNER, alg: 'overlay' }), 'clone')).body.vid };
     },
     run: (api, s) => api.post('overlay/compact', { vid: s.vid, creatorID: OWNER }),
     verify: patternKept,
