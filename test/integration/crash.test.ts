@@ -23,7 +23,8 @@ describe('crash consistency (SIGKILL at every fault point, then restart)', funct
   });
 
   // Points shared by every operation (locks, atomic writes) run with the first operation that passes
-  // them; `npm run soak` runs every point of every operation.
+  // them; an operation whose points all ran before runs at its `shortRun` point. `npm run soak` runs
+  // every point of every operation. The export operations run in crash-exports.test.ts.
   const seen = new Set<string>();
   for (const op of CRASH_OPERATIONS) {
     const fresh = op.points.filter((p) => !seen.has(p) && seen.add(p));
