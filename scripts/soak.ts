@@ -3,6 +3,7 @@
  * every operation, `--trials` times each, and at `--random` random moments of a stream of
  * operations, restarting it and checking the invariants after each kill.
  *   npm run soak -- --trials 10 --random 200 --seed 42
+ * With `--exports`, the export operations (export, unexport, migration steps) against a private tgtd.
  */
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
@@ -10,13 +11,16 @@ import path from 'node:path';
 import { Command } from 'commander';
 import fse from 'fs-extra';
 import { CrashHarness, seededRandom, type TrialResult } from '../test/helpers/crash/harness.js';
+import { EXPORT_CRASH_OPERATIONS } from '../test/helpers/crash/export-operations.js';
 import { CRASH_OPERATIONS } from '../test/helpers/crash/operations.js';
+import { startTgtd } from '../test/helpers/tgt.js';
 
 const opts = new Command()
   .option('--trials <n>', 'trials per fault point', '3')
   .option('--random <n>', 'random-moment kills', '50')
   .option('--seed <n>', 'seed of the random kills', String(Date.now() % 100000))
-  .option('--only <operation>', 'only this operation')
+  .option('--only <operations>', 'only these operations (comma-separated)')
+  .option('--exports', 'the export and migration operations, exporting to a private tgtd')
   .parse()
   .opts();
 
@@ -26,7 +30,9 @@ async function main(): Promise<void> {
     await fs.mkdir(path.join(mnt, root));
     await fs.writeFile(path.join(mnt, root, 'settings.json'), JSON.stringify(settings));
   }
-  const harness = new CrashHarness(mnt);
+  const tgtd = opts.exports ? await startTgtd() : null;
+  const operations = tgtd ? EXPORT_CRASH_OPERATIONS : CRASH_OPERATIONS;
+  const harness = new CrashHarness(mnt, 'process', 2000, { operations, ...(tgtd ? { exports: { controlPort: tgtd.controlPort, portal: tgtd.portal } } : {}) });
   const results: TrialResult[] = [];
   const report = (r: TrialResult) => {
     results.push(r);
@@ -37,12 +43,13 @@ async function main(): Promise<void> {
     // A trial the harness itself could not finish counts as a failure, and the soak goes on.
     const trial = async (operation: string, point: string, run: () => Promise<TrialResult>) =>
       report(await run().catch((err: Error) => ({ operation, point, crashed: true, violations: [`harness error: ${err.message}`], ms: 0 })));
-    for (const op of CRASH_OPERATIONS.filter((o) => !opts.only || o.name === opts.only))
+    for (const op of operations.filter((o) => !opts.only || String(opts.only).split(',').includes(o.name)))
       for (const point of op.points) for (let i = 0; i < Number(opts.trials); i++) await trial(op.name, point, () => harness.pointTrial(op, point));
     const random = seededRandom(Number(opts.seed));
     for (let i = 0; i < Number(opts.random); i++) await trial('random', '', () => harness.randomTrial(random));
   } finally {
     await harness.close();
+    await tgtd?.stop();
     await fse.remove(mnt);
   }
   const failed = results.filter((r) => r.violations.length).length;

@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config.js';
 import { errorFields, type Logger } from '../log.js';
+import { faultPoint } from '../faults.js';
 import { isOwnMarker, markerPath, readMarker, removeMarker, touchMarker, writeMarker } from '../store/export-marker.js';
 import { dataFileName, isInside } from '../store/layout.js';
 import type { VolumeMeta } from '../store/meta.js';
@@ -81,6 +82,7 @@ export class ExportService {
       await this.ensureStarted();
       const existed = (await readMarker(markerPath(dir, iqn))) !== null;
       await writeMarker(dir, iqn, { client_uid: client, portal: this.config.iscsiPortal });
+      faultPoint('publish.after-marker');
       try {
         await this.exporter.ensure(targetSpec(dir, meta, iqn));
       } catch (err) {
@@ -95,6 +97,7 @@ export class ExportService {
     return this.queue.run(async () => {
       await this.ensureStarted();
       await removeMarker(dir, iqn);
+      faultPoint('withdraw.after-marker-removed');
       await this.exporter.remove(iqn);
     });
   }

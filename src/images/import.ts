@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { faultPoint } from '../faults.js';
 import { tempNameFor } from '../store/layout.js';
 import { writeMeta } from '../store/meta.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
@@ -105,6 +106,7 @@ async function finishDisk(ctx: StoreContext, claimed: Claimed, incoming: string,
 export async function fillFromSource(ctx: StoreContext, claimed: Claimed, source: ImageSource, opts: ImportOptions = {}): Promise<void> {
   await fillClaim(ctx, claimed, async (tempData) => {
     const { file, bytes } = await receive(ctx, claimed, source, opts);
+    faultPoint('import.after-receive');
     if (claimed.meta.format === 'iso') {
       await assertIso9660(file);
       // An ISO's size is its own: the `size` asked only sized the first claim.
@@ -113,6 +115,7 @@ export async function fillFromSource(ctx: StoreContext, claimed: Claimed, source
     } else {
       await finishDisk(ctx, claimed, file, tempData, opts);
     }
+    faultPoint('import.after-convert');
     if (path.dirname(file) !== claimed.dir) await fs.rm(path.dirname(file), { recursive: true, force: true });
     await opts.beforePublish?.(claimed);
   });

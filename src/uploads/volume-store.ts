@@ -3,6 +3,7 @@ import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DataStore, ERRORS, Upload } from '@tus/server';
+import { faultPoint } from '../faults.js';
 import { makeStagingDir } from '../images/import.js';
 import type { PendingClaims } from '../images/pending.js';
 import type { Claimed } from '../volumes/create.js';
@@ -65,6 +66,7 @@ export class VolumeUploadStore extends DataStore {
     this.pending.acquire(item);
     try {
       await pipeline(stream, count, createWriteStream(state.part, { flags: 'r+', start: offset, highWaterMark: 1024 * 1024, flush: true }));
+      faultPoint('tus.after-chunk');
     } finally {
       this.pending.release(item);
     }

@@ -1,4 +1,5 @@
 import { ConflictError, ForbiddenError } from '../errors.js';
+import { faultPoint } from '../faults.js';
 import { readMeta, writeMeta, type VolumeMeta } from '../store/meta.js';
 import { findVolume } from './access.js';
 import type { StoreContext } from './context.js';
@@ -53,6 +54,7 @@ async function changeAttachments(ctx: StoreContext, vid: string, purpose: string
       const meta = await readMeta(record.dir, vid);
       const next = fn(meta, attachmentsOf(meta));
       if (next) await writeMeta(record.dir, { ...meta, attachments: next });
+      faultPoint(`${purpose}.after-meta`);
     });
   } finally {
     await ctx.index.reloadDir(record.dir);

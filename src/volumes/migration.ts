@@ -1,4 +1,5 @@
 import { ConflictError } from '../errors.js';
+import { faultPoint } from '../faults.js';
 import { iqnFor } from '../exporters/iqn.js';
 import type { ExportService } from '../exporters/service.js';
 import { clearMigration, readMigration, writeMigration } from '../store/migration-state.js';
@@ -35,7 +36,9 @@ export async function prepareMigration(ctx: StoreContext, exports: ExportService
     }
     const next = state ?? { source, destination, phase: 'preparing' as const, destinationWasExported: exported.includes(destination), started: new Date().toISOString() };
     await writeMigration(dir, { ...next, phase: 'preparing' });
+    faultPoint('migration.after-preparing');
     await exports.publish(dir, meta, destination, iqnFor(destination, vid));
+    faultPoint('migration.after-publish');
     await writeMigration(dir, { ...next, phase: 'prepared' });
     ctx.log.info('migration prepared', { vid, source, destination });
     return { ...exportAnswer(ctx, exports, meta, destination), source_client_uid: source, migration: 'prepared' };
@@ -63,9 +66,12 @@ export async function finishMigration(ctx: StoreContext, exports: ExportService,
     }
     if (state.destination !== destination)
       throw new ConflictError(`volume ${vid} is being migrated to ${state.destination}, not to ${destination}`, { vid });
-    await writeMigration(dir, { ...state, phase: step === 'conclude' ? 'concluding' : 'reverting' });
+    const phase = step === 'conclude' ? 'concluding' : 'reverting';
+    await writeMigration(dir, { ...state, phase });
+    faultPoint(`migration.after-${phase}`);
     if (step === 'conclude') await exports.withdraw(dir, iqnFor(state.source, vid));
     else if (!state.destinationWasExported) await exports.withdraw(dir, iqnFor(destination, vid));
+    faultPoint(`migration.after-${step}-withdraw`);
     await clearMigration(dir);
     ctx.log.info(`migration ${answer.migration}`, { vid, source: state.source, destination });
     return answer;

@@ -4,6 +4,7 @@ import { BadRequestError, ConflictError, translateErrno } from '../errors.js';
 import { flushFile, renameDurable } from '../store/atomic.js';
 import { dataFileName, tempNameFor } from '../store/layout.js';
 import { writeMeta } from '../store/meta.js';
+import { faultPoint } from '../faults.js';
 import { QemuImgLayers } from '../tools/qemu-img-layers.js';
 import { requireNotInUse } from './access.js';
 import type { OperationOptions } from './clone.js';
@@ -30,7 +31,9 @@ export async function compactOverlay(ctx: StoreContext, req: { vid: string }, ca
       await ctx.qemuImg.convert(data, 'qcow2', temp, 'qcow2', opts);
       // The rename replaces the only copy of the overlay's own data: the new bytes must be on disk first.
       await flushFile(temp);
+      faultPoint('compact.after-temp-image');
       await renameDurable(temp, data);
+      faultPoint('compact.after-rename');
     } catch (err) {
       await fs.rm(temp, { force: true });
       throw translateErrno(err, `volume ${req.vid}`);

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { BadRequestError, ConflictError, NotFoundError, translateErrno } from '../errors.js';
 import { dataFileName } from '../store/layout.js';
 import type { VolumeMeta } from '../store/meta.js';
+import { faultPoint } from '../faults.js';
 import { QemuImgLayers, type ImageSnapshot } from '../tools/qemu-img-layers.js';
 import { findVolume, requireNoOverlays, requireNotInUse } from './access.js';
 import type { Caller, StoreContext } from './context.js';
@@ -40,7 +41,9 @@ async function withSnapshots<T>(
     requireNoOverlays(ctx, meta, PAST[action]);
     const data = path.join(dir, dataFileName(meta.format));
     try {
-      return await fn(layers, data, await layers.snapshots(data));
+      const done = await fn(layers, data, await layers.snapshots(data));
+      faultPoint(`snapshot.after-${action}`);
+      return done;
     } catch (err) {
       throw translateErrno(err, `volume ${req.vid}`);
     }

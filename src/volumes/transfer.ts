@@ -1,4 +1,5 @@
 import { promises as fs } from 'node:fs';
+import { faultPoint } from '../faults.js';
 import { writeMeta } from '../store/meta.js';
 import { requireNotInUse } from './access.js';
 import type { Caller, StoreContext } from './context.js';
@@ -15,6 +16,7 @@ export async function transferVolume(ctx: StoreContext, req: { vid: string; new_
     requireNotInUse(await fs.readdir(dir), current, 'transferred');
     const next = { ...current, creatorID: req.new_creatorID };
     if (current.creatorID !== req.new_creatorID) await writeMeta(dir, next);
+    faultPoint('transfer.after-meta');
     return { previous: current.creatorID, next };
   });
   ctx.log.info('volume transferred', { vid: req.vid, from: meta.previous, to: req.new_creatorID });

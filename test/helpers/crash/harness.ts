@@ -1,7 +1,8 @@
 import { startTestDaemon } from '../daemon.js';
+import { OTHER, OWNER } from '../tree.js';
 import { spawnDaemon, stopDaemon, type DaemonProcess } from '../process.js';
-import { apiOf, lockViolations, settledViolations, treeViolations, type Api } from './invariants.js';
-import { CRASH_OPERATIONS, type CrashOperation, type Subject } from './operations.js';
+import { apiOf, CRASH_NODE, CRASH_VM, exportViolations, lockViolations, settledViolations, treeViolations, type Api } from './invariants.js';
+import { closeFixtures, CRASH_OPERATIONS, type CrashOperation, type Subject } from './operations.js';
 
 /** What one trial found. `crashed` is false when the daemon never reached the armed point. */
 export interface TrialResult {
@@ -37,18 +38,29 @@ const KEEP_VOLUMES = 4;
 export class CrashHarness {
   private healthy: { api: Api; stop(): Promise<void> } | null = null;
   private readonly env: Record<string, string>;
+  private readonly operations: CrashOperation[];
+  /** The control port of the tgtd the daemons export to, when they export. */
+  private readonly tgtControlPort?: number;
 
   /**
    * `restart: 'process'` restarts a real daemon process after each kill (the soak);
    * `'in-process'` runs the same start-up (sweep, scan, watch) in this process, which is quicker (npm test).
+   * Without `exports`, no iSCSI exporter: the trials are about the tree. With it (a tgtd's control
+   * port and portal), every daemon process exports to that tgtd and the checks compare markers and targets.
    */
   constructor(
     private readonly mnt: string,
     private readonly restart: 'process' | 'in-process' = 'process',
     private readonly staleMs = 2000,
+    opts: { operations?: CrashOperation[]; exports?: { controlPort: number; portal: string } } = {},
   ) {
-    // No iSCSI exporter (once exports exist): the crash trials are about the tree.
-    this.env = { ELEMENTO_LOCK_STALE_MS: String(staleMs), ELEMENTO_LOG_LEVEL: 'info', ELEMENTO_EXPORTER: 'none' };
+    this.operations = opts.operations ?? CRASH_OPERATIONS;
+    this.tgtControlPort = opts.exports?.controlPort;
+    const exporter = opts.exports
+      ? { ELEMENTO_EXPORTER: 'tgt', ELEMENTO_TGT_CONTROL_PORT: String(opts.exports.controlPort), ELEMENTO_ISCSI_PORTAL: opts.exports.portal, ELEMENTO_EXPORT_HEARTBEAT_MS: '200' }
+      : { ELEMENTO_EXPORTER: 'none' };
+    if (opts.exports && restart !== 'process') throw new Error('exporting trials restart real daemon processes');
+    this.env = { ELEMENTO_LOCK_STALE_MS: String(staleMs), ELEMENTO_LOG_LEVEL: 'info', ...exporter };
   }
 
   private spawn(faults = ''): Promise<DaemonProcess> {
@@ -119,7 +131,7 @@ export class CrashHarness {
     let alive = true;
     const worker = async () => {
       while (alive) {
-        const op = CRASH_OPERATIONS[Math.floor(random() * CRASH_OPERATIONS.length)];
+        const op = this.operations[Math.floor(random() * this.operations.length)];
         try {
           await op.run(d, await op.setup(d, this.mnt));
         } catch {
@@ -141,18 +153,41 @@ export class CrashHarness {
   /** The invariants, on a freshly started healthy daemon; then trims the tree for the next trial. */
   private async check(op: CrashOperation | null, subject: Subject): Promise<string[]> {
     const api: Api = await this.healthyDaemon();
-    const out = await settledViolations(() => treeViolations(api), this.staleMs * 2 + 3000);
+    const port = this.tgtControlPort;
+    const invariants = async () => [...(await treeViolations(api)), ...(port ? await exportViolations(api, port) : [])];
+    const out = await settledViolations(invariants, this.staleMs * 2 + 3000);
     if (op?.verify) out.push(...(await op.verify(api, subject)));
     out.push(...(await lockViolations(api, this.staleMs)));
-    const listed = (await api.post('accessible', { client_uid: 'f'.repeat(32) })).body as Array<{ volumeID: string }>;
-    for (const v of listed.slice(KEEP_VOLUMES)) {
+    out.push(...(await this.trim(api)));
+    return out;
+  }
+
+  /**
+   * Keeps a few standalone volumes for the next trial and destroys the rest, linked clones before
+   * their bases, each detached first from the harness's VM (a destroy of an attached volume is refused).
+   */
+  private async trim(api: Api): Promise<string[]> {
+    const out: string[] = [];
+    const listed = (await api.post('accessible', { client_uid: 'f'.repeat(32) })).body as Array<{ volumeID: string; base?: string }>;
+    const bases = new Set(listed.map((v) => v.base));
+    const keep = new Set(listed.filter((v) => !v.base && !bases.has(v.volumeID)).slice(0, KEEP_VOLUMES));
+    const drop = listed.filter((v) => !keep.has(v)).sort((a, b) => Number(!!b.base) - Number(!!a.base));
+    for (const v of drop) {
+      if (this.tgtControlPort)
+        for (const client of [OWNER, OTHER]) {
+          const res = await api.post('unexport', { volume_id: v.volumeID, client_uid: client });
+          if (res.status !== 200) out.push(`unexport of ${v.volumeID} after the restart answered ${res.status}: ${JSON.stringify(res.body)}`);
+        }
+      const detached = await api.post('detach', { volume_id: v.volumeID, client_uid: 'f'.repeat(32), node: CRASH_NODE, vm_id: CRASH_VM });
+      if (detached.status !== 200) out.push(`detach of ${v.volumeID} after the restart answered ${detached.status}`);
       const res = await api.post('destroy', { volume_id: v.volumeID });
-      if (res.status !== 200) out.push(`destroy of ${v.volumeID} after the restart answered ${res.status}`);
+      if (res.status !== 200) out.push(`destroy of ${v.volumeID} after the restart answered ${res.status}: ${JSON.stringify(res.body)}`);
     }
     return out;
   }
 
   async close(): Promise<void> {
     await this.stopHealthy();
+    await closeFixtures();
   }
 }

@@ -1,9 +1,11 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { BIN_DIR, dataFileName, isTempName, META_FILE, parseLockMarker, ROOT_MUTEX, SETTINGS_FILE, uidOfDirName, VOLUME_MUTEX } from '../../../src/store/layout.js';
+import { BIN_DIR, dataFileName, isTempName, META_FILE, MIGRATION_FILE, parseLockMarker, ROOT_MUTEX, SETTINGS_FILE, uidOfDirName, VOLUME_MUTEX } from '../../../src/store/layout.js';
 import { BrokenMetaError, readMeta, type VolumeMeta } from '../../../src/store/meta.js';
 import { EXPORT_MARKER_RE } from '../../../src/store/volume-record.js';
+import { IQN_PREFIX } from '../../../src/exporters/iqn.js';
 import { imageInfo } from '../images.js';
+import { tgtadmOn } from '../tgt.js';
 import type { TestDaemon } from '../daemon.js';
 import type { Answer } from '../process.js';
 import { OWNER } from '../tree.js';
@@ -23,8 +25,12 @@ export function apiOf(d: TestDaemon): Api {
   return { post: (e, b) => answer(d.post(e, b)), get: (e) => answer(d.api.get(`/api/v1.0/${e}`)) };
 }
 
+/** The VM every attach of the crash harness names (operations.ts), so a check can detach what a trial left. */
+export const CRASH_NODE = 'crash-node';
+export const CRASH_VM = '1';
+
 /** Files a finished volume directory may hold (SPEC §3); anything else is a leftover. */
-const VOLUME_FILES = new Set(['meta.json', 'isoinfo.json', 'cloud-init-metadata', VOLUME_MUTEX]);
+const VOLUME_FILES = new Set(['meta.json', 'isoinfo.json', 'cloud-init-metadata', VOLUME_MUTEX, MIGRATION_FILE]);
 /** Entries a root may hold besides volumes. A left mutex is allowed: the lock checks prove it does not block. */
 const ROOT_FILES = new Set([SETTINGS_FILE, ROOT_MUTEX, BIN_DIR]);
 
@@ -105,18 +111,41 @@ async function volumeViolations(dir: string, uid: string, out: string[]): Promis
 }
 
 /**
+ * Exports and markers agree (after the restart and its reconciliation): every `.exported` marker in
+ * the tree has its target in the tgtd on `controlPort`, and every target of ours there has its
+ * marker. The tgtd is the test's own, so every target with our IQN prefix is ours.
+ */
+export async function exportViolations(api: Api, controlPort: number): Promise<string[]> {
+  const out: string[] = [];
+  const markers = new Set<string>();
+  for (const root of ((await api.get('status')).body as { roots: StatusRoot[] }).roots)
+    for (const name of await fs.readdir(root.path))
+      if (uidOfDirName(name))
+        for (const f of await fs.readdir(path.join(root.path, name))) {
+          const iqn = EXPORT_MARKER_RE.exec(f)?.[1];
+          if (iqn) markers.add(iqn);
+        }
+  const shown = await tgtadmOn(controlPort, ['--op', 'show', '--mode', 'target']);
+  const targets = new Set([...shown.matchAll(/^Target \d+: (\S+)$/gm)].map((m) => m[1]).filter((iqn) => iqn.startsWith(IQN_PREFIX)));
+  for (const iqn of markers) if (!targets.has(iqn)) out.push(`the marker of ${iqn} has no target in the exporter`);
+  for (const iqn of targets) if (!markers.has(iqn)) out.push(`the exporter has a target ${iqn} that no marker claims`);
+  return out;
+}
+
+/**
  * No lock left behind blocks a later operation: every volume takes an update (a lock left by the
  * killed process may answer 409 until it is stale, `staleMs`, then must give way).
  */
 export async function lockViolations(api: Api, staleMs: number): Promise<string[]> {
   const out: string[] = [];
-  const listed = ((await api.post('accessible', { client_uid: OWNER })).body as Array<{ volumeID: string }>).map((v) => v.volumeID);
-  for (const vid of listed) {
+  const listed = (await api.post('accessible', { client_uid: OWNER })).body as Array<{ volumeID: string; creatorID: string }>;
+  // Each by its owner (a transfer may have handed it to another).
+  for (const { volumeID: vid, creatorID } of listed) {
     const until = Date.now() + staleMs * 2 + 3000;
-    let res = await api.post('update', { vid, creatorID: OWNER, name: 'checked' });
+    let res = await api.post('update', { vid, creatorID, name: 'checked' });
     while (res.status === 409 && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 200));
-      res = await api.post('update', { vid, creatorID: OWNER, name: 'checked' });
+      res = await api.post('update', { vid, creatorID, name: 'checked' });
     }
     if (res.status !== 200) out.push(`update of ${vid} after the restart answered ${res.status}: ${JSON.stringify(res.body)}`);
   }

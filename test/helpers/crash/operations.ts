@@ -1,9 +1,12 @@
-import { existsSync } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { execa } from 'execa';
 import type { Answer } from '../process.js';
 import { hasPattern, writePattern } from '../images.js';
-import { OWNER, seedCreateBody } from '../tree.js';
-import type { Api } from './invariants.js';
+import { startImageServer } from '../image-server.js';
+import { OTHER, OWNER, seedCreateBody } from '../tree.js';
+import { CRASH_NODE, CRASH_VM, type Api } from './invariants.js';
 
 /** A volume made for an operation to work on, found again after the crash by its uid. */
 export interface Subject {
@@ -23,6 +26,8 @@ export interface CrashOperation {
   setup(api: Api, mnt: string): Promise<Subject>;
   run(api: Api, subject: Subject): Promise<Answer>;
   verify?(api: Api, subject: Subject): Promise<string[]>;
+  /** The point `npm test`'s short run kills this operation at when earlier operations already passed all its points. */
+  shortRun?: string;
 }
 
 const SMALL = 0.01; // 10 MB: big enough for qemu-img to take a moment, small enough for hundreds of trials.
@@ -30,10 +35,91 @@ const PATTERN = 0x5a;
 const LOCKED_STEPS = ['lock.after-mutex', 'lock.after-marker'];
 const META_WRITE = ['atomic.after-temp-write', 'atomic.after-rename'];
 
-async function createVolume(api: Api, format: 'raw' | 'qcow2'): Promise<string> {
+export async function createVolume(api: Api, format: 'raw' | 'qcow2'): Promise<string> {
   const res = await api.post('create', seedCreateBody({ format, size: SMALL }));
   if (res.status !== 200) throw new Error(`setup create answered ${res.status}: ${JSON.stringify(res.body)}`);
   return res.body.vid;
+}
+
+export async function expectOk(answer: Promise<Answer>, what: string): Promise<Answer> {
+  const res = await answer;
+  if (res.status !== 200) throw new Error(`setup ${what} answered ${res.status}: ${JSON.stringify(res.body)}`);
+  return res;
+}
+
+/** A patterned qcow2 volume that may be cloned (the owner marks it clonable and read-only). */
+async function clonableVolume(api: Api): Promise<Subject> {
+  const subject = await patternedVolume(api, 'qcow2');
+  await expectOk(api.post('update', { vid: subject.vid, creatorID: OWNER, clonable: true, readonly: true }), 'update');
+  return subject;
+}
+
+/** The VM every attach of the harness names, so the check can detach what a killed trial left attached. */
+const attachBody = (vid: string) => ({ volume_id: vid, client_uid: OWNER, node: CRASH_NODE, vm_id: CRASH_VM });
+
+/** A qcow2 image with the pattern, served by a local HTTP server (127.0.0.1) for `create/url`; made once. */
+let imageServer: Promise<{ url: string; close(): Promise<void>; dir: string }> | null = null;
+async function imageUrl(): Promise<string> {
+  imageServer ??= (async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-crash-images-'));
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(dir, 'image.qcow2'), '4M']);
+    await writePattern(path.join(dir, 'image.qcow2'), 'qcow2', PATTERN, 0, 1 << 20);
+    const server = await startImageServer(dir);
+    return { url: server.url('image.qcow2'), dir, close: server.close };
+  })();
+  return (await imageServer).url;
+}
+
+/** Stops what the operations started (the image server). */
+export async function closeFixtures(): Promise<void> {
+  if (!imageServer) return;
+  const server = await imageServer;
+  imageServer = null;
+  await server.close();
+  await fs.rm(server.dir, { recursive: true, force: true });
+}
+
+/** The base URL of a daemon process (uploads send bodies that are not JSON, so they need its port). */
+function baseUrl(api: Api): string {
+  const port = (api as { port?: number }).port;
+  if (!port) throw new Error('uploads run against a daemon process');
+  return `http://127.0.0.1:${port}`;
+}
+
+const UPLOAD_FIELDS = { creatorID: OWNER, format: 'raw', name: 'uploaded', private: 'false' };
+const UPLOADED = Buffer.alloc(2 << 20, PATTERN);
+
+async function answerOf(res: Response): Promise<Answer> {
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+/** `create/upload` with a raw body (the fields in the query). */
+async function uploadRaw(api: Api): Promise<Answer> {
+  const query = new URLSearchParams(UPLOAD_FIELDS);
+  return answerOf(await fetch(`${baseUrl(api)}/api/v1.0/create/upload?${query}`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: UPLOADED }));
+}
+
+/** A resumable (tus) upload in two PATCHes of 1 MB, which makes the volume when the last byte arrives. */
+async function uploadTus(api: Api): Promise<Answer> {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  const tus = { 'Tus-Resumable': '1.0.0' };
+  const fields = { ...UPLOAD_FIELDS, private: false };
+  const created = await fetch(`${baseUrl(api)}/api/v1.0/files`, {
+    method: 'POST',
+    headers: { ...tus, 'Upload-Length': String(UPLOADED.length), 'Upload-Metadata': `endpoint ${b64('create/upload')},fields ${b64(JSON.stringify(fields))}` },
+  });
+  const location = created.headers.get('location');
+  if (created.status !== 201 || !location) return answerOf(created);
+  let last = created;
+  for (const offset of [0, UPLOADED.length / 2]) {
+    last = await fetch(new URL(location, baseUrl(api)), {
+      method: 'PATCH',
+      headers: { ...tus, 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream' },
+      body: UPLOADED.subarray(offset, offset + UPLOADED.length / 2),
+    });
+  }
+  return answerOf(last);
 }
 
 /** A volume whose first MB holds a known pattern, to prove an operation keeps the data. */
@@ -46,7 +132,7 @@ async function patternedVolume(api: Api, format: 'raw' | 'qcow2'): Promise<Subje
   return { vid };
 }
 
-async function volumeDir(api: Api, vid: string): Promise<string> {
+export async function volumeDir(api: Api, vid: string): Promise<string> {
   const roots = (await api.get('status')).body.roots as Array<{ path: string }>;
   const dir = roots.map((r) => path.join(r.path, `vid.${vid}.elimg`)).find((d) => existsSync(d));
   if (!dir) throw new Error(`volume ${vid} is in no root`);
@@ -107,5 +193,72 @@ export const CRASH_OPERATIONS: CrashOperation[] = [
     setup: async (api) => ({ vid: await createVolume(api, 'qcow2') }),
     run: (api, s) => api.post('destroy', { volume_id: s.vid }),
   },
-  // clone, import, upload, export: one entry each when they land (see docs/RELIABILITY.md).
+  // A clone holds its source's lock and makes its volume with create's claim; what must survive is the source.
+  ...(['cp', 'overlay'] as const).map((alg) => ({
+    name: `clone-${alg}`,
+    points: ['lock.after-marker', 'root-lock.after-acquire', 'create.after-mkdir', 'create.after-meta', 'create.after-temp-image', 'create.after-publish', 'lock.before-mutex-release'],
+    setup: clonableVolume,
+    run: (api: Api, s: Subject) => api.post('clone', { volume_id: s.vid, creatorID: OWNER, alg }),
+    verify: patternKept,
+    shortRun: alg === 'cp' ? 'create.after-temp-image' : 'create.after-publish',
+  })),
+  {
+    name: 'compact',
+    points: ['compact.after-temp-image', 'compact.after-rename', 'lock.before-mutex-release'],
+    setup: async (api) => {
+      const base = await clonableVolume(api);
+      return { vid: (await expectOk(api.post('clone', { volume_id: base.vid, creatorID: OWNER, alg: 'overlay' }), 'clone')).body.vid };
+    },
+    run: (api, s) => api.post('overlay/compact', { vid: s.vid, creatorID: OWNER }),
+    verify: patternKept,
+  },
+  {
+    name: 'import-url',
+    points: ['create.after-meta', 'import.after-receive', 'import.after-convert', 'create.after-temp-image'],
+    setup: async () => ({}),
+    run: async (api) => api.post('create/url', { ...seedCreateBody({ format: 'qcow2' }), size: undefined, url: await imageUrl() }),
+  },
+  {
+    name: 'upload',
+    points: ['create.after-meta', 'import.after-receive', 'import.after-convert', 'create.after-temp-image', 'create.after-publish'],
+    setup: async () => ({}),
+    run: (api) => uploadRaw(api),
+    shortRun: 'import.after-convert',
+  },
+  {
+    name: 'upload-tus',
+    points: ['create.after-meta', 'tus.after-chunk', 'import.after-convert', 'create.after-publish'],
+    setup: async () => ({}),
+    run: (api) => uploadTus(api),
+    shortRun: 'tus.after-chunk',
+  },
+  ...(['create', 'revert', 'delete'] as const).map((action) => ({
+    name: `snapshot-${action}`,
+    points: [`snapshot.after-${action}`, 'lock.before-mutex-release'],
+    setup: async (api: Api) => {
+      const subject = await patternedVolume(api, 'qcow2');
+      if (action !== 'create') await expectOk(api.post('snapshot/create', { vid: subject.vid, creatorID: OWNER, name: 'kept' }), 'snapshot/create');
+      return subject;
+    },
+    run: (api: Api, s: Subject) => api.post(`snapshot/${action}`, { vid: s.vid, creatorID: OWNER, name: action === 'create' ? 'new' : 'kept' }),
+    verify: patternKept,
+  })),
+  {
+    name: 'transfer',
+    points: [...META_WRITE, 'transfer.after-meta', 'lock.before-mutex-release'],
+    setup: (api) => patternedVolume(api, 'raw'),
+    run: (api, s) => api.post('update/transfer', { vid: s.vid, creatorID: OWNER, new_creatorID: OTHER }),
+    verify: patternKept,
+  },
+  ...(['attach', 'detach'] as const).map((action) => ({
+    name: action,
+    points: [...META_WRITE, `${action}.after-meta`, 'lock.before-mutex-release'],
+    setup: async (api: Api) => {
+      const subject = await patternedVolume(api, 'raw');
+      if (action === 'detach') await expectOk(api.post('attach', attachBody(subject.vid!)), 'attach');
+      return subject;
+    },
+    run: (api: Api, s: Subject) => api.post(action, attachBody(s.vid!)),
+    verify: patternKept,
+  })),
 ];
