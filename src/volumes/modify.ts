@@ -1,13 +1,13 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BadRequestError, translateErrno } from '../errors.js';
-import { flushFile, renameDurable } from '../store/atomic.js';
-import { dataFileName, gbToBytes, tempNameFor } from '../store/layout.js';
+import { dataFileName, gbToBytes } from '../store/layout.js';
 import { readMeta, writeMeta, type VolumeMeta } from '../store/meta.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
 import { findVolume, requireNoOverlays, requireNotInUse, requireOwner } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 import { assertConsistent } from './create.js';
+import { convertIntoPlace } from './rewrite.js';
 import { faultPoint } from '../faults.js';
 
 /** Fields `update` may change (SPEC §3: never format, creatorID or cloudinit). */
@@ -114,17 +114,7 @@ export async function convertVolume(
     if (meta.format === req.format) return;
     const oldData = path.join(dir, dataFileName(meta.format));
     const newData = path.join(dir, dataFileName(req.format));
-    const temp = tempNameFor(newData);
-    try {
-      await ctx.qemuImg.convert(oldData, meta.format, temp, req.format, opts);
-      await flushFile(temp);
-      faultPoint('convert.after-temp-image');
-      await renameDurable(temp, newData);
-      faultPoint('convert.after-rename');
-    } catch (err) {
-      await fs.rm(temp, { force: true });
-      throw translateErrno(err, `volume ${req.vid}`);
-    }
+    await convertIntoPlace(ctx, 'convert', req.vid, { file: oldData, format: meta.format }, { file: newData, format: req.format }, opts);
     // convert reads through a linked clone's whole chain: the result stands alone, so `base` goes.
     const { base: _flattened, ...standalone } = meta;
     await writeMeta(dir, { ...standalone, format: req.format });

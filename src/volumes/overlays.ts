@@ -1,15 +1,14 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { BadRequestError, ConflictError, translateErrno } from '../errors.js';
-import { flushFile, renameDurable } from '../store/atomic.js';
-import { dataFileName, tempNameFor } from '../store/layout.js';
+import { BadRequestError, ConflictError } from '../errors.js';
+import { dataFileName } from '../store/layout.js';
 import { writeMeta } from '../store/meta.js';
-import { faultPoint } from '../faults.js';
 import { QemuImgLayers } from '../tools/qemu-img-layers.js';
 import { requireNotInUse } from './access.js';
 import type { OperationOptions } from './clone.js';
 import type { Caller, StoreContext } from './context.js';
 import { withOwnedVolume } from './modify.js';
+import { convertIntoPlace } from './rewrite.js';
 
 /**
  * `overlay/compact`: turns a linked clone into a standalone volume. Steps, each safe to die after:
@@ -26,18 +25,7 @@ export async function compactOverlay(ctx: StoreContext, req: { vid: string }, ca
     // convert does not carry internal snapshots over: refuse rather than lose them silently.
     if ((await layers.snapshots(data)).length)
       throw new ConflictError(`volume ${req.vid} has snapshots, which compacting would lose: delete them first`, { vid: req.vid });
-    const temp = tempNameFor(data);
-    try {
-      await ctx.qemuImg.convert(data, 'qcow2', temp, 'qcow2', opts);
-      // The rename replaces the only copy of the overlay's own data: the new bytes must be on disk first.
-      await flushFile(temp);
-      faultPoint('compact.after-temp-image');
-      await renameDurable(temp, data);
-      faultPoint('compact.after-rename');
-    } catch (err) {
-      await fs.rm(temp, { force: true });
-      throw translateErrno(err, `volume ${req.vid}`);
-    }
+    await convertIntoPlace(ctx, 'compact', req.vid, { file: data, format: 'qcow2' }, { file: data, format: 'qcow2' }, opts);
     const { base, ...standalone } = meta;
     await writeMeta(dir, standalone);
     return { vid: meta.volumeID, creatorID: meta.creatorID, base: null, former_base: base as string };
