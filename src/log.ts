@@ -1,10 +1,12 @@
 import winston from 'winston';
+import { ApiError } from './errors.js';
 
 export type Logger = winston.Logger;
 
 /**
  * Flattens an Error so winston keeps its message and stack (winston drops them from `{ err }`).
- * ToolError's tool output and exit code come along, for the log only.
+ * ToolError's tool output and exit code come along, for the log only. The daemon's own errors
+ * (ApiError) say what happened in their message: only unexpected ones carry their stack.
  */
 export function errorFields(err: unknown): Record<string, unknown> {
   if (!(err instanceof Error)) return { error: String(err) };
@@ -15,7 +17,7 @@ export function errorFields(err: unknown): Record<string, unknown> {
     ...(extra.code !== undefined ? { errorCode: extra.code } : {}),
     ...(extra.toolOutput ? { toolOutput: extra.toolOutput } : {}),
     ...(extra.exitCode !== undefined ? { exitCode: extra.exitCode } : {}),
-    stack: err.stack,
+    ...(err instanceof ApiError ? {} : { stack: err.stack }),
   };
 }
 
