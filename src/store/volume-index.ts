@@ -52,6 +52,8 @@ export class VolumeIndex {
   /** Every root seen since start: one that loses its settings.json stays listed as unavailable. */
   private readonly everSeen = new Set<string>();
   private readonly volumes = new Map<string, VolumeRecord>();
+  /** Grows whenever a volume record is added, replaced or removed (records are never changed in place). */
+  private changes = 0;
   /** chokidar on the upper tree: directories that may hold roots, and each root's settings.json. */
   private upperPaths = new Set<string>();
   private upperWatcher: UpperTreeWatcher | null = null;
@@ -108,6 +110,7 @@ export class VolumeIndex {
     this.unfinished = unfinished;
     this.volumes.clear();
     for (const [uid, record] of fresh) this.volumes.set(uid, record);
+    this.changes += 1;
     this.watchTree();
   }
 
@@ -128,6 +131,7 @@ export class VolumeIndex {
     if (!record) {
       this.watcher?.remove(dir);
       if (known?.dir === dir) this.volumes.delete(uid);
+      this.changes += 1;
       return null;
     }
     if (known && known.dir !== dir && (await loadVolumeRecord(known.root, known.dir))) {
@@ -135,12 +139,19 @@ export class VolumeIndex {
       return known;
     }
     if (sameRecord(known, record)) return known!;
+    if (this.volumes.get(uid) !== record) this.changes += 1;
     this.volumes.set(uid, record);
     return record;
   }
 
   forget(uid: string): void {
     this.volumes.delete(uid);
+    this.changes += 1;
+  }
+
+  /** A number that differs whenever what the index holds has changed (for caches of listings). */
+  get version(): number {
+    return this.changes;
   }
 
   get(uid: string): VolumeRecord | undefined {

@@ -14,12 +14,35 @@ function hasLabels(meta: VolumeMeta, wanted: Record<string, string> | undefined)
 const OWN = Buffer.from(',"own":true}');
 const NOT_OWN = Buffer.from(',"own":false}');
 
+/** Listings answered since the index last changed, per client and label filter (a controller polls). */
+const listings = new WeakMap<object, { version: number; byQuery: Map<string, JsonBytes> }>();
+const MAX_CACHED_LISTINGS = 256;
+
 /**
  * `accessible`: the caller's volumes and every non-private one, each with `own`; read from the
- * index only. Assembled from each volume's cached description bytes (the same JSON as
- * `{ ...describeVolume(record), own }`), so a listing of 10,000 volumes costs a copy, not a serialisation.
+ * index only. The same question asked again before the index changes gets the same bytes.
  */
 export function accessibleVolumes(ctx: StoreContext, client: string, labels?: Record<string, string>): JsonBytes {
+  let cache = listings.get(ctx.index);
+  if (!cache || cache.version !== ctx.index.version) {
+    cache = { version: ctx.index.version, byQuery: new Map() };
+    listings.set(ctx.index, cache);
+  }
+  const key = `${client} ${JSON.stringify(Object.entries(labels ?? {}).sort())}`;
+  let answer = cache.byQuery.get(key);
+  if (!answer) {
+    if (cache.byQuery.size >= MAX_CACHED_LISTINGS) cache.byQuery.clear();
+    answer = buildListing(ctx, client, labels);
+    cache.byQuery.set(key, answer);
+  }
+  return answer;
+}
+
+/**
+ * Assembled from each volume's cached description bytes (the same JSON as
+ * `{ ...describeVolume(record), own }`), so a listing of 10,000 volumes costs a copy, not a serialisation.
+ */
+function buildListing(ctx: StoreContext, client: string, labels?: Record<string, string>): JsonBytes {
   const parts: Buffer[] = [];
   const tails: Buffer[] = [];
   let length = 2;
