@@ -8,6 +8,7 @@ import { Placement } from './store/placement.js';
 import { recoverVolume } from './store/recovery.js';
 import { sweepAgain, sweepRoots } from './store/sweep.js';
 import { VolumeIndex } from './store/volume-index.js';
+import { BlankImages } from './tools/blank-images.js';
 import { QemuImg } from './tools/qemu-img.js';
 import { ExecaRunner, TOOL_NAMES, type CommandRunner } from './tools/runner.js';
 import type { StoreContext } from './volumes/context.js';
@@ -34,7 +35,7 @@ export class Daemon {
     const locks = new LockManager(config.lockStaleMs, log.child({ module: 'locks' }));
     locks.setRecovery((dir, markers) => recoverVolume(dir, markers, qemuImg, log.child({ module: 'recovery' })));
     const index = new VolumeIndex(config.mnt, log.child({ module: 'index' }));
-    this.ctx = { config, log: log.child({ module: 'volumes' }), index, locks, placement: new Placement(index, locks), runner, qemuImg, jobs: new JobRegistry() };
+    this.ctx = { config, log: log.child({ module: 'volumes' }), index, locks, placement: new Placement(index, locks), runner, qemuImg, blankImages: new BlankImages(qemuImg), jobs: new JobRegistry() };
     this.exports = new ExportService(createExporter(config, runner, log.child({ module: 'exporter' })), index, config, log.child({ module: 'exports' }));
   }
 

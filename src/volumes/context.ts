@@ -4,6 +4,7 @@ import type { Logger } from '../log.js';
 import type { LockManager } from '../store/locks.js';
 import type { Placement } from '../store/placement.js';
 import type { VolumeIndex } from '../store/volume-index.js';
+import type { BlankImages } from '../tools/blank-images.js';
 import type { QemuImg } from '../tools/qemu-img.js';
 import type { CommandRunner } from '../tools/runner.js';
 
@@ -16,6 +17,8 @@ export interface StoreContext {
   readonly placement: Placement;
   readonly runner: CommandRunner;
   readonly qemuImg: QemuImg;
+  /** `qemu-img create`, remembered per format and size (blank volumes). */
+  readonly blankImages: BlankImages;
   readonly jobs: JobRegistry;
 }
 

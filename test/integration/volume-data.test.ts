@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
+import { execa } from 'execa';
 import { hasPattern, imageInfo, writePattern } from '../helpers/images.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { makeTree, OWNER, removeTree, seedCreateBody, skipBecause } from '../helpers/tree.js';
@@ -49,6 +50,27 @@ describe('volumes on disk (real qemu-img)', () => {
         ceph: false,
         labels: {},
       });
+    });
+
+  for (const format of ['raw', 'qcow2'] as const)
+    it(`later ${format} creates of the same size (from the blank-image cache) equal a fresh qemu-img create, bytes and allocation`, async () => {
+      const data = format === 'raw' ? 'data.img' : 'data.qcow2';
+      const vids: string[] = [];
+      for (let i = 0; i < 3; i++) vids.push((await d.post('create', seedCreateBody({ format, size: 0.5 })).expect(200)).body.vid);
+      const bare = path.join(mnt, `bare.${format}`);
+      await execa('qemu-img', ['create', '-q', '-f', format, bare, '500000256']);
+      const bareStat = await fs.stat(bare);
+      for (const vid of vids) {
+        const file = path.join(volDir(vid), data);
+        expect(await fs.readFile(file)).to.deep.equal(await fs.readFile(bare));
+        const st = await fs.stat(file);
+        expect([st.size, st.blocks]).to.deep.equal([bareStat.size, bareStat.blocks]);
+        expect((await execa('qemu-img', ['check', '-q', '-f', format, file], { reject: false })).exitCode).to.be.oneOf([0, 63]);
+      }
+      // Written into, one volume does not change the next blank one.
+      await writePattern(path.join(volDir(vids[0]), data), format, 0xab, 0, MB);
+      const next = (await d.post('create', seedCreateBody({ format, size: 0.5 })).expect(200)).body.vid;
+      expect(await fs.readFile(path.join(volDir(next), data))).to.deep.equal(await fs.readFile(bare));
     });
 
   it('data written into a volume survives resize and both converts', async () => {
