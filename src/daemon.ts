@@ -5,6 +5,7 @@ import { JobRegistry } from './jobs/registry.js';
 import type { Logger } from './log.js';
 import { LockManager } from './store/locks.js';
 import { Placement } from './store/placement.js';
+import { Purger } from './store/purge.js';
 import { recoverVolume } from './store/recovery.js';
 import { sweepAgain, sweepRoots } from './store/sweep.js';
 import { VolumeIndex } from './store/volume-index.js';
@@ -35,13 +36,13 @@ export class Daemon {
     const locks = new LockManager(config.lockStaleMs, log.child({ module: 'locks' }));
     locks.setRecovery((dir, markers) => recoverVolume(dir, markers, qemuImg, log.child({ module: 'recovery' })));
     const index = new VolumeIndex(config.mnt, log.child({ module: 'index' }));
-    this.ctx = { config, log: log.child({ module: 'volumes' }), index, locks, placement: new Placement(index, locks), runner, qemuImg, blankImages: new BlankImages(qemuImg), jobs: new JobRegistry() };
+    this.ctx = { config, log: log.child({ module: 'volumes' }), index, locks, placement: new Placement(index, locks), runner, qemuImg, blankImages: new BlankImages(qemuImg), jobs: new JobRegistry(), purger: new Purger(log.child({ module: 'purge' })) };
     this.exports = new ExportService(createExporter(config, runner, log.child({ module: 'exporter' })), index, config, log.child({ module: 'exports' }));
   }
 
   async start(): Promise<void> {
     const { index, locks } = this.ctx;
-    await index.scanAll();
+    await index.scanAll({ beforeServing: true });
     // Only the volumes the scan saw leftovers in need the sweep, and a reload after it; what the sweep
     // must leave (a dead holder's lock still fresh) is swept again until done.
     const unfinished = index.unfinishedDirs();
@@ -79,6 +80,7 @@ export class Daemon {
     if (this.sweepTimer) clearTimeout(this.sweepTimer);
     this.sweepTimer = null;
     await this.ctx.jobs.cancelAll();
+    await this.ctx.purger.idle();
     await this.exports.stop();
     await this.ctx.index.close();
   }

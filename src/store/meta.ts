@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { checkDocument } from '../schemas.js';
 import { writeJsonAtomic } from './atomic.js';
-import { readFile } from './fs-callbacks.js';
+import { asyncReader, type TreeReader } from './tree-reader.js';
 import { dataFileName, META_FILE, type VolumeFormat } from './layout.js';
 
 /** meta.json (SPEC §3), field names as the seed writes them. */
@@ -49,10 +49,10 @@ async function sizeFromImage(file: string, format: VolumeFormat): Promise<number
  * Reads and checks `<dir>/meta.json` against schemas/meta.json, filling the seed's defaults.
  * Throws BrokenMetaError with the reason when it cannot be used.
  */
-export async function readMeta(dir: string, uid: string): Promise<VolumeMeta> {
+export async function readMeta(dir: string, uid: string, reader: TreeReader = asyncReader): Promise<VolumeMeta> {
   let text: string;
   try {
-    text = await readFile(path.join(dir, META_FILE), 'utf8');
+    text = await reader.readText(path.join(dir, META_FILE));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new BrokenMetaError(code === 'ENOENT' ? 'meta.json is missing' : `meta.json cannot be read (${code})`);

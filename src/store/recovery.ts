@@ -9,12 +9,15 @@ import { BIN_DIR, DATA_FILE_NAMES, dataFileName, isTempName, newUid, parseLockMa
 import { NotFoundError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 
-/** Moves a volume directory out of its root into the root's bin (one rename): the commit point of a destroy. */
-export async function moveToBin(dir: string, operationUid: string): Promise<string> {
-  const bin = path.join(path.dirname(dir), BIN_DIR);
+/**
+ * Moves a volume directory (or a file of one, then naming `rootPath`) out of its root into the root's
+ * bin in one rename: the commit point of a destroy. Answers the bin entry, named after what it was.
+ */
+export async function moveToBin(entry: string, operationUid: string, rootPath = path.dirname(entry)): Promise<string> {
+  const bin = path.join(rootPath, BIN_DIR);
   await fs.mkdir(bin, { recursive: true });
-  const target = path.join(bin, `${path.basename(dir)}.${operationUid}`);
-  await fs.rename(dir, target);
+  const target = path.join(bin, `${path.relative(rootPath, entry).split(path.sep).join('.')}.${operationUid}`);
+  await fs.rename(entry, target);
   return target;
 }
 

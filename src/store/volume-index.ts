@@ -5,6 +5,7 @@ import { errorFields, type Logger } from '../log.js';
 import { BIN_DIR, isTempName, parseLockMarker, ROOT_MUTEX, SETTINGS_FILE, uidOfDirName, VOLUME_MUTEX } from './layout.js';
 import { discoverRoots, type Root, type SkippedRoot } from './roots.js';
 import { isDeadClaimCandidate } from './sweep.js';
+import { asyncReader, blockingReader } from './tree-reader.js';
 import { TreeWatcher } from './tree-watcher.js';
 import { loadVolumeRecord, type VolumeRecord } from './volume-record.js';
 
@@ -70,14 +71,18 @@ export class VolumeIndex {
     private readonly log: Logger,
   ) {}
 
-  /** Scans the whole tree; resolves when the index is complete. */
-  async scanAll(): Promise<void> {
+  /**
+   * Scans the whole tree; resolves when the index is complete. `beforeServing`: the first scan, run
+   * before the daemon listens, reads each volume with blocking calls (see tree-reader.ts).
+   */
+  async scanAll(opts: { beforeServing?: boolean } = {}): Promise<void> {
     if (this.scanning) return this.scanning;
-    this.scanning = this.doScanAll().finally(() => (this.scanning = null));
+    this.scanning = this.doScanAll(opts.beforeServing ?? false).finally(() => (this.scanning = null));
     return this.scanning;
   }
 
-  private async doScanAll(): Promise<void> {
+  private async doScanAll(beforeServing: boolean): Promise<void> {
+    const reader = beforeServing ? blockingReader : asyncReader;
     const { roots, skipped, looked } = await discoverRoots(this.mnt);
     for (const r of roots) this.everSeen.add(r.path);
     for (const seen of this.everSeen)
@@ -95,7 +100,7 @@ export class VolumeIndex {
     const fresh = new Map<string, VolumeRecord>();
     const unfinished: string[] = [];
     await eachLimited(dirs, LOAD_CONCURRENCY, async ([rootPath, dir]) => {
-      const loaded = await loadVolumeRecord(rootPath, dir);
+      const loaded = await loadVolumeRecord(rootPath, dir, reader);
       if (!loaded) return;
       if (hasLeftovers(loaded)) unfinished.push(dir);
       const record = sameRecord(this.volumes.get(loaded.uid), loaded) ? this.volumes.get(loaded.uid)! : loaded;

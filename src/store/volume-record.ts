@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { readdir, stat } from './fs-callbacks.js';
+import { asyncReader, type TreeReader } from './tree-reader.js';
 import { BrokenMetaError, readMeta, type VolumeMeta } from './meta.js';
 import { DATA_FILE_NAMES, dataFileName, parseLockMarker, uidOfDirName } from './layout.js';
 
@@ -28,12 +28,12 @@ export function isCreating(record: VolumeRecord): boolean {
 }
 
 /** Reads one volume directory. Returns null when the directory no longer exists. */
-export async function loadVolumeRecord(root: string, dir: string): Promise<VolumeRecord | null> {
+export async function loadVolumeRecord(root: string, dir: string, reader: TreeReader = asyncReader): Promise<VolumeRecord | null> {
   const uid = uidOfDirName(path.basename(dir));
   if (!uid) return null;
   let files: string[];
   try {
-    files = await readdir(dir);
+    files = await reader.readdir(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
     return blank(uid, root, dir, [], `volume directory cannot be read (${(err as NodeJS.ErrnoException).code})`);
@@ -44,7 +44,7 @@ export async function loadVolumeRecord(root: string, dir: string): Promise<Volum
   record.locks = locks;
   record.exports = exports;
   try {
-    record.meta = await readMeta(dir, uid);
+    record.meta = await readMeta(dir, uid, reader);
   } catch (err) {
     if (!(err instanceof BrokenMetaError)) throw err;
     // A directory with neither meta.json nor data is a claim (live, or dead and swept), not broken.
@@ -54,7 +54,7 @@ export async function loadVolumeRecord(root: string, dir: string): Promise<Volum
   }
   const dataName = dataFileName(record.meta.format);
   try {
-    const [data, meta] = await Promise.all([stat(path.join(dir, dataName)), stat(path.join(dir, 'meta.json'))]);
+    const [data, meta] = await Promise.all([reader.stat(path.join(dir, dataName)), reader.stat(path.join(dir, 'meta.json'))]);
     record.sizeOnDisk = data.blocks * 512;
     record.lastUpdatedMs = Math.max(data.mtimeMs, meta.mtimeMs);
   } catch {

@@ -3,6 +3,7 @@ import type { JobRegistry } from '../jobs/registry.js';
 import type { Logger } from '../log.js';
 import type { LockManager } from '../store/locks.js';
 import type { Placement } from '../store/placement.js';
+import type { Purger } from '../store/purge.js';
 import type { VolumeIndex } from '../store/volume-index.js';
 import type { BlankImages } from '../tools/blank-images.js';
 import type { QemuImg } from '../tools/qemu-img.js';
@@ -20,6 +21,8 @@ export interface StoreContext {
   /** `qemu-img create`, remembered per format and size (blank volumes). */
   readonly blankImages: BlankImages;
   readonly jobs: JobRegistry;
+  /** Removes, after the answer, what an operation moved into a root's bin. */
+  readonly purger: Purger;
 }
 
 /**

@@ -1,6 +1,4 @@
 import { promises as fs } from 'node:fs';
-import fse from 'fs-extra';
-import { errorFields } from '../log.js';
 import { readMeta } from '../store/meta.js';
 import { moveToBin } from '../store/recovery.js';
 import { findVolume, requireNoOverlays, requireNotInUse, requireOwner } from './access.js';
@@ -9,8 +7,8 @@ import { faultPoint } from '../faults.js';
 
 /**
  * `destroy`: refused while the volume is exported or attached. The volume leaves its root in one
- * rename into the root's bin (the commit point), then the bin entry is purged; a purge cut short
- * is finished by the next start-up sweep.
+ * rename into the root's bin (the commit point); the bin entry is purged after the answer (a purge
+ * cut short is finished by the next start-up sweep).
  */
 export async function destroyVolume(ctx: StoreContext, vid: string, caller: Caller): Promise<{ vid: string }> {
   const record = findVolume(ctx, vid, caller);
@@ -27,6 +25,6 @@ export async function destroyVolume(ctx: StoreContext, vid: string, caller: Call
   ctx.index.forget(vid);
   ctx.log.info('volume destroyed', { vid });
   faultPoint('destroy.before-purge');
-  await fse.remove(binned).catch((err) => ctx.log.warn('purge of a destroyed volume failed; the next start finishes it', { vid, ...errorFields(err) }));
+  ctx.purger.later(binned);
   return { vid };
 }

@@ -119,7 +119,7 @@ export async function convertVolume(
     const { base: _flattened, ...standalone } = meta;
     await writeMeta(dir, { ...standalone, format: req.format });
     faultPoint('convert.after-meta');
-    await fs.rm(oldData, { force: true });
+    await ctx.purger.bin(oldData, path.dirname(dir));
     faultPoint('convert.after-old-removed');
   });
   ctx.log.info('volume converted', { vid: req.vid, format: req.format });

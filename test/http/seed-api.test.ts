@@ -90,6 +90,7 @@ describe('seed API: requests and response shapes', () => {
     const { vid } = (await d.post('create', seedCreateBody()).expect(200)).body;
     expect((await d.post('destroy', { volume_id: vid }).expect(200)).body).to.deep.equal({ vid });
     expect(await fs.readdir(path.join(mnt, 'valid_path_1'))).to.deep.equal(['.elemento-bin', 'settings.json']);
+    await d.daemon.ctx.purger.idle(); // the bin is emptied after the answer
     expect(await fs.readdir(path.join(mnt, 'valid_path_1', '.elemento-bin'))).to.deep.equal([]);
     await d.post('info', { volume_id: vid }).expect(404);
   });
