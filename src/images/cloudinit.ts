@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, PayloadTooLargeError } from '../errors.js';
+import { faultPoint } from '../faults.js';
 import { writeFileAtomic } from '../store/atomic.js';
 import { tempNameFor } from '../store/layout.js';
 import { buildSeedIso } from '../tools/cloud-localds.js';
@@ -99,6 +100,7 @@ export class CloudInitSets {
     for await (const chunk of file.stream) chunks.push(chunk as Buffer);
     if ((file.stream as { truncated?: boolean }).truncated) throw new PayloadTooLargeError(`file '${name}' is larger than the ${MAX_FILE_BYTES} bytes accepted`);
     await writeFileAtomic(path.join(claimed.dir, METADATA_DIR, name), Buffer.concat(chunks));
+    faultPoint('cloudinit.after-file');
     state.received.push(name);
   }
 
@@ -110,6 +112,7 @@ export class CloudInitSets {
     this.pending.delete(claimed.uid);
     await fillClaim(this.ctx, claimed, async (temp) => {
       await this.buildIso(claimed.dir, state.received, temp);
+      faultPoint('cloudinit.after-iso');
       await setClaimedSize(this.ctx, claimed, (await fs.stat(temp)).size);
     });
     this.ctx.log.info('cloud-init seed volume built', { vid: claimed.uid, files: state.received });

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { faultPoint } from '../faults.js';
+import { writeFlushed } from '../store/atomic.js';
 import { tempNameFor } from '../store/layout.js';
 import { writeMeta } from '../store/meta.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
@@ -65,7 +66,7 @@ export async function makeStagingDir(claimed: Claimed, purpose: string): Promise
 async function receive(ctx: StoreContext, claimed: Claimed, source: ImageSource, opts: ImportOptions): Promise<{ file: string; bytes: number }> {
   if (source.kind === 'file') return { file: source.path, bytes: (await fs.stat(source.path)).size };
   const file = path.join(await makeStagingDir(claimed, 'incoming'), 'image');
-  const bytes = await source.writeTo(file, {
+  const writing = source.writeTo(file, {
     signal: opts.signal,
     maxBytes: roomFor(ctx, claimed),
     // The announced length is about a lower bound of the image's virtual size: claim it before the body
@@ -75,6 +76,9 @@ async function receive(ctx: StoreContext, claimed: Claimed, source: ImageSource,
     },
     onBytes: (done, total) => opts.onProgress?.(total ? (done / total) * TRANSFER_SHARE : 0, done),
   });
+  // Into a raw volume, raw bytes are kept as they come (finishDisk): flushed as they arrive. Bytes
+  // that will be converted are read once and dropped, so writing them to disk would be wasted.
+  const bytes = claimed.meta.format === 'raw' ? await writeFlushed(file, writing) : await writing;
   return { file, bytes };
 }
 
@@ -88,10 +92,13 @@ async function finishDisk(ctx: StoreContext, claimed: Claimed, incoming: string,
     // Raw into raw needs no rewrite: the bytes are the image (nothing in them is interpreted).
     await fs.rename(incoming, tempData);
   } else {
-    await ctx.qemuImg.convert(incoming, info.format, tempData, format, {
-      signal: opts.signal,
-      onProgress: (p) => opts.onProgress?.(TRANSFER_SHARE + (p * (100 - TRANSFER_SHARE)) / 100),
-    });
+    await writeFlushed(
+      tempData,
+      ctx.qemuImg.convert(incoming, info.format, tempData, format, {
+        signal: opts.signal,
+        onProgress: (p) => opts.onProgress?.(TRANSFER_SHARE + (p * (100 - TRANSFER_SHARE)) / 100),
+      }),
+    );
     await fs.rm(incoming, { force: true });
   }
   if (finalSize > info.virtualSize) await ctx.qemuImg.resize(tempData, format, finalSize);

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { faultPoint } from '../faults.js';
 import { writeJsonAtomic } from '../store/atomic.js';
 import type { StoreContext } from '../volumes/context.js';
 import { claimVolume, fieldsOf, type Claimed } from '../volumes/create.js';
@@ -73,7 +74,10 @@ export async function claimIso(ctx: StoreContext, req: IsoRequest): Promise<Clai
 export async function fillIso(ctx: StoreContext, claimed: Claimed, req: IsoRequest, source: ImageSource, opts: ImportOptions = {}): Promise<Record<string, unknown>> {
   await fillFromSource(ctx, claimed, source, {
     ...opts,
-    beforePublish: (c) => writeJsonAtomic(path.join(c.dir, ISOINFO_FILE), isoInfoOf(req)),
+    beforePublish: async (c) => {
+      await writeJsonAtomic(path.join(c.dir, ISOINFO_FILE), isoInfoOf(req));
+      faultPoint('iso.after-isoinfo');
+    },
   });
   return isoResponse(req, claimed.uid);
 }

@@ -4,6 +4,7 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DataStore, ERRORS, Upload } from '@tus/server';
 import { faultPoint } from '../faults.js';
+import { writeFlushed } from '../store/atomic.js';
 import { makeStagingDir } from '../images/import.js';
 import type { PendingClaims } from '../images/pending.js';
 import type { Claimed } from '../volumes/create.js';
@@ -65,7 +66,8 @@ export class VolumeUploadStore extends DataStore {
     // Busy while the bytes flow: a PATCH longer than the idle timeout does not get its upload expired.
     this.pending.acquire(item);
     try {
-      await pipeline(stream, count, createWriteStream(state.part, { flags: 'r+', start: offset, highWaterMark: 1024 * 1024, flush: true }));
+      const writing = pipeline(stream, count, createWriteStream(state.part, { flags: 'r+', start: offset, highWaterMark: 1024 * 1024, flush: true }));
+      await writeFlushed(state.part, writing);
       faultPoint('tus.after-chunk');
     } finally {
       this.pending.release(item);

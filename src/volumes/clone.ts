@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, NotSupportedError } from '../errors.js';
-import { flushFile, writeFileAtomic } from '../store/atomic.js';
+import { flushFile, writeFileAtomic, writeFlushed } from '../store/atomic.js';
 import { BYTES_PER_GB, dataFileName } from '../store/layout.js';
 import { readMeta, type VolumeFields, type VolumeMeta } from '../store/meta.js';
 import { canReflink } from '../store/reflink.js';
@@ -103,11 +103,12 @@ export async function cloneVolume(ctx: StoreContext, req: CloneRequest, caller: 
     const alg = req.alg ?? (source.alg === 'no' ? 'cp' : source.alg);
     checkClonable(source, await fs.readdir(found.dir), alg);
     if (alg !== 'overlay') copier.requireTool(alg);
-    const sameRoot = alg === 'overlay' || (alg === 'cp' && (await canReflink(found.dir)));
+    const reflink = alg === 'cp' && (await canReflink(found.dir));
+    const sameRoot = alg === 'overlay' || reflink;
     // The requester owns the copy: the caller a token names, else the body's creatorID (an admin may clone for anyone).
     const fields = cloneFields(source, req, caller ?? req.creatorID, alg);
     const claim = await claimVolume(ctx, fields, 'create', sameRoot ? found.root : undefined);
-    await fillClaim(ctx, claim, (temp) => fillClone(ctx, copier, { dir: found.dir, meta: source }, claim, alg, temp, opts));
+    await fillClaim(ctx, claim, (temp) => fillClone(ctx, copier, { dir: found.dir, meta: source }, claim, alg, temp, { ...opts, reflink }));
     return claim;
   });
   ctx.log.info('volume cloned', { vid: claimed.uid, source: found.uid, root: claimed.root.path, base: claimed.meta.base });
@@ -123,14 +124,14 @@ async function fillClone(
   claim: Claimed,
   alg: CopyAlg | 'overlay',
   temp: string,
-  opts: OperationOptions,
+  opts: OperationOptions & { reflink: boolean },
 ): Promise<void> {
   const layers = new QemuImgLayers(ctx.runner, ctx.config.toolTimeoutMs);
   if (alg === 'overlay') {
     const backing = backingPath(claim.dir, source);
     await layers.createOverlay(temp, backing.relative, backing.format);
   } else {
-    const { reflinked } = await copier.copy(alg, dataOf(source.dir, source.meta), temp, opts);
+    const { reflinked } = await writeFlushed(temp, copier.copy(alg, dataOf(source.dir, source.meta), temp, opts));
     ctx.log.debug('clone data copied', { vid: claim.uid, alg, reflinked });
     for (const name of SIDE_FILES) {
       const content = await fs.readFile(path.join(source.dir, name)).catch(() => null);

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { translateErrno } from '../errors.js';
 import { faultPoint } from '../faults.js';
-import { flushFile, renameDurable } from '../store/atomic.js';
+import { flushFile, renameDurable, writeFlushed } from '../store/atomic.js';
 import { tempNameFor } from '../store/layout.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
 import type { StoreContext } from './context.js';
@@ -23,7 +23,7 @@ export async function convertIntoPlace(
 ): Promise<void> {
   const temp = tempNameFor(target.file);
   try {
-    await ctx.qemuImg.convert(src.file, src.format, temp, target.format, opts);
+    await writeFlushed(temp, ctx.qemuImg.convert(src.file, src.format, temp, target.format, opts));
     await flushFile(temp);
     faultPoint(`${step}.after-temp-image`);
     await renameDurable(temp, target.file);

@@ -105,7 +105,9 @@ async function volumeViolations(dir: string, uid: string, out: string[]): Promis
     return null;
   }
   const info = await imageInfo(path.join(dir, data));
-  if (info.format !== meta.format) out.push(`${uid}: ${data} is ${info.format}, meta.json says ${meta.format}`);
+  // qemu-img reads an ISO as raw bytes; an ISO volume's data must carry the ISO 9660 signature.
+  const format = meta.format === 'iso' && info.format === 'raw' && (await isIso9660(path.join(dir, data))) ? 'iso' : info.format;
+  if (format !== meta.format) out.push(`${uid}: ${data} is ${info.format}, meta.json says ${meta.format}`);
   if (info['virtual-size'] !== meta.size) out.push(`${uid}: ${data} holds ${info['virtual-size']} bytes, meta.json says ${meta.size}`);
   return meta;
 }
@@ -167,4 +169,16 @@ export async function settledViolations(check: () => Promise<string[]>, ms: numb
     found = await checkOnce();
   }
   return found;
+}
+
+/** The ISO 9660 signature: `CD001` at byte 32769 (the first volume descriptor). */
+async function isIso9660(file: string): Promise<boolean> {
+  const handle = await fs.open(file, 'r');
+  try {
+    const buf = Buffer.alloc(5);
+    await handle.read(buf, 0, 5, 32769);
+    return buf.toString('latin1') === 'CD001';
+  } finally {
+    await handle.close();
+  }
 }

@@ -57,18 +57,30 @@ async function clonableVolume(api: Api): Promise<Subject> {
 /** The VM every attach of the harness names, so the check can detach what a killed trial left attached. */
 const attachBody = (vid: string) => ({ volume_id: vid, client_uid: OWNER, node: CRASH_NODE, vm_id: CRASH_VM });
 
-/** A qcow2 image with the pattern, served by a local HTTP server (127.0.0.1) for `create/url`; made once. */
-let imageServer: Promise<{ url: string; close(): Promise<void>; dir: string }> | null = null;
-async function imageUrl(): Promise<string> {
+/**
+ * A qcow2 image with the pattern (for `create/url`) and an ISO 9660 image (for `iso/create`), served
+ * by a local HTTP server (127.0.0.1); made once.
+ */
+let imageServer: Promise<{ url(name: string): string; close(): Promise<void>; dir: string }> | null = null;
+async function imageUrl(name: 'image.qcow2' | 'tools.iso' = 'image.qcow2'): Promise<string> {
   imageServer ??= (async () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-crash-images-'));
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(dir, 'image.qcow2'), '4M']);
     await writePattern(path.join(dir, 'image.qcow2'), 'qcow2', PATTERN, 0, 1 << 20);
+    await fs.mkdir(path.join(dir, 'content'));
+    await fs.writeFile(path.join(dir, 'content', 'README.TXT'), 'drivers\n');
+    await execa('genisoimage', ['-quiet', '-V', 'TOOLS', '-J', '-R', '-o', path.join(dir, 'tools.iso'), path.join(dir, 'content')]);
     const server = await startImageServer(dir);
-    return { url: server.url('image.qcow2'), dir, close: server.close };
+    return { url: server.url, dir, close: server.close };
   })();
-  return (await imageServer).url;
+  return (await imageServer).url(name);
 }
+
+/** iso/create's `tool` payload (seed 002), the content from the local server. */
+const isoToolBody = async () => ({
+  alg: 'cp', clonable: true, creatorID: OWNER, isotype: 'tool', name: 'crash-tools', os_family: 'windows',
+  os_flavour: null, os_version: null, private: false, tool_scope: 'drivers', tool_version: '2021', url: await imageUrl('tools.iso'),
+});
 
 /** Stops what the operations started (the image server). */
 export async function closeFixtures(): Promise<void> {
@@ -98,6 +110,27 @@ async function answerOf(res: Response): Promise<Answer> {
 async function uploadRaw(api: Api): Promise<Answer> {
   const query = new URLSearchParams(UPLOAD_FIELDS);
   return answerOf(await fetch(`${baseUrl(api)}/api/v1.0/create/upload?${query}`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: UPLOADED }));
+}
+
+/** `create/upload` as a multipart form: the fields as one JSON field, then the image as `file`. */
+async function uploadMultipart(api: Api): Promise<Answer> {
+  const form = new FormData();
+  form.append('fields', JSON.stringify({ ...UPLOAD_FIELDS, private: false }));
+  form.append('file', new Blob([UPLOADED]), 'disk.img');
+  return answerOf(await fetch(`${baseUrl(api)}/api/v1.0/create/upload`, { method: 'POST', body: form }));
+}
+
+/** A cloud-init set of two files in two calls (206, then 200 with the seed ISO built). */
+async function cloudInitSet(api: Api): Promise<Answer> {
+  const send = async (fields: object, name: string, content: string) => {
+    const form = new FormData();
+    form.append('fields', JSON.stringify(fields));
+    form.append('file', new Blob([content]), name);
+    return answerOf(await fetch(`${baseUrl(api)}/api/v1.0/cloudinit/metadata`, { method: 'POST', body: form }));
+  };
+  const first = await send({ creatorID: OWNER, name: 'crash-seed', private: false, expectedFiles: 2 }, 'user-data', '#cloud-config\nhostname: crash\n');
+  if (first.status !== 206) return first;
+  return send({ creatorID: OWNER, vid: first.body.vid }, 'meta-data', 'instance-id: iid-crash\n');
 }
 
 /** A resumable (tus) upload in two PATCHes of 1 MB, which makes the volume when the last byte arrives. */
@@ -194,13 +227,13 @@ export const CRASH_OPERATIONS: CrashOperation[] = [
     run: (api, s) => api.post('destroy', { volume_id: s.vid }),
   },
   // A clone holds its source's lock and makes its volume with create's claim; what must survive is the source.
-  ...(['cp', 'overlay'] as const).map((alg) => ({
+  ...(['cp', 'overlay', 'rsync'] as const).map((alg) => ({
     name: `clone-${alg}`,
     points: ['lock.after-marker', 'root-lock.after-acquire', 'create.after-mkdir', 'create.after-meta', 'create.after-temp-image', 'create.after-publish', 'lock.before-mutex-release'],
     setup: clonableVolume,
     run: (api: Api, s: Subject) => api.post('clone', { volume_id: s.vid, creatorID: OWNER, alg }),
     verify: patternKept,
-    shortRun: alg === 'cp' ? 'create.after-temp-image' : 'create.after-publish',
+    shortRun: alg === 'overlay' ? 'create.after-publish' : 'create.after-temp-image',
   })),
   {
     name: 'compact',
@@ -224,6 +257,25 @@ export const CRASH_OPERATIONS: CrashOperation[] = [
     setup: async () => ({}),
     run: (api) => uploadRaw(api),
     shortRun: 'import.after-convert',
+  },
+  {
+    name: 'upload-multipart',
+    points: ['create.after-meta', 'import.after-receive', 'import.after-convert', 'create.after-temp-image', 'create.after-publish'],
+    setup: async () => ({}),
+    run: (api) => uploadMultipart(api),
+    shortRun: 'import.after-receive',
+  },
+  {
+    name: 'iso-create',
+    points: ['create.after-meta', 'import.after-receive', 'import.after-convert', 'iso.after-isoinfo', 'create.after-temp-image', 'create.after-publish'],
+    setup: async () => ({}),
+    run: async (api) => api.post('iso/create', await isoToolBody()),
+  },
+  {
+    name: 'cloud-init',
+    points: ['create.after-meta', 'cloudinit.after-file', 'cloudinit.after-iso', 'create.after-temp-image', 'create.after-publish'],
+    setup: async () => ({}),
+    run: (api) => cloudInitSet(api),
   },
   {
     name: 'upload-tus',
