@@ -58,6 +58,13 @@ function catTo(src: string, dst: string): Promise<void> {
   }).finally(() => closeSync(out));
 }
 
+/** The bare node:http pipe (bench/lib/bare-pipe-server.mjs) in its own process, as the daemon runs. */
+async function startBarePipe(dir: string, port: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [path.join(PROJECT_ROOT, 'bench/lib/bare-pipe-server.mjs'), dir, String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((resolve) => child.stdout!.once('data', resolve));
+  return child;
+}
+
 async function startDaemon(mnt: string, port: number): Promise<ChildProcess> {
   const child = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist/src/main.js'), '--mnt', mnt, '--port', String(port), '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
   for (let i = 0; i < 200; i++) {
@@ -80,6 +87,8 @@ export default async function run(): Promise<void> {
   const api = `http://127.0.0.1:${port}/api/v1.0`;
   const daemon = await startDaemon(mnt, port);
   const pid = daemon.pid!;
+  const bare = await startBarePipe(work, port + 1000);
+  const bareUrl = `http://127.0.0.1:${port + 1000}`;
   const rows: string[][] = [];
   const row = (what: string, r: { seconds: number; peakMb: number }, base?: number) =>
     rows.push([what, `${(SIZE_MB / r.seconds).toFixed(0)} MB/s`, base ? `${((base / r.seconds) * 100).toFixed(0)}%` : '(baseline)', `${r.peakMb.toFixed(0)} MB`]);
@@ -95,6 +104,9 @@ export default async function run(): Promise<void> {
     });
     row('upload baseline: cat source > disk; sync', catSync);
     await fs.rm(path.join(mnt, 'a', 'cat-copy.img'));
+
+    // The ceiling: the same curl upload into a bare node:http server that only pipes the body to a file.
+    row('upload ceiling: bare node:http, body piped to a file (flushed)', await measure(bare.pid!, () => execa('curl', ['-sS', '--fail', '-X', 'POST', '-T', src, '-H', 'Content-Type: application/octet-stream', `${bareUrl}/bare.img`])), catSync.seconds);
 
     let vid = '';
     const raw = await measure(pid, async () => {
@@ -119,16 +131,19 @@ export default async function run(): Promise<void> {
     const data = path.join(mnt, 'a', `vid.${vid}.elimg`, 'data.img');
     const catOut = await measure(pid, () => catTo(data, path.join(work, 'cat-out.img')));
     row('download baseline: cat volume > file', catOut);
+    row('download ceiling: bare node:http, file piped to the response', await measure(bare.pid!, () => execa('curl', ['-sS', '--fail', '-o', path.join(work, 'bare-out.img'), `${bareUrl}/bare.img`])), catOut.seconds);
+    await fs.rm(path.join(work, 'bare-out.img'));
     const down = await measure(pid, () => execa('curl', ['-sS', '--fail', '-o', path.join(work, 'download.img'), `${api}/volumes/${vid}/data`]));
     row('download: GET /volumes/<vid>/data', down, catOut.seconds);
     await execa('cmp', [src, path.join(work, 'download.img')]);
 
     console.log(`image: ${SIZE_MB} MB raw; daemon RSS idle ${idle.toFixed(0)} MB; load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}; ${os.cpus().length} CPUs`);
-    console.log('uploads are compared with cat + sync (the daemon flushes before it publishes), the download with cat');
-    console.log('| transfer | throughput | vs cat | daemon peak RSS |');
+    console.log('uploads are compared with cat + sync (the daemon flushes before it publishes), the download with cat; the ceilings are a bare node:http server that only pipes');
+    console.log('| transfer | throughput | vs cat | peak RSS (daemon, or the bare server) |');
     console.log('| --- | --- | --- | --- |');
     for (const r of rows) console.log(`| ${r.join(' | ')} |`);
   } finally {
+    bare.kill('SIGTERM');
     daemon.kill('SIGTERM');
     await new Promise((r) => daemon.once('exit', r));
     await fs.rm(work, { recursive: true, force: true });
