@@ -95,6 +95,9 @@ describe('volumes on disk (real qemu-img)', () => {
     expect(await hasPattern(path.join(volDir(vid), 'data.qcow2'), 'qcow2', 0xab, 0, MB)).to.equal(true);
     expect(await hasPattern(path.join(volDir(vid), 'data.qcow2'), 'qcow2', 0xcd, 50 * MB, MB)).to.equal(true);
     expect(await hasPattern(path.join(volDir(vid), 'data.qcow2'), 'qcow2', 0xab, 50 * MB, MB)).to.equal(false);
+    // The replaced images left through the root's bin, purged after the answers.
+    await d.daemon.ctx.purger.idle();
+    expect(await fs.readdir(path.join(mnt, 'a', '.elemento-bin'))).to.deep.equal([]);
   });
 
   it('refuses to shrink, and a same-size resize or same-format convert changes nothing', async () => {
