@@ -87,7 +87,10 @@ export default async function run(): Promise<void> {
   const api = `http://127.0.0.1:${port}/api/v1.0`;
   const daemon = await startDaemon(mnt, port);
   const pid = daemon.pid!;
-  const bare = await startBarePipe(work, port + 1000);
+  // In a fresh directory of the same root as the daemon's volumes: where a file lands on the disk matters.
+  const bareDir = path.join(mnt, 'a', 'bare-pipe');
+  await fs.mkdir(bareDir);
+  const bare = await startBarePipe(bareDir, port + 1000);
   const bareUrl = `http://127.0.0.1:${port + 1000}`;
   const rows: string[][] = [];
   const row = (what: string, r: { seconds: number; peakMb: number }, base?: number) =>

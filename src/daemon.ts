@@ -46,7 +46,7 @@ export class Daemon {
     // Only the volumes the scan saw leftovers in need the sweep, and a reload after it; what the sweep
     // must leave (a dead holder's lock still fresh) is swept again until done.
     const unfinished = index.unfinishedDirs();
-    const later = await sweepRoots(index.rootList(), locks, this.log.child({ module: 'sweep' }), unfinished);
+    const later = await sweepRoots(index.rootList(), locks, this.log.child({ module: 'sweep' }), { suspects: unfinished, purge: (p) => this.ctx.purger.later(p) });
     for (const dir of unfinished) await index.reloadDir(dir);
     this.sweepLater(later);
     if (this.config.watch) await index.watch(this.config.rescanIntervalMs);

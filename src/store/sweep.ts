@@ -11,7 +11,7 @@ import type { Root } from './roots.js';
 
 /**
  * What a crash left in the tree, swept at start and then until done (STYLE lesson 8):
- * - each root's bin (destroys that died before their purge) is emptied;
+ * - each root's bin (destroys and converts that died before their purge) is emptied, in the background;
  * - a volume holding lock markers or temp files whose mutex no live process holds is recovered
  *   (taking its lock runs recoverVolume);
  * - a volume whose mutex is still fresh (its holder died less than `lockStaleMs` ago, or is alive
@@ -61,16 +61,25 @@ export async function sweepVolume(dir: string, locks: LockManager, log: Logger, 
   return 'done';
 }
 
+export interface SweepOptions {
+  /** Only these volume directories (the daemon passes those its scan found leftovers in). */
+  suspects?: string[];
+  /** Removes a bin entry; the daemon's purger does it in the background, so the start does not wait. */
+  purge: (binned: string) => void;
+}
+
 /**
- * The start-up sweep of every root. `suspects` limits it to those volume directories (the daemon
- * passes the ones its scan found leftovers in, so a start with 10,000 volumes does not read every
- * directory twice). Answers the volume directories left for a later pass.
+ * The start-up sweep of every root: what is in its bin is handed to `purge`, and the suspects (or
+ * every volume directory) are swept, so a start with 10,000 volumes does not read every directory
+ * twice. Answers the volume directories left for a later pass.
  */
-export async function sweepRoots(roots: Root[], locks: LockManager, log: Logger, suspects?: string[]): Promise<string[]> {
+export async function sweepRoots(roots: Root[], locks: LockManager, log: Logger, opts: SweepOptions): Promise<string[]> {
+  const { suspects, purge } = opts;
   const later: string[] = [];
   for (const root of roots) {
     try {
-      await fse.remove(path.join(root.path, BIN_DIR));
+      const bin = path.join(root.path, BIN_DIR);
+      for (const entry of await fs.readdir(bin).catch(() => [] as string[])) purge(path.join(bin, entry));
       const names = suspects ? suspects.filter((d) => path.dirname(d) === root.path).map((d) => path.basename(d)) : await fs.readdir(root.path);
       for (const name of names) {
         if (!uidOfDirName(name)) continue;

@@ -103,7 +103,9 @@ describe('recovery of what a crash left', () => {
     const dir = path.join(root(), `vid.${vid}.elimg`);
     await fs.writeFile(path.join(dir, '.meta.tmp-abcdef123456.json'), '{');
     d = await startTestDaemon(mnt);
-    expect(await fs.readdir(path.join(root()))).to.deep.equal(['settings.json', `vid.${vid}.elimg`].sort());
+    await d.daemon.ctx.purger.idle(); // the bin's leftovers are purged in the background after the start
+    expect(await fs.readdir(path.join(root(), '.elemento-bin'))).to.deep.equal([]);
+    expect(await fs.readdir(path.join(root()))).to.deep.equal(['.elemento-bin', 'settings.json', `vid.${vid}.elimg`].sort());
     expect((await fs.readdir(dir)).sort()).to.deep.equal(['data.img', 'meta.json']);
     expect((await imageInfo(path.join(dir, 'data.img'))).format).to.equal('raw');
   });
