@@ -80,7 +80,7 @@ export class Daemon {
     if (this.sweepTimer) clearTimeout(this.sweepTimer);
     this.sweepTimer = null;
     await this.ctx.jobs.cancelAll();
-    await this.ctx.purger.idle();
+    await this.ctx.purger.stop();
     await this.exports.stop();
     await this.ctx.index.close();
   }

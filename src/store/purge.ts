@@ -8,10 +8,11 @@ import { moveToBin } from './recovery.js';
  * one) after the answer, one removal at a time. Freeing a large image takes long on a filesystem
  * that discards freed blocks (ext4 mounted `-o discard`: about 0.3 s per GB on the test machine),
  * and no client needs to wait for it: the rename into the bin was the commit point. What a stop or
- * a crash interrupts, the next start-up sweep removes (it empties every bin first).
+ * a crash leaves in a bin, the next start-up sweep hands to the queue again.
  */
 export class Purger {
   private tail: Promise<void> = Promise.resolve();
+  private stopped = false;
 
   constructor(private readonly log: Logger) {}
 
@@ -23,7 +24,7 @@ export class Purger {
   /** Queues the removal of an entry already in a bin. */
   later(binned: string): void {
     this.tail = this.tail
-      .then(() => fse.remove(binned))
+      .then(() => (this.stopped ? undefined : fse.remove(binned)))
       .catch((err) => {
         this.log.warn('purge failed; the next start finishes it', { path: binned, ...errorFields(err) });
       });
@@ -32,5 +33,11 @@ export class Purger {
   /** Resolves when every purge queued so far is done. */
   idle(): Promise<void> {
     return this.tail;
+  }
+
+  /** Lets the removal under way finish and drops the queued ones (the next start's sweep does them). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.tail;
   }
 }

@@ -79,7 +79,11 @@ export async function sweepRoots(roots: Root[], locks: LockManager, log: Logger,
   for (const root of roots) {
     try {
       const bin = path.join(root.path, BIN_DIR);
-      for (const entry of await fs.readdir(bin).catch(() => [] as string[])) purge(path.join(bin, entry));
+      const binned = await fs.readdir(bin).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') log.warn('the bin of a root cannot be read; its leftovers stay', { bin, ...errorFields(err) });
+        return [] as string[];
+      });
+      for (const entry of binned) purge(path.join(bin, entry));
       const names = suspects ? suspects.filter((d) => path.dirname(d) === root.path).map((d) => path.basename(d)) : await fs.readdir(root.path);
       for (const name of names) {
         if (!uidOfDirName(name)) continue;

@@ -7,7 +7,9 @@ import { promisify } from 'node:util';
  *   `fs.promises` twin (no FileHandle object per file). Used while the daemon serves.
  * - `blockingReader`: the synchronous calls, about half the CPU again and no thread-pool round trip
  *   (10,000 volumes: ~0.3 s of CPU against ~0.65 s). Only for the first scan, before the daemon
- *   listens, when there is no request to keep waiting (docs/BENCHMARKS.md, start-up).
+ *   listens, when there is no request to keep waiting (docs/BENCHMARKS.md, start-up), and only for
+ *   roots on local filesystems: on a network filesystem each call waits for the network, and the
+ *   asynchronous reader keeps four of them in flight.
  * A caller `await`s either: a synchronous answer or throw behaves as a settled promise would.
  */
 export interface TreeReader {
@@ -31,3 +33,23 @@ export const blockingReader: TreeReader = {
   readText: (file) => fs.readFileSync(file, 'utf8'),
   stat: (file) => fs.statSync(file),
 };
+
+/** statfs `f_type` of filesystems whose calls wait on a network (linux/magic.h). */
+const NETWORK_FILESYSTEMS = new Set([
+  0x6969, // NFS
+  0x65735546, // FUSE (GlusterFS, ceph-fuse, sshfs)
+  0xff534d42, // CIFS
+  0xfe534d42, // SMB2
+  0x00c36400, // CephFS
+  0x01021997, // 9P
+  0x5346414f, // AFS
+  0x47504653, // GPFS
+  0x7461636f, // OCFS2
+  0x01161970, // GFS2
+]);
+
+/** The reader for a root's first scan: blocking on a local filesystem, asynchronous on a network one. */
+export async function firstScanReader(rootPath: string): Promise<TreeReader> {
+  const type = await fs.promises.statfs(rootPath).then((st) => st.type, () => -1);
+  return NETWORK_FILESYSTEMS.has(type) ? asyncReader : blockingReader;
+}

@@ -5,7 +5,7 @@ import { errorFields, type Logger } from '../log.js';
 import { BIN_DIR, isTempName, parseLockMarker, ROOT_MUTEX, SETTINGS_FILE, uidOfDirName, VOLUME_MUTEX } from './layout.js';
 import { discoverRoots, type Root, type SkippedRoot } from './roots.js';
 import { isDeadClaimCandidate } from './sweep.js';
-import { asyncReader, blockingReader } from './tree-reader.js';
+import { asyncReader, firstScanReader, type TreeReader } from './tree-reader.js';
 import { TreeWatcher } from './tree-watcher.js';
 import { loadVolumeRecord, type VolumeRecord } from './volume-record.js';
 
@@ -73,7 +73,7 @@ export class VolumeIndex {
 
   /**
    * Scans the whole tree; resolves when the index is complete. `beforeServing`: the first scan, run
-   * before the daemon listens, reads each volume with blocking calls (see tree-reader.ts).
+   * before the daemon listens, reads the volumes of local roots with blocking calls (tree-reader.ts).
    */
   async scanAll(opts: { beforeServing?: boolean } = {}): Promise<void> {
     if (this.scanning) return this.scanning;
@@ -82,7 +82,6 @@ export class VolumeIndex {
   }
 
   private async doScanAll(beforeServing: boolean): Promise<void> {
-    const reader = beforeServing ? blockingReader : asyncReader;
     const { roots, skipped, looked } = await discoverRoots(this.mnt);
     for (const r of roots) this.everSeen.add(r.path);
     for (const seen of this.everSeen)
@@ -90,7 +89,9 @@ export class VolumeIndex {
         skipped.push({ path: seen, reason: 'unavailable: settings.json is gone (filesystem unmounted?)' });
     for (const s of skipped) if (!this.skipped.some((o) => o.path === s.path && o.reason === s.reason)) this.log.warn('root skipped', s);
     const dirs: Array<[string, string]> = [];
+    const readers = new Map<string, TreeReader>();
     for (const root of roots) {
+      readers.set(root.path, beforeServing ? await firstScanReader(root.path) : asyncReader);
       try {
         for (const name of await fs.readdir(root.path)) if (uidOfDirName(name)) dirs.push([root.path, path.join(root.path, name)]);
       } catch (err) {
@@ -100,7 +101,7 @@ export class VolumeIndex {
     const fresh = new Map<string, VolumeRecord>();
     const unfinished: string[] = [];
     await eachLimited(dirs, LOAD_CONCURRENCY, async ([rootPath, dir]) => {
-      const loaded = await loadVolumeRecord(rootPath, dir, reader);
+      const loaded = await loadVolumeRecord(rootPath, dir, readers.get(rootPath));
       if (!loaded) return;
       if (hasLeftovers(loaded)) unfinished.push(dir);
       const record = sameRecord(this.volumes.get(loaded.uid), loaded) ? this.volumes.get(loaded.uid)! : loaded;

@@ -11,7 +11,7 @@ interface Template {
 const MAX_HEAD_BYTES = 4 * 1024 * 1024;
 
 /**
- * Blank images, made by `qemu-img create` and remembered by format and size. A blank image's bytes
+ * Blank images, made by `qemu-img create` and remembered by root, format and size. A blank image's bytes
  * depend on nothing else (a qcow2 header has no timestamp and no UUID; a raw image is zeros, the
  * first block allocated by qemu-img's alignment probe), so a later create of the same format and
  * size writes the same bytes again, with the same allocation, instead of forking qemu-img: the fork
@@ -26,9 +26,12 @@ export class BlankImages {
     private readonly maxEntries = 32,
   ) {}
 
-  /** Makes a blank image at `file`, which must not exist. */
-  async create(file: string, format: DiskFormat, sizeBytes: number): Promise<void> {
-    const key = `${format}:${sizeBytes}`;
+  /**
+   * Makes a blank image at `file`, which must not exist, in the root `rootPath`: what qemu-img
+   * allocates depends on the filesystem, so each root learns its own.
+   */
+  async create(file: string, format: DiskFormat, sizeBytes: number, rootPath: string): Promise<void> {
+    const key = `${rootPath}\0${format}:${sizeBytes}`;
     const template = this.templates.get(key);
     if (template) {
       this.templates.delete(key); // least recently used first

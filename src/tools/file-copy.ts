@@ -46,11 +46,12 @@ export class FileCopier {
    */
   async copy(alg: CopyAlg, src: string, dst: string, opts: CopyOptions & { reflink?: boolean } = {}): Promise<{ reflinked: boolean }> {
     this.requireTool(alg);
-    if (alg === 'cp' && opts.reflink !== false) {
+    if (alg === 'cp' && opts.reflink !== false && !opts.signal?.aborted) {
       try {
         await fs.copyFile(src, dst, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
         return { reflinked: true };
-      } catch {
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw err; // not ours to remove
         await fs.rm(dst, { force: true });
       }
     }

@@ -112,7 +112,7 @@ export async function fillClaim(ctx: StoreContext, claimed: Claimed, fill: (temp
 
 /** Makes a blank image; on a `file-system: unique` root it carries its own ext4 filesystem. */
 async function makeBlankImage(ctx: StoreContext, file: string, format: DiskFormat, sizeBytes: number, root: Root): Promise<void> {
-  if (root.settings.fileSystem !== 'unique') return ctx.blankImages.create(file, format, sizeBytes);
+  if (root.settings.fileSystem !== 'unique') return ctx.blankImages.create(file, format, sizeBytes, root.path);
   const raw = format === 'raw' ? file : tempNameFor(file);
   try {
     await ctx.qemuImg.create(raw, 'raw', sizeBytes);

@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { errorFields } from '../log.js';
 import { BadRequestError, translateErrno } from '../errors.js';
 import { dataFileName, gbToBytes } from '../store/layout.js';
 import { readMeta, writeMeta, type VolumeMeta } from '../store/meta.js';
@@ -119,7 +120,11 @@ export async function convertVolume(
     const { base: _flattened, ...standalone } = meta;
     await writeMeta(dir, { ...standalone, format: req.format });
     faultPoint('convert.after-meta');
-    await ctx.purger.bin(oldData, path.dirname(dir));
+    // After the commit point the convert has happened: the old image goes, whichever way works.
+    await ctx.purger.bin(oldData, path.dirname(dir)).catch(async (err) => {
+      ctx.log.warn('old image not moved to the bin; removing it in place', { vid: req.vid, ...errorFields(err) });
+      await fs.rm(oldData, { force: true });
+    });
     faultPoint('convert.after-old-removed');
   });
   ctx.log.info('volume converted', { vid: req.vid, format: req.format });

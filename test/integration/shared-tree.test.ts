@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
+import { asyncReader, blockingReader, firstScanReader } from '../../src/store/tree-reader.js';
 import fse from 'fs-extra';
 import { spawnDaemon, stopDaemon, type Answer, type DaemonProcess } from '../helpers/process.js';
 import { settledViolations, treeViolations } from '../helpers/crash/invariants.js';
@@ -61,7 +62,7 @@ interface SharedTree {
   cleanup(): Promise<void>;
 }
 
-const TREES: Array<{ name: string; make(ctx: Mocha.Context): Promise<SharedTree> }> = [
+const TREES: Array<{ name: string; network?: boolean; make(ctx: Mocha.Context): Promise<SharedTree> }> = [
   {
     name: 'one local tree',
     make: async () => {
@@ -71,6 +72,7 @@ const TREES: Array<{ name: string; make(ctx: Mocha.Context): Promise<SharedTree>
   },
   {
     name: 'a Gluster volume mounted twice (as two hosts mount it)',
+    network: true,
     make: async (ctx) => {
       const base = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-gluster-'));
       const gluster = await startGluster(base);
@@ -106,6 +108,10 @@ for (const tree of TREES) {
     afterEach(async () => {
       await Promise.all(daemons.map(stopDaemon));
       await fse.emptyDir(root());
+    });
+
+    it(`the first scan reads this tree with ${tree.network ? 'asynchronous calls (a network filesystem)' : 'blocking calls (a local filesystem)'}`, async () => {
+      expect(await firstScanReader(root())).to.equal(tree.network ? asyncReader : blockingReader);
     });
 
     for (const maker of VOLUME_MAKERS)

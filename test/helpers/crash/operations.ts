@@ -62,18 +62,24 @@ const attachBody = (vid: string) => ({ volume_id: vid, client_uid: OWNER, node: 
  * by a local HTTP server (127.0.0.1); made once.
  */
 let imageServer: Promise<{ url(name: string): string; close(): Promise<void>; dir: string }> | null = null;
+let isoMade: Promise<unknown> | null = null;
 async function imageUrl(name: 'image.qcow2' | 'tools.iso' = 'image.qcow2'): Promise<string> {
   imageServer ??= (async () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-crash-images-'));
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(dir, 'image.qcow2'), '4M']);
     await writePattern(path.join(dir, 'image.qcow2'), 'qcow2', PATTERN, 0, 1 << 20);
-    await fs.mkdir(path.join(dir, 'content'));
-    await fs.writeFile(path.join(dir, 'content', 'README.TXT'), 'drivers\n');
-    await execa('genisoimage', ['-quiet', '-V', 'TOOLS', '-J', '-R', '-o', path.join(dir, 'tools.iso'), path.join(dir, 'content')]);
     const server = await startImageServer(dir);
     return { url: server.url, dir, close: server.close };
   })();
-  return (await imageServer).url(name);
+  const server = await imageServer;
+  // Made apart, on first use: a failure here fails the ISO trials only.
+  if (name === 'tools.iso')
+    await (isoMade ??= (async () => {
+      await fs.mkdir(path.join(server.dir, 'content'));
+      await fs.writeFile(path.join(server.dir, 'content', 'README.TXT'), 'drivers\n');
+      await execa('genisoimage', ['-quiet', '-V', 'TOOLS', '-J', '-R', '-o', path.join(server.dir, 'tools.iso'), path.join(server.dir, 'content')]);
+    })());
+  return server.url(name);
 }
 
 /** iso/create's `tool` payload (seed 002), the content from the local server. */
@@ -87,6 +93,7 @@ export async function closeFixtures(): Promise<void> {
   if (!imageServer) return;
   const server = await imageServer;
   imageServer = null;
+  isoMade = null;
   await server.close();
   await fs.rm(server.dir, { recursive: true, force: true });
 }
