@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { PROJECT_ROOT } from '../src/project.js';
+import { NODE_FLAGS } from './lib/daemon-process.js';
 
 const MB = 1024 * 1024;
 const SIZE_MB = Number(process.env.ELEMENTO_BENCH_IMAGE_MB ?? 2048);
@@ -66,7 +67,8 @@ async function startBarePipe(dir: string, port: number): Promise<ChildProcess> {
 }
 
 async function startDaemon(mnt: string, port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist/src/main.js'), '--mnt', mnt, '--port', String(port), '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  // With the service unit's V8 flags, as it runs in production.
+  const child = spawn(process.execPath, [...NODE_FLAGS, path.join(PROJECT_ROOT, 'dist/src/main.js'), '--mnt', mnt, '--port', String(port), '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
   for (let i = 0; i < 200; i++) {
     if (await fetch(`http://127.0.0.1:${port}/api/v1.0/status`).then((r) => r.ok, () => false)) return child;
     await new Promise((r) => setTimeout(r, 50));

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4
+#!/usr/bin/env -S node --max-semi-space-size=4 --initial-heap-size=64
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
