@@ -14,15 +14,13 @@ export interface CopyOptions {
 const PROGRESS_POLL_MS = 500;
 
 /**
- * Each algorithm as data: the tool it needs and the argument lists that copy `src` to the new file
- * `dst`, tried in order (the first that succeeds wins; a failed attempt's output is removed first).
- * `cp` first clones by reflink where the filesystem shares blocks (XFS, btrfs: instant whatever the
- * size; see FileCopier.copy) and copies sparsely otherwise.
+ * Each algorithm as data: the tool it needs and the arguments that copy `src` to the new file `dst`
+ * (a failed copy's output is removed). Before `cp`, a reflink is tried (FileCopier.copy).
  */
-const ALGORITHMS: Record<CopyAlg, { tool: ToolName; attempts: (src: string, dst: string) => string[][] }> = {
-  cp: { tool: 'cp', attempts: (src, dst) => [['--sparse=always', '--reflink=never', '--', src, dst]] },
-  rsync: { tool: 'rsync', attempts: (src, dst) => [['--sparse', '--inplace', '--whole-file', '--', src, dst]] },
-  rclone: { tool: 'rclone', attempts: (src, dst) => [['copyto', '--config', '', '--local-no-set-modtime', '--', src, dst]] },
+const ALGORITHMS: Record<CopyAlg, { tool: ToolName; args: (src: string, dst: string) => string[] }> = {
+  cp: { tool: 'cp', args: (src, dst) => ['--sparse=always', '--reflink=never', '--', src, dst] },
+  rsync: { tool: 'rsync', args: (src, dst) => ['--sparse', '--inplace', '--whole-file', '--', src, dst] },
+  rclone: { tool: 'rclone', args: (src, dst) => ['copyto', '--config', '', '--local-no-set-modtime', '--', src, dst] },
 };
 
 /** Copies whole image files with `cp`, `rsync` or `rclone`, through the one runner. */
@@ -55,21 +53,15 @@ export class FileCopier {
         await fs.rm(dst, { force: true });
       }
     }
-    const { tool, attempts } = ALGORITHMS[alg];
+    const { tool, args } = ALGORITHMS[alg];
     const total = (await fs.stat(src)).size;
     const poll = opts.onProgress ? setInterval(() => void reportSize(dst, total, opts.onProgress!), PROGRESS_POLL_MS) : undefined;
     try {
-      const tries = attempts(src, dst);
-      for (const [i, args] of tries.entries()) {
-        try {
-          await this.runner.run(tool, args, { timeoutMs: this.timeoutMs, signal: opts.signal });
-          return { reflinked: false };
-        } catch (err) {
-          await fs.rm(dst, { force: true });
-          if (i === tries.length - 1 || opts.signal?.aborted) throw err;
-        }
-      }
-      throw new Error('unreachable: no copy attempt');
+      await this.runner.run(tool, args(src, dst), { timeoutMs: this.timeoutMs, signal: opts.signal });
+      return { reflinked: false };
+    } catch (err) {
+      await fs.rm(dst, { force: true });
+      throw err;
     } finally {
       clearInterval(poll);
     }

@@ -8,7 +8,8 @@ import { imageInfo } from '../images.js';
 import { tgtadmOn } from '../tgt.js';
 import type { TestDaemon } from '../daemon.js';
 import type { Answer } from '../process.js';
-import { OWNER } from '../tree.js';
+import { OWNER, waitFor } from '../tree.js';
+import { isIso9660 } from '../../../src/images/untrusted.js';
 
 /** What the invariant checks need of a running daemon: its API. */
 export interface Api {
@@ -59,7 +60,11 @@ export async function treeViolations(api: Api): Promise<string[]> {
       if (!uid) {
         if (!ROOT_FILES.has(name)) out.push(`${root.path} holds a stray ${name}`);
         // The restarted daemon purges what the sweep found in the bin in the background: give it a moment.
-        if (name === BIN_DIR && !(await binEmptied(path.join(root.path, name)))) out.push(`${root.path}/${BIN_DIR} is not emptied after the start-up sweep`);
+        if (name === BIN_DIR) {
+          const bin = path.join(root.path, name);
+          const emptied = await waitFor(async () => !(await fs.readdir(bin).catch(() => [])).length, 10_000, 'the bin').then(() => true, () => false);
+          if (!emptied) out.push(`${root.path}/${BIN_DIR} is not emptied after the start-up sweep`);
+        }
         continue;
       }
       count += 1;
@@ -169,25 +174,4 @@ export async function settledViolations(check: () => Promise<string[]>, ms: numb
     found = await checkOnce();
   }
   return found;
-}
-
-/** The ISO 9660 signature: `CD001` at byte 32769 (the first volume descriptor). */
-async function isIso9660(file: string): Promise<boolean> {
-  const handle = await fs.open(file, 'r');
-  try {
-    const buf = Buffer.alloc(5);
-    await handle.read(buf, 0, 5, 32769);
-    return buf.toString('latin1') === 'CD001';
-  } finally {
-    await handle.close();
-  }
-}
-
-/** True once the bin is empty, looking again for up to 10 s. */
-async function binEmptied(bin: string): Promise<boolean> {
-  for (let i = 0; i < 100; i++) {
-    if (!(await fs.readdir(bin).catch(() => [])).length) return true;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return false;
 }
