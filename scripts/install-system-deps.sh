@@ -15,6 +15,10 @@ PACKAGES=(
   rclone             # the rclone clone algorithm (alg: rclone; 501 without it)
   glusterfs-server   # glusterd: two daemons on one Gluster volume mounted twice (test/integration/shared-tree.test.ts)
   glusterfs-client   # mount -t glusterfs, for the same test
+  ceph-common        # rbd: Ceph volumes (ELEMENTO_CEPH_POOL)
+  tgt-rbd            # tgt's rbd backing store: Ceph volumes exported over iSCSI
+  ceph-mon           # a private single-node cluster for the Ceph tests (test/helpers/ceph.ts)
+  ceph-osd           # its memstore OSD
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

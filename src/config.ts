@@ -39,6 +39,12 @@ export interface Config {
   readonly tokensFile?: string;
   /** Listen beyond loopback even without tokens (the operator accepts that callers are trusted). */
   readonly allowInsecure: boolean;
+  /** The RBD pool of Ceph volumes; Ceph volumes are refused (501) without it. */
+  readonly cephPool?: string;
+  /** The ceph.conf the `rbd` tool and tgt's rbd backing store read (cluster address, keyring). */
+  readonly cephConf: string;
+  /** The client id (`client.<id>`) the daemon acts as in the cluster. */
+  readonly cephId: string;
 }
 
 export const DEFAULT_PORT = 7772;
@@ -87,6 +93,9 @@ export function loadConfig({ flags, env, defaultMnt }: ConfigSources): Config {
     uploadIdleTimeoutMs: intOrUndefined('ELEMENTO_UPLOAD_IDLE_TIMEOUT_MS', env.ELEMENTO_UPLOAD_IDLE_TIMEOUT_MS),
     tokensFile: (flags.tokens ?? env.ELEMENTO_TOKENS) ? path.resolve(flags.tokens ?? env.ELEMENTO_TOKENS!) : undefined,
     allowInsecure: flags.allowInsecure ?? flagOrUndefined('ELEMENTO_ALLOW_INSECURE', env.ELEMENTO_ALLOW_INSECURE),
+    cephPool: env.ELEMENTO_CEPH_POOL || undefined,
+    cephConf: env.ELEMENTO_CEPH_CONF ? path.resolve(env.ELEMENTO_CEPH_CONF) : undefined,
+    cephId: env.ELEMENTO_CEPH_ID || undefined,
   };
   for (const key of Object.keys(raw)) if (raw[key] === undefined) delete raw[key];
   try {

@@ -11,7 +11,9 @@ import { sweepAgain, sweepRoots } from './store/sweep.js';
 import { VolumeIndex } from './store/volume-index.js';
 import { BlankImages } from './tools/blank-images.js';
 import { QemuImg } from './tools/qemu-img.js';
+import { Rbd } from './tools/rbd.js';
 import { ExecaRunner, TOOL_NAMES, type CommandRunner } from './tools/runner.js';
+import { releaseCephImage } from './volumes/ceph.js';
 import type { StoreContext } from './volumes/context.js';
 
 /**
@@ -33,10 +35,14 @@ export class Daemon {
     runner: CommandRunner = new ExecaRunner(),
   ) {
     const qemuImg = new QemuImg(runner, config.toolTimeoutMs);
+    const rbd = config.cephPool ? new Rbd(runner, { conf: config.cephConf, id: config.cephId, pool: config.cephPool }, config.toolTimeoutMs) : null;
+    const purger = new Purger(log.child({ module: 'purge' }), (binned) => releaseCephImage(rbd, binned));
     const locks = new LockManager(config.lockStaleMs, log.child({ module: 'locks' }));
-    locks.setRecovery((dir, markers) => recoverVolume(dir, markers, qemuImg, log.child({ module: 'recovery' })));
+    const recovery = { qemuImg, rbd, log: log.child({ module: 'recovery' }), purge: (binned: string) => purger.now(binned) };
+    locks.setRecovery((dir, markers) => recoverVolume(dir, markers, recovery));
     const index = new VolumeIndex(config.mnt, log.child({ module: 'index' }));
-    this.ctx = { config, log: log.child({ module: 'volumes' }), index, locks, placement: new Placement(index, locks), runner, qemuImg, blankImages: new BlankImages(qemuImg), jobs: new JobRegistry(), purger: new Purger(log.child({ module: 'purge' })) };
+    const placement = new Placement(index, locks);
+    this.ctx = { config, log: log.child({ module: 'volumes' }), index, locks, placement, runner, qemuImg, rbd, blankImages: new BlankImages(qemuImg), jobs: new JobRegistry(), purger };
     this.exports = new ExportService(createExporter(config, runner, log.child({ module: 'exporter' })), index, config, log.child({ module: 'exports' }));
   }
 

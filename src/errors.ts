@@ -106,9 +106,6 @@ export const ERROR_CATALOGUE = [
 
 /** Turns an errno from the filesystem into the error the client should see, or returns it as is. */
 export function translateErrno(err: unknown, what: string): unknown {
-  // A tool that ran out of room says so on stderr (the runner sets LC_ALL=C).
-  if (err instanceof ToolError && /No space left on device|Disk quota exceeded/.test(err.toolOutput))
-    return new NoRoomError(`no room left on the filesystem for ${what}`);
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ENOSPC' || code === 'EDQUOT') return new NoRoomError(`no room left on the filesystem for ${what}`);
   if (code === 'EFBIG') return new NoRoomError(`the filesystem cannot hold a file as large as ${what}`);

@@ -7,14 +7,17 @@
 /** What a hypervisor is given: one target named `iqn` whose LUN `lun` is `file`. */
 export interface TargetSpec {
   iqn: string;
+  /** The LUN's backing file, or for a Ceph volume its RBD image as `pool/image` (then `rbd` is set). */
   file: string;
   readonly: boolean;
+  /** A Ceph volume: the cluster (ceph.conf) and client id the backend reads the RBD image with. */
+  rbd?: { conf: string; id: string };
 }
 
 /** A target that exists on the backend, as read back from it. */
 export interface ExistingTarget {
   iqn: string;
-  /** The LUN's backing file ('' when the target has none). */
+  /** The LUN's backing file or RBD image `pool/image` ('' when the target has none). */
   file: string;
 }
 
@@ -25,6 +28,8 @@ export interface ExporterCapabilities {
   managedDaemon: boolean;
   /** The backend's state is saved to disk after each change (LIO's saveconfig). */
   savesConfig: boolean;
+  /** LUNs backed by an RBD image (Ceph volumes); a backend without answers 501 to their export. */
+  rbdLuns: boolean;
 }
 
 export interface Exporter {

@@ -1,3 +1,4 @@
+import { NotSupportedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Targetcli } from '../tools/targetcli.js';
 import { SerialQueue, type ExistingTarget, type Exporter, type TargetSpec } from './base.js';
@@ -16,7 +17,7 @@ export function backstoreName(iqn: string): string {
  */
 export class LioExporter implements Exporter {
   readonly name = 'lio' as const;
-  readonly capabilities = Object.freeze({ readonlyLuns: true, managedDaemon: false, savesConfig: true });
+  readonly capabilities = Object.freeze({ readonlyLuns: true, managedDaemon: false, savesConfig: true, rbdLuns: false });
   readonly lun = 0;
   private readonly queue = new SerialQueue();
 
@@ -42,6 +43,8 @@ export class LioExporter implements Exporter {
   }
 
   ensure(spec: TargetSpec): Promise<void> {
+    // LIO would need the image mapped by the kernel (`rbd map`) or tcmu-runner: neither is set up by this daemon.
+    if (spec.rbd) return Promise.reject(new NotSupportedError('the LIO exporter does not serve Ceph volumes (use the tgt exporter with tgt-rbd)'));
     return this.queue.run(async () => {
       if ((await this.targetcli.targets()).includes(spec.iqn)) return;
       const name = backstoreName(spec.iqn);

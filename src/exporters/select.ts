@@ -15,7 +15,7 @@ export const LIO_CONFIGFS = '/sys/kernel/config/target';
 /** Exports switched off (ELEMENTO_EXPORTER=none): every export request answers 501. */
 export class NoExporter implements Exporter {
   readonly name = 'none' as const;
-  readonly capabilities = Object.freeze({ readonlyLuns: false, managedDaemon: false, savesConfig: false });
+  readonly capabilities = Object.freeze({ readonlyLuns: false, managedDaemon: false, savesConfig: false, rbdLuns: false });
   readonly lun = 0;
   async start(): Promise<void> {}
   async stop(): Promise<void> {}

@@ -5,6 +5,7 @@ import { errorFields, type Logger } from '../log.js';
 import { faultPoint } from '../faults.js';
 import { isOwnMarker, markerPath, readMarker, removeMarker, touchMarker, writeMarker } from '../store/export-marker.js';
 import { dataFileName, isInside } from '../store/layout.js';
+import { readPointer, uidOfImageName } from '../store/rbd-pointer.js';
 import type { VolumeMeta } from '../store/meta.js';
 import type { VolumeIndex } from '../store/volume-index.js';
 import { EXPORT_MARKER_RE } from '../store/volume-record.js';
@@ -18,9 +19,13 @@ export interface ReconcileReport {
   dropped: number;
 }
 
-/** What a volume's export target is made of. */
-export function targetSpec(dir: string, meta: VolumeMeta, iqn: string): TargetSpec {
-  return { iqn, file: path.join(dir, dataFileName(meta.format)), readonly: meta.readonly };
+/** What a volume's export target is made of: its data file, or a Ceph volume's RBD image read with the host's Ceph client. */
+export async function targetSpec(dir: string, meta: VolumeMeta, iqn: string, config: Config): Promise<TargetSpec> {
+  const file = path.join(dir, dataFileName(meta.format));
+  if (meta.format !== 'rbd') return { iqn, file, readonly: meta.readonly };
+  const pointer = await readPointer(file);
+  if (!pointer) throw new Error(`${file} is missing`);
+  return { iqn, file: `${pointer.pool}/${pointer.image}`, readonly: meta.readonly, rbd: { conf: config.cephConf, id: config.cephId } };
 }
 
 /**
@@ -84,7 +89,7 @@ export class ExportService {
       await writeMarker(dir, iqn, { client_uid: client, portal: this.config.iscsiPortal });
       faultPoint('publish.after-marker');
       try {
-        await this.exporter.ensure(targetSpec(dir, meta, iqn));
+        await this.exporter.ensure(await targetSpec(dir, meta, iqn, this.config));
       } catch (err) {
         if (!existed) await removeMarker(dir, iqn);
         throw err;
@@ -115,7 +120,7 @@ export class ExportService {
       const targets = new Map((await this.exporter.list()).map((t) => [t.iqn, t]));
       const claimed = new Set<string>();
       for (const record of [...this.index.all()]) {
-        if (!record.meta || record.meta.format === 'rbd') continue;
+        if (!record.meta) continue;
         let names: string[];
         try {
           names = await fs.readdir(record.dir);
@@ -158,8 +163,8 @@ export class ExportService {
    * marker for it. A root unmounted for a moment, or a volume whose meta.json is broken, keeps its exports.
    */
   private async isOrphan(file: string, iqn: string): Promise<boolean> {
-    if (!isInside(this.config.mnt, file)) return false;
-    const dir = path.dirname(file);
+    const dir = path.isAbsolute(file) ? path.dirname(file) : this.cephVolumeDir(file);
+    if (!dir || !isInside(this.config.mnt, dir)) return false;
     if (!this.index.root(path.dirname(dir))) return false;
     try {
       return !(await fs.readdir(dir)).includes(path.basename(markerPath(dir, iqn)));
@@ -168,12 +173,18 @@ export class ExportService {
     }
   }
 
+  /** The directory of the known volume whose RBD image is `pool/image`, or null (not ours, or its volume not seen now). */
+  private cephVolumeDir(poolImage: string): string | null {
+    const uid = uidOfImageName(poolImage.split('/').at(-1) ?? '');
+    return (uid && this.index.get(uid)?.dir) || null;
+  }
+
   /** One marker against its target (queue held). Returns what was done, or null for another host's marker. */
   private async reconcileMarker(dir: string, meta: VolumeMeta, iqn: string, target: ExistingTarget | undefined) {
     const file = markerPath(dir, iqn);
     const marker = await readMarker(file);
     if (!marker || !isOwnMarker(marker.content)) return null;
-    const spec = targetSpec(dir, meta, iqn);
+    const spec = await targetSpec(dir, meta, iqn, this.config);
     let outcome: 'kept' | 'recreated' | 'dropped' = 'kept';
     if (!target || target.file !== spec.file) {
       if (Date.now() - marker.heartbeatMs >= this.config.exportStaleMs) {

@@ -22,7 +22,7 @@ export function freeTid(used: number[]): number {
  */
 export class TgtExporter implements Exporter {
   readonly name = 'tgt' as const;
-  readonly capabilities = Object.freeze({ readonlyLuns: true, managedDaemon: true, savesConfig: false });
+  readonly capabilities = Object.freeze({ readonlyLuns: true, managedDaemon: true, savesConfig: false, rbdLuns: true });
   readonly lun = LUN;
   private readonly queue = new SerialQueue();
   private owned = false;
@@ -76,7 +76,7 @@ export class TgtExporter implements Exporter {
           throw err;
         }
         try {
-          await this.tgtadm.newLun(tid, LUN, spec.file);
+          await this.tgtadm.newLun(tid, LUN, spec.file, spec.rbd);
           if (spec.readonly) await this.tgtadm.setReadonly(tid, LUN);
           // Bound last: no initiator can log in before the LUN is complete (and read-only when it must be).
           await this.tgtadm.bindAll(tid);

@@ -14,7 +14,14 @@ export class Purger {
   private tail: Promise<void> = Promise.resolve();
   private stopped = false;
 
-  constructor(private readonly log: Logger) {}
+  /**
+   * `release` frees what an entry holds outside the tree (a Ceph volume's RBD image) before the
+   * entry is removed; when it fails the entry stays in the bin, for the next start to try again.
+   */
+  constructor(
+    private readonly log: Logger,
+    private readonly release: (binned: string) => Promise<void> = async () => undefined,
+  ) {}
 
   /** Moves `entry` (a file of a volume directory in `rootPath`) into the root's bin; purged later. */
   async bin(entry: string, rootPath: string): Promise<void> {
@@ -23,11 +30,17 @@ export class Purger {
 
   /** Queues the removal of an entry already in a bin. */
   later(binned: string): void {
-    this.tail = this.tail
-      .then(() => (this.stopped ? undefined : fse.remove(binned)))
-      .catch((err) => {
-        this.log.warn('purge failed; the next start finishes it', { path: binned, ...errorFields(err) });
-      });
+    this.tail = this.tail.then(() => (this.stopped ? undefined : this.now(binned)));
+  }
+
+  /** Removes an entry already in a bin now; a failure is logged, the entry left for the next start. */
+  async now(binned: string): Promise<void> {
+    try {
+      await this.release(binned);
+      await fse.remove(binned);
+    } catch (err) {
+      this.log.warn('purge failed; the next start tries again', { path: binned, ...errorFields(err) });
+    }
   }
 
   /** Resolves when every purge queued so far is done. */

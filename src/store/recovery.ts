@@ -1,8 +1,9 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import fse from 'fs-extra';
 import type { Logger } from '../log.js';
 import type { QemuImg } from '../tools/qemu-img.js';
+import type { Rbd } from '../tools/rbd.js';
+import { readPointer } from './rbd-pointer.js';
 import { recoverMigration } from './migration-state.js';
 import { BrokenMetaError, readMeta, writeMeta } from './meta.js';
 import { BIN_DIR, DATA_FILE_NAMES, dataFileName, isTempName, newUid, parseLockMarker, uidOfDirName } from './layout.js';
@@ -21,12 +22,30 @@ export async function moveToBin(entry: string, operationUid: string, rootPath = 
   return target;
 }
 
+/** What recovery works with: the image tool, the log, and the purge of what leaves the tree (src/store/purge.ts). */
+export interface RecoveryTools {
+  qemuImg: QemuImg;
+  /** The Ceph pool's tool, null on a host without Ceph. */
+  rbd: Rbd | null;
+  log: Logger;
+  purge: (binned: string) => Promise<void>;
+}
+
+/** The size (and backing file) of a volume's image: from qemu-img, or from the cluster for a Ceph volume's pointer. */
+async function imageInfo(data: string, format: string, { qemuImg, rbd }: RecoveryTools): Promise<{ virtualSize: number; backingFilename?: string }> {
+  if (format !== 'rbd') return qemuImg.info(data, format);
+  const pointer = await readPointer(data);
+  const size = pointer && (await rbd!.size(pointer));
+  if (size === null) throw new Error(`the RBD image named by ${data} does not exist`);
+  return { virtualSize: size };
+}
+
 /** Removes a volume whose creation died before its data was published, and says it is gone. */
-async function removeDeadCreate(dir: string, uid: string, log: Logger): Promise<never> {
+async function removeDeadCreate(dir: string, uid: string, { log, purge }: RecoveryTools): Promise<never> {
   log.warn('removing a volume whose creation died', { vid: uid });
   const binned = await moveToBin(dir, newUid());
   faultPoint('recovery.after-bin-rename');
-  await fse.remove(binned);
+  await purge(binned);
   throw new NotFoundError(`volume ${uid} does not exist (its creation never finished)`);
 }
 
@@ -40,7 +59,8 @@ async function removeDeadCreate(dir: string, uid: string, log: Logger): Promise<
  * - a migration step (prepare, conclude, revert) that died half-way: reverted or finished;
  * - a compact that died after its data's rename: meta.json loses the `base` the image no longer has.
  */
-export async function recoverVolume(dir: string, staleMarkers: string[], qemuImg: QemuImg, log: Logger): Promise<void> {
+export async function recoverVolume(dir: string, staleMarkers: string[], tools: RecoveryTools): Promise<void> {
+  const { rbd, log } = tools;
   const uid = uidOfDirName(path.basename(dir))!;
   const files = await fs.readdir(dir);
   for (const name of files.filter(isTempName)) await fs.rm(path.join(dir, name), { force: true, recursive: true });
@@ -50,18 +70,18 @@ export async function recoverVolume(dir: string, staleMarkers: string[], qemuImg
     meta = await readMeta(dir, uid);
   } catch (err) {
     if (!(err instanceof BrokenMetaError)) throw err;
-    if (purposes.includes('create')) return removeDeadCreate(dir, uid, log);
+    if (purposes.includes('create')) return removeDeadCreate(dir, uid, tools);
     meta = null;
   }
   const data = meta ? dataFileName(meta.format) : null;
-  if (meta && purposes.includes('create') && !files.includes(data!)) return removeDeadCreate(dir, uid, log);
+  if (meta && purposes.includes('create') && !files.includes(data!)) return removeDeadCreate(dir, uid, tools);
   if (meta && files.includes(data!)) {
     for (const stray of DATA_FILE_NAMES.filter((n) => n !== data && files.includes(n))) {
       log.warn('removing a data file left by an interrupted convert', { vid: uid, file: stray });
       await fs.rm(path.join(dir, stray), { force: true });
     }
-    if (meta.format === 'raw' || meta.format === 'qcow2') {
-      const info = await qemuImg.info(path.join(dir, data!), meta.format);
+    if (meta.format === 'raw' || meta.format === 'qcow2' || (meta.format === 'rbd' && rbd)) {
+      const info = await imageInfo(path.join(dir, data!), meta.format, tools);
       if (info.virtualSize !== meta.size) {
         log.warn('meta.json size corrected from the image after an interrupted operation', { vid: uid, was: meta.size, now: info.virtualSize });
         meta = { ...meta, size: info.virtualSize };

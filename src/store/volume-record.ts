@@ -1,6 +1,8 @@
 import path from 'node:path';
 import { asyncReader, type TreeReader } from './tree-reader.js';
 import { BrokenMetaError, readMeta, type VolumeMeta } from './meta.js';
+import type { RbdImage } from '../tools/rbd.js';
+import { parsePointer } from './rbd-pointer.js';
 import { DATA_FILE_NAMES, dataFileName, parseLockMarker, uidOfDirName } from './layout.js';
 
 export const EXPORT_MARKER_RE = /^(iqn\.2004-10\.cloud\.elemento:01:[0-9a-f]{32})\.exported$/;
@@ -20,6 +22,8 @@ export interface VolumeRecord {
   files: string[];
   sizeOnDisk: number;
   lastUpdatedMs: number;
+  /** A Ceph volume's RBD image, as its data.rbd names it. */
+  rbd?: RbdImage;
 }
 
 /** A volume being created: its create lock is held, or it is claimed and has no meta.json yet. */
@@ -59,8 +63,19 @@ export async function loadVolumeRecord(root: string, dir: string, reader: TreeRe
     record.lastUpdatedMs = Math.max(data.mtimeMs, meta.mtimeMs);
   } catch {
     if (!locks.includes('create')) record.problem = `${dataName} is missing`;
+    return record;
   }
+  if (record.meta.format === 'rbd') await readRbdPointer(record, path.join(dir, dataName), reader);
   return record;
+}
+
+/** A Ceph volume's pointer, read into the record; one that cannot be used makes the volume broken. */
+async function readRbdPointer(record: VolumeRecord, file: string, reader: TreeReader): Promise<void> {
+  try {
+    record.rbd = parsePointer(await reader.readText(file));
+  } catch (err) {
+    record.problem = (err as Error).message;
+  }
 }
 
 function blank(uid: string, root: string, dir: string, files: string[], problem: string | null): VolumeRecord {

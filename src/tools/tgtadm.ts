@@ -1,4 +1,4 @@
-import { ToolError, UnavailableError } from '../errors.js';
+import { NotSupportedError, ToolError, UnavailableError } from '../errors.js';
 import type { CommandRunner } from './runner.js';
 
 /** tgtadm's exit code when no tgtd answers on the control socket ("Transport endpoint is not connected"). */
@@ -88,8 +88,16 @@ export class Tgtadm {
     await this.run(['--op', 'new', '--mode', 'target', '--tid', String(tid), '-T', iqn]);
   }
 
-  async newLun(tid: number, lun: number, file: string): Promise<void> {
-    await this.run(['--op', 'new', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(lun), '-b', file]);
+  /** A LUN backed by a file, or with `rbd` by the RBD image `file` (`pool/image`) through tgt's rbd backing store (tgt-rbd). */
+  async newLun(tid: number, lun: number, file: string, rbd?: { conf: string; id: string }): Promise<void> {
+    const backing = rbd ? ['--bstype', 'rbd', '--bsopts', `conf=${rbd.conf};id=${rbd.id}`] : [];
+    try {
+      await this.run(['--op', 'new', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(lun), ...backing, '-b', file]);
+    } catch (err) {
+      if (rbd && err instanceof ToolError)
+        throw new NotSupportedError(`tgt could not open the RBD image ${file} (is tgt-rbd installed and the cluster reachable?)`);
+      throw err;
+    }
   }
 
   /** tgtadm takes `readonly` only as an update of an existing LUN. */

@@ -11,6 +11,7 @@ import { QemuImgLayers } from '../tools/qemu-img-layers.js';
 import { canSee, findVolume, requireNotInUse } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 import { claimVolume, createResponse, fillClaim, type Claimed } from './create.js';
+import { fillCephVolume, imageOf, requireCeph } from './ceph.js';
 
 /** The body of `clone` (schemas/clone.json): the source, and the requester who will own the copy. */
 export type CloneRequest = {
@@ -68,7 +69,7 @@ function cloneFields(source: VolumeMeta, req: CloneRequest, owner: string, alg: 
     alg: source.alg,
     bus: source.bus,
     cloudinit: false,
-    ceph: false,
+    ceph: source.format === 'rbd',
     labels: { ...source.labels, ...(req.labels ?? {}) },
     ...(source.iso_type !== undefined ? { iso_type: source.iso_type } : {}),
     ...(base ? { base } : {}),
@@ -79,7 +80,8 @@ function cloneFields(source: VolumeMeta, req: CloneRequest, owner: string, alg: 
 function checkClonable(source: VolumeMeta, files: string[], alg: CopyAlg | 'overlay'): void {
   const vid = source.volumeID;
   if (!source.clonable) throw new ForbiddenError(`volume ${vid} is not clonable`, { vid });
-  if (source.ceph || source.format === 'rbd') throw new NotSupportedError(`cloning Ceph volumes is not supported yet`, { vid });
+  if (source.format === 'rbd' && alg !== 'cp')
+    throw new BadRequestError(`a Ceph volume is cloned inside its cluster (alg cp, an rbd cp), not with ${alg}`, { field: 'alg' });
   if (source.cloudinit) throw new BadRequestError(`a cloud-init volume cannot be cloned: create a new one with cloudinit/create`, { field: 'volume_id' });
   if (alg === 'overlay' && source.format !== 'raw' && source.format !== 'qcow2')
     throw new BadRequestError(`a linked clone needs a raw or qcow2 base, not ${source.format}`, { field: 'alg' });
@@ -102,8 +104,10 @@ export async function cloneVolume(ctx: StoreContext, req: CloneRequest, caller: 
     // The request's alg (schemas/clone.json never lets 'no' through), else the source's meta.json says how.
     const alg = req.alg ?? (source.alg === 'no' ? 'cp' : source.alg);
     checkClonable(source, await fs.readdir(found.dir), alg);
-    if (alg !== 'overlay') copier.requireTool(alg);
-    const reflink = alg === 'cp' && (await canReflink(found.dir));
+    const ceph = source.format === 'rbd';
+    if (ceph) requireCeph(ctx);
+    else if (alg !== 'overlay') copier.requireTool(alg);
+    const reflink = !ceph && alg === 'cp' && (await canReflink(found.dir));
     const sameRoot = alg === 'overlay' || reflink;
     // The requester owns the copy: the caller a token names, else the body's creatorID (an admin may clone for anyone).
     const fields = cloneFields(source, req, caller ?? req.creatorID, alg);
@@ -127,6 +131,12 @@ async function fillClone(
   opts: OperationOptions & { reflink: boolean },
 ): Promise<void> {
   const layers = new QemuImgLayers(ctx.runner, ctx.config.toolTimeoutMs);
+  if (source.meta.format === 'rbd') {
+    const rbd = requireCeph(ctx);
+    const from = await imageOf(source.dir, source.meta);
+    // The copy lives in the cluster: only its pointer is in the tree (fillCephVolume writes and flushes it).
+    return fillCephVolume(rbd, claim, temp, (image) => rbd.copy(from, image, opts.signal));
+  }
   if (alg === 'overlay') {
     const backing = backingPath(claim.dir, source);
     await layers.createOverlay(temp, backing.relative, backing.format);

@@ -7,6 +7,7 @@ import type { Purger } from '../store/purge.js';
 import type { VolumeIndex } from '../store/volume-index.js';
 import type { BlankImages } from '../tools/blank-images.js';
 import type { QemuImg } from '../tools/qemu-img.js';
+import type { Rbd } from '../tools/rbd.js';
 import type { CommandRunner } from '../tools/runner.js';
 
 /** What every volume operation works with; built once by the daemon. */
@@ -18,6 +19,8 @@ export interface StoreContext {
   readonly placement: Placement;
   readonly runner: CommandRunner;
   readonly qemuImg: QemuImg;
+  /** The Ceph pool of Ceph volumes; null when the host has none configured. */
+  readonly rbd: Rbd | null;
   /** `qemu-img create`, remembered per format and size (blank volumes). */
   readonly blankImages: BlankImages;
   readonly jobs: JobRegistry;

@@ -11,6 +11,7 @@ import type { Root } from '../store/roots.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
 import type { StoreContext } from './context.js';
 import { faultPoint } from '../faults.js';
+import { checkCephFormat, fillCephVolume, requireCeph } from './ceph.js';
 
 /** The body of `create` after schema defaults (schemas/create.json). */
 export interface CreateRequest {
@@ -26,6 +27,8 @@ export interface CreateRequest {
   alg: VolumeMeta['alg'];
   bus: VolumeMeta['bus'];
   labels?: Record<string, string>;
+  /** An RBD image in the host's Ceph pool (src/volumes/ceph.ts). */
+  ceph?: boolean;
 }
 
 /** A volume claimed in a root: its directory exists, meta.json written, lock held. */
@@ -85,7 +88,7 @@ export async function publishData(claimed: Claimed, tempData: string): Promise<v
 /** Undoes a claim whose filling failed: the directory leaves the root in one rename, then is purged. */
 export async function abandonClaim(ctx: StoreContext, claimed: Claimed): Promise<void> {
   try {
-    await fse.remove(await moveToBin(claimed.dir, claimed.lock.operationUid));
+    await ctx.purger.now(await moveToBin(claimed.dir, claimed.lock.operationUid));
   } finally {
     await claimed.lock.release();
     ctx.index.forget(claimed.uid);
@@ -127,7 +130,7 @@ async function makeBlankImage(ctx: StoreContext, file: string, format: DiskForma
 export function fieldsOf(
   req: Omit<CreateRequest, 'size' | 'format'> & { format: VolumeMeta['format'] },
   size: number,
-  extra: { cloudinit?: boolean } = {},
+  extra: { cloudinit?: boolean; ceph?: boolean } = {},
 ): Omit<VolumeFields, 'volumeID'> {
   return {
     creatorID: req.creatorID,
@@ -142,15 +145,23 @@ export function fieldsOf(
     alg: req.alg,
     bus: req.bus,
     cloudinit: extra.cloudinit ?? false,
-    ceph: false,
+    ceph: extra.ceph ?? false,
     labels: req.labels ?? {},
   };
 }
 
-/** `create`: a blank raw or qcow2 volume. Answers the seed's create shape. */
+/** `create`: a blank raw or qcow2 volume, or with `ceph` an RBD image. Answers the seed's create shape. */
 export async function createVolume(ctx: StoreContext, req: CreateRequest): Promise<Record<string, unknown>> {
   assertConsistent(req);
   const size = gbToBytes(req.size);
+  if (req.ceph) {
+    const rbd = requireCeph(ctx);
+    checkCephFormat(req.format);
+    const claimed = await claimVolume(ctx, fieldsOf({ ...req, format: 'rbd' }, size, { ceph: true }), 'create');
+    await fillClaim(ctx, claimed, (temp) => fillCephVolume(rbd, claimed, temp, (image) => rbd.create(image, size)));
+    ctx.log.info('Ceph volume created', { vid: claimed.uid, root: claimed.root.path, pool: rbd.target.pool, size });
+    return createResponse(claimed.meta, req.size);
+  }
   const claimed = await claimVolume(ctx, fieldsOf(req, size), 'create');
   await fillClaim(ctx, claimed, (temp) => makeBlankImage(ctx, temp, req.format, size, claimed.root));
   ctx.log.info('volume created', { vid: claimed.uid, root: claimed.root.path, format: req.format, size });

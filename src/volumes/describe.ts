@@ -34,6 +34,7 @@ export function describeVolume(record: VolumeRecord & { meta: VolumeMeta }): Rec
     lastUpdated: formatTimestamp(record.lastUpdatedMs),
     labels: m.labels,
     ...(m.base ? { base: m.base } : {}),
+    ...(record.rbd ? { rbd: record.rbd } : {}),
     locked: record.locks.length > 0,
   };
 }

@@ -34,7 +34,8 @@ export function exportAnswer(ctx: StoreContext, exports: ExportService, meta: Vo
     iqn: iqnFor(client, meta.volumeID),
     portal: ctx.config.iscsiPortal,
     lun: exports.exporter.lun,
-    format: meta.format,
+    // A Ceph volume's LUN serves the RBD image's bytes: the hypervisor opens it as raw.
+    format: meta.format === 'rbd' ? 'raw' : meta.format,
     readonly: meta.readonly,
   };
 }
@@ -54,7 +55,6 @@ export async function withExportLock<T>(
   try {
     return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => {
       const meta = await readMeta(record.dir, vid);
-      if (meta.format === 'rbd') throw new NotSupportedError(`volume ${vid} lives in Ceph and is not exported over iSCSI`);
       return fn(record.dir, meta, await fs.readdir(record.dir));
     });
   } finally {
@@ -65,6 +65,8 @@ export async function withExportLock<T>(
 /** `export`: SPEC §4's rules, then the marker and the target. A repeat for the same client answers the same. */
 export async function exportVolume(ctx: StoreContext, exports: ExportService, vid: string, client: string): Promise<ExportAnswer> {
   const meta = await withExportLock(ctx, vid, 'export', async (dir, meta, files) => {
+    if (meta.format === 'rbd' && !exports.exporter.capabilities.rbdLuns)
+      throw new NotSupportedError(`volume ${vid} lives in Ceph, and the ${exports.exporter.name} exporter does not serve RBD images`);
     checkExportRules(meta, client, exportedClients(files, vid));
     // A hypervisor writing to a base would corrupt every linked clone that reads through to it.
     if (!meta.readonly) requireNoOverlays(ctx, meta, 'exported writable');

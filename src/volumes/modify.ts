@@ -10,6 +10,7 @@ import type { Caller, StoreContext } from './context.js';
 import { assertConsistent } from './create.js';
 import { convertIntoPlace } from './rewrite.js';
 import { faultPoint } from '../faults.js';
+import { imageOf, requireCeph } from './ceph.js';
 
 /** Fields `update` may change (SPEC §3: never format, creatorID or cloudinit). */
 const UPDATABLE = ['name', 'private', 'readonly', 'shareable', 'bootable', 'clonable', 'alg', 'bus', 'labels'] as const;
@@ -80,13 +81,17 @@ export async function resizeVolume(ctx: StoreContext, req: { vid: string; creato
   const root = ctx.index.root(record.root);
   if (!root) throw new BadRequestError(`volume ${req.vid} is in a root that is not available`);
   await withOwnedVolume(ctx, req.vid, req.creatorID, 'resize', 'resize', async (dir, meta) => {
-    assertDiskFormat(meta, 'resized');
+    if (meta.format !== 'rbd') assertDiskFormat(meta, 'resized');
     requireNoOverlays(ctx, meta, 'resized');
     if (newSize < meta.size)
       throw new BadRequestError(`volumes only grow: ${req.vid} has ${meta.size} bytes, more than the ${newSize} asked`, { field: 'size' });
     if (newSize === meta.size) return;
     await ctx.placement.grow(root, meta.size, newSize, async () => {
-      await ctx.qemuImg.resize(path.join(dir, dataFileName(meta.format)), meta.format, newSize).catch((err) => {
+      const grown =
+        meta.format === 'rbd'
+          ? requireCeph(ctx).resize(await imageOf(dir, meta), newSize)
+          : ctx.qemuImg.resize(path.join(dir, dataFileName(meta.format)), meta.format as DiskFormat, newSize);
+      await grown.catch((err) => {
         throw translateErrno(err, `volume ${req.vid}`);
       });
       faultPoint('resize.after-image');

@@ -96,7 +96,7 @@ for (const factory of [tgt, lio])
     });
 
     it('declares its capabilities as data', () => {
-      expect(b.exporter.capabilities).to.have.all.keys('readonlyLuns', 'managedDaemon', 'savesConfig');
+      expect(b.exporter.capabilities).to.have.all.keys('readonlyLuns', 'managedDaemon', 'savesConfig', 'rbdLuns');
       expect(Object.isFrozen(b.exporter.capabilities)).to.equal(true);
     });
 

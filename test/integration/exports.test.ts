@@ -143,7 +143,7 @@ describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
     }
     expect(await tgt().targets()).to.deep.equal([]);
     const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
-    expect(status.exporter).to.deep.equal({ name: 'tgt', capabilities: { readonlyLuns: true, managedDaemon: true, savesConfig: false }, portal: tgt().portal });
+    expect(status.exporter).to.deep.equal({ name: 'tgt', capabilities: { readonlyLuns: true, managedDaemon: true, savesConfig: false, rbdLuns: true }, portal: tgt().portal });
   });
 
   it('refuses a writable export of a base that linked clones read through to, allows it read-only', async () => {

@@ -1,0 +1,98 @@
+import { ToolError, UnavailableError } from '../errors.js';
+import type { CommandRunner } from './runner.js';
+
+/** Where the daemon's Ceph volumes live: the cluster (its ceph.conf), the client id, the RBD pool of new volumes. */
+export interface CephTarget {
+  conf: string;
+  id: string;
+  pool: string;
+}
+
+/** One RBD image: a volume's pointer file names it (src/store/rbd-pointer.ts). */
+export interface RbdImage {
+  pool: string;
+  image: string;
+}
+
+/** rbd's exit code for an image that does not exist (ENOENT). */
+const NO_SUCH_IMAGE = 2;
+
+/**
+ * Client timeouts passed on every call, whatever ceph.conf says: without them an `rbd` call hangs
+ * for 300 s when the cluster is down (TOOLCHAIN.md), holding a volume's lock all that time.
+ */
+const CLIENT_TIMEOUTS = ['--client_mount_timeout', '10', '--rados_mon_op_timeout', '30', '--rados_osd_op_timeout', '60'];
+
+/** A cluster or pool out of reach, said in one sentence (503), or null for any other failure. */
+function unreachable(err: unknown): UnavailableError | null {
+  if (!(err instanceof ToolError) || (err as { cancelled?: boolean }).cancelled) return null;
+  const pool = /error opening pool '([^']+)'/.exec(err.toolOutput)?.[1];
+  if (pool) return new UnavailableError(`the Ceph pool ${pool} cannot be opened (it does not exist, or the client may not use it)`);
+  if (/timed out|failed to connect|couldn't connect|Connection refused|error connecting to the cluster|did not finish within/i.test(`${err.message} ${err.toolOutput}`))
+    return new UnavailableError('the Ceph cluster does not answer');
+  return null;
+}
+
+/** Thin typed wrappers around the `rbd` tool, through the one runner; image names are `pool/image`. */
+export class Rbd {
+  constructor(
+    private readonly runner: CommandRunner,
+    readonly target: CephTarget,
+    private readonly timeoutMs: number,
+  ) {}
+
+  private spec(ref: RbdImage): string {
+    return `${ref.pool}/${ref.image}`;
+  }
+
+  private async run(args: string[], opts: { signal?: AbortSignal; okExitCodes?: number[] } = {}) {
+    const base = ['--conf', this.target.conf, '--id', this.target.id, ...CLIENT_TIMEOUTS];
+    try {
+      return await this.runner.run('rbd', [...base, ...args], { timeoutMs: this.timeoutMs, ...opts });
+    } catch (err) {
+      throw unreachable(err) ?? err;
+    }
+  }
+
+  /** A new image of exactly `sizeBytes` (rbd takes a `B` suffix for bytes). */
+  async create(image: RbdImage, sizeBytes: number): Promise<void> {
+    await this.run(['create', '--size', `${sizeBytes}B`, this.spec(image)]);
+  }
+
+  /** Grows an image; rbd itself refuses to shrink without `--allow-shrink`, which is never passed. */
+  async resize(image: RbdImage, sizeBytes: number): Promise<void> {
+    await this.run(['resize', '--size', `${sizeBytes}B`, this.spec(image)]);
+  }
+
+  /** The image's size in bytes, or null when it does not exist. */
+  async size(image: RbdImage): Promise<number | null> {
+    const { stdout, exitCode } = await this.run(['info', '--format', 'json', this.spec(image)], { okExitCodes: [NO_SUCH_IMAGE] });
+    return exitCode === NO_SUCH_IMAGE ? null : (JSON.parse(stdout) as { size: number }).size;
+  }
+
+  /** Removes an image; one that does not exist is not an error (a purge may be done twice). */
+  async remove(image: RbdImage): Promise<void> {
+    await this.run(['rm', '--no-progress', this.spec(image)], { okExitCodes: [NO_SUCH_IMAGE] });
+  }
+
+  /** A full, independent copy of `source` as the new image `copy`. */
+  async copy(source: RbdImage, copy: RbdImage, signal?: AbortSignal): Promise<void> {
+    await this.run(['cp', '--no-progress', this.spec(source), this.spec(copy)], { signal });
+  }
+
+  /** True when the cluster answers for the pool (for `status`). */
+  async reachable(): Promise<boolean> {
+    try {
+      await this.run(['ls', this.target.pool]);
+      return true;
+    } catch (err) {
+      if (err instanceof ToolError || err instanceof UnavailableError) return false;
+      throw err;
+    }
+  }
+
+  /** The address QEMU tools open the image by (`qemu-img`, `qemu-io`): `rbd:pool/image:conf=...:id=...`. */
+  qemuUrl(image: RbdImage): string {
+    return `rbd:${this.spec(image)}:conf=${this.target.conf}:id=${this.target.id}`;
+  }
+}

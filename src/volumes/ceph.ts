@@ -1,0 +1,82 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { BadRequestError, NotSupportedError } from '../errors.js';
+import { writeFileAtomic } from '../store/atomic.js';
+import { BrokenMetaError, readMeta, type VolumeMeta } from '../store/meta.js';
+import { imageNameOf, pointerText, readPointer, RBD_POINTER_FILE } from '../store/rbd-pointer.js';
+import { uidOfDirName } from '../store/layout.js';
+import type { Rbd, RbdImage } from '../tools/rbd.js';
+import type { StoreContext } from './context.js';
+import type { Claimed } from './create.js';
+
+/**
+ * Ceph volumes (SPEC §1, §5; seed 002's `ceph` field and `data.rbd`): the bytes are an RBD image in
+ * the configured pool, the volume directory holds meta.json and the pointer `data.rbd` like any
+ * other volume, so placement, quotas, locks, labels and the index treat it as one. The image is made
+ * before its pointer is published and removed when the volume leaves the tree (the purge of its bin
+ * entry), so a crash at any step leaves at most an image that the next purge or recovery removes.
+ */
+
+/** The host's Ceph pool, or a 501 saying how to configure one. */
+export function requireCeph(ctx: StoreContext): Rbd {
+  if (!ctx.rbd) throw new NotSupportedError('this storage host has no Ceph pool configured (ELEMENTO_CEPH_POOL)');
+  return ctx.rbd;
+}
+
+/** The image a Ceph volume's pointer names (volume lock held or the volume read-only). */
+export async function imageOf(dir: string, meta: VolumeMeta): Promise<RbdImage> {
+  const pointer = await readPointer(path.join(dir, RBD_POINTER_FILE));
+  if (!pointer) throw new BadRequestError(`volume ${meta.volumeID} has no ${RBD_POINTER_FILE}`, { vid: meta.volumeID });
+  return pointer;
+}
+
+/** A create body asking for a Ceph volume: RBD images are raw, so only `raw` (the default) is accepted. */
+export function checkCephFormat(format: string): void {
+  if (format !== 'raw') throw new BadRequestError(`a Ceph volume is a raw RBD image: format ${format} cannot be asked`, { field: 'format' });
+}
+
+/**
+ * Fills a claimed Ceph volume: `make` creates the image named after the volume, then its pointer is
+ * written to `temp` (fillClaim publishes it as data.rbd). An image made before a failure is removed.
+ */
+export async function fillCephVolume(rbd: Rbd, claimed: Claimed, temp: string, make: (image: RbdImage) => Promise<void>): Promise<void> {
+  const image = { pool: rbd.target.pool, image: imageNameOf(claimed.uid) };
+  try {
+    await make(image);
+    await writeFileAtomic(temp, pointerText(image));
+  } catch (err) {
+    await rbd.remove(image).catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * The image a volume directory leaving the tree (a bin entry) still holds in the cluster, or null:
+ * the one its pointer names, else, for a Ceph volume whose create died before the pointer, the one
+ * named after its uid.
+ */
+async function leftImage(entry: string, pool: string | undefined): Promise<RbdImage | null> {
+  if (!(await fs.stat(entry)).isDirectory()) return null;
+  const pointer = await readPointer(path.join(entry, RBD_POINTER_FILE)).catch(() => null);
+  if (pointer) return pointer;
+  const uid = uidOfDirName(path.basename(entry).split('.').slice(0, 3).join('.'));
+  if (!uid) return null;
+  const meta = await readMeta(entry, uid).catch((err) => {
+    if (err instanceof BrokenMetaError) return null;
+    throw err;
+  });
+  if (!meta || (!meta.ceph && meta.format !== 'rbd')) return null;
+  if (!pool) throw new NotSupportedError(`${entry} is a Ceph volume but no Ceph pool is configured to remove its image from`);
+  return { pool, image: imageNameOf(uid) };
+}
+
+/**
+ * Removes the RBD image of a bin entry before the entry itself is removed (the Purger's release
+ * step). Throws when the cluster cannot be reached: the entry then stays in the bin for the next try.
+ */
+export async function releaseCephImage(rbd: Rbd | null, entry: string): Promise<void> {
+  const image = await leftImage(entry, rbd?.target.pool);
+  if (!image) return;
+  if (!rbd) throw new NotSupportedError(`${entry} holds the RBD image ${image.pool}/${image.image} but no Ceph cluster is configured`);
+  await rbd.remove(image);
+}

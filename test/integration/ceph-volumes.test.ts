@@ -1,0 +1,173 @@
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { execa } from 'execa';
+import { startCeph, type CephCluster } from '../helpers/ceph.js';
+import { daemonPerTest, startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { hasPattern, writePattern } from '../helpers/images.js';
+import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, skipBecause, snapshotTree } from '../helpers/tree.js';
+
+const MB = 1024 * 1024;
+
+describe('Ceph volumes on a host without a Ceph pool', () => {
+  const t = daemonPerTest();
+
+  it('answers 501 naming the missing configuration, and the tree does not change', async () => {
+    const before = await snapshotTree(t.mnt);
+    const res = await t.d.post('create', seedCreateBody({ ceph: true, format: 'raw', size: 0.01 })).expect(501);
+    expect(res.body).to.include({ error: 'this storage host has no Ceph pool configured (ELEMENTO_CEPH_POOL)', code: 'not_supported' });
+    expect(await snapshotTree(t.mnt)).to.deep.equal(before);
+  });
+});
+
+/** A real single-node Ceph cluster (monitor + memstore OSD), the real `rbd`, and qemu-io on `rbd:` URLs. */
+describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
+  this.timeout(120_000);
+  let ceph: CephCluster;
+  let cephBase: string;
+  let mnt: string;
+  let d: TestDaemon;
+
+  before(async function () {
+    cephBase = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-ceph-'));
+    const started = await startCeph(cephBase);
+    if (typeof started === 'string') skipBecause(this, started);
+    ceph = started;
+  });
+  after(async () => {
+    await ceph?.stop();
+    await fs.rm(cephBase, { recursive: true, force: true });
+  });
+  const cephConfig = () => ({ cephPool: ceph.pool, cephConf: ceph.conf, cephId: ceph.id });
+  beforeEach(async () => {
+    mnt = await makeTree({ a: { 'max-volumes': 3 } });
+    d = await startTestDaemon(mnt, cephConfig());
+  });
+  afterEach(async () => {
+    await d?.stop();
+    await removeTree(mnt);
+    // The tests share one cluster: each starts with an empty pool.
+    for (const image of await images()) await rbd('rm', '--no-progress', `${ceph.pool}/${image}`);
+  });
+
+  const volDir = (vid: string) => path.join(mnt, 'a', `vid.${vid}.elimg`);
+  const imageOf = (vid: string) => `elemento-${vid}`;
+  const url = (image: string) => `rbd:${ceph.pool}/${image}:conf=${ceph.conf}:id=${ceph.id}`;
+  const rbd = (...args: string[]) => execa('rbd', ['-c', ceph.conf, '--id', ceph.id, ...args], { reject: false });
+  const images = async () => (await rbd('ls', ceph.pool)).stdout.split('\n').filter(Boolean);
+  const imageSize = async (image: string) => JSON.parse((await rbd('info', '--format', 'json', `${ceph.pool}/${image}`)).stdout).size as number;
+
+  async function create(body: Record<string, unknown> = {}): Promise<string> {
+    return (await d.post('create', seedCreateBody({ ceph: true, format: 'raw', size: 0.01, clonable: true, alg: 'cp', ...body })).expect(200)).body.vid;
+  }
+
+  it('creates an RBD image of the asked size, with data.rbd naming it; info shows it; bytes go to the cluster', async () => {
+    const res = await d.post('create', seedCreateBody({ ceph: true, format: 'raw', size: 0.01, labels: { tier: 'ceph' } })).expect(200);
+    const vid = res.body.vid as string;
+    expect(res.body).to.include({ img_format: 'rbd', size: 0.01, creatorID: OWNER });
+    expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.rbd', 'meta.json']);
+    expect(JSON.parse(await fs.readFile(path.join(volDir(vid), 'data.rbd'), 'utf8'))).to.deep.equal({ pool: ceph.pool, image: imageOf(vid) });
+    expect(JSON.parse(await fs.readFile(path.join(volDir(vid), 'meta.json'), 'utf8'))).to.include({ format: 'rbd', ceph: true, size: 10_000_384 });
+    expect(await imageSize(imageOf(vid))).to.equal(10_000_384);
+
+    const info = (await d.post('info', { volume_id: vid }).expect(200)).body;
+    expect(info).to.include({ format: 'rbd', ceph: true, size: 10_000_384 });
+    expect(info.rbd).to.deep.equal({ pool: ceph.pool, image: imageOf(vid) });
+    expect(info.labels).to.deep.equal({ tier: 'ceph' });
+    const listed = (await d.post('accessible', { client_uid: OWNER }).expect(200)).body;
+    expect(listed.map((v: { volumeID: string }) => v.volumeID)).to.deep.equal([vid]);
+
+    await writePattern(url(imageOf(vid)), 'raw', 0xab, MB, MB);
+    expect(await hasPattern(url(imageOf(vid)), 'raw', 0xab, MB, MB)).to.equal(true);
+  });
+
+  it('counts Ceph volumes in the root quota: the fourth is refused with 507 and leaves no image', async () => {
+    for (let i = 0; i < 3; i++) await create();
+    const res = await d.post('create', seedCreateBody({ ceph: true, format: 'raw', size: 0.01 })).expect(507);
+    expect(res.body.code).to.equal('no_room');
+    expect(await images()).to.have.length(3);
+  });
+
+  it('grows the image on resize, refuses to shrink it, and refuses convert and snapshots', async () => {
+    const vid = await create();
+    await writePattern(url(imageOf(vid)), 'raw', 0xcd, 0, MB);
+    await d.post('update/resize', { vid, creatorID: OWNER, size: 0.02 }).expect(200);
+    expect(await imageSize(imageOf(vid))).to.equal(20_000_256);
+    expect((await d.post('info', { volume_id: vid }).expect(200)).body.size).to.equal(20_000_256);
+    expect(await hasPattern(url(imageOf(vid)), 'raw', 0xcd, 0, MB)).to.equal(true);
+
+    const shrink = await d.post('update/resize', { vid, creatorID: OWNER, size: 0.01 }).expect(400);
+    expect(shrink.body.error).to.match(/only grow/);
+    const convert = await d.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2' }).expect(400);
+    expect(convert.body.error).to.equal('a volume of format rbd cannot be converted');
+    const snapshot = await d.post('snapshot/create', { vid, creatorID: OWNER, name: 'before' }).expect(400);
+    expect(snapshot.body.error).to.equal(`only qcow2 volumes have snapshots; volume ${vid} is rbd`);
+    expect(await imageSize(imageOf(vid))).to.equal(20_000_256);
+  });
+
+  it('refuses a Ceph volume in qcow2 (400) and changes nothing', async () => {
+    const before = await snapshotTree(mnt);
+    const res = await d.post('create', seedCreateBody({ ceph: true, format: 'qcow2', size: 0.01 })).expect(400);
+    expect(res.body).to.include({ error: 'a Ceph volume is a raw RBD image: format qcow2 cannot be asked', code: 'bad_request', field: 'format' });
+    expect(await snapshotTree(mnt)).to.deep.equal(before);
+    expect(await images()).to.deep.equal([]);
+  });
+
+  it('destroy removes the directory and, after the answer, the image', async () => {
+    const vid = await create();
+    await d.post('destroy', { volume_id: vid }).expect(200);
+    await d.daemon.ctx.purger.idle();
+    expect(await images()).to.deep.equal([]);
+    expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.deep.equal([]);
+    expect(await fs.readdir(path.join(mnt, 'a', '.elemento-bin'))).to.deep.equal([]);
+  });
+
+  it('a failed create (the pool does not exist) answers an error and leaves neither directory nor image', async () => {
+    await d.stop();
+    d = await startTestDaemon(mnt, { ...cephConfig(), cephPool: 'no-such-pool' });
+    const res = await d.post('create', seedCreateBody({ ceph: true, format: 'raw', size: 0.01 }));
+    expect(res.status).to.equal(503);
+    expect(res.body).to.include({ error: 'the Ceph pool no-such-pool cannot be opened (it does not exist, or the client may not use it)', code: 'unavailable' });
+    expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.deep.equal([]);
+    expect(await images()).to.deep.equal([]);
+  });
+
+  it('clones a Ceph volume inside the cluster: equal bytes, then independent', async () => {
+    const src = await create();
+    await writePattern(url(imageOf(src)), 'raw', 0xab, 0, MB);
+    const res = await d.post('clone', { volume_id: src, creatorID: OTHER, name: 'copy' }).expect(200);
+    const vid = res.body.vid as string;
+    expect(res.body).to.include({ img_format: 'rbd', creatorID: OTHER, name: 'copy' });
+    expect(JSON.parse(await fs.readFile(path.join(volDir(vid), 'data.rbd'), 'utf8'))).to.deep.equal({ pool: ceph.pool, image: imageOf(vid) });
+    expect((await execa('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', url(imageOf(src)), url(imageOf(vid))], { reject: false })).exitCode).to.equal(0);
+    await writePattern(url(imageOf(vid)), 'raw', 0x11, 0, MB);
+    expect(await hasPattern(url(imageOf(src)), 'raw', 0xab, 0, MB)).to.equal(true);
+    const rsync = await d.post('clone', { volume_id: src, creatorID: OTHER, alg: 'rsync' }).expect(400);
+    expect(rsync.body.error).to.equal('a Ceph volume is cloned inside its cluster (alg cp, an rbd cp), not with rsync');
+  });
+
+  it('a create that died between `rbd create` and its pointer is removed at the next start, image included', async () => {
+    const vid = await create();
+    await d.stop();
+    // What a daemon killed before publishing data.rbd leaves: meta.json, the create marker, the image.
+    await fs.rm(path.join(volDir(vid), 'data.rbd'));
+    await fs.writeFile(path.join(volDir(vid), `elemento.create.${'1'.repeat(32)}.ignore`), '');
+    d = await startTestDaemon(mnt, cephConfig());
+    await d.daemon.ctx.purger.idle();
+    expect(await fs.stat(volDir(vid)).then(() => true, () => false)).to.equal(false);
+    expect(await images()).to.deep.equal([]);
+  });
+
+  it('a destroy that died before its purge: the next start removes the bin entry and its image', async () => {
+    const vid = await create();
+    await d.stop();
+    const bin = path.join(mnt, 'a', '.elemento-bin');
+    await fs.mkdir(bin, { recursive: true });
+    await fs.rename(volDir(vid), path.join(bin, `vid.${vid}.elimg.${'2'.repeat(32)}`));
+    d = await startTestDaemon(mnt, cephConfig());
+    await d.daemon.ctx.purger.idle();
+    expect(await fs.readdir(bin)).to.deep.equal([]);
+    expect(await images()).to.deep.equal([]);
+  });
+});
