@@ -7,6 +7,7 @@ import { writeMeta } from '../store/meta.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
 import type { StoreContext } from '../volumes/context.js';
 import { fillClaim, type Claimed } from '../volumes/create.js';
+import { fillCephVolume, requireCeph } from '../volumes/ceph.js';
 import type { StreamLimits } from './transfer.js';
 import { assertIso9660, probeUntrusted } from './untrusted.js';
 
@@ -85,20 +86,26 @@ async function receive(ctx: StoreContext, claimed: Claimed, source: ImageSource,
 /** A disk image from outside: probed as untrusted, converted to the volume's format, grown if asked. */
 async function finishDisk(ctx: StoreContext, claimed: Claimed, incoming: string, tempData: string, opts: ImportOptions): Promise<void> {
   const info = await probeUntrusted(ctx.qemuImg, incoming);
-  const format = claimed.meta.format as DiskFormat;
   const finalSize = sectors(Math.max(info.virtualSize, opts.sizeBytes ?? 0));
   await setClaimedSize(ctx, claimed, finalSize);
+  const convertOpts = {
+    signal: opts.signal,
+    onProgress: (p: number) => opts.onProgress?.(TRANSFER_SHARE + (p * (100 - TRANSFER_SHARE)) / 100),
+  };
+  if (claimed.meta.format === 'rbd') {
+    // qemu-img writes the image into the cluster (it creates it); only the pointer lands in the tree.
+    const rbd = requireCeph(ctx);
+    return fillCephVolume(rbd, claimed, tempData, async (image) => {
+      await ctx.qemuImg.convert(incoming, info.format, rbd.qemuUrl(image), 'raw', convertOpts);
+      if (finalSize > info.virtualSize) await rbd.resize(image, finalSize);
+    });
+  }
+  const format = claimed.meta.format as DiskFormat;
   if (info.format === 'raw' && format === 'raw') {
     // Raw into raw needs no rewrite: the bytes are the image (nothing in them is interpreted).
     await fs.rename(incoming, tempData);
   } else {
-    await writeFlushed(
-      tempData,
-      ctx.qemuImg.convert(incoming, info.format, tempData, format, {
-        signal: opts.signal,
-        onProgress: (p) => opts.onProgress?.(TRANSFER_SHARE + (p * (100 - TRANSFER_SHARE)) / 100),
-      }),
-    );
+    await writeFlushed(tempData, ctx.qemuImg.convert(incoming, info.format, tempData, format, convertOpts));
     await fs.rm(incoming, { force: true });
   }
   if (finalSize > info.virtualSize) await ctx.qemuImg.resize(tempData, format, finalSize);

@@ -30,11 +30,6 @@ export async function imageOf(dir: string, meta: VolumeMeta): Promise<RbdImage> 
   return pointer;
 }
 
-/** A create body asking for a Ceph volume: RBD images are raw, so only `raw` (the default) is accepted. */
-export function checkCephFormat(format: string): void {
-  if (format !== 'raw') throw new BadRequestError(`a Ceph volume is a raw RBD image: format ${format} cannot be asked`, { field: 'format' });
-}
-
 /**
  * Fills a claimed Ceph volume: `make` creates the image named after the volume, then its pointer is
  * written to `temp` (fillClaim publishes it as data.rbd). An image made before a failure is removed.

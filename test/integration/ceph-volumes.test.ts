@@ -6,6 +6,9 @@ import { execa } from 'execa';
 import { startCeph, type CephCluster } from '../helpers/ceph.js';
 import { daemonPerTest, startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { hasPattern, writePattern } from '../helpers/images.js';
+import { startImageServer } from '../helpers/image-server.js';
+import { iqnFor } from '../../src/exporters/iqn.js';
+import { iscsiUrl, missingIscsiTool, qemuIo, startTgtd } from '../helpers/tgt.js';
 import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, skipBecause, snapshotTree } from '../helpers/tree.js';
 
 const MB = 1024 * 1024;
@@ -106,12 +109,32 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(await imageSize(imageOf(vid))).to.equal(20_000_256);
   });
 
-  it('refuses a Ceph volume in qcow2 (400) and changes nothing', async () => {
-    const before = await snapshotTree(mnt);
-    const res = await d.post('create', seedCreateBody({ ceph: true, format: 'qcow2', size: 0.01 })).expect(400);
-    expect(res.body).to.include({ error: 'a Ceph volume is a raw RBD image: format qcow2 cannot be asked', code: 'bad_request', field: 'format' });
-    expect(await snapshotTree(mnt)).to.deep.equal(before);
-    expect(await images()).to.deep.equal([]);
+  it('a Ceph volume is raw whatever format the body names (the seed\'s clients always send one)', async () => {
+    const vid = await create({ format: 'qcow2' });
+    expect(JSON.parse(await fs.readFile(path.join(volDir(vid), 'meta.json'), 'utf8'))).to.include({ format: 'rbd', ceph: true });
+    expect(JSON.parse((await execa('qemu-img', ['info', '--output=json', url(imageOf(vid))])).stdout)).to.include({ format: 'raw', 'virtual-size': 10_000_384 });
+  });
+
+  it('imports a qcow2 image from a URL into an RBD image (create/url with ceph): equal bytes, grown to the size asked', async () => {
+    const src = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-ceph-src-'));
+    const server = await startImageServer(src);
+    try {
+      await execa('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(src, 'cloud.qcow2'), '8M']);
+      await writePattern(path.join(src, 'cloud.qcow2'), 'qcow2', 0x77, MB, MB);
+      const res = await d.post('create/url', { creatorID: OWNER, url: server.url('/cloud.qcow2'), ceph: true, size: 0.016 }).expect(200);
+      const vid = res.body.vid as string;
+      expect(res.body).to.include({ img_format: 'rbd' });
+      expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.rbd', 'meta.json']);
+      expect(await imageSize(imageOf(vid))).to.equal(16_000_000);
+      expect(await hasPattern(url(imageOf(vid)), 'raw', 0x77, MB, MB)).to.equal(true);
+      expect(await hasPattern(url(imageOf(vid)), 'raw', 0, 0, MB)).to.equal(true);
+      const gone = await d.post('create/url', { creatorID: OWNER, url: server.url('/missing.qcow2'), ceph: true }).expect(502);
+      expect(gone.body.code).to.equal('upstream_failed');
+      expect(await images()).to.deep.equal([imageOf(vid)]);
+    } finally {
+      await server.close();
+      await fs.rm(src, { recursive: true, force: true });
+    }
   });
 
   it('destroy removes the directory and, after the answer, the image', async () => {
@@ -169,5 +192,31 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     await d.daemon.ctx.purger.idle();
     expect(await fs.readdir(bin)).to.deep.equal([]);
     expect(await images()).to.deep.equal([]);
+  });
+
+  it('exports a Ceph volume over iSCSI through tgt\'s rbd backing store: bytes written by the initiator are in the image', async function () {
+    const missing = missingIscsiTool();
+    if (missing) skipBecause(this, missing);
+    const tgtd = await startTgtd();
+    try {
+      await d.stop();
+      d = await startTestDaemon(mnt, { ...cephConfig(), exporter: 'tgt', tgtControlPort: tgtd.controlPort, iscsiPortal: tgtd.portal });
+      const vid = await create();
+      const res = await d.post('export', { volume_id: vid, client_uid: OTHER }).expect(200);
+      const iqn = iqnFor(OTHER, vid);
+      expect(res.body).to.deep.equal({ vid, client_uid: OTHER, iqn, portal: tgtd.portal, lun: 1, format: 'raw', readonly: false });
+      expect((await qemuIo(iscsiUrl(tgtd, iqn), 'raw', `write -P 0x5a ${MB} ${MB}`)).ok).to.equal(true);
+      expect(await hasPattern(url(imageOf(vid)), 'raw', 0x5a, MB, MB)).to.equal(true);
+      expect((await d.daemon.exports.reconcile())).to.include({ kept: 1, recreated: 0, removed: 0 });
+      await d.post('destroy', { volume_id: vid }).expect(409);
+      // A target whose marker is gone (a withdraw cut between its two steps) is found by its image's name and removed.
+      await fs.rm(path.join(volDir(vid), `${iqn}.exported`));
+      expect((await d.daemon.exports.reconcile())).to.include({ kept: 0, removed: 1 });
+      expect(await tgtd.targets()).to.deep.equal([]);
+      await d.post('unexport', { volume_id: vid, client_uid: OTHER }).expect(200);
+    } finally {
+      await d.stop();
+      await tgtd.stop();
+    }
   });
 });

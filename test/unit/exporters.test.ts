@@ -189,6 +189,15 @@ describe('LIO backend (targetcli), against recorded command sequences', () => {
     expect(runner.done).to.equal(true);
   });
 
+  it('does not serve Ceph volumes: declared as data, and an RBD target is refused (501) before any command runs', async () => {
+    const runner = new RecordedRunner([]);
+    const lio = make(runner);
+    expect(lio.capabilities.rbdLuns).to.equal(false);
+    const err = await lio.ensure({ iqn: IQN, file: 'elemento/elemento-x', readonly: false, rbd: { conf: '/etc/ceph/ceph.conf', id: 'admin' } }).catch((e) => e);
+    expect(err).to.include({ status: 501, message: 'the LIO exporter does not serve Ceph volumes (use the tgt exporter with tgt-rbd)' });
+    expect(runner.done).to.equal(true);
+  });
+
   it('ensure of a target that exists runs nothing else', async () => {
     const runner = new RecordedRunner([{ cmd: 'targetcli ls /iscsi 1', stdout: lsIscsi([IQN]) }]);
     await make(runner).ensure({ iqn: IQN, file: FILE, readonly: false });
