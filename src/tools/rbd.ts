@@ -80,17 +80,6 @@ export class Rbd {
     await this.run(['cp', '--no-progress', this.spec(source), this.spec(copy)], { signal });
   }
 
-  /** True when the cluster answers for the pool (for `status`). */
-  async reachable(): Promise<boolean> {
-    try {
-      await this.run(['ls', this.target.pool]);
-      return true;
-    } catch (err) {
-      if (err instanceof ToolError || err instanceof UnavailableError) return false;
-      throw err;
-    }
-  }
-
   /** The address QEMU tools open the image by (`qemu-img`, `qemu-io`): `rbd:pool/image:conf=...:id=...`. */
   qemuUrl(image: RbdImage): string {
     return `rbd:${this.spec(image)}:conf=${this.target.conf}:id=${this.target.id}`;

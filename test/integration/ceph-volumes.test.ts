@@ -83,6 +83,10 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
 
     await writePattern(url(imageOf(vid)), 'raw', 0xab, MB, MB);
     expect(await hasPattern(url(imageOf(vid)), 'raw', 0xab, MB, MB)).to.equal(true);
+
+    expect((await d.api.get('/api/v1.0/status').expect(200)).body.ceph).to.deep.equal({ pool: ceph.pool, conf: ceph.conf, id: ceph.id });
+    const download = await d.api.get(`/api/v1.0/volumes/${vid}/data`).expect(501);
+    expect(download.body.error).to.equal(`the data of a Ceph volume is read from its cluster (rbd export ${ceph.pool}/${imageOf(vid)}), not through this daemon`);
   });
 
   it('counts Ceph volumes in the root quota: the fourth is refused with 507 and leaves no image', async () => {

@@ -18,7 +18,7 @@ export function downloadRoutes(ctx: StoreContext): Router {
     const clientUid = typeof req.query.client_uid === 'string' ? req.query.client_uid.toLowerCase() : undefined;
     const record = findVolume(ctx, vid, callerOf(res, clientUid ? { client_uid: clientUid } : {}));
     const { format } = record.meta;
-    if (format === 'rbd') throw new NotSupportedError('the data of a Ceph volume cannot be downloaded through this daemon yet');
+    if (format === 'rbd') throw new NotSupportedError(`the data of a Ceph volume is read from its cluster (rbd export ${record.rbd?.pool}/${record.rbd?.image}), not through this daemon`);
     const name = dataFileName(format);
     res.sendFile(
       path.join(record.dir, name),

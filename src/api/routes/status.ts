@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type { Daemon } from '../../daemon.js';
 
-/** `GET /status`: roots and their quota use, skipped roots, broken volumes, the tools found, locks lost while held. */
+/** `GET /status`: roots and their quota use, skipped roots, broken volumes, the tools found, the Ceph pool, locks lost while held. */
 export function statusRoutes(daemon: Daemon): Router {
   const r = Router();
   r.get('/status', (_req, res) => {
@@ -26,6 +26,7 @@ export function statusRoutes(daemon: Daemon): Router {
       skipped: index.skippedRoots(),
       broken,
       tools: daemon.tools(),
+      ceph: daemon.ctx.rbd ? { pool: daemon.ctx.rbd.target.pool, conf: daemon.ctx.rbd.target.conf, id: daemon.ctx.rbd.target.id } : null,
       exporter: { name: daemon.exports.exporter.name, capabilities: daemon.exports.exporter.capabilities, portal: daemon.config.iscsiPortal },
       jobs: daemon.ctx.jobs.list(),
       locksCompromised: daemon.ctx.locks.compromised,
