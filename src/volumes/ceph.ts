@@ -7,6 +7,7 @@ import { imageNameOf, pointerText, readPointer, RBD_POINTER_FILE } from '../stor
 import { uidOfDirName } from '../store/layout.js';
 import type { Rbd, RbdImage } from '../tools/rbd.js';
 import type { StoreContext } from './context.js';
+import { faultPoint } from '../faults.js';
 import type { Claimed } from './create.js';
 
 /**
@@ -38,6 +39,7 @@ export async function fillCephVolume(rbd: Rbd, claimed: Claimed, temp: string, m
   const image = { pool: rbd.target.pool, image: imageNameOf(claimed.uid) };
   try {
     await make(image);
+    faultPoint('ceph.after-image');
     await writeFileAtomic(temp, pointerText(image));
   } catch (err) {
     await rbd.remove(image).catch(() => undefined);

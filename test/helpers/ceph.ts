@@ -201,7 +201,9 @@ export async function startCeph(base: string, options: CephOptions = {}): Promis
       });
   } catch (err) {
     await stop();
-    return `Ceph did not come up: ${(err as Error).message.split('\n')[0]}`;
+    const e = err as Error & { shortMessage?: string; stderr?: string };
+    const said = String(e.stderr ?? '').trim().split('\n').slice(-1)[0];
+    return `Ceph did not come up: ${(e.shortMessage ?? e.message).split('\n')[0]}${said ? `: ${said}` : ''}`;
   }
   return { conf, pool: POOL, id: ID, stop };
 }

@@ -1,7 +1,7 @@
 import { startTestDaemon } from '../daemon.js';
 import { OTHER, OWNER } from '../tree.js';
 import { spawnDaemon, stopDaemon, type DaemonProcess } from '../process.js';
-import { apiOf, CRASH_NODE, CRASH_VM, exportViolations, lockViolations, settledViolations, treeViolations, type Api } from './invariants.js';
+import { apiOf, CRASH_NODE, CRASH_VM, exportViolations, type CephPool, lockViolations, settledViolations, treeViolations, type Api } from './invariants.js';
 import { closeFixtures, CRASH_OPERATIONS, type CrashOperation, type Subject } from './operations.js';
 
 /** What one trial found. `crashed` is false when the daemon never reached the armed point. */
@@ -41,6 +41,8 @@ export class CrashHarness {
   private readonly operations: CrashOperation[];
   /** The control port of the tgtd the daemons export to, when they export. */
   private readonly tgtControlPort?: number;
+  /** The Ceph pool of the daemons' Ceph volumes, when they have one. */
+  private readonly ceph?: CephPool;
 
   /**
    * `restart: 'process'` restarts a real daemon process after each kill (the soak);
@@ -52,7 +54,7 @@ export class CrashHarness {
     private readonly mnt: string,
     private readonly restart: 'process' | 'in-process' = 'process',
     private readonly staleMs = 2000,
-    opts: { operations?: CrashOperation[]; exports?: { controlPort: number; portal: string } } = {},
+    opts: { operations?: CrashOperation[]; exports?: { controlPort: number; portal: string }; ceph?: CephPool } = {},
   ) {
     this.operations = opts.operations ?? CRASH_OPERATIONS;
     this.tgtControlPort = opts.exports?.controlPort;
@@ -60,7 +62,9 @@ export class CrashHarness {
       ? { ELEMENTO_EXPORTER: 'tgt', ELEMENTO_TGT_CONTROL_PORT: String(opts.exports.controlPort), ELEMENTO_ISCSI_PORTAL: opts.exports.portal, ELEMENTO_EXPORT_HEARTBEAT_MS: '200' }
       : { ELEMENTO_EXPORTER: 'none' };
     if (opts.exports && restart !== 'process') throw new Error('exporting trials restart real daemon processes');
-    this.env = { ELEMENTO_LOCK_STALE_MS: String(staleMs), ELEMENTO_LOG_LEVEL: 'info', ...exporter };
+    this.ceph = opts.ceph;
+    const ceph = opts.ceph ? { ELEMENTO_CEPH_POOL: opts.ceph.pool, ELEMENTO_CEPH_CONF: opts.ceph.conf, ELEMENTO_CEPH_ID: opts.ceph.id } : {};
+    this.env = { ELEMENTO_LOCK_STALE_MS: String(staleMs), ELEMENTO_LOG_LEVEL: 'info', ...exporter, ...ceph };
   }
 
   private spawn(faults = ''): Promise<DaemonProcess> {
@@ -72,7 +76,8 @@ export class CrashHarness {
       const d = await this.spawn();
       this.healthy = { api: d, stop: () => stopDaemon(d) };
     } else if (!this.healthy) {
-      const d = await startTestDaemon(this.mnt, { lockStaleMs: this.staleMs });
+      const ceph = this.ceph ? { cephPool: this.ceph.pool, cephConf: this.ceph.conf, cephId: this.ceph.id } : {};
+      const d = await startTestDaemon(this.mnt, { lockStaleMs: this.staleMs, ...ceph });
       this.healthy = { api: apiOf(d), stop: () => d.stop() };
     }
     return this.healthy!.api;
@@ -154,7 +159,7 @@ export class CrashHarness {
   private async check(op: CrashOperation | null, subject: Subject): Promise<string[]> {
     const api: Api = await this.healthyDaemon();
     const port = this.tgtControlPort;
-    const invariants = async () => [...(await treeViolations(api)), ...(port ? await exportViolations(api, port) : [])];
+    const invariants = async () => [...(await treeViolations(api, this.ceph)), ...(port ? await exportViolations(api, port) : [])];
     const out = await settledViolations(invariants, this.staleMs * 2 + 3000);
     if (op?.verify) out.push(...(await op.verify(api, subject)));
     out.push(...(await lockViolations(api, this.staleMs)));
