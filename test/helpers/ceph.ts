@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -10,7 +10,7 @@ export interface CephCluster {
   conf: string;
   /** An RBD pool ready for `rbd create` (`rbd pool init` done, application rbd enabled). */
   pool: string;
-  /** The client id (auth is none: any id works, this one is the usual). */
+  /** The client id: its key is in the keyring that `conf` names. */
   id: string;
   /** Kills every daemon it started and waits for them to exit. */
   stop(): Promise<void>;
@@ -18,8 +18,8 @@ export interface CephCluster {
 
 export interface CephOptions {
   /**
-   * Also start a ceph-mgr (about 1-2 s more, ~100 MB). RBD does not need one; `ceph df`, `rados df`
-   * and the PG statistics of `ceph -s` do.
+   * Also start a ceph-mgr and wait for it to be active (2-4 s more). RBD does not need one; `ceph df`,
+   * `rados df` and the PG statistics of `ceph -s` do.
    */
   mgr?: boolean;
 }
@@ -35,6 +35,31 @@ const running = new Set<ResultPromise>();
 process.on('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
+
+/** A new cephx secret, as `ceph-authtool --gen-print-key` prints it (AES, creation time, 16 random bytes). */
+function cephxKey(): string {
+  const key = Buffer.alloc(28);
+  const now = Date.now();
+  key.writeUInt16LE(1, 0);
+  key.writeUInt32LE(Math.floor(now / 1000), 2);
+  key.writeUInt32LE((now % 1000) * 1_000_000, 6);
+  key.writeUInt16LE(16, 10);
+  randomBytes(16).copy(key, 12);
+  return key.toString('base64');
+}
+
+/** One keyring for every daemon and client; the monitor imports it all (caps included) when it is made. */
+function keyring(osdId: string): string {
+  const entity = (name: string, caps: Record<string, string>) =>
+    [`[${name}]`, `\tkey = ${cephxKey()}`, ...Object.entries(caps).map(([k, v]) => `\tcaps ${k} = "${v}"`)].join('\n');
+  return [
+    entity('mon.', { mon: 'allow *' }),
+    entity(`client.${ID}`, { mds: 'allow *', mgr: 'allow *', mon: 'allow *', osd: 'allow *' }),
+    entity(`osd.${osdId}`, { mgr: 'allow profile osd', mon: 'allow profile osd', osd: 'allow *' }),
+    entity('mgr.x', { mds: 'allow *', mon: 'allow profile mgr', osd: 'allow *' }),
+    '',
+  ].join('\n');
+}
 
 /** A port nothing listens on now, chosen by the kernel. */
 async function freePort(): Promise<number> {
@@ -70,10 +95,13 @@ function cephConf(base: string, fsid: string, port: number): string {
     'cluster network = 127.0.0.1/32',
     'ms bind ipv4 = true',
     'ms bind ipv6 = false',
-    'auth cluster required = none',
-    'auth service required = none',
-    'auth client required = none',
-    'auth supported = none',
+    // cephx, not auth none: with none a client is authenticated at its first message and may send a command
+    // before it has the monmap, with a zero fsid that the monitor refuses ('wrong fsid', EPERM: `ceph` says
+    // "problem getting command descriptions from mon", an OSD exits at start). cephx's round trips bring the monmap first.
+    'auth cluster required = cephx',
+    'auth service required = cephx',
+    'auth client required = cephx',
+    `keyring = ${dir('keyring')}`,
     // Clients give up at once when the cluster is not there (they wait 300 s otherwise).
     'client mount timeout = 3',
     'rados mon op timeout = 10',
@@ -108,10 +136,6 @@ function cephConf(base: string, fsid: string, port: number): string {
     '[osd]',
     `log file = ${dir('log/$name.log')}`,
     'osd fast shutdown = true',
-    // With auth none an OSD may send its start-up commands (set its device class and CRUSH place) before it
-    // has the monmap: the monitor refuses them ('wrong fsid') and the OSD exits. startCeph places it instead.
-    'osd class update on start = false',
-    'osd crush update on start = false',
     '[mgr]',
     `log file = ${dir('log/$name.log')}`,
     '',
@@ -120,7 +144,7 @@ function cephConf(base: string, fsid: string, port: number): string {
 
 /**
  * Starts a private Ceph cluster with everything under `base` (config, monitor store, sockets, logs):
- * a monitor on 127.0.0.1 at a free port (msgr v1, auth none), a memstore OSD and the RBD pool
+ * a monitor on 127.0.0.1 at a free port (msgr v1, cephx with one keyring), a memstore OSD and the RBD pool
  * `elemento` of size 1. Answers the reason when that cannot be done here (not root, Ceph missing,
  * the cluster not usable within a minute: then what was started is stopped first).
  */
@@ -136,22 +160,31 @@ export async function startCeph(base: string, options: CephOptions = {}): Promis
   const conf = dir('ceph.conf');
   const fsid = randomUUID();
   const port = await freePort();
+  // `ceph osd new` answers the lowest free id: 0 in a new cluster.
+  const osdId = '0';
   await fs.writeFile(conf, cephConf(base, fsid, port));
+  await fs.writeFile(dir('keyring'), keyring(osdId), { mode: 0o600 });
 
   const deadline = Date.now() + DEADLINE_MS;
   const left = () => Math.max(1000, deadline - Date.now());
   const run = (cmd: string, args: string[]) => execa(cmd, ['-c', conf, ...args], { timeout: left(), stdin: 'ignore' });
 
   const daemons: Array<{ name: string; child: ResultPromise; stderr: string[] }> = [];
+  let stopped = false;
   const spawn = (name: string, cmd: string, args: string[]) => {
+    if (stopped) throw new Error(`not starting ${name}: the cluster is being stopped`);
     const child = execa(cmd, ['-c', conf, '-f', ...args], { reject: false, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', buffer: false });
     const stderr: string[] = [];
-    child.stderr?.on('data', (b: Buffer) => stderr.push(...b.toString().split('\n').filter((l) => l.trim())));
+    child.stderr?.on('data', (b: Buffer) => {
+      stderr.push(...b.toString().split('\n').filter((l) => l.trim()));
+      stderr.splice(0, stderr.length - 20);
+    });
     running.add(child);
     void child.then(() => running.delete(child));
     daemons.push({ name, child, stderr });
   };
   const stop = async () => {
+    stopped = true;
     // SIGKILL: memstore holds nothing worth saving, and an OSD told to stop waits for the monitor (gone first or not).
     for (const { child } of [...daemons].reverse()) child.kill('SIGKILL');
     await Promise.all(daemons.map(({ child }) => child));
@@ -175,19 +208,20 @@ export async function startCeph(base: string, options: CephOptions = {}): Promis
 
   try {
     await execa('monmaptool', ['--create', '--fsid', fsid, '--addv', 'a', `[v1:127.0.0.1:${port}]`, dir('monmap')]);
-    await run('ceph-mon', ['--mkfs', '-i', 'a', '--monmap', dir('monmap')]);
+    await run('ceph-mon', ['--mkfs', '-i', 'a', '--monmap', dir('monmap'), '--keyring', dir('keyring')]);
     spawn('ceph-mon', 'ceph-mon', ['-i', 'a']);
     await until('the monitor to listen', () => accepts(port));
 
     const osdUuid = randomUUID();
-    const osdId = (await run('ceph', ['osd', 'new', osdUuid])).stdout.trim();
-    // The pool needs no OSD to be made; `rbd pool init` waits for the OSD to be up (rados osd op timeout).
-    const pool = run('ceph', ['osd', 'pool', 'create', POOL]);
-    await Promise.all([
-      pool,
-      run('ceph', ['osd', 'crush', 'add', `osd.${osdId}`, '1', 'root=default']),
+    await run('ceph', ['osd', 'new', osdUuid, osdId]);
+    // The pool is made while the OSD starts (`rbd pool init` then waits for it to be up), but only once the OSD
+    // is in the CRUSH map: the placement groups of a pool that maps to no OSD are only created at the
+    // monitor's next tick (5 s later). The OSD would place itself there when it starts, too late for that.
+    const steps = await Promise.allSettled([
+      run('ceph', ['osd', 'crush', 'create-or-move', `osd.${osdId}`, '1', 'root=default']).then(() => run('ceph', ['osd', 'pool', 'create', POOL])),
       run('ceph-osd', ['--mkfs', '-i', osdId, '--osd-uuid', osdUuid]).then(() => spawn(`ceph-osd.${osdId}`, 'ceph-osd', ['-i', osdId])),
     ]);
+    for (const step of steps) if (step.status === 'rejected') throw step.reason;
     if (options.mgr) spawn('ceph-mgr', 'ceph-mgr', ['-i', 'x']);
     await until('the RBD pool to be usable', async () => {
       const r = await execa('rbd', ['-c', conf, '--id', ID, 'pool', 'init', POOL], { reject: false, timeout: left(), stdin: 'ignore' });
