@@ -39,6 +39,11 @@ export function uidOfDirName(name: string): string | null {
   return VOLUME_DIR_RE.exec(name)?.[1] ?? null;
 }
 
+/** The uid of a volume directory moved into a bin (`vid.<uid>.elimg.<operation uid>`, see moveToBin), or null. */
+export function uidOfBinEntry(name: string): string | null {
+  return /^vid\.([0-9a-f]{32})\.elimg\.[0-9a-f]+$/.exec(name)?.[1] ?? null;
+}
+
 export function dataFileName(format: VolumeFormat): string {
   return `data.${EXT_OF[format]}`;
 }

@@ -1,10 +1,10 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { BadRequestError, NotSupportedError } from '../errors.js';
+import { ConflictError, NotSupportedError } from '../errors.js';
 import { writeFileAtomic } from '../store/atomic.js';
 import { BrokenMetaError, readMeta, type VolumeMeta } from '../store/meta.js';
 import { imageNameOf, pointerText, readPointer, RBD_POINTER_FILE } from '../store/rbd-pointer.js';
-import { uidOfDirName } from '../store/layout.js';
+import { uidOfBinEntry } from '../store/layout.js';
 import type { Rbd, RbdImage } from '../tools/rbd.js';
 import type { StoreContext } from './context.js';
 import { faultPoint } from '../faults.js';
@@ -27,7 +27,7 @@ export function requireCeph(ctx: StoreContext): Rbd {
 /** The image a Ceph volume's pointer names (volume lock held or the volume read-only). */
 export async function imageOf(dir: string, meta: VolumeMeta): Promise<RbdImage> {
   const pointer = await readPointer(path.join(dir, RBD_POINTER_FILE));
-  if (!pointer) throw new BadRequestError(`volume ${meta.volumeID} has no ${RBD_POINTER_FILE}`, { vid: meta.volumeID });
+  if (!pointer) throw new ConflictError(`volume ${meta.volumeID} is broken: ${RBD_POINTER_FILE} is missing`, { vid: meta.volumeID });
   return pointer;
 }
 
@@ -56,7 +56,7 @@ async function leftImage(entry: string, pool: string | undefined): Promise<RbdIm
   if (!(await fs.stat(entry)).isDirectory()) return null;
   const pointer = await readPointer(path.join(entry, RBD_POINTER_FILE)).catch(() => null);
   if (pointer) return pointer;
-  const uid = uidOfDirName(path.basename(entry).split('.').slice(0, 3).join('.'));
+  const uid = uidOfBinEntry(path.basename(entry));
   if (!uid) return null;
   const meta = await readMeta(entry, uid).catch((err) => {
     if (err instanceof BrokenMetaError) return null;

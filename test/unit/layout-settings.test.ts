@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { gbToBytes, isInside, isTempName, lockMarkerName, parseLockMarker, tempNameFor, uidOfDirName, volumeDirName } from '../../src/store/layout.js';
+import { gbToBytes, isInside, isTempName, lockMarkerName, parseLockMarker, tempNameFor, uidOfBinEntry, uidOfDirName, volumeDirName } from '../../src/store/layout.js';
 import { parseSettings, parseSizeSpec } from '../../src/store/settings.js';
 import { formatTimestamp } from '../../src/volumes/describe.js';
 import { parseProgress } from '../../src/tools/qemu-img.js';
@@ -13,6 +13,12 @@ describe('on-disk names and sizes', () => {
     for (const bad of [`vol.${uid}.elimg`, `vid.${uid.toUpperCase()}.elimg`, `vid.${uid}`, 'vid.../.elimg', `vid.${uid}.elimg.x`])
       expect(uidOfDirName(bad), bad).to.equal(null);
     expect(() => volumeDirName('../etc')).to.throw();
+  });
+
+  it('finds the volume of a bin entry (a directory moved there by destroy or recovery), not of a file moved there', () => {
+    expect(uidOfBinEntry(`vid.${uid}.elimg.${'0'.repeat(32)}`)).to.equal(uid);
+    for (const bad of [`vid.${uid}.elimg`, `vid.${uid}.elimg.data.img.${'0'.repeat(32)}`, `vid.${uid}.elimg.x`])
+      expect(uidOfBinEntry(bad), bad).to.equal(null);
   });
 
   it('round-trips lock markers elemento.<purpose>.<operation_uid>.ignore', () => {
