@@ -1,4 +1,5 @@
 import { ToolError, UnavailableError } from '../errors.js';
+import type { ImageSnapshot } from './qemu-img-layers.js';
 import type { CommandRunner } from './runner.js';
 
 /** Where the daemon's Ceph volumes live: the cluster (its ceph.conf), the client id, the RBD pool of new volumes. */
@@ -70,9 +71,35 @@ export class Rbd {
     return exitCode === NO_SUCH_IMAGE ? null : (JSON.parse(stdout) as { size: number }).size;
   }
 
-  /** Removes an image; one that does not exist is not an error (a purge may be done twice). */
+  /** Removes an image and its snapshots; one that does not exist is not an error (a purge may be done twice). */
   async remove(image: RbdImage): Promise<void> {
+    const { exitCode } = await this.run(['snap', 'purge', '--no-progress', this.spec(image)], { okExitCodes: [NO_SUCH_IMAGE] });
+    if (exitCode === NO_SUCH_IMAGE) return;
     await this.run(['rm', '--no-progress', this.spec(image)], { okExitCodes: [NO_SUCH_IMAGE] });
+  }
+
+  /** The image's snapshots, oldest first (`rbd snap ls`; the date is when it was taken). */
+  async snapshots(image: RbdImage): Promise<ImageSnapshot[]> {
+    const { stdout } = await this.run(['snap', 'ls', '--format', 'json', this.spec(image)]);
+    return (JSON.parse(stdout) as { id: number; name: string; timestamp: string }[]).map((s) => ({
+      id: String(s.id),
+      name: s.name,
+      // rbd prints the host's local time without a zone (`Thu Nov 26 18:55:49 2026`), as Date reads it.
+      date: new Date(s.timestamp).toISOString(),
+    }));
+  }
+
+  async createSnapshot(image: RbdImage, name: string): Promise<void> {
+    await this.run(['snap', 'create', '--no-progress', `${this.spec(image)}@${name}`]);
+  }
+
+  /** The image's bytes become the snapshot's (the snapshot stays). */
+  async rollback(image: RbdImage, name: string): Promise<void> {
+    await this.run(['snap', 'rollback', '--no-progress', `${this.spec(image)}@${name}`]);
+  }
+
+  async deleteSnapshot(image: RbdImage, name: string): Promise<void> {
+    await this.run(['snap', 'rm', '--no-progress', `${this.spec(image)}@${name}`]);
   }
 
   /** A full, independent copy of `source` as the new image `copy`. */

@@ -6,6 +6,7 @@ import type { VolumeMeta } from '../store/meta.js';
 import { faultPoint } from '../faults.js';
 import { QemuImgLayers, type ImageSnapshot } from '../tools/qemu-img-layers.js';
 import { findVolume, requireNoOverlays, requireNotInUse } from './access.js';
+import { imageOf, requireCeph } from './ceph.js';
 import type { Caller, StoreContext } from './context.js';
 import { withOwnedVolume } from './modify.js';
 
@@ -18,30 +19,56 @@ type SnapshotAction = 'create' | 'revert' | 'delete';
 /** How refusals name each action ("volume … cannot be snapshotted"). */
 const PAST: Record<SnapshotAction, string> = { create: 'snapshotted', revert: 'reverted to a snapshot', delete: 'stripped of a snapshot' };
 
-function requireQcow2(meta: VolumeMeta): void {
-  if (meta.format !== 'qcow2') throw new BadRequestError(`only qcow2 volumes have snapshots; volume ${meta.volumeID} is ${meta.format}`, { field: 'vid' });
+/** A volume's snapshots, whichever kind of image holds them. */
+interface SnapshotStore {
+  list(): Promise<ImageSnapshot[]>;
+  create(name: string): Promise<void>;
+  revert(name: string): Promise<void>;
+  remove(name: string): Promise<void>;
+}
+
+/** qcow2's internal snapshots (`qemu-img snapshot`), or a Ceph volume's RBD snapshots (`rbd snap`); 400 for any other format. */
+async function snapshotStore(ctx: StoreContext, dir: string, meta: VolumeMeta): Promise<SnapshotStore> {
+  if (meta.format === 'rbd') {
+    const rbd = requireCeph(ctx);
+    const image = await imageOf(dir, meta);
+    return {
+      list: () => rbd.snapshots(image),
+      create: (name) => rbd.createSnapshot(image, name),
+      revert: (name) => rbd.rollback(image, name),
+      remove: (name) => rbd.deleteSnapshot(image, name),
+    };
+  }
+  if (meta.format !== 'qcow2')
+    throw new BadRequestError(`only qcow2 and Ceph volumes have snapshots; volume ${meta.volumeID} is ${meta.format}`, { field: 'vid' });
+  const layers = new QemuImgLayers(ctx.runner, ctx.config.toolTimeoutMs);
+  const data = path.join(dir, dataFileName(meta.format));
+  return {
+    list: () => layers.snapshots(data),
+    create: (name) => layers.createSnapshot(data, name),
+    revert: (name) => layers.applySnapshot(data, name),
+    remove: (name) => layers.deleteSnapshot(data, name),
+  };
 }
 
 /**
  * Runs a snapshot change under the volume's lock (purpose `snapshot`), after the rules: the owner
- * only; qcow2 only; not while exported or attached unless read-only (a VM writing would race
- * qemu-img); not on a base whose linked clones read through to it.
+ * only; qcow2 or Ceph only; not while exported or attached unless read-only (a VM writing would race
+ * the tool); not on a base whose linked clones read through to it.
  */
 async function withSnapshots<T>(
   ctx: StoreContext,
   req: SnapshotRequest,
   caller: Caller,
   action: SnapshotAction,
-  fn: (layers: QemuImgLayers, data: string, existing: ImageSnapshot[]) => Promise<T>,
+  fn: (store: SnapshotStore, existing: ImageSnapshot[]) => Promise<T>,
 ): Promise<T> {
-  const layers = new QemuImgLayers(ctx.runner, ctx.config.toolTimeoutMs);
   return withOwnedVolume(ctx, req.vid, caller, 'snapshot', `${action} a snapshot of`, async (dir, meta) => {
-    requireQcow2(meta);
+    const store = await snapshotStore(ctx, dir, meta);
     if (!meta.readonly) requireNotInUse(await fs.readdir(dir), meta, PAST[action]);
     requireNoOverlays(ctx, meta, PAST[action]);
-    const data = path.join(dir, dataFileName(meta.format));
     try {
-      const done = await fn(layers, data, await layers.snapshots(data));
+      const done = await fn(store, await store.list());
       faultPoint(`snapshot.after-${action}`);
       return done;
     } catch (err) {
@@ -56,13 +83,13 @@ function named(existing: ImageSnapshot[], req: SnapshotRequest): ImageSnapshot {
   return snapshot;
 }
 
-/** `snapshot/create`: an internal qcow2 snapshot of the volume as it is now. */
+/** `snapshot/create`: a snapshot of the volume as it is now (internal to a qcow2 image, or an RBD snapshot). */
 export async function createSnapshot(ctx: StoreContext, req: SnapshotRequest, caller: Caller) {
-  const snapshot = await withSnapshots(ctx, req, caller, 'create', async (layers, data, existing) => {
+  const snapshot = await withSnapshots(ctx, req, caller, 'create', async (store, existing) => {
     if (existing.some((s) => s.name === req.name))
       throw new ConflictError(`volume ${req.vid} already has a snapshot named ${req.name}`, { vid: req.vid });
-    await layers.createSnapshot(data, req.name);
-    return named(await layers.snapshots(data), req);
+    await store.create(req.name);
+    return named(await store.list(), req);
   });
   ctx.log.info('snapshot created', { vid: req.vid, snapshot: req.name });
   return { vid: req.vid, snapshot };
@@ -70,9 +97,9 @@ export async function createSnapshot(ctx: StoreContext, req: SnapshotRequest, ca
 
 /** `snapshot/revert`: the volume's bytes become the snapshot's again (the snapshot stays). */
 export async function revertSnapshot(ctx: StoreContext, req: SnapshotRequest, caller: Caller) {
-  const snapshot = await withSnapshots(ctx, req, caller, 'revert', async (layers, data, existing) => {
+  const snapshot = await withSnapshots(ctx, req, caller, 'revert', async (store, existing) => {
     const found = named(existing, req);
-    await layers.applySnapshot(data, found.name);
+    await store.revert(found.name);
     return found;
   });
   ctx.log.info('volume reverted to a snapshot', { vid: req.vid, snapshot: req.name });
@@ -81,17 +108,15 @@ export async function revertSnapshot(ctx: StoreContext, req: SnapshotRequest, ca
 
 /** `snapshot/delete`: forgets a snapshot and frees the clusters only it held. */
 export async function deleteSnapshot(ctx: StoreContext, req: SnapshotRequest, caller: Caller) {
-  await withSnapshots(ctx, req, caller, 'delete', async (layers, data, existing) => {
-    await layers.deleteSnapshot(data, named(existing, req).name);
+  await withSnapshots(ctx, req, caller, 'delete', async (store, existing) => {
+    await store.remove(named(existing, req).name);
   });
   ctx.log.info('snapshot deleted', { vid: req.vid, snapshot: req.name });
   return { vid: req.vid, deleted: req.name };
 }
 
-/** `snapshot/list`: read without the lock (`qemu-img info -U`), by anyone who may see the volume. */
+/** `snapshot/list`: read without the lock (`qemu-img info -U`, `rbd snap ls`), by anyone who may see the volume. */
 export async function listSnapshots(ctx: StoreContext, vid: string, caller: Caller) {
   const record = findVolume(ctx, vid, caller);
-  requireQcow2(record.meta);
-  const layers = new QemuImgLayers(ctx.runner, ctx.config.toolTimeoutMs);
-  return { vid, snapshots: await layers.snapshots(path.join(record.dir, dataFileName(record.meta.format))) };
+  return { vid, snapshots: await (await snapshotStore(ctx, record.dir, record.meta)).list() };
 }

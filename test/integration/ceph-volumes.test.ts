@@ -96,7 +96,7 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(await images()).to.have.length(3);
   });
 
-  it('grows the image on resize, refuses to shrink it, and refuses convert and snapshots', async () => {
+  it('grows the image on resize, refuses to shrink it, and refuses convert', async () => {
     const vid = await create();
     await writePattern(url(imageOf(vid)), 'raw', 0xcd, 0, MB);
     await d.post('update/resize', { vid, creatorID: OWNER, size: 0.02 }).expect(200);
@@ -108,9 +108,31 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(shrink.body.error).to.match(/only grow/);
     const convert = await d.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2' }).expect(400);
     expect(convert.body.error).to.equal('a volume of format rbd cannot be converted');
-    const snapshot = await d.post('snapshot/create', { vid, creatorID: OWNER, name: 'before' }).expect(400);
-    expect(snapshot.body.error).to.equal(`only qcow2 volumes have snapshots; volume ${vid} is rbd`);
     expect(await imageSize(imageOf(vid))).to.equal(20_000_256);
+  });
+
+  it('snapshots a Ceph volume with RBD snapshots: create, list, revert brings the old bytes back, delete; destroy purges them', async () => {
+    const vid = await create();
+    await writePattern(url(imageOf(vid)), 'raw', 0xaa, 0, MB);
+    const made = await d.post('snapshot/create', { vid, creatorID: OWNER, name: 'before' }).expect(200);
+    expect(made.body.snapshot).to.include({ name: 'before' });
+    expect(new Date(made.body.snapshot.date).getTime()).to.be.closeTo(Date.now(), 60_000);
+    await d.post('snapshot/create', { vid, creatorID: OWNER, name: 'before' }).expect(409);
+    expect((await rbd('snap', 'ls', `${ceph.pool}/${imageOf(vid)}`)).stdout).to.include('before');
+
+    await writePattern(url(imageOf(vid)), 'raw', 0xbb, 0, MB);
+    await d.post('snapshot/revert', { vid, creatorID: OWNER, name: 'before' }).expect(200);
+    expect(await hasPattern(url(imageOf(vid)), 'raw', 0xaa, 0, MB)).to.equal(true);
+    const listed = (await d.post('snapshot/list', { vid, client_uid: OWNER }).expect(200)).body;
+    expect(listed.snapshots.map((s: { name: string }) => s.name)).to.deep.equal(['before']);
+    await d.post('snapshot/delete', { vid, creatorID: OWNER, name: 'before' }).expect(200);
+    expect((await d.post('snapshot/list', { vid, client_uid: OWNER }).expect(200)).body.snapshots).to.deep.equal([]);
+
+    // An image with snapshots is removed with them when its volume is destroyed.
+    await d.post('snapshot/create', { vid, creatorID: OWNER, name: 'kept' }).expect(200);
+    await d.post('destroy', { volume_id: vid }).expect(200);
+    await d.daemon.ctx.purger.idle();
+    expect(await images()).to.deep.equal([]);
   });
 
   it('a Ceph volume is raw whatever format the body names (the seed\'s clients always send one)', async () => {

@@ -56,7 +56,7 @@ describe('snapshots of qcow2 volumes (real qemu-img)', () => {
     await t.d.post('snapshot/create', { vid, creatorID: OWNER, name: '1' }).expect(400);
     await t.d.post('snapshot/create', { vid, creatorID: OWNER }).expect(400);
     await t.d.post('snapshot/create', { vid, creatorID: OTHER, name: 'theirs' }).expect(403);
-    expect((await t.d.post('snapshot/create', { vid: raw, creatorID: OWNER, name: 'x' }).expect(400)).body.error).to.equal(`only qcow2 volumes have snapshots; volume ${raw} is raw`);
+    expect((await t.d.post('snapshot/create', { vid: raw, creatorID: OWNER, name: 'x' }).expect(400)).body.error).to.equal(`only qcow2 and Ceph volumes have snapshots; volume ${raw} is raw`);
     await t.d.post('snapshot/list', { vid: raw }).expect(400);
 
     await fs.writeFile(path.join(dir, EXPORT_MARKER), '');
