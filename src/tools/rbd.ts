@@ -1,6 +1,6 @@
 import { ToolError, UnavailableError } from '../errors.js';
 import type { ImageSnapshot } from './qemu-img-layers.js';
-import type { CommandRunner } from './runner.js';
+import type { CommandRunner, RunOptions } from './runner.js';
 
 /** Where the daemon's Ceph volumes live: the cluster (its ceph.conf), the client id, the RBD pool of new volumes. */
 export interface CephTarget {
@@ -46,7 +46,7 @@ export class Rbd {
     return `${ref.pool}/${ref.image}`;
   }
 
-  private async run(args: string[], opts: { signal?: AbortSignal; okExitCodes?: number[] } = {}) {
+  private async run(args: string[], opts: Omit<RunOptions, 'timeoutMs'> = {}) {
     const base = ['--conf', this.target.conf, '--id', this.target.id, ...CLIENT_TIMEOUTS];
     try {
       return await this.runner.run('rbd', [...base, ...args], { timeoutMs: this.timeoutMs, ...opts });
@@ -105,6 +105,12 @@ export class Rbd {
   /** A full, independent copy of `source` as the new image `copy`. */
   async copy(source: RbdImage, copy: RbdImage, signal?: AbortSignal): Promise<void> {
     await this.run(['cp', '--no-progress', this.spec(source), this.spec(copy)], { signal });
+  }
+
+  /** Writes the image's bytes, all of them, into `to` (a response), and ends it; `signal` stops it (the client went away). */
+  async export(image: RbdImage, to: NodeJS.WritableStream, signal: AbortSignal): Promise<void> {
+    await this.run(['export', '--no-progress', this.spec(image), '-'], { signal, stdoutTo: to });
+    to.end();
   }
 
   /** The address QEMU tools open the image by (`qemu-img`, `qemu-io`): `rbd:pool/image:conf=...:id=...`. */

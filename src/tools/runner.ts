@@ -28,6 +28,11 @@ export interface RunOptions {
   onStdout?: (chunk: string) => void;
   /** Exit codes that are not failures (qemu-img check answers 2 and 3 for findings). */
   okExitCodes?: number[];
+  /**
+   * Receives stdout's bytes as they come, instead of the result's `stdout` (a tool's binary output
+   * streamed to a client). It is not ended: the caller ends it once the tool succeeded.
+   */
+  stdoutTo?: NodeJS.WritableStream;
 }
 
 export interface RunResult {
@@ -89,17 +94,22 @@ export class ExecaRunner implements CommandRunner {
       reject: false,
       stdin: 'ignore',
       encoding: 'utf8',
+      // Streamed stdout is binary: it goes to its destination as Buffers and is not kept.
+      ...(opts.stdoutTo ? { encoding: 'buffer' as const, buffer: { stdout: false } } : {}),
       env: { LC_ALL: 'C' },
     });
+    if (opts.stdoutTo) child.stdout?.pipe(opts.stdoutTo, { end: false });
     if (opts.onStdout) child.stdout?.on('data', (chunk: Buffer | string) => opts.onStdout!(chunk.toString()));
     const result = await child;
+    const text = (out: unknown) => (out instanceof Uint8Array ? Buffer.from(out).toString('utf8') : String(out ?? ''));
+    const stderr = text(result.stderr);
     const exitCode = result.exitCode ?? -1;
-    if (result.isCanceled) throw Object.assign(new ToolError(`${tool} was cancelled`, String(result.stderr), exitCode), { cancelled: true });
-    if (result.timedOut) throw new ToolError(`${tool} did not finish within ${opts.timeoutMs} ms`, String(result.stderr), exitCode);
+    if (result.isCanceled) throw Object.assign(new ToolError(`${tool} was cancelled`, stderr, exitCode), { cancelled: true });
+    if (result.timedOut) throw new ToolError(`${tool} did not finish within ${opts.timeoutMs} ms`, stderr, exitCode);
     if (exitCode !== 0 && !(opts.okExitCodes ?? []).includes(exitCode)) {
-      const why = lastLine(String(result.stderr)) || result.shortMessage;
+      const why = lastLine(stderr) || result.shortMessage;
       throw new ToolError(`${tool} failed`, `${args.join(' ')}: ${why}`, exitCode);
     }
-    return { stdout: String(result.stdout), stderr: String(result.stderr), exitCode };
+    return { stdout: text(result.stdout), stderr, exitCode };
   }
 }

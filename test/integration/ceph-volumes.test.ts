@@ -85,8 +85,30 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(await hasPattern(url(imageOf(vid)), 'raw', 0xab, MB, MB)).to.equal(true);
 
     expect((await d.api.get('/api/v1.0/status').expect(200)).body.ceph).to.deep.equal({ pool: ceph.pool, conf: ceph.conf, id: ceph.id });
-    const download = await d.api.get(`/api/v1.0/volumes/${vid}/data`).expect(501);
-    expect(download.body.error).to.equal(`the data of a Ceph volume is read from its cluster (rbd export ${ceph.pool}/${imageOf(vid)}), not through this daemon`);
+  });
+
+  it('downloads a Ceph volume\'s bytes from its cluster (GET /volumes/<vid>/data), whole, byte for byte as rbd export reads them', async () => {
+    const vid = await create();
+    await writePattern(url(imageOf(vid)), 'raw', 0x3c, 2 * MB, MB);
+    const res = await d.api.get(`/api/v1.0/volumes/${vid}/data`).buffer(true).parse((r, done) => {
+      const chunks: Buffer[] = [];
+      r.on('data', (c: Buffer) => chunks.push(c));
+      r.on('end', () => done(null, Buffer.concat(chunks)));
+    }).expect(200);
+    expect(res.headers).to.include({ 'content-type': 'application/octet-stream', 'content-length': '10000384', 'x-image-format': 'raw', 'accept-ranges': 'none' });
+    const exported = path.join(mnt, 'exported.img');
+    await rbd('export', '--no-progress', `${ceph.pool}/${imageOf(vid)}`, exported);
+    expect(Buffer.compare(res.body as Buffer, await fs.readFile(exported))).to.equal(0);
+    expect((res.body as Buffer).subarray(2 * MB, 3 * MB).every((b) => b === 0x3c)).to.equal(true);
+    const head = await d.api.head(`/api/v1.0/volumes/${vid}/data`).expect(200);
+    expect(head.headers['content-length']).to.equal('10000384');
+
+    // The image gone from the cluster behind the daemon's back: a JSON error, not a short body.
+    await rbd('rm', '--no-progress', `${ceph.pool}/${imageOf(vid)}`);
+    const broken = await d.api.get(`/api/v1.0/volumes/${vid}/data`);
+    expect(broken.status).to.equal(500);
+    expect(broken.headers['content-type']).to.match(/json/);
+    expect(broken.body.error).to.be.a('string');
   });
 
   it('counts Ceph volumes in the root quota: the fourth is refused with 507 and leaves no image', async () => {

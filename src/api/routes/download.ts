@@ -1,15 +1,48 @@
 import path from 'node:path';
-import { Router } from 'express';
-import { NotSupportedError } from '../../errors.js';
+import { Router, type NextFunction, type Request, type Response } from 'express';
+import { ConflictError } from '../../errors.js';
+import type { VolumeMeta } from '../../store/meta.js';
+import type { VolumeRecord } from '../../store/volume-record.js';
+import { requireCeph } from '../../volumes/ceph.js';
 import { dataFileName } from '../../store/layout.js';
 import { findVolume } from '../../volumes/access.js';
 import type { StoreContext } from '../../volumes/context.js';
 import { callerOf } from '../handler.js';
 
 /**
+ * A Ceph volume's bytes, streamed from `rbd export` (whole: Range is not honoured, `Accept-Ranges: none`;
+ * a HEAD answers the headers without reading the cluster). A failure after the first byte cuts the
+ * connection, so the client never takes a short body for the image (Content-Length says how long it is).
+ */
+function sendRbdImage(ctx: StoreContext, record: VolumeRecord & { meta: VolumeMeta }, req: Request, res: Response, next: NextFunction): void {
+  const rbd = requireCeph(ctx);
+  if (!record.rbd) throw new ConflictError(`volume ${record.uid} is broken: data.rbd cannot be read`, { vid: record.uid });
+  const headers = {
+    'Content-Type': 'application/octet-stream',
+    'Content-Length': String(record.meta.size),
+    'Content-Disposition': `attachment; filename="${record.uid}.img"`,
+    'X-Image-Format': 'raw',
+    'Accept-Ranges': 'none',
+  };
+  res.set(headers);
+  if (req.method === 'HEAD') {
+    res.end();
+    return;
+  }
+  const gone = new AbortController();
+  res.on('close', () => gone.abort());
+  rbd.export(record.rbd, res, gone.signal).catch((err) => {
+    if (res.headersSent) return res.destroy(err as Error);
+    for (const name of Object.keys(headers)) res.removeHeader(name);
+    next(err);
+  });
+}
+
+/**
  * `GET /volumes/<vid>/data[?client_uid=<uid>]`: the volume's image, streamed, with HTTP Range
  * (resume, parallel chunks), ETag and Last-Modified. Visibility as `info`: a private volume is 404
- * to other clients. The open file stays valid if a convert replaces it meanwhile.
+ * to other clients. The open file stays valid if a convert replaces it meanwhile. A Ceph volume's
+ * image comes from its cluster (sendRbdImage).
  */
 export function downloadRoutes(ctx: StoreContext): Router {
   const r = Router();
@@ -18,7 +51,7 @@ export function downloadRoutes(ctx: StoreContext): Router {
     const clientUid = typeof req.query.client_uid === 'string' ? req.query.client_uid.toLowerCase() : undefined;
     const record = findVolume(ctx, vid, callerOf(res, clientUid ? { client_uid: clientUid } : {}));
     const { format } = record.meta;
-    if (format === 'rbd') throw new NotSupportedError(`the data of a Ceph volume is read from its cluster (rbd export ${record.rbd?.pool}/${record.rbd?.image}), not through this daemon`);
+    if (format === 'rbd') return sendRbdImage(ctx, record, req, res, next);
     const name = dataFileName(format);
     res.sendFile(
       path.join(record.dir, name),
