@@ -16,6 +16,9 @@ import { ExecaRunner, TOOL_NAMES, type CommandRunner } from './tools/runner.js';
 import { releaseCephImage } from './volumes/ceph.js';
 import type { StoreContext } from './volumes/context.js';
 
+/** How often purges that failed are tried again. */
+const PURGE_RETRY_MS = 60_000;
+
 /**
  * The daemon without its HTTP face: the index, the locks, the tools, and the start-up sequence
  * (sweep what a crash left, scan the tree, watch it).
@@ -28,6 +31,7 @@ export class Daemon {
   /** Run by stop() before the jobs are cancelled (pending uploads and cloud-init sets are abandoned). */
   private readonly stopHooks: (() => Promise<void>)[] = [];
   private sweepTimer: NodeJS.Timeout | null = null;
+  private purgeTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly config: Config,
@@ -56,6 +60,9 @@ export class Daemon {
     for (const dir of unfinished) await index.reloadDir(dir);
     this.sweepLater(later);
     if (this.config.watch) await index.watch(this.config.rescanIntervalMs);
+    // A purge the cluster refused (an RBD image still open, a cluster down) is tried again, not only at the next start.
+    this.purgeTimer = setInterval(() => this.ctx.purger.retry(), PURGE_RETRY_MS);
+    this.purgeTimer.unref();
     await this.exports.start();
     this.log.info('tree loaded', { mnt: this.config.mnt, roots: index.rootList().length, volumes: index.size, skipped: index.skippedRoots().length });
   }
@@ -85,6 +92,7 @@ export class Daemon {
     for (const hook of this.stopHooks.splice(0)) await hook();
     if (this.sweepTimer) clearTimeout(this.sweepTimer);
     this.sweepTimer = null;
+    if (this.purgeTimer) clearInterval(this.purgeTimer);
     await this.ctx.jobs.cancelAll();
     await this.ctx.purger.stop();
     await this.exports.stop();

@@ -23,7 +23,7 @@ export interface ReconcileReport {
 export async function targetSpec(dir: string, meta: VolumeMeta, iqn: string, config: Config): Promise<TargetSpec> {
   const file = path.join(dir, dataFileName(meta.format));
   if (meta.format !== 'rbd') return { iqn, file, readonly: meta.readonly };
-  const pointer = await readPointer(file);
+  const pointer = await readPointer(file, meta.volumeID);
   if (!pointer) throw new Error(`${file} is missing`);
   return { iqn, file: `${pointer.pool}/${pointer.image}`, readonly: meta.readonly, rbd: { conf: config.cephConf, id: config.cephId } };
 }

@@ -1,6 +1,5 @@
 import { gbToBytes, BYTES_PER_GB } from '../store/layout.js';
-import type { VolumeFormat } from '../store/layout.js';
-import { requireCeph } from '../volumes/ceph.js';
+import { cephFields, requireCeph } from '../volumes/ceph.js';
 import type { StoreContext } from '../volumes/context.js';
 import { assertConsistent, claimVolume, createResponse, fieldsOf, type Claimed, type CreateRequest } from '../volumes/create.js';
 import { downloadToFile } from './fetch.js';
@@ -20,10 +19,8 @@ export function urlSource(ctx: StoreContext, url: string): ImageSource {
 /** Claims a disk volume for an import: the asked size (or nothing yet) counts until the image is known. */
 export async function claimDiskImport(ctx: StoreContext, req: ImportRequest): Promise<Claimed> {
   assertConsistent(req);
-  if (req.ceph) requireCeph(ctx);
-  const format: VolumeFormat = req.ceph ? 'rbd' : req.format;
-  const extra = { cloudinit: req.cloudinit === true, ceph: req.ceph === true };
-  return claimVolume(ctx, fieldsOf({ ...req, format }, req.size ? gbToBytes(req.size) : 0, extra), 'create');
+  const fields = fieldsOf(req, req.size ? gbToBytes(req.size) : 0, { cloudinit: req.cloudinit === true });
+  return claimVolume(ctx, req.ceph ? { ...fields, ...cephFields(requireCeph(ctx)) } : fields, 'create');
 }
 
 /** The seed's create answer for an imported volume; `size` is the final size in GB. */

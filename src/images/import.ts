@@ -8,6 +8,7 @@ import type { DiskFormat } from '../tools/qemu-img.js';
 import type { StoreContext } from '../volumes/context.js';
 import { fillClaim, type Claimed } from '../volumes/create.js';
 import { fillCephVolume, requireCeph } from '../volumes/ceph.js';
+import { rbdFailure } from '../tools/rbd.js';
 import type { StreamLimits } from './transfer.js';
 import { assertIso9660, probeUntrusted } from './untrusted.js';
 
@@ -93,11 +94,14 @@ async function finishDisk(ctx: StoreContext, claimed: Claimed, incoming: string,
     onProgress: (p: number) => opts.onProgress?.(TRANSFER_SHARE + (p * (100 - TRANSFER_SHARE)) / 100),
   };
   if (claimed.meta.format === 'rbd') {
-    // qemu-img writes the image into the cluster (it creates it); only the pointer lands in the tree.
+    // rbd makes the image (its failures say which of pool or cluster is missing), qemu-img fills it
+    // in the cluster; only the pointer lands in the tree.
     const rbd = requireCeph(ctx);
     return fillCephVolume(rbd, claimed, tempData, async (image) => {
-      await ctx.qemuImg.convert(incoming, info.format, rbd.qemuUrl(image), 'raw', convertOpts);
-      if (finalSize > info.virtualSize) await rbd.resize(image, finalSize);
+      await rbd.create(image, finalSize);
+      await ctx.qemuImg.convert(incoming, info.format, rbd.qemuUrl(image), 'raw', { ...convertOpts, existingTarget: true }).catch((err) => {
+        throw rbdFailure(err) ?? err;
+      });
     });
   }
   const format = claimed.meta.format as DiskFormat;

@@ -13,6 +13,8 @@ import { moveToBin } from './recovery.js';
 export class Purger {
   private tail: Promise<void> = Promise.resolve();
   private stopped = false;
+  /** Entries whose purge failed (an RBD image still open, a cluster down): tried again by retry(). */
+  private readonly failed = new Set<string>();
 
   /**
    * `release` frees what an entry holds outside the tree (a Ceph volume's RBD image) before the
@@ -33,14 +35,21 @@ export class Purger {
     this.tail = this.tail.then(() => (this.stopped ? undefined : this.now(binned)));
   }
 
-  /** Removes an entry already in a bin now; a failure is logged, the entry left for the next start. */
+  /** Removes an entry already in a bin now; a failure is logged, the entry left for retry() (and the next start). */
   async now(binned: string): Promise<void> {
     try {
       await this.release(binned);
       await fse.remove(binned);
+      this.failed.delete(binned);
     } catch (err) {
-      this.log.warn('purge failed; the next start tries again', { path: binned, ...errorFields(err) });
+      if (!this.failed.has(binned)) this.log.warn('purge failed; tried again later', { path: binned, ...errorFields(err) });
+      this.failed.add(binned);
     }
+  }
+
+  /** Queues again every entry whose purge failed (the daemon calls it periodically). */
+  retry(): void {
+    for (const binned of this.failed) this.later(binned);
   }
 
   /** Resolves when every purge queued so far is done. */

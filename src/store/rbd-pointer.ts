@@ -29,8 +29,13 @@ export function pointerText(pointer: RbdPointer): string {
   return JSON.stringify({ pool: pointer.pool, image: pointer.image }) + '\n';
 }
 
-/** Reads and checks a pointer file; null when it does not exist; throws with the reason when it is unusable. */
-export async function readPointer(file: string): Promise<RbdPointer | null> {
+/**
+ * Reads and checks the pointer of volume `uid`; null when it does not exist; throws with the reason
+ * when it is unusable. A pointer must name the volume's own image, `elemento-<uid>`: one copied from
+ * another volume's directory (or edited) must never make the daemon resize, export or remove an image
+ * that is not this volume's.
+ */
+export async function readPointer(file: string, uid: string): Promise<RbdPointer | null> {
   let text: string;
   try {
     text = await fs.readFile(file, 'utf8');
@@ -38,11 +43,11 @@ export async function readPointer(file: string): Promise<RbdPointer | null> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
-  return parsePointer(text);
+  return parsePointer(text, uid);
 }
 
-/** Checks a pointer file's text against schemas/rbd-pointer.json; throws with the reason. */
-export function parsePointer(text: string): RbdPointer {
+/** Checks a pointer file's text against schemas/rbd-pointer.json and volume `uid`; throws with the reason. */
+export function parsePointer(text: string, uid: string): RbdPointer {
   let doc: RbdPointer;
   try {
     doc = JSON.parse(text);
@@ -51,5 +56,6 @@ export function parsePointer(text: string): RbdPointer {
   }
   const problem = checkDocument('rbd-pointer', doc);
   if (problem) throw new Error(`${RBD_POINTER_FILE} is invalid: ${problem}`);
+  if (doc.image !== imageNameOf(uid)) throw new Error(`${RBD_POINTER_FILE} names the image ${doc.image}, not this volume's ${imageNameOf(uid)}`);
   return { pool: doc.pool, image: doc.image };
 }

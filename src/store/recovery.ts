@@ -32,9 +32,9 @@ export interface RecoveryTools {
 }
 
 /** The size (and backing file) of a volume's image: from qemu-img, or from the cluster for a Ceph volume's pointer. */
-async function imageInfo(data: string, format: string, { qemuImg, rbd }: RecoveryTools): Promise<{ virtualSize: number; backingFilename?: string }> {
+async function imageInfo(data: string, uid: string, format: string, { qemuImg, rbd }: RecoveryTools): Promise<{ virtualSize: number; backingFilename?: string }> {
   if (format !== 'rbd') return qemuImg.info(data, format);
-  const pointer = await readPointer(data);
+  const pointer = await readPointer(data, uid);
   const size = pointer && (await rbd!.size(pointer));
   if (size === null) throw new Error(`the RBD image named by ${data} does not exist`);
   return { virtualSize: size };
@@ -81,7 +81,7 @@ export async function recoverVolume(dir: string, staleMarkers: string[], tools: 
       await fs.rm(path.join(dir, stray), { force: true });
     }
     if (meta.format === 'raw' || meta.format === 'qcow2' || (meta.format === 'rbd' && rbd)) {
-      const info = await imageInfo(path.join(dir, data!), meta.format, tools);
+      const info = await imageInfo(path.join(dir, data!), uid, meta.format, tools);
       if (info.virtualSize !== meta.size) {
         log.warn('meta.json size corrected from the image after an interrupted operation', { vid: uid, was: meta.size, now: info.virtualSize });
         meta = { ...meta, size: info.virtualSize };

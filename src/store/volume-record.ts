@@ -72,7 +72,7 @@ export async function loadVolumeRecord(root: string, dir: string, reader: TreeRe
 /** A Ceph volume's pointer, read into the record; one that cannot be used makes the volume broken. */
 async function readRbdPointer(record: VolumeRecord, file: string, reader: TreeReader): Promise<void> {
   try {
-    record.rbd = parsePointer(await reader.readText(file));
+    record.rbd = parsePointer(await reader.readText(file), record.uid);
   } catch (err) {
     record.problem = (err as Error).message;
   }

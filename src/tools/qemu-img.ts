@@ -69,7 +69,7 @@ export class QemuImg {
     srcFormat: string,
     dst: string,
     dstFormat: DiskFormat,
-    opts: { onProgress?: (percent: number) => void; signal?: AbortSignal } = {},
+    opts: { onProgress?: (percent: number) => void; signal?: AbortSignal; existingTarget?: boolean } = {},
   ): Promise<void> {
     const onStdout = opts.onProgress
       ? (chunk: string) => {
@@ -77,7 +77,8 @@ export class QemuImg {
           if (percent !== null) opts.onProgress!(percent);
         }
       : undefined;
-    await this.runner.run('qemu-img', ['convert', '-p', '-f', srcFormat, '-O', dstFormat, src, dst], {
+    // `-n`: write into a target made beforehand (an RBD image, made with its exact size by rbd).
+    await this.runner.run('qemu-img', ['convert', '-p', ...(opts.existingTarget ? ['-n'] : []), '-f', srcFormat, '-O', dstFormat, src, dst], {
       timeoutMs: this.timeoutMs,
       signal: opts.signal,
       onStdout,

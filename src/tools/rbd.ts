@@ -1,4 +1,4 @@
-import { ToolError, UnavailableError } from '../errors.js';
+import { ConflictError, ToolError, UnavailableError } from '../errors.js';
 import type { ImageSnapshot } from './qemu-img-layers.js';
 import type { CommandRunner, RunOptions } from './runner.js';
 
@@ -15,22 +15,31 @@ export interface RbdImage {
   image: string;
 }
 
-/** rbd's exit code for an image that does not exist (ENOENT). */
-const NO_SUCH_IMAGE = 2;
+/** rbd's exit code for ENOENT: a missing image, and a missing pool too (told apart by stderr). */
+const ENOENT = 2;
+/** rbd's exit code when an image still has watchers (a client has it open). */
+const EBUSY = 16;
 
 /**
  * Client timeouts passed on every call, whatever ceph.conf says: without them an `rbd` call hangs
  * for 300 s when the cluster is down (TOOLCHAIN.md), holding a volume's lock all that time.
  */
-const CLIENT_TIMEOUTS = ['--client_mount_timeout', '10', '--rados_mon_op_timeout', '30', '--rados_osd_op_timeout', '60'];
+const CLIENT_TIMEOUTS: [string, string][] = [['client_mount_timeout', '10'], ['rados_mon_op_timeout', '30'], ['rados_osd_op_timeout', '60']];
 
-/** A cluster or pool out of reach, said in one sentence (503), or null for any other failure. */
-function unreachable(err: unknown): UnavailableError | null {
+/**
+ * What an rbd failure means to a client, in one sentence: a pool that cannot be opened or a
+ * cluster that does not answer (503), an image that is missing (409: the volume is broken) or open
+ * elsewhere (409); null for anything else (a 500 with the stderr in the log).
+ */
+export function rbdFailure(err: unknown): UnavailableError | ConflictError | null {
   if (!(err instanceof ToolError) || (err as { cancelled?: boolean }).cancelled) return null;
-  const pool = /error opening pool '([^']+)'/.exec(err.toolOutput)?.[1];
+  const pool = /error opening pool '?([^':\s]+)'?/.exec(err.toolOutput)?.[1];
   if (pool) return new UnavailableError(`the Ceph pool ${pool} cannot be opened (it does not exist, or the client may not use it)`);
-  if (/timed out|failed to connect|couldn't connect|Connection refused|error connecting to the cluster|did not finish within/i.test(`${err.message} ${err.toolOutput}`))
+  if (/timed out|failed to connect|couldn't connect|Connection refused|error connecting/i.test(err.toolOutput))
     return new UnavailableError('the Ceph cluster does not answer');
+  const image = /error opening image ([^:\s]+)|error reading header from ([^:\s]+)/.exec(err.toolOutput);
+  if (image) return new ConflictError(`the RBD image ${image[1] ?? image[2]} does not exist: the volume is broken`);
+  if (err.exitCode === EBUSY || /still has watchers/.test(err.toolOutput)) return new ConflictError('the RBD image is open by a client (it has watchers)');
   return null;
 }
 
@@ -46,12 +55,19 @@ export class Rbd {
     return `${ref.pool}/${ref.image}`;
   }
 
-  private async run(args: string[], opts: Omit<RunOptions, 'timeoutMs'> = {}) {
-    const base = ['--conf', this.target.conf, '--id', this.target.id, ...CLIENT_TIMEOUTS];
+  /**
+   * Runs rbd; `absentOk` makes a missing image an answer (exit 2) instead of an error, but never a
+   * missing pool (rbd exits 2 for both: a purge must not take a pool it cannot open for an image gone).
+   */
+  private async run(args: string[], opts: Omit<RunOptions, 'timeoutMs'> & { absentOk?: boolean; timeoutMs?: number } = {}) {
+    const base = ['--conf', this.target.conf, '--id', this.target.id, ...CLIENT_TIMEOUTS.flatMap(([k, v]) => [`--${k}`, v])];
+    const { absentOk, ...runOpts } = opts;
     try {
-      return await this.runner.run('rbd', [...base, ...args], { timeoutMs: this.timeoutMs, ...opts });
+      const result = await this.runner.run('rbd', [...base, ...args], { timeoutMs: this.timeoutMs, ...runOpts, okExitCodes: absentOk ? [ENOENT] : [] });
+      if (result.exitCode === ENOENT && /error opening pool/.test(result.stderr)) throw new ToolError('rbd failed', result.stderr, ENOENT);
+      return result;
     } catch (err) {
-      throw unreachable(err) ?? err;
+      throw rbdFailure(err) ?? err;
     }
   }
 
@@ -67,15 +83,25 @@ export class Rbd {
 
   /** The image's size in bytes, or null when it does not exist. */
   async size(image: RbdImage): Promise<number | null> {
-    const { stdout, exitCode } = await this.run(['info', '--format', 'json', this.spec(image)], { okExitCodes: [NO_SUCH_IMAGE] });
-    return exitCode === NO_SUCH_IMAGE ? null : (JSON.parse(stdout) as { size: number }).size;
+    const { stdout, exitCode } = await this.run(['info', '--format', 'json', this.spec(image)], { absentOk: true });
+    return exitCode === ENOENT ? null : (JSON.parse(stdout) as { size: number }).size;
   }
 
-  /** Removes an image and its snapshots; one that does not exist is not an error (a purge may be done twice). */
+  /** Whether a client has the image open (a hypervisor attached to it directly, a tgt LUN). */
+  async inUse(image: RbdImage): Promise<boolean> {
+    const { stdout, exitCode } = await this.run(['status', '--format', 'json', this.spec(image)], { absentOk: true });
+    return exitCode !== ENOENT && ((JSON.parse(stdout) as { watchers?: unknown[] }).watchers ?? []).length > 0;
+  }
+
+  /**
+   * Removes an image and its snapshots; one that does not exist is not an error (a purge may be done
+   * twice). An image still open is refused (409) before its snapshots are touched.
+   */
   async remove(image: RbdImage): Promise<void> {
-    const { exitCode } = await this.run(['snap', 'purge', '--no-progress', this.spec(image)], { okExitCodes: [NO_SUCH_IMAGE] });
-    if (exitCode === NO_SUCH_IMAGE) return;
-    await this.run(['rm', '--no-progress', this.spec(image)], { okExitCodes: [NO_SUCH_IMAGE] });
+    if (await this.inUse(image)) throw new ConflictError(`the RBD image ${this.spec(image)} is open by a client (it has watchers)`);
+    const { exitCode } = await this.run(['snap', 'purge', '--no-progress', this.spec(image)], { absentOk: true });
+    if (exitCode === ENOENT) return;
+    await this.run(['rm', '--no-progress', this.spec(image)], { absentOk: true });
   }
 
   /** The image's snapshots, oldest first (`rbd snap ls`; the date is when it was taken). */
@@ -107,14 +133,19 @@ export class Rbd {
     await this.run(['cp', '--no-progress', this.spec(source), this.spec(copy)], { signal });
   }
 
-  /** Writes the image's bytes, all of them, into `to` (a response), and ends it; `signal` stops it (the client went away). */
+  /**
+   * Writes the image's bytes, all of them, into `to` (a response), and ends it. Bounded by its client,
+   * not by the tool timeout (a slow reader of a large image may take hours): `signal` stops it when
+   * the client goes away, and the day-long timeout only catches a process that stopped moving.
+   */
   async export(image: RbdImage, to: NodeJS.WritableStream, signal: AbortSignal): Promise<void> {
-    await this.run(['export', '--no-progress', this.spec(image), '-'], { signal, stdoutTo: to });
+    await this.run(['export', '--no-progress', this.spec(image), '-'], { signal, stdoutTo: to, timeoutMs: 24 * 3600_000 });
     to.end();
   }
 
-  /** The address QEMU tools open the image by (`qemu-img`, `qemu-io`): `rbd:pool/image:conf=...:id=...`. */
+  /** The address QEMU tools open the image by (`rbd:pool/image:conf=...:id=...`), with the same client timeouts. */
   qemuUrl(image: RbdImage): string {
-    return `rbd:${this.spec(image)}:conf=${this.target.conf}:id=${this.target.id}`;
+    const options = CLIENT_TIMEOUTS.map(([k, v]) => `:${k}=${v}`).join('');
+    return `rbd:${this.spec(image)}:conf=${this.target.conf}:id=${this.target.id}${options}`;
   }
 }

@@ -1,4 +1,4 @@
-import { NotSupportedError, ToolError, UnavailableError } from '../errors.js';
+import { ToolError, UnavailableError } from '../errors.js';
 import type { CommandRunner } from './runner.js';
 
 /** tgtadm's exit code when no tgtd answers on the control socket ("Transport endpoint is not connected"). */
@@ -94,8 +94,9 @@ export class Tgtadm {
     try {
       await this.run(['--op', 'new', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(lun), ...backing, '-b', file]);
     } catch (err) {
+      // tgtadm says only "invalid request" or "unknown error": the image, the cluster and tgt-rbd are all suspects.
       if (rbd && err instanceof ToolError)
-        throw new NotSupportedError(`tgt could not open the RBD image ${file} (is tgt-rbd installed and the cluster reachable?)`);
+        throw new UnavailableError(`tgt could not open the RBD image ${file} (is the cluster reachable, the image there, tgt-rbd installed?)`);
       throw err;
     }
   }

@@ -26,7 +26,9 @@ export function requireCeph(ctx: StoreContext): Rbd {
 
 /** The image a Ceph volume's pointer names (volume lock held or the volume read-only). */
 export async function imageOf(dir: string, meta: VolumeMeta): Promise<RbdImage> {
-  const pointer = await readPointer(path.join(dir, RBD_POINTER_FILE));
+  const pointer = await readPointer(path.join(dir, RBD_POINTER_FILE), meta.volumeID).catch((err: Error) => {
+    throw new ConflictError(`volume ${meta.volumeID} is broken: ${err.message}`, { vid: meta.volumeID });
+  });
   if (!pointer) throw new ConflictError(`volume ${meta.volumeID} is broken: ${RBD_POINTER_FILE} is missing`, { vid: meta.volumeID });
   return pointer;
 }
@@ -47,24 +49,31 @@ export async function fillCephVolume(rbd: Rbd, claimed: Claimed, temp: string, m
   }
 }
 
+/** meta.json's fields of a new Ceph volume: its format, and the pool its image is made in (kept for the purge). */
+export function cephFields(rbd: Rbd): { format: 'rbd'; ceph: true; ceph_pool: string } {
+  return { format: 'rbd', ceph: true, ceph_pool: rbd.target.pool };
+}
+
 /**
- * The image a volume directory leaving the tree (a bin entry) still holds in the cluster, or null:
- * the one its pointer names, else, for a Ceph volume whose create died before the pointer, the one
- * named after its uid.
+ * The image a volume directory leaving the tree (a bin entry) still holds in the cluster, or null.
+ * Only ever the one named after the entry's own volume, `elemento-<uid>`, whatever its files say;
+ * in the pool its valid pointer names, else the one meta.json recorded at its claim (a create that
+ * died before its pointer), else this host's.
  */
 async function leftImage(entry: string, pool: string | undefined): Promise<RbdImage | null> {
-  if (!(await fs.stat(entry)).isDirectory()) return null;
-  const pointer = await readPointer(path.join(entry, RBD_POINTER_FILE)).catch(() => null);
-  if (pointer) return pointer;
   const uid = uidOfBinEntry(path.basename(entry));
-  if (!uid) return null;
+  if (!uid || !(await fs.stat(entry)).isDirectory()) return null;
+  const pointer = await readPointer(path.join(entry, RBD_POINTER_FILE), uid).catch(() => null);
   const meta = await readMeta(entry, uid).catch((err) => {
     if (err instanceof BrokenMetaError) return null;
     throw err;
   });
-  if (!meta || (!meta.ceph && meta.format !== 'rbd')) return null;
-  if (!pool) throw new NotSupportedError(`${entry} is a Ceph volume but no Ceph pool is configured to remove its image from`);
-  return { pool, image: imageNameOf(uid) };
+  const files = await fs.readdir(entry);
+  if (!pointer && !meta?.ceph && meta?.format !== 'rbd' && !files.includes(RBD_POINTER_FILE)) return null;
+  const recorded = typeof meta?.ceph_pool === 'string' ? meta.ceph_pool : undefined;
+  const from = pointer?.pool ?? recorded ?? pool;
+  if (!from) throw new NotSupportedError(`${entry} is a Ceph volume but no Ceph pool is known to remove its image from`);
+  return { pool: from, image: imageNameOf(uid) };
 }
 
 /**

@@ -11,7 +11,7 @@ import { QemuImgLayers } from '../tools/qemu-img-layers.js';
 import { canSee, findVolume, requireNotInUse } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 import { claimVolume, createResponse, fillClaim, type Claimed } from './create.js';
-import { fillCephVolume, imageOf, requireCeph } from './ceph.js';
+import { cephFields, fillCephVolume, imageOf, requireCeph } from './ceph.js';
 
 /** The body of `clone` (schemas/clone.json): the source, and the requester who will own the copy. */
 export type CloneRequest = {
@@ -110,7 +110,7 @@ export async function cloneVolume(ctx: StoreContext, req: CloneRequest, caller: 
     const reflink = !ceph && alg === 'cp' && (await canReflink(found.dir));
     const sameRoot = alg === 'overlay' || reflink;
     // The requester owns the copy: the caller a token names, else the body's creatorID (an admin may clone for anyone).
-    const fields = cloneFields(source, req, caller ?? req.creatorID, alg);
+    const fields = { ...cloneFields(source, req, caller ?? req.creatorID, alg), ...(ceph ? cephFields(requireCeph(ctx)) : {}) };
     const claim = await claimVolume(ctx, fields, 'create', sameRoot ? found.root : undefined);
     await fillClaim(ctx, claim, (temp) => fillClone(ctx, copier, { dir: found.dir, meta: source }, claim, alg, temp, { ...opts, reflink }));
     return claim;

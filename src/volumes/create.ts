@@ -11,7 +11,7 @@ import type { Root } from '../store/roots.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
 import type { StoreContext } from './context.js';
 import { faultPoint } from '../faults.js';
-import { fillCephVolume, requireCeph } from './ceph.js';
+import { cephFields, fillCephVolume, requireCeph } from './ceph.js';
 
 /** The body of `create` after schema defaults (schemas/create.json). */
 export interface CreateRequest {
@@ -157,7 +157,7 @@ export async function createVolume(ctx: StoreContext, req: CreateRequest): Promi
   if (req.ceph) {
     // An RBD image is raw bytes: the `format` asked (the seed's clients always send one) has no say.
     const rbd = requireCeph(ctx);
-    const claimed = await claimVolume(ctx, fieldsOf({ ...req, format: 'rbd' }, size, { ceph: true }), 'create');
+    const claimed = await claimVolume(ctx, { ...fieldsOf({ ...req, format: 'rbd' }, size), ...cephFields(rbd) }, 'create');
     await fillClaim(ctx, claimed, (temp) => fillCephVolume(rbd, claimed, temp, (image) => rbd.create(image, size)));
     ctx.log.info('Ceph volume created', { vid: claimed.uid, root: claimed.root.path, pool: rbd.target.pool, size });
     return createResponse(claimed.meta, req.size);

@@ -1,7 +1,9 @@
 import { promises as fs } from 'node:fs';
 import { readMeta } from '../store/meta.js';
 import { moveToBin } from '../store/recovery.js';
+import { ConflictError } from '../errors.js';
 import { findVolume, requireNoOverlays, requireNotInUse, requireOwner } from './access.js';
+import { imageOf } from './ceph.js';
 import type { Caller, StoreContext } from './context.js';
 import { faultPoint } from '../faults.js';
 
@@ -17,6 +19,9 @@ export async function destroyVolume(ctx: StoreContext, vid: string, caller: Call
     const meta = await readMeta(record.dir, vid);
     requireNotInUse(await fs.readdir(record.dir), meta, 'destroyed');
     requireNoOverlays(ctx, meta, 'destroyed');
+    // A hypervisor may open a Ceph volume's image directly (info shows it): the daemon sees it only as a watcher.
+    if (meta.format === 'rbd' && ctx.rbd && (await ctx.rbd.inUse(await imageOf(record.dir, meta))))
+      throw new ConflictError(`volume ${vid} is open by a client of its Ceph image and cannot be destroyed`, { vid });
     faultPoint('destroy.before-bin-rename');
     const binned = await moveToBin(record.dir, lock.operationUid);
     faultPoint('destroy.after-bin-rename');

@@ -27,7 +27,12 @@ interface SnapshotStore {
   remove(name: string): Promise<void>;
 }
 
-/** qcow2's internal snapshots (`qemu-img snapshot`), or a Ceph volume's RBD snapshots (`rbd snap`); 400 for any other format. */
+/**
+ * qcow2's internal snapshots (`qemu-img snapshot`), or a Ceph volume's RBD snapshots (`rbd snap`); 400
+ * for any other format. Both tools give the image back the size it had when the snapshot was taken;
+ * volumes only grow, so a revert grows it again to the volume's size (the bytes past the snapshot's
+ * end read as zeros) and meta.json stays true.
+ */
 async function snapshotStore(ctx: StoreContext, dir: string, meta: VolumeMeta): Promise<SnapshotStore> {
   if (meta.format === 'rbd') {
     const rbd = requireCeph(ctx);
@@ -35,7 +40,10 @@ async function snapshotStore(ctx: StoreContext, dir: string, meta: VolumeMeta): 
     return {
       list: () => rbd.snapshots(image),
       create: (name) => rbd.createSnapshot(image, name),
-      revert: (name) => rbd.rollback(image, name),
+      revert: async (name) => {
+        await rbd.rollback(image, name);
+        if (((await rbd.size(image)) ?? meta.size) < meta.size) await rbd.resize(image, meta.size);
+      },
       remove: (name) => rbd.deleteSnapshot(image, name),
     };
   }
@@ -46,7 +54,10 @@ async function snapshotStore(ctx: StoreContext, dir: string, meta: VolumeMeta): 
   return {
     list: () => layers.snapshots(data),
     create: (name) => layers.createSnapshot(data, name),
-    revert: (name) => layers.applySnapshot(data, name),
+    revert: async (name) => {
+      await layers.applySnapshot(data, name);
+      if ((await ctx.qemuImg.info(data, 'qcow2')).virtualSize < meta.size) await ctx.qemuImg.resize(data, 'qcow2', meta.size);
+    },
     remove: (name) => layers.deleteSnapshot(data, name),
   };
 }

@@ -9,7 +9,7 @@ import { hasPattern, writePattern } from '../helpers/images.js';
 import { startImageServer } from '../helpers/image-server.js';
 import { iqnFor } from '../../src/exporters/iqn.js';
 import { iscsiUrl, missingIscsiTool, qemuIo, startTgtd } from '../helpers/tgt.js';
-import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, skipBecause, snapshotTree } from '../helpers/tree.js';
+import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, skipBecause, snapshotTree, waitFor } from '../helpers/tree.js';
 
 const MB = 1024 * 1024;
 
@@ -51,7 +51,10 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     await d?.stop();
     await removeTree(mnt);
     // The tests share one cluster: each starts with an empty pool.
-    for (const image of await images()) await rbd('rm', '--no-progress', `${ceph.pool}/${image}`);
+    for (const image of await images()) {
+      await rbd('snap', 'purge', '--no-progress', `${ceph.pool}/${image}`);
+      await rbd('rm', '--no-progress', `${ceph.pool}/${image}`);
+    }
   });
 
   const volDir = (vid: string) => path.join(mnt, 'a', `vid.${vid}.elimg`);
@@ -103,12 +106,13 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     const head = await d.api.head(`/api/v1.0/volumes/${vid}/data`).expect(200);
     expect(head.headers['content-length']).to.equal('10000384');
 
-    // The image gone from the cluster behind the daemon's back: a JSON error, not a short body.
+    // The image gone from the cluster behind the daemon's back: a JSON error saying so, not a short body.
     await rbd('rm', '--no-progress', `${ceph.pool}/${imageOf(vid)}`);
-    const broken = await d.api.get(`/api/v1.0/volumes/${vid}/data`);
-    expect(broken.status).to.equal(500);
+    const broken = await d.api.get(`/api/v1.0/volumes/${vid}/data`).expect(409);
     expect(broken.headers['content-type']).to.match(/json/);
-    expect(broken.body.error).to.be.a('string');
+    expect(broken.body.error).to.equal(`volume ${vid} is broken: its RBD image ${ceph.pool}/${imageOf(vid)} does not exist`);
+    const resize = await d.post('update/resize', { vid, creatorID: OWNER, size: 0.02 }).expect(409);
+    expect(resize.body.error).to.equal(`the RBD image ${imageOf(vid)} does not exist: the volume is broken`);
   });
 
   it('counts Ceph volumes in the root quota: the fourth is refused with 507 and leaves no image', async () => {
@@ -157,6 +161,48 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(await images()).to.deep.equal([]);
   });
 
+  it('a revert to a snapshot taken before a resize keeps the volume\'s size (volumes only grow)', async () => {
+    const vid = await create();
+    await writePattern(url(imageOf(vid)), 'raw', 0x21, 0, MB);
+    await d.post('snapshot/create', { vid, creatorID: OWNER, name: 'small' }).expect(200);
+    await d.post('update/resize', { vid, creatorID: OWNER, size: 0.02 }).expect(200);
+    await d.post('snapshot/revert', { vid, creatorID: OWNER, name: 'small' }).expect(200);
+    expect(await imageSize(imageOf(vid))).to.equal(20_000_256);
+    expect((await d.post('info', { volume_id: vid }).expect(200)).body.size).to.equal(20_000_256);
+    expect(await hasPattern(url(imageOf(vid)), 'raw', 0x21, 0, MB)).to.equal(true);
+  });
+
+  it('a pointer copied from another volume makes the copy broken (409), and its destroy never touches the other\'s image', async () => {
+    const a = await create();
+    const b = await create();
+    await fs.copyFile(path.join(volDir(a), 'data.rbd'), path.join(volDir(b), 'data.rbd'));
+    await d.daemon.ctx.index.reloadDir(volDir(b));
+    const info = await d.post('info', { volume_id: b }).expect(409);
+    expect(info.body.error).to.equal(`volume ${b} is broken: data.rbd names the image ${imageOf(a)}, not this volume's ${imageOf(b)}`);
+    await d.post('destroy', { volume_id: b }).expect(409);
+    // Destroyed by hand (an operator moves it to the bin): the purge removes B's own image, never A's.
+    await fs.mkdir(path.join(mnt, 'a', '.elemento-bin'), { recursive: true });
+    await fs.rename(volDir(b), path.join(mnt, 'a', '.elemento-bin', `vid.${b}.elimg.${'3'.repeat(32)}`));
+    await d.daemon.ctx.purger.now(path.join(mnt, 'a', '.elemento-bin', `vid.${b}.elimg.${'3'.repeat(32)}`));
+    expect(await images()).to.deep.equal([imageOf(a)]);
+  });
+
+  it('refuses to destroy a Ceph volume whose image a client has open (a watcher), and destroys it once closed', async () => {
+    const vid = await create();
+    const holder = execa('qemu-io', ['-f', 'raw', url(imageOf(vid))], { stdin: 'pipe', reject: false });
+    try {
+      await waitFor(async () => JSON.parse((await rbd('status', '--format', 'json', `${ceph.pool}/${imageOf(vid)}`)).stdout).watchers.length > 0, 10_000, 'a watcher');
+      const res = await d.post('destroy', { volume_id: vid }).expect(409);
+      expect(res.body.error).to.equal(`volume ${vid} is open by a client of its Ceph image and cannot be destroyed`);
+    } finally {
+      holder.stdin!.end('quit\n');
+      await holder;
+    }
+    await d.post('destroy', { volume_id: vid }).expect(200);
+    await d.daemon.ctx.purger.idle();
+    expect(await images()).to.deep.equal([]);
+  });
+
   it('a Ceph volume is raw whatever format the body names (the seed\'s clients always send one)', async () => {
     const vid = await create({ format: 'qcow2' });
     expect(JSON.parse(await fs.readFile(path.join(volDir(vid), 'meta.json'), 'utf8'))).to.include({ format: 'rbd', ceph: true });
@@ -179,6 +225,11 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
       const gone = await d.post('create/url', { creatorID: OWNER, url: server.url('/missing.qcow2'), ceph: true }).expect(502);
       expect(gone.body.code).to.equal('upstream_failed');
       expect(await images()).to.deep.equal([imageOf(vid)]);
+      await d.stop();
+      d = await startTestDaemon(mnt, { ...cephConfig(), cephPool: 'no-such-pool' });
+      const noPool = await d.post('create/url', { creatorID: OWNER, url: server.url('/cloud.qcow2'), ceph: true }).expect(503);
+      expect(noPool.body.error).to.equal('the Ceph pool no-such-pool cannot be opened (it does not exist, or the client may not use it)');
+      expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.deep.equal([`vid.${vid}.elimg`]);
     } finally {
       await server.close();
       await fs.rm(src, { recursive: true, force: true });

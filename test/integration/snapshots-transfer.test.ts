@@ -46,6 +46,16 @@ describe('snapshots of qcow2 volumes (real qemu-img)', () => {
     expect((await fs.readdir(dir)).sort()).to.deep.equal(['data.qcow2', 'meta.json']);
   });
 
+  it('a revert to a snapshot taken before a resize keeps the volume\'s size (qemu-img would shrink it back)', async () => {
+    await writePattern(data, 'qcow2', 0x5e, 0, MB);
+    await t.d.post('snapshot/create', { vid, creatorID: OWNER, name: 'small' }).expect(200);
+    await t.d.post('update/resize', { vid, creatorID: OWNER, size: 0.2 }).expect(200);
+    await t.d.post('snapshot/revert', { vid, creatorID: OWNER, name: 'small' }).expect(200);
+    expect(JSON.parse((await execa('qemu-img', ['info', '--output=json', data])).stdout)['virtual-size']).to.equal(200_000_000);
+    expect((await t.d.post('info', { volume_id: vid }).expect(200)).body.size).to.equal(200_000_000);
+    expect(await hasPattern(data, 'qcow2', 0x5e, 0, MB)).to.equal(true);
+  });
+
   it('refuses what it must, changing nothing: names, owners, formats, duplicates, exports, locks', async () => {
     await t.d.post('snapshot/create', { vid, creatorID: OWNER, name: 'one' }).expect(200);
     const raw = (await t.d.post('create', seedCreateBody({ format: 'raw', size: 0.01 })).expect(200)).body.vid;

@@ -10,16 +10,18 @@ import type { StoreContext } from '../../volumes/context.js';
 import { callerOf } from '../handler.js';
 
 /**
- * A Ceph volume's bytes, streamed from `rbd export` (whole: Range is not honoured, `Accept-Ranges: none`;
- * a HEAD answers the headers without reading the cluster). A failure after the first byte cuts the
- * connection, so the client never takes a short body for the image (Content-Length says how long it is).
+ * A Ceph volume's bytes, streamed from `rbd export` (whole: Range is not honoured, `Accept-Ranges: none`).
+ * Content-Length is the image's size as the cluster says it (409 when the image is gone). A failure
+ * after the first byte cuts the connection, so the client never takes a short body for the image.
  */
-function sendRbdImage(ctx: StoreContext, record: VolumeRecord & { meta: VolumeMeta }, req: Request, res: Response, next: NextFunction): void {
+async function sendRbdImage(ctx: StoreContext, record: VolumeRecord & { meta: VolumeMeta }, req: Request, res: Response, next: NextFunction): Promise<void> {
   const rbd = requireCeph(ctx);
   if (!record.rbd) throw new ConflictError(`volume ${record.uid} is broken: data.rbd cannot be read`, { vid: record.uid });
+  const size = await rbd.size(record.rbd);
+  if (size === null) throw new ConflictError(`volume ${record.uid} is broken: its RBD image ${record.rbd.pool}/${record.rbd.image} does not exist`, { vid: record.uid });
   const headers = {
     'Content-Type': 'application/octet-stream',
-    'Content-Length': String(record.meta.size),
+    'Content-Length': String(size),
     'Content-Disposition': `attachment; filename="${record.uid}.img"`,
     'X-Image-Format': 'raw',
     'Accept-Ranges': 'none',
@@ -51,7 +53,7 @@ export function downloadRoutes(ctx: StoreContext): Router {
     const clientUid = typeof req.query.client_uid === 'string' ? req.query.client_uid.toLowerCase() : undefined;
     const record = findVolume(ctx, vid, callerOf(res, clientUid ? { client_uid: clientUid } : {}));
     const { format } = record.meta;
-    if (format === 'rbd') return sendRbdImage(ctx, record, req, res, next);
+    if (format === 'rbd') return void sendRbdImage(ctx, record, req, res, next).catch(next);
     const name = dataFileName(format);
     res.sendFile(
       path.join(record.dir, name),

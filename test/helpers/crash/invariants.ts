@@ -131,7 +131,7 @@ async function volumeViolations(dir: string, uid: string, out: string[], images:
     return null;
   }
   if (meta.format === 'rbd') {
-    const pointer = await readPointer(path.join(dir, data)).catch((err: Error) => (out.push(`${uid}: ${err.message}`), null));
+    const pointer = await readPointer(path.join(dir, data), uid).catch((err: Error) => (out.push(`${uid}: ${err.message}`), null));
     if (!pointer) return null;
     pointed.add(pointer.image);
     const size = images.get(pointer.image);
