@@ -47,6 +47,11 @@ export class Purger {
     }
   }
 
+  /** Bin entries whose last purge failed (shown in `status`). */
+  get failures(): string[] {
+    return [...this.failed];
+  }
+
   /** Queues again every entry whose purge failed (the daemon calls it periodically). */
   retry(): void {
     for (const binned of this.failed) this.later(binned);

@@ -185,22 +185,32 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     await fs.rename(volDir(b), path.join(mnt, 'a', '.elemento-bin', `vid.${b}.elimg.${'3'.repeat(32)}`));
     await d.daemon.ctx.purger.now(path.join(mnt, 'a', '.elemento-bin', `vid.${b}.elimg.${'3'.repeat(32)}`));
     expect(await images()).to.deep.equal([imageOf(a)]);
+    expect((await d.api.get('/api/v1.0/status').expect(200)).body.purgeFailures).to.deep.equal([]);
   });
 
-  it('refuses to destroy a Ceph volume whose image a client has open (a watcher), and destroys it once closed', async () => {
+  it('refuses to destroy a Ceph volume whose image a client has open (a watcher); its purge waits and is retried until it is closed', async () => {
     const vid = await create();
     const holder = execa('qemu-io', ['-f', 'raw', url(imageOf(vid))], { stdin: 'pipe', reject: false });
     try {
       await waitFor(async () => JSON.parse((await rbd('status', '--format', 'json', `${ceph.pool}/${imageOf(vid)}`)).stdout).watchers.length > 0, 10_000, 'a watcher');
       const res = await d.post('destroy', { volume_id: vid }).expect(409);
       expect(res.body.error).to.equal(`volume ${vid} is open by a client of its Ceph image and cannot be destroyed`);
+      // Moved to the bin by hand while open: the purge keeps the entry and says so in status.
+      const binned = path.join(mnt, 'a', '.elemento-bin', `vid.${vid}.elimg.${'4'.repeat(32)}`);
+      await fs.mkdir(path.dirname(binned), { recursive: true });
+      await fs.rename(volDir(vid), binned);
+      await d.daemon.ctx.purger.now(binned);
+      expect((await d.api.get('/api/v1.0/status').expect(200)).body.purgeFailures).to.deep.equal([binned]);
+      expect(await images()).to.deep.equal([imageOf(vid)]);
     } finally {
       holder.stdin!.end('quit\n');
       await holder;
     }
-    await d.post('destroy', { volume_id: vid }).expect(200);
+    // Closed: the periodic retry removes the image and the entry.
+    d.daemon.ctx.purger.retry();
     await d.daemon.ctx.purger.idle();
     expect(await images()).to.deep.equal([]);
+    expect((await d.api.get('/api/v1.0/status').expect(200)).body.purgeFailures).to.deep.equal([]);
   });
 
   it('a Ceph volume is raw whatever format the body names (the seed\'s clients always send one)', async () => {

@@ -30,6 +30,8 @@ export function statusRoutes(daemon: Daemon): Router {
       exporter: { name: daemon.exports.exporter.name, capabilities: daemon.exports.exporter.capabilities, portal: daemon.config.iscsiPortal },
       jobs: daemon.ctx.jobs.list(),
       locksCompromised: daemon.ctx.locks.compromised,
+      // Bin entries not purged yet because their purge failed (an RBD image still open, a cluster down): retried every minute.
+      purgeFailures: daemon.ctx.purger.failures,
     });
   });
   return r;
