@@ -303,7 +303,7 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(await images()).to.deep.equal([]);
   });
 
-  it('exports a Ceph volume over iSCSI through tgt\'s rbd backing store: bytes written by the initiator are in the image', async function () {
+  it('exports a Ceph volume over iSCSI through tgt\'s rbd backing store: bytes written by the initiator are in the image; a live migration reaches it from both sides', async function () {
     const missing = missingIscsiTool();
     if (missing) skipBecause(this, missing);
     const tgtd = await startTgtd();
@@ -318,6 +318,14 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
       expect(await hasPattern(url(imageOf(vid)), 'raw', 0x5a, MB, MB)).to.equal(true);
       expect((await d.daemon.exports.reconcile())).to.include({ kept: 1, recreated: 0, removed: 0 });
       await d.post('destroy', { volume_id: vid }).expect(409);
+      // A live migration to OWNER: both hypervisors reach the image while it runs, the destination alone after.
+      await d.post('migration/prepare', { volume_id: vid, client_uid: OWNER, source_client_uid: OTHER }).expect(200);
+      expect((await tgtd.targets()).sort()).to.deep.equal([iqn, iqnFor(OWNER, vid)].sort());
+      expect((await qemuIo(iscsiUrl(tgtd, iqnFor(OWNER, vid)), 'raw', `read -P 0x5a ${MB} ${MB}`, true)).ok).to.equal(true);
+      await d.post('migration/conclude', { volume_id: vid, client_uid: OWNER, source_client_uid: OTHER }).expect(200);
+      expect(await tgtd.targets()).to.deep.equal([iqnFor(OWNER, vid)]);
+      await d.post('unexport', { volume_id: vid, client_uid: OWNER }).expect(200);
+      await d.post('export', { volume_id: vid, client_uid: OTHER }).expect(200);
       // A target whose marker is gone (a withdraw cut between its two steps) is found by its image's name and removed.
       await fs.rm(path.join(volDir(vid), `${iqn}.exported`));
       expect((await d.daemon.exports.reconcile())).to.include({ kept: 0, removed: 1 });
