@@ -3,7 +3,9 @@
  * every operation, `--trials` times each, and at `--random` random moments of a stream of
  * operations, restarting it and checking the invariants after each kill.
  *   npm run soak -- --trials 10 --random 200 --seed 42
- * With `--exports`, the export operations (export, unexport, migration steps) against a private tgtd.
+ * With `--exports`, the export operations (export, unexport, migration steps) against a private tgtd;
+ * with `--ceph`, the Ceph volume operations against a private single-node Ceph cluster (their random
+ * streams mix them with the tree operations).
  */
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
@@ -14,6 +16,8 @@ import { CrashHarness, seededRandom, type TrialResult } from '../test/helpers/cr
 import { EXPORT_CRASH_OPERATIONS } from '../test/helpers/crash/export-operations.js';
 import { CRASH_OPERATIONS } from '../test/helpers/crash/operations.js';
 import { startTgtd } from '../test/helpers/tgt.js';
+import { startCeph, type CephCluster } from '../test/helpers/ceph.js';
+import { CEPH_CRASH_OPERATIONS } from '../test/helpers/crash/ceph-operations.js';
 
 const opts = new Command()
   .option('--trials <n>', 'trials per fault point', '3')
@@ -21,6 +25,7 @@ const opts = new Command()
   .option('--seed <n>', 'seed of the random kills', String(Date.now() % 100000))
   .option('--only <operations>', 'only these operations (comma-separated)')
   .option('--exports', 'the export and migration operations, exporting to a private tgtd')
+  .option('--ceph', 'the Ceph volume operations, on a private single-node Ceph cluster')
   .parse()
   .opts();
 
@@ -31,8 +36,18 @@ async function main(): Promise<void> {
     await fs.writeFile(path.join(mnt, root, 'settings.json'), JSON.stringify(settings));
   }
   const tgtd = opts.exports ? await startTgtd() : null;
-  const operations = tgtd ? EXPORT_CRASH_OPERATIONS : CRASH_OPERATIONS;
-  const harness = new CrashHarness(mnt, 'process', 2000, { operations, ...(tgtd ? { exports: { controlPort: tgtd.controlPort, portal: tgtd.portal } } : {}) });
+  let ceph: CephCluster | null = null;
+  if (opts.ceph) {
+    const started = await startCeph(await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-soak-ceph-')));
+    if (typeof started === 'string') throw new Error(`--ceph: ${started}`);
+    ceph = started;
+  }
+  const operations = tgtd ? EXPORT_CRASH_OPERATIONS : ceph ? [...CEPH_CRASH_OPERATIONS, ...CRASH_OPERATIONS] : CRASH_OPERATIONS;
+  const harness = new CrashHarness(mnt, 'process', 2000, {
+    operations,
+    ...(tgtd ? { exports: { controlPort: tgtd.controlPort, portal: tgtd.portal } } : {}),
+    ...(ceph ? { ceph: { conf: ceph.conf, id: ceph.id, pool: ceph.pool } } : {}),
+  });
   const results: TrialResult[] = [];
   const report = (r: TrialResult) => {
     results.push(r);
@@ -43,13 +58,17 @@ async function main(): Promise<void> {
     // A trial the harness itself could not finish counts as a failure, and the soak goes on.
     const trial = async (operation: string, point: string, run: () => Promise<TrialResult>) =>
       report(await run().catch((err: Error) => ({ operation, point, crashed: true, violations: [`harness error: ${err.message}`], ms: 0 })));
-    for (const op of operations.filter((o) => !opts.only || String(opts.only).split(',').includes(o.name)))
+    // With --ceph the point trials are the Ceph operations' (the tree's run without it); the random streams mix all.
+    const pointOps = ceph ? CEPH_CRASH_OPERATIONS : operations;
+    for (const op of pointOps.filter((o) => !opts.only || String(opts.only).split(',').includes(o.name)))
       for (const point of op.points) for (let i = 0; i < Number(opts.trials); i++) await trial(op.name, point, () => harness.pointTrial(op, point));
     const random = seededRandom(Number(opts.seed));
     for (let i = 0; i < Number(opts.random); i++) await trial('random', '', () => harness.randomTrial(random));
   } finally {
     await harness.close();
     await tgtd?.stop();
+    await ceph?.stop();
+    if (ceph) await fse.remove(path.dirname(ceph.conf));
     await fse.remove(mnt);
   }
   const failed = results.filter((r) => r.violations.length).length;
