@@ -33,6 +33,8 @@ export class BrokenMetaError extends Error {}
 
 /** The virtual size of an image read from its own bytes, for hand-made meta.json without `size`. */
 async function sizeFromImage(file: string, format: VolumeFormat): Promise<number> {
+  // data.rbd is a pointer: the image's size is in the cluster, which a scan never asks.
+  if (format === 'rbd') throw new BrokenMetaError('meta.json of a Ceph volume must give its size');
   if (format !== 'qcow2') return (await fs.stat(file)).size;
   const handle = await fs.open(file, 'r');
   try {
