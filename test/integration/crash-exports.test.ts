@@ -38,6 +38,8 @@ describe('crash consistency of exports and migrations (SIGKILL at every fault po
       });
 
   it('the check sees a target no marker claims, and a marker without its target', async () => {
+    // The harness's last daemon reconciles exports every 200 ms and would remove the leaked target: stopped first.
+    await harness.close();
     const leaked = `${IQN_PREFIX}${'1'.repeat(32)}`;
     await tgtd().tgtadm(['--op', 'new', '--mode', 'target', '--tid', '900', '--targetname', leaked]);
     // No daemon: its sweep would remove the volume directory this test makes by hand. The check only needs `status`.
