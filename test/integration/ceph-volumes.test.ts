@@ -213,6 +213,29 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect((await d.api.get('/api/v1.0/status').expect(200)).body.purgeFailures).to.deep.equal([]);
   });
 
+  it('two daemons on one tree and one pool: concurrent creates fill the root exactly, concurrent destroys remove each image once', async () => {
+    const other = await startTestDaemon(mnt, cephConfig());
+    try {
+      const body = seedCreateBody({ ceph: true, size: 0.01 });
+      const answers = await Promise.all([d, other].flatMap((daemon) => Array.from({ length: 6 }, () => daemon.post('create', body))));
+      const made = answers.filter((a) => a.status === 200).map((a) => a.body.vid as string);
+      expect(made).to.have.length(3);
+      expect(answers.filter((a) => a.status !== 200).map((a) => a.status)).to.deep.equal(Array(9).fill(507));
+      expect((await images()).sort()).to.deep.equal(made.map(imageOf).sort());
+      for (const daemon of [d, other]) await waitFor(async () => (await daemon.api.get('/api/v1.0/status')).body.volumes === 3, 5000, 'both indexes to see the volumes');
+      const destroys = await Promise.all(made.flatMap((vid) => [d, other].map((daemon) => daemon.post('destroy', { volume_id: vid }))));
+      for (let i = 0; i < made.length; i++) {
+        const [first, second] = destroys.slice(i * 2, i * 2 + 2).map((a) => a.status).sort();
+        expect(first).to.equal(200);
+        expect([404, 409]).to.include(second);
+      }
+      await Promise.all([d, other].map((daemon) => daemon.daemon.ctx.purger.idle()));
+      expect(await images()).to.deep.equal([]);
+    } finally {
+      await other.stop();
+    }
+  });
+
   it('a Ceph volume is raw whatever format the body names (the seed\'s clients always send one)', async () => {
     const vid = await create({ format: 'qcow2' });
     expect(JSON.parse(await fs.readFile(path.join(volDir(vid), 'meta.json'), 'utf8'))).to.include({ format: 'rbd', ceph: true });
