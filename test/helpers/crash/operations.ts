@@ -234,13 +234,13 @@ export const CRASH_OPERATIONS: CrashOperation[] = [
     run: (api, s) => api.post('destroy', { volume_id: s.vid }),
   },
   // A clone holds its source's lock and makes its volume with create's claim; what must survive is the source.
-  ...(['cp', 'overlay', 'rsync'] as const).map((alg) => ({
+  ...(['cp', 'overlay', 'rsync', 'rclone'] as const).map((alg) => ({
     name: `clone-${alg}`,
     points: ['lock.after-marker', 'root-lock.after-acquire', 'create.after-mkdir', 'create.after-meta', 'create.after-temp-image', 'create.after-publish', 'lock.before-mutex-release'],
     setup: clonableVolume,
     run: (api: Api, s: Subject) => api.post('clone', { volume_id: s.vid, creatorID: OWNER, alg }),
     verify: patternKept,
-    shortRun: alg === 'overlay' ? 'create.after-publish' : 'create.after-temp-image',
+    shortRun: alg === 'overlay' ? 'create.after-publish' : alg === 'rclone' ? 'create.after-meta' : 'create.after-temp-image',
   })),
   {
     name: 'compact',
@@ -257,6 +257,14 @@ export const CRASH_OPERATIONS: CrashOperation[] = [
     points: ['create.after-meta', 'import.after-receive', 'import.after-convert', 'create.after-temp-image'],
     setup: async () => ({}),
     run: async (api) => api.post('create/url', { ...seedCreateBody({ format: 'qcow2' }), size: undefined, url: await imageUrl() }),
+  },
+  {
+    // A bootable cloud image from a URL, marked cloudinit: create/url's path, the client's other endpoint.
+    name: 'cloudinit-create',
+    points: ['create.after-meta', 'import.after-receive', 'import.after-convert', 'create.after-temp-image'],
+    setup: async () => ({}),
+    run: async (api) => api.post('cloudinit/create', { ...seedCreateBody({ format: 'qcow2', bootable: true }), size: undefined, url: await imageUrl(), cloudinit: true }),
+    shortRun: 'import.after-convert',
   },
   {
     name: 'upload',
