@@ -15,6 +15,8 @@ export class Purger {
   private stopped = false;
   /** Entries whose purge failed (an RBD image still open, a cluster down): tried again by retry(). */
   private readonly failed = new Set<string>();
+  /** Entries queued and not yet purged: one entry is never queued twice (a slow retry, a repeated sweep). */
+  private readonly queued = new Set<string>();
 
   /**
    * `release` frees what an entry holds outside the tree (a Ceph volume's RBD image) before the
@@ -32,14 +34,22 @@ export class Purger {
 
   /** Queues the removal of an entry already in a bin. */
   later(binned: string): void {
-    this.tail = this.tail.then(() => (this.stopped ? undefined : this.now(binned)));
+    if (this.queued.has(binned)) return;
+    this.queued.add(binned);
+    this.tail = this.tail.then(async () => {
+      this.queued.delete(binned);
+      if (!this.stopped) await this.now(binned);
+    });
   }
 
   /** Removes an entry already in a bin now; a failure is logged, the entry left for retry() (and the next start). */
   async now(binned: string): Promise<void> {
     try {
-      await this.release(binned);
-      await fse.remove(binned);
+      // Gone already (another daemon's sweep, an operator): nothing left to free.
+      if (await fse.pathExists(binned)) {
+        await this.release(binned);
+        await fse.remove(binned);
+      }
       this.failed.delete(binned);
     } catch (err) {
       if (!this.failed.has(binned)) this.log.warn('purge failed; tried again later', { path: binned, ...errorFields(err) });

@@ -40,6 +40,14 @@ async function imageInfo(data: string, uid: string, format: string, { qemuImg, r
   return { virtualSize: size };
 }
 
+/** Grows a volume's image to `size` bytes (qemu-img for files, rbd for a Ceph volume). */
+async function growImage(data: string, uid: string, format: string, size: number, { qemuImg, rbd }: RecoveryTools): Promise<void> {
+  if (format !== 'rbd') return qemuImg.resize(data, format as 'raw' | 'qcow2', size);
+  const pointer = await readPointer(data, uid);
+  if (!pointer) throw new Error(`${data} is missing`);
+  await rbd!.resize(pointer, size);
+}
+
 /** Removes a volume whose creation died before its data was published, and says it is gone. */
 async function removeDeadCreate(dir: string, uid: string, { log, purge }: RecoveryTools): Promise<never> {
   log.warn('removing a volume whose creation died', { vid: uid });
@@ -57,7 +65,9 @@ async function removeDeadCreate(dir: string, uid: string, { log, purge }: Recove
  * - a convert that died between its steps: meta.json is the truth, the other data file goes;
  * - a resize that died before meta.json was rewritten: meta.json takes the image's real size;
  * - a migration step (prepare, conclude, revert) that died half-way: reverted or finished;
- * - a compact that died after its data's rename: meta.json loses the `base` the image no longer has.
+ * - a compact that died after its data's rename: meta.json loses the `base` the image no longer has;
+ * - a snapshot revert that died after the rollback (the image has the snapshot's, smaller, size): the
+ *   image is grown back to the volume's size.
  */
 export async function recoverVolume(dir: string, staleMarkers: string[], tools: RecoveryTools): Promise<void> {
   const { rbd, log } = tools;
@@ -82,7 +92,12 @@ export async function recoverVolume(dir: string, staleMarkers: string[], tools: 
     }
     if (meta.format === 'raw' || meta.format === 'qcow2' || (meta.format === 'rbd' && rbd)) {
       const info = await imageInfo(path.join(dir, data!), uid, meta.format, tools);
-      if (info.virtualSize !== meta.size) {
+      if (info.virtualSize < meta.size && purposes.includes('snapshot')) {
+        // A revert died between the tool's rollback (which gives back the snapshot's size) and growing
+        // the image again: finish it; volumes only grow.
+        log.warn('image grown back to the volume size after an interrupted snapshot revert', { vid: uid, was: info.virtualSize, now: meta.size });
+        await growImage(path.join(dir, data!), uid, meta.format, meta.size, tools);
+      } else if (info.virtualSize !== meta.size) {
         log.warn('meta.json size corrected from the image after an interrupted operation', { vid: uid, was: meta.size, now: info.virtualSize });
         meta = { ...meta, size: info.virtualSize };
         await writeMeta(dir, meta);

@@ -98,7 +98,11 @@ export class ExecaRunner implements CommandRunner {
       ...(opts.stdoutTo ? { encoding: 'buffer' as const, buffer: { stdout: false } } : {}),
       env: { LC_ALL: 'C' },
     });
-    if (opts.stdoutTo) child.stdout?.pipe(opts.stdoutTo, { end: false });
+    if (opts.stdoutTo) {
+      child.stdout?.pipe(opts.stdoutTo, { end: false });
+      // A destination closed before the tool ends (a client gone) would leave it blocked on a full pipe.
+      opts.stdoutTo.once('close', () => child.kill());
+    }
     if (opts.onStdout) child.stdout?.on('data', (chunk: Buffer | string) => opts.onStdout!(chunk.toString()));
     const result = await child;
     const text = (out: unknown) => (out instanceof Uint8Array ? Buffer.from(out).toString('utf8') : String(out ?? ''));

@@ -42,6 +42,7 @@ async function snapshotStore(ctx: StoreContext, dir: string, meta: VolumeMeta): 
       create: (name) => rbd.createSnapshot(image, name),
       revert: async (name) => {
         await rbd.rollback(image, name);
+        faultPoint('snapshot.after-rollback');
         if (((await rbd.size(image)) ?? meta.size) < meta.size) await rbd.resize(image, meta.size);
       },
       remove: (name) => rbd.deleteSnapshot(image, name),
@@ -56,6 +57,7 @@ async function snapshotStore(ctx: StoreContext, dir: string, meta: VolumeMeta): 
     create: (name) => layers.createSnapshot(data, name),
     revert: async (name) => {
       await layers.applySnapshot(data, name);
+      faultPoint('snapshot.after-rollback');
       if ((await ctx.qemuImg.info(data, 'qcow2')).virtualSize < meta.size) await ctx.qemuImg.resize(data, 'qcow2', meta.size);
     },
     remove: (name) => layers.deleteSnapshot(data, name),

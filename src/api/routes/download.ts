@@ -17,7 +17,11 @@ import { callerOf } from '../handler.js';
 async function sendRbdImage(ctx: StoreContext, record: VolumeRecord & { meta: VolumeMeta }, req: Request, res: Response, next: NextFunction): Promise<void> {
   const rbd = requireCeph(ctx);
   if (!record.rbd) throw new ConflictError(`volume ${record.uid} is broken: data.rbd cannot be read`, { vid: record.uid });
+  // Listened for before the first cluster call: a client that leaves meanwhile must stop the export too.
+  const gone = new AbortController();
+  res.on('close', () => gone.abort());
   const size = await rbd.size(record.rbd);
+  if (gone.signal.aborted) return;
   if (size === null) throw new ConflictError(`volume ${record.uid} is broken: its RBD image ${record.rbd.pool}/${record.rbd.image} does not exist`, { vid: record.uid });
   const headers = {
     'Content-Type': 'application/octet-stream',
@@ -31,9 +35,8 @@ async function sendRbdImage(ctx: StoreContext, record: VolumeRecord & { meta: Vo
     res.end();
     return;
   }
-  const gone = new AbortController();
-  res.on('close', () => gone.abort());
   rbd.export(record.rbd, res, gone.signal).catch((err) => {
+    if (gone.signal.aborted) return; // the client went away: nothing to answer
     if (res.headersSent) return res.destroy(err as Error);
     for (const name of Object.keys(headers)) res.removeHeader(name);
     next(err);

@@ -36,6 +36,22 @@ export const CEPH_CRASH_OPERATIONS: CrashOperation[] = [
     run: (api, s) => api.post('clone', { volume_id: s.vid, creatorID: OTHER }),
   },
   {
+    // The rollback gives the image its snapshot-time size back: the setup grows the volume after the snapshot.
+    name: 'ceph-snapshot-revert',
+    points: ['snapshot.after-rollback', 'snapshot.after-revert'],
+    setup: async (api) => {
+      const subject = await cephVolume(api);
+      await expectOk(api.post('snapshot/create', { vid: subject.vid, creatorID: OWNER, name: 'kept' }), 'snapshot/create');
+      await expectOk(api.post('update/resize', { vid: subject.vid, creatorID: OWNER, size: SMALL * 2 }), 'update/resize');
+      return subject;
+    },
+    run: (api, s) => api.post('snapshot/revert', { vid: s.vid, creatorID: OWNER, name: 'kept' }),
+    verify: async (api, s) => {
+      const info = await api.post('info', { volume_id: s.vid });
+      return info.status === 200 && info.body.size === 20_000_256 ? [] : [`volume ${s.vid} answered ${info.status} with size ${info.body?.size}, not its 20000256 bytes`];
+    },
+  },
+  {
     name: 'ceph-destroy',
     points: ['destroy.before-bin-rename', 'destroy.after-bin-rename', 'destroy.before-purge'],
     setup: cephVolume,

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import type { Answer } from '../process.js';
+import { gbToBytes } from '../../../src/store/layout.js';
 import { hasPattern, writePattern } from '../images.js';
 import { startImageServer } from '../image-server.js';
 import { OTHER, OWNER, seedCreateBody } from '../tree.js';
@@ -188,6 +189,15 @@ async function patternKept(api: Api, subject: Subject): Promise<string[]> {
   return (await hasPattern(file, format, PATTERN, 0, 1 << 20)) ? [] : [`volume ${subject.vid} lost its data`];
 }
 
+/** The volume kept its data and the size it had (volumes only grow: a revert never shrinks one). */
+function sizeAndPatternKept(size: number) {
+  return async (api: Api, subject: Subject): Promise<string[]> => {
+    const info = await api.post('info', { volume_id: subject.vid });
+    if (info.status === 200 && info.body.size !== size) return [`volume ${subject.vid} is ${info.body.size} bytes, not the ${size} it had`];
+    return patternKept(api, subject);
+  };
+}
+
 export const CRASH_OPERATIONS: CrashOperation[] = [
   {
     name: 'create',
@@ -301,14 +311,16 @@ export const CRASH_OPERATIONS: CrashOperation[] = [
   },
   ...(['create', 'revert', 'delete'] as const).map((action) => ({
     name: `snapshot-${action}`,
-    points: [`snapshot.after-${action}`, 'lock.before-mutex-release'],
+    // A revert's rollback gives the image its snapshot-time size back: the setup grows the volume after the snapshot.
+    points: [...(action === 'revert' ? ['snapshot.after-rollback'] : []), `snapshot.after-${action}`, 'lock.before-mutex-release'],
     setup: async (api: Api) => {
       const subject = await patternedVolume(api, 'qcow2');
       if (action !== 'create') await expectOk(api.post('snapshot/create', { vid: subject.vid, creatorID: OWNER, name: 'kept' }), 'snapshot/create');
+      if (action === 'revert') await expectOk(api.post('update/resize', { vid: subject.vid, creatorID: OWNER, size: SMALL * 2 }), 'update/resize');
       return subject;
     },
     run: (api: Api, s: Subject) => api.post(`snapshot/${action}`, { vid: s.vid, creatorID: OWNER, name: action === 'create' ? 'new' : 'kept' }),
-    verify: patternKept,
+    verify: action === 'revert' ? sizeAndPatternKept(gbToBytes(SMALL * 2)) : patternKept,
   })),
   {
     name: 'transfer',
