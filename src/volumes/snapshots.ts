@@ -19,20 +19,18 @@ type SnapshotAction = 'create' | 'revert' | 'delete';
 /** How refusals name each action ("volume … cannot be snapshotted"). */
 const PAST: Record<SnapshotAction, string> = { create: 'snapshotted', revert: 'reverted to a snapshot', delete: 'stripped of a snapshot' };
 
-/** A volume's snapshots, whichever kind of image holds them. */
+/** A volume's snapshots, whichever kind of image holds them, and the image's size. */
 interface SnapshotStore {
   list(): Promise<ImageSnapshot[]>;
   create(name: string): Promise<void>;
-  revert(name: string): Promise<void>;
+  /** The tool's rollback: the image's bytes and its size become the snapshot's. */
+  rollback(name: string): Promise<void>;
   remove(name: string): Promise<void>;
+  size(): Promise<number>;
+  grow(size: number): Promise<void>;
 }
 
-/**
- * qcow2's internal snapshots (`qemu-img snapshot`), or a Ceph volume's RBD snapshots (`rbd snap`); 400
- * for any other format. Both tools give the image back the size it had when the snapshot was taken;
- * volumes only grow, so a revert grows it again to the volume's size (the bytes past the snapshot's
- * end read as zeros) and meta.json stays true.
- */
+/** qcow2's internal snapshots (`qemu-img snapshot`), or a Ceph volume's RBD snapshots (`rbd snap`); 400 for any other format. */
 async function snapshotStore(ctx: StoreContext, dir: string, meta: VolumeMeta): Promise<SnapshotStore> {
   if (meta.format === 'rbd') {
     const rbd = requireCeph(ctx);
@@ -40,12 +38,10 @@ async function snapshotStore(ctx: StoreContext, dir: string, meta: VolumeMeta): 
     return {
       list: () => rbd.snapshots(image),
       create: (name) => rbd.createSnapshot(image, name),
-      revert: async (name) => {
-        await rbd.rollback(image, name);
-        faultPoint('snapshot.after-rollback');
-        if (((await rbd.size(image)) ?? meta.size) < meta.size) await rbd.resize(image, meta.size);
-      },
+      rollback: (name) => rbd.rollback(image, name),
       remove: (name) => rbd.deleteSnapshot(image, name),
+      size: async () => (await rbd.size(image)) ?? meta.size,
+      grow: (size) => rbd.resize(image, size),
     };
   }
   if (meta.format !== 'qcow2')
@@ -55,13 +51,23 @@ async function snapshotStore(ctx: StoreContext, dir: string, meta: VolumeMeta): 
   return {
     list: () => layers.snapshots(data),
     create: (name) => layers.createSnapshot(data, name),
-    revert: async (name) => {
-      await layers.applySnapshot(data, name);
-      faultPoint('snapshot.after-rollback');
-      if ((await ctx.qemuImg.info(data, 'qcow2')).virtualSize < meta.size) await ctx.qemuImg.resize(data, 'qcow2', meta.size);
-    },
+    rollback: (name) => layers.applySnapshot(data, name),
     remove: (name) => layers.deleteSnapshot(data, name),
+    size: async () => (await ctx.qemuImg.info(data, 'qcow2')).virtualSize,
+    grow: (size) => ctx.qemuImg.resize(data, 'qcow2', size),
   };
+}
+
+/**
+ * Brings the volume back to a snapshot. Both tools also give the image the size it had when the
+ * snapshot was taken; volumes only grow, so the image is grown again to the volume's size (the bytes
+ * past the snapshot's end read as zeros) and meta.json stays true. Recovery finishes a revert that
+ * died between the two steps.
+ */
+async function revertTo(store: SnapshotStore, name: string, volumeSize: number): Promise<void> {
+  await store.rollback(name);
+  faultPoint('snapshot.after-rollback');
+  if ((await store.size()) < volumeSize) await store.grow(volumeSize);
 }
 
 /**
@@ -74,14 +80,14 @@ async function withSnapshots<T>(
   req: SnapshotRequest,
   caller: Caller,
   action: SnapshotAction,
-  fn: (store: SnapshotStore, existing: ImageSnapshot[]) => Promise<T>,
+  fn: (store: SnapshotStore, existing: ImageSnapshot[], meta: VolumeMeta) => Promise<T>,
 ): Promise<T> {
   return withOwnedVolume(ctx, req.vid, caller, 'snapshot', `${action} a snapshot of`, async (dir, meta) => {
     const store = await snapshotStore(ctx, dir, meta);
     if (!meta.readonly) requireNotInUse(await fs.readdir(dir), meta, PAST[action]);
     requireNoOverlays(ctx, meta, PAST[action]);
     try {
-      const done = await fn(store, await store.list());
+      const done = await fn(store, await store.list(), meta);
       faultPoint(`snapshot.after-${action}`);
       return done;
     } catch (err) {
@@ -110,9 +116,9 @@ export async function createSnapshot(ctx: StoreContext, req: SnapshotRequest, ca
 
 /** `snapshot/revert`: the volume's bytes become the snapshot's again (the snapshot stays). */
 export async function revertSnapshot(ctx: StoreContext, req: SnapshotRequest, caller: Caller) {
-  const snapshot = await withSnapshots(ctx, req, caller, 'revert', async (store, existing) => {
+  const snapshot = await withSnapshots(ctx, req, caller, 'revert', async (store, existing, meta) => {
     const found = named(existing, req);
-    await store.revert(found.name);
+    await revertTo(store, found.name, meta.size);
     return found;
   });
   ctx.log.info('volume reverted to a snapshot', { vid: req.vid, snapshot: req.name });
