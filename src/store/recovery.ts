@@ -31,21 +31,23 @@ export interface RecoveryTools {
   purge: (binned: string) => Promise<void>;
 }
 
-/** The size (and backing file) of a volume's image: from qemu-img, or from the cluster for a Ceph volume's pointer. */
-async function imageInfo(data: string, uid: string, format: string, { qemuImg, rbd }: RecoveryTools): Promise<{ virtualSize: number; backingFilename?: string }> {
-  if (format !== 'rbd') return qemuImg.info(data, format);
-  const pointer = await readPointer(data, uid);
-  const size = pointer && (await rbd!.size(pointer));
-  if (size === null) throw new Error(`the RBD image named by ${data} does not exist`);
-  return { virtualSize: size };
-}
-
-/** Grows a volume's image to `size` bytes (qemu-img for files, rbd for a Ceph volume). */
-async function growImage(data: string, uid: string, format: string, size: number, { qemuImg, rbd }: RecoveryTools): Promise<void> {
-  if (format !== 'rbd') return qemuImg.resize(data, format as 'raw' | 'qcow2', size);
+/**
+ * A volume's image as recovery sizes it: a file through qemu-img, or a Ceph volume's RBD image (its
+ * pointer read once) through rbd. `info` gives the size and backing file, `grow` makes it larger.
+ */
+async function imageOps(data: string, uid: string, format: 'raw' | 'qcow2' | 'rbd', { qemuImg, rbd }: RecoveryTools) {
+  if (format !== 'rbd')
+    return { info: () => qemuImg.info(data, format), grow: (size: number) => qemuImg.resize(data, format, size) };
   const pointer = await readPointer(data, uid);
   if (!pointer) throw new Error(`${data} is missing`);
-  await rbd!.resize(pointer, size);
+  return {
+    info: async (): Promise<{ virtualSize: number; backingFilename?: string }> => {
+      const size = await rbd!.size(pointer);
+      if (size === null) throw new Error(`the RBD image named by ${data} does not exist`);
+      return { virtualSize: size };
+    },
+    grow: (size: number) => rbd!.resize(pointer, size),
+  };
 }
 
 /** Removes a volume whose creation died before its data was published, and says it is gone. */
@@ -91,12 +93,13 @@ export async function recoverVolume(dir: string, staleMarkers: string[], tools: 
       await fs.rm(path.join(dir, stray), { force: true });
     }
     if (meta.format === 'raw' || meta.format === 'qcow2' || (meta.format === 'rbd' && rbd)) {
-      const info = await imageInfo(path.join(dir, data!), uid, meta.format, tools);
+      const image = await imageOps(path.join(dir, data!), uid, meta.format, tools);
+      const info = await image.info();
       if (info.virtualSize < meta.size && purposes.includes('snapshot')) {
         // A revert died between the tool's rollback (which gives back the snapshot's size) and growing
         // the image again: finish it; volumes only grow.
         log.warn('image grown back to the volume size after an interrupted snapshot revert', { vid: uid, was: info.virtualSize, now: meta.size });
-        await growImage(path.join(dir, data!), uid, meta.format, meta.size, tools);
+        await image.grow(meta.size);
       } else if (info.virtualSize !== meta.size) {
         log.warn('meta.json size corrected from the image after an interrupted operation', { vid: uid, was: meta.size, now: info.virtualSize });
         meta = { ...meta, size: info.virtualSize };

@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, NotSupportedError } from '../errors.js';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../errors.js';
 import { flushFile, writeFileAtomic, writeFlushed } from '../store/atomic.js';
 import { BYTES_PER_GB, dataFileName } from '../store/layout.js';
 import { readMeta, type VolumeFields, type VolumeMeta } from '../store/meta.js';
@@ -69,7 +69,7 @@ function cloneFields(source: VolumeMeta, req: CloneRequest, owner: string, alg: 
     alg: source.alg,
     bus: source.bus,
     cloudinit: false,
-    ceph: source.format === 'rbd',
+    ceph: false,
     labels: { ...source.labels, ...(req.labels ?? {}) },
     ...(source.iso_type !== undefined ? { iso_type: source.iso_type } : {}),
     ...(base ? { base } : {}),
@@ -104,13 +104,12 @@ export async function cloneVolume(ctx: StoreContext, req: CloneRequest, caller: 
     // The request's alg (schemas/clone.json never lets 'no' through), else the source's meta.json says how.
     const alg = req.alg ?? (source.alg === 'no' ? 'cp' : source.alg);
     checkClonable(source, await fs.readdir(found.dir), alg);
-    const ceph = source.format === 'rbd';
-    if (ceph) requireCeph(ctx);
-    else if (alg !== 'overlay') copier.requireTool(alg);
-    const reflink = !ceph && alg === 'cp' && (await canReflink(found.dir));
+    const rbd = source.format === 'rbd' ? requireCeph(ctx) : null;
+    if (!rbd && alg !== 'overlay') copier.requireTool(alg);
+    const reflink = !rbd && alg === 'cp' && (await canReflink(found.dir));
     const sameRoot = alg === 'overlay' || reflink;
     // The requester owns the copy: the caller a token names, else the body's creatorID (an admin may clone for anyone).
-    const fields = { ...cloneFields(source, req, caller ?? req.creatorID, alg), ...(ceph ? cephFields(requireCeph(ctx)) : {}) };
+    const fields = { ...cloneFields(source, req, caller ?? req.creatorID, alg), ...(rbd ? cephFields(rbd) : {}) };
     const claim = await claimVolume(ctx, fields, 'create', sameRoot ? found.root : undefined);
     await fillClaim(ctx, claim, (temp) => fillClone(ctx, copier, { dir: found.dir, meta: source }, claim, alg, temp, { ...opts, reflink }));
     return claim;

@@ -130,7 +130,7 @@ async function makeBlankImage(ctx: StoreContext, file: string, format: DiskForma
 export function fieldsOf(
   req: Omit<CreateRequest, 'size' | 'format'> & { format: VolumeMeta['format'] },
   size: number,
-  extra: { cloudinit?: boolean; ceph?: boolean } = {},
+  extra: { cloudinit?: boolean } = {},
 ): Omit<VolumeFields, 'volumeID'> {
   return {
     creatorID: req.creatorID,
@@ -145,7 +145,7 @@ export function fieldsOf(
     alg: req.alg,
     bus: req.bus,
     cloudinit: extra.cloudinit ?? false,
-    ceph: extra.ceph ?? false,
+    ceph: false,
     labels: req.labels ?? {},
   };
 }
