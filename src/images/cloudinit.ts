@@ -28,7 +28,7 @@ export interface MetadataFields {
   name?: string;
   private: boolean;
   clonable: boolean;
-  alg: 'cp' | 'rclone' | 'rsync' | 'no' | 'overlay';
+  alg: 'cp' | 'rclone' | 'rsync' | 'no';
   bus: 'virtio' | 'scsi' | 'sata' | 'ide';
   labels?: Record<string, string>;
 }
@@ -87,8 +87,11 @@ export class CloudInitSets {
     throw new ConflictError(`volume ${vid} has no file set tracker (cloud-init-metadata/elemento.<n>.expected is missing)`, { vid });
   }
 
-  /** Stores one file of the set atomically in cloud-init-metadata/. */
-  async addFile(item: Pending<FileSet>, file: IncomingFile): Promise<void> {
+  /**
+   * Stores one file of the set atomically in cloud-init-metadata/ and returns its name. The set's
+   * last free place is kept for user-data while it is missing: a complete set always builds.
+   */
+  async addFile(item: Pending<FileSet>, file: IncomingFile): Promise<string> {
     const { state, claimed } = item;
     const name = path.basename(file.filename);
     if (!FILE_NAME_RE.test(name) || EXPECTED_RE.test(name) || name.startsWith('elemento.'))
@@ -96,12 +99,23 @@ export class CloudInitSets {
     if (state.received.includes(name)) throw new BadRequestError(`file '${name}' was already received for volume ${claimed.uid}`, { field: 'file' });
     if (state.received.length >= state.expected)
       throw new BadRequestError(`volume ${claimed.uid} expects ${state.expected} files and has them all; '${name}' is one too many`, { field: 'file' });
+    if (state.received.length === state.expected - 1 && name !== 'user-data' && !state.received.includes('user-data'))
+      throw new BadRequestError(`volume ${claimed.uid} has one file left to receive and no user-data yet; '${name}' cannot take its place`, { field: 'file' });
     const chunks: Buffer[] = [];
     for await (const chunk of file.stream) chunks.push(chunk as Buffer);
     if ((file.stream as { truncated?: boolean }).truncated) throw new PayloadTooLargeError(`file '${name}' is larger than the ${MAX_FILE_BYTES} bytes accepted`);
     await writeFileAtomic(path.join(claimed.dir, METADATA_DIR, name), Buffer.concat(chunks));
     faultPoint('cloudinit.after-file');
     state.received.push(name);
+    return name;
+  }
+
+  /** Takes back files stored by a later call that then failed: the set is as it was before the call. */
+  async removeFiles(item: Pending<FileSet>, names: string[]): Promise<void> {
+    for (const name of names) {
+      await fs.rm(path.join(item.claimed.dir, METADATA_DIR, name), { force: true });
+      item.state.received = item.state.received.filter((n) => n !== name);
+    }
   }
 
   /** After a call: 206 CONTINUE while files are missing, else the ISO is built and published: 200 OK. */
@@ -121,7 +135,6 @@ export class CloudInitSets {
 
   private async buildIso(dir: string, names: string[], out: string): Promise<void> {
     const file = (n: string) => path.join(dir, METADATA_DIR, n);
-    if (!names.includes('user-data')) throw new BadRequestError(`the file set has no user-data (received: ${names.join(', ')})`, { field: 'file' });
     const network = names.find((n) => n === 'network-config') ?? names.find((n) => n === 'network-data');
     const extras = names.filter((n) => !SEED_FILES.includes(n));
     const opts = { timeoutMs: this.ctx.config.toolTimeoutMs };

@@ -79,7 +79,16 @@ export function isInside(parent: string, child: string): boolean {
 /** Sizes: GB in requests are decimal, and byte sizes are rounded up to a whole 512-byte sector. */
 export const BYTES_PER_GB = 1_000_000_000;
 export function gbToBytes(gb: number): number {
-  return Math.ceil((gb * BYTES_PER_GB) / 512) * 512;
+  return Math.ceil(decimalBytes(gb, BYTES_PER_GB) / 512) * 512;
+}
+
+/**
+ * `amount` × `unit` bytes. 0.536 × 1e9 is 536000000.00000006 in binary floating point, 0.57 × 1e9 is
+ * 569999999.9999999: the product is rounded to 15 significant digits (what a double holds exactly),
+ * so a decimal size that is a whole number of bytes stays that number.
+ */
+export function decimalBytes(amount: number, unit: number): number {
+  return Number((amount * unit).toPrecision(15));
 }
 
 /** `iqn.2004-10.cloud.elemento:01:<client XOR volume>.exported`: present while the volume is exported to that client. */

@@ -18,7 +18,7 @@ export interface VolumeFields {
   readonly: boolean;
   shareable: boolean;
   clonable: boolean;
-  alg: 'cp' | 'rclone' | 'rsync' | 'no' | 'overlay';
+  alg: 'cp' | 'rclone' | 'rsync' | 'no';
   bus: 'virtio' | 'scsi' | 'sata' | 'ide';
   cloudinit: boolean;
   ceph: boolean;

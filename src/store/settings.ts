@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { checkDocument } from '../schemas.js';
-import { BYTES_PER_GB, SETTINGS_FILE } from './layout.js';
+import { BYTES_PER_GB, decimalBytes, SETTINGS_FILE } from './layout.js';
 
 /** A root's quotas in bytes and counts; absent means unlimited. */
 export interface RootSettings {
@@ -15,10 +15,10 @@ const UNIT: Record<string, number> = { '': BYTES_PER_GB, K: 1e3, M: 1e6, G: 1e9,
 
 /** `"50G"`, `"2T"`, `"500M"` (decimal units, as request sizes are) or a number of GB, in bytes. */
 export function parseSizeSpec(spec: number | string): number {
-  if (typeof spec === 'number') return Math.floor(spec * BYTES_PER_GB);
+  if (typeof spec === 'number') return Math.floor(decimalBytes(spec, BYTES_PER_GB));
   const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)B?\s*$/i.exec(spec);
   if (!m) throw new Error(`not a size: ${spec}`);
-  return Math.floor(Number(m[1]) * UNIT[m[2].toUpperCase()]);
+  return Math.floor(decimalBytes(Number(m[1]), UNIT[m[2].toUpperCase()]));
 }
 
 type SettingsJson = {

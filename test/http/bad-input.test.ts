@@ -27,6 +27,7 @@ describe('bad input', () => {
     ['create', 'private as a string', seedCreateBody({ private: 'no' }), 400, "request was badly formatted. 'private' must be boolean"],
     ['create', 'creatorID with ../', seedCreateBody({ creatorID: '../../../../etc/passwd' }), 400, /'creatorID' must match pattern/],
     ['create', 'a JSON array', [seedCreateBody()], 400, /must be a JSON object/],
+    ['create', 'alg overlay (a clone request\'s alg, not a volume\'s)', seedCreateBody({ alg: 'overlay' }), 400, /'alg' must be equal to one of the allowed values/],
     ['create', 'labels not strings', seedCreateBody({ labels: { a: 1 } }), 400, /'labels.a' must be string/],
     ['info', 'missing volume_id', {}, 400, "request was badly formatted. 'volume_id'"],
     ['info', 'volume_id with ../', { volume_id: '../a' }, 400, /'volume_id' must match pattern/],

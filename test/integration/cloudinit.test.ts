@@ -52,16 +52,26 @@ describe('cloud-init seed volumes (cloud-localds, xorriso, isoinfo)', function (
     expect(info).to.include({ format: 'iso', cloudinit: true, readonly: true, bootable: false, size: (await fs.stat(iso)).size });
   });
 
-  it('refuses one file too many, keeping the set', async () => {
-    const { vid } = (await send({ ...FIRST, expectedFiles: 2 }, 'user-data').expect(206)).body;
-    const res = await send({ creatorID: OWNER, vid }, 'meta-data', 'network-config').expect(400);
-    expect(res.body.error).to.equal(`volume ${vid} expects 2 files and has them all; 'network-config' is one too many`);
+  const metadataFiles = async (vid: string) => (await fs.readdir(path.join(volDir(vid), 'cloud-init-metadata'))).sort();
+
+  it('refuses one file too many; the failed call stores nothing, and the set can still be completed', async () => {
+    const { vid } = (await send({ ...FIRST, expectedFiles: 3 }, 'user-data').expect(206)).body;
+    const res = await send({ creatorID: OWNER, vid }, 'meta-data', 'network-config', 'setup.sh').expect(400);
+    expect(res.body.error).to.equal(`volume ${vid} expects 3 files and has them all; 'setup.sh' is one too many`);
+    expect(await metadataFiles(vid)).to.deep.equal(['elemento.3.expected', 'user-data']);
+    expect((await send({ creatorID: OWNER, vid }, 'meta-data', 'network-config').expect(200)).body).to.deep.equal({ status: 'OK', vid, received: 3, expected: 3 });
+    expect(await fs.readFile(path.join(volDir(vid), 'data.iso'))).to.have.length.above(0);
   });
 
-  it('a first call that fails leaves no volume (set with no user-data)', async () => {
+  it('keeps the last place of a set for user-data: a first call without it leaves no volume, a later one leaves the set as it was', async () => {
     const res = await send({ ...FIRST, expectedFiles: 2 }, 'meta-data', 'network-config').expect(400);
-    expect(res.body.error).to.match(/has no user-data/);
+    expect(res.body.error).to.match(/one file left to receive and no user-data yet; 'network-config' cannot take its place$/);
     expect(await volumeDirs()).to.deep.equal([]);
+
+    const { vid } = (await send({ ...FIRST, expectedFiles: 2 }, 'meta-data').expect(206)).body;
+    expect((await send({ creatorID: OWNER, vid }, 'network-config').expect(400)).body.field).to.equal('file');
+    expect(await metadataFiles(vid)).to.deep.equal(['elemento.2.expected', 'meta-data']);
+    await send({ creatorID: OWNER, vid }, 'user-data').expect(200);
   });
 
   it('clear errors: unknown volume 404, not a cloud-init volume 400, complete set or no tracker 409, another owner 403, bad fields 400', async () => {

@@ -50,6 +50,14 @@ describe('on-disk names and sizes', () => {
   ];
   for (const [gb, bytes] of sizes)
     it(`${gb} GB is ${bytes} bytes (decimal, rounded up to 512)`, () => expect(gbToBytes(gb)).to.equal(bytes));
+
+  it('keeps a decimal size that is already a whole number of sectors (0.536, 1.072, 4.272 GB: no extra 512 bytes)', () => {
+    expect(gbToBytes(0.536)).to.equal(536_000_000);
+    for (let mb = 1; mb < 100_000; mb++) {
+      const exact = mb * 1_000_000;
+      expect(gbToBytes(mb / 1000), `${mb / 1000} GB`).to.equal(Math.ceil(exact / 512) * 512);
+    }
+  });
 });
 
 describe('settings.json', () => {
@@ -73,6 +81,8 @@ describe('settings.json', () => {
     ['1.5TB', 1.5e12],
     [10, 10e9],
     ['10', 10e9],
+    ['0.57G', 570e6],
+    [0.57, 570e6],
   ];
   for (const [spec, bytes] of specs) it(`reads ${JSON.stringify(spec)} as ${bytes} bytes`, () => expect(parseSizeSpec(spec)).to.equal(bytes));
 

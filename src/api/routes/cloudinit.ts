@@ -31,6 +31,7 @@ export function cloudInitRoutes(ctx: StoreContext, sets: CloudInitSets): Router 
     const fromPath = fieldsFromPath(req.params.encoded as string | undefined);
     let item: Pending<FileSet> | undefined;
     let first = false;
+    const stored: string[] = [];
     const open = async (fields: Record<string, unknown>) => {
       const body = checkedFields<MetadataFields>('cloudinit-metadata', { ...fields, ...fromPath });
       first = body.expectedFiles !== undefined;
@@ -43,7 +44,7 @@ export function cloudInitRoutes(ctx: StoreContext, sets: CloudInitSets): Router 
         maxFiles: 64,
         onFile: async (file, before) => {
           if (file.field !== 'file') throw new BadRequestError(`files must come in parts named 'file', not '${file.field}'`, { field: file.field });
-          await sets.addFile(item ?? (await open(before)), file);
+          stored.push(await sets.addFile(item ?? (await open(before)), file));
         },
       });
       if (!item) {
@@ -53,8 +54,9 @@ export function cloudInitRoutes(ctx: StoreContext, sets: CloudInitSets): Router 
       const reply = await sets.finishCall(item);
       res.status(reply.status).json(reply.body);
     } catch (err) {
-      // A first call that fails leaves no volume; a later one keeps the files already stored.
+      // A first call that fails leaves no volume; a later one leaves the set as it was before the call.
       if (item && first) await sets.pending.abandon(item.claimed.uid, (err as Error).message);
+      else if (item && sets.pending.get(item.claimed.uid)) await sets.removeFiles(item, stored);
       throw err;
     } finally {
       if (item && sets.pending.get(item.claimed.uid)) sets.pending.release(item);
