@@ -119,3 +119,9 @@ export function translateErrno(err: unknown, what: string): unknown {
     return new UnavailableError(`the filesystem holding ${what} is not reachable (${code})`);
   return err;
 }
+
+/** The catalogue's code for an HTTP status another component chose (tus answers 409, 412, 460...). */
+export function codeForStatus(status: number): string {
+  const known = ERROR_CATALOGUE.filter((Cls) => Cls !== ToolError).map((Cls) => new (Cls as typeof ApiError)('')).find((err) => err.status === status);
+  return known?.code ?? (status < 500 ? 'bad_request' : 'internal');
+}

@@ -1,7 +1,10 @@
 import type { RequestHandler } from 'express';
 import { Server, type Upload } from '@tus/server';
+// @tus/server's own Node adapter (a direct dependency at the version it uses): handleWeb gives the
+// answer as a web Response, so that its plain-text errors can be turned into the API's JSON ones.
+import { NodeRequest, sendNodeResponse } from 'srvx/node';
 import { currentClient } from '../auth/principal.js';
-import { ApiError, BadRequestError, ForbiddenError, NotFoundError } from '../errors.js';
+import { ApiError, BadRequestError, codeForStatus, ForbiddenError, NotFoundError } from '../errors.js';
 import { claimDiskImport, importResponse, type ImportRequest } from '../images/disk-import.js';
 import { fillFromSource, setClaimedSize } from '../images/import.js';
 import { claimIso, fillIso, type IsoRequest } from '../images/iso.js';
@@ -94,7 +97,28 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
     },
   });
   return {
-    handler: (req, res) => server.handle(req, res),
+    handler: async (req, res) => sendNodeResponse(res, await asJsonError(req.method, await server.handleWeb(new NodeRequest({ req, res })))),
     close: () => pending.close(),
   };
+}
+
+/**
+ * tus refusals (`Upload-Offset conflict`, a missing `Upload-Length`) come as text/plain, and the
+ * answers of onResponseError without a Content-Type: both become the API's JSON `{"error": ...}`.
+ */
+async function asJsonError(method: string, response: Response): Promise<Response> {
+  if (response.status < 400 || method === 'HEAD') return response;
+  const text = (await response.text()).trim();
+  let body: string;
+  try {
+    const doc = JSON.parse(text);
+    if (typeof doc?.error !== 'string') throw new Error('not an API error');
+    body = text;
+  } catch {
+    body = JSON.stringify({ error: text || `the tus request was refused (${response.status})`, code: codeForStatus(response.status) });
+  }
+  const headers = new Headers(response.headers);
+  headers.set('Content-Type', 'application/json; charset=utf-8');
+  headers.set('Content-Length', String(Buffer.byteLength(body)));
+  return new Response(body, { status: response.status, headers });
 }

@@ -96,6 +96,18 @@ describe('resumable uploads (tus at /api/v1.0/files)', function () {
     expect(await volumeDirs()).to.deep.equal([]);
   });
 
+  it("answers tus's own refusals as the API's JSON errors (no Upload-Length, a wrong Upload-Offset)", async () => {
+    const noLength = await d.api.post('/api/v1.0/files').set(TUS).set('Upload-Metadata', `fields ${b64(JSON.stringify({ creatorID: OWNER }))}`).expect(400);
+    expect(noLength.headers['content-type']).to.match(/^application\/json/);
+    expect(noLength.body).to.deep.equal({ error: 'Upload-Length or Upload-Defer-Length header required', code: 'bad_request' });
+    const location = (await create({ creatorID: OWNER }).expect(201)).headers.location as string;
+    const wrongOffset = await d.api.patch(location).set(TUS).set('Upload-Offset', '5').set('Content-Type', 'application/offset+octet-stream').send(image.subarray(5, 10)).expect(409);
+    expect(wrongOffset.body).to.deep.equal({ error: 'Upload-Offset conflict', code: 'conflict' });
+    const badFields = await create({ name: 'no-creator' }).expect(400);
+    expect(badFields.headers['content-type']).to.match(/^application\/json/);
+    expect(await offsetOf(location)).to.equal(0);
+  });
+
   it('DELETE terminates an upload and removes its volume; so does the daemon stopping', async () => {
     const first = (await create({ creatorID: OWNER }).expect(201)).headers.location as string;
     expect(await volumeDirs()).to.have.length(1);

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { ERROR_CATALOGUE, NoRoomError, ToolError, translateErrno, UnavailableError } from '../../src/errors.js';
+import { codeForStatus, ERROR_CATALOGUE, NoRoomError, ToolError, translateErrno, UnavailableError } from '../../src/errors.js';
 import { schemaNames } from '../../src/schemas.js';
 
 describe('error catalogue', () => {
@@ -7,6 +7,10 @@ describe('error catalogue', () => {
     const codes = ERROR_CATALOGUE.map((C) => new C('x', {} as never, undefined as never).code);
     expect(new Set(codes).size).to.equal(codes.length);
     for (const C of ERROR_CATALOGUE) expect(new C('x', {} as never, undefined as never).status).to.be.within(400, 599);
+  });
+
+  it("names another component's status with the catalogue's code (tus's 409, 412, 460)", () => {
+    expect([400, 404, 409, 412, 460, 503, 500].map(codeForStatus)).to.deep.equal(['bad_request', 'not_found', 'conflict', 'bad_request', 'bad_request', 'unavailable', 'internal']);
   });
 
   it('translates a full or broken filesystem where it happens', () => {
