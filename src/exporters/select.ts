@@ -17,7 +17,10 @@ export class NoExporter implements Exporter {
   readonly name = 'none' as const;
   readonly capabilities = Object.freeze({ readonlyLuns: false, managedDaemon: false, savesConfig: false, rbdLuns: false });
   readonly lun = 0;
-  async start(): Promise<void> {}
+  /** Called before any change of a marker: an export request is refused before the tree changes. */
+  async start(): Promise<void> {
+    throw new NotSupportedError('exports are switched off on this storage host (ELEMENTO_EXPORTER=none)');
+  }
   async stop(): Promise<void> {}
   async list() {
     return [];

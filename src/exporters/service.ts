@@ -115,22 +115,24 @@ export class ExportService {
    */
   reconcile(): Promise<ReconcileReport> {
     return this.queue.run(async () => {
-      await this.ensureStarted();
+      let targets: Map<string, ExistingTarget>;
+      try {
+        await this.ensureStarted();
+        targets = new Map((await this.exporter.list()).map((t) => [t.iqn, t]));
+      } catch (err) {
+        // The backend is out of reach (a managed tgtd that died is started again at the next
+        // heartbeat). The daemon still holds its exports: their heartbeat goes on, so that a long
+        // outage does not make them look abandoned once the backend is back.
+        this.started = false;
+        await this.touchOwnMarkers();
+        throw err;
+      }
       const report: ReconcileReport = { kept: 0, recreated: 0, removed: 0, dropped: 0 };
-      const targets = new Map((await this.exporter.list()).map((t) => [t.iqn, t]));
       const claimed = new Set<string>();
       for (const record of [...this.index.all()]) {
         if (!record.meta) continue;
-        let names: string[];
-        try {
-          names = await fs.readdir(record.dir);
-        } catch {
-          continue; // unreadable now (or just destroyed): its targets are judged below
-        }
         let changed = false;
-        for (const name of names) {
-          const iqn = EXPORT_MARKER_RE.exec(name)?.[1];
-          if (!iqn) continue;
+        for (const iqn of await markersIn(record.dir)) {
           // A marker whose target cannot be made now is claimed all the same: its target is not removed.
           claimed.add(iqn);
           try {
@@ -155,6 +157,16 @@ export class ExportService {
       }
       return report;
     });
+  }
+
+  /** The heartbeat of every marker of this host, whatever its target's state. */
+  private async touchOwnMarkers(): Promise<void> {
+    for (const record of [...this.index.all()])
+      for (const iqn of await markersIn(record.dir)) {
+        const file = markerPath(record.dir, iqn);
+        const marker = await readMarker(file).catch(() => null);
+        if (marker && isOwnMarker(marker.content)) await touchMarker(file).catch(() => undefined);
+      }
   }
 
   /**
@@ -201,4 +213,10 @@ export class ExportService {
     await touchMarker(file);
     return outcome;
   }
+}
+
+/** The IQNs of a volume directory's `.exported` markers; none when it cannot be read now (or was just destroyed). */
+async function markersIn(dir: string): Promise<string[]> {
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  return names.map((name) => EXPORT_MARKER_RE.exec(name)?.[1]).filter((iqn): iqn is string => Boolean(iqn));
 }

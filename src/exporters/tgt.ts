@@ -3,6 +3,7 @@ import { ToolError, UnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Tgtadm } from '../tools/tgtadm.js';
 import { SerialQueue, type ExistingTarget, type Exporter, type TargetSpec } from './base.js';
+import { IQN_PREFIX } from './iqn.js';
 
 const LUN = 1;
 const TID_ATTEMPTS = 3;
@@ -47,15 +48,22 @@ export class TgtExporter implements Exporter {
     this.log.info('tgtd started', { controlPort: this.opts.controlPort ?? 0, portal: this.opts.portal });
   }
 
-  /** A managed tgtd is stopped: its targets first (tgtd refuses to stop while any remain), then the system. */
+  /**
+   * A managed tgtd is stopped: our targets first (tgtd refuses to stop while any remain), then the
+   * system. A tgtd that also serves other software's targets (one the daemon adopted) keeps running
+   * with them.
+   */
   async stop(): Promise<void> {
     if (!this.owned) return;
-    await this.queue.run(async () => {
-      for (const t of await this.tgtadm.targets()) await this.tgtadm.deleteTarget(t.tid);
-      await this.tgtadm.deleteSystem();
+    const others = await this.queue.run(async () => {
+      for (const t of await this.tgtadm.targets()) if (t.iqn.startsWith(IQN_PREFIX)) await this.tgtadm.deleteTarget(t.tid);
+      const left = await this.tgtadm.targets();
+      if (!left.length) await this.tgtadm.deleteSystem();
+      return left.map((t) => t.iqn);
     });
     this.owned = false;
-    this.log.info('tgtd stopped', { controlPort: this.opts.controlPort ?? 0 });
+    if (others.length) this.log.warn('tgtd left running: it serves targets of other software', { controlPort: this.opts.controlPort ?? 0, targets: others });
+    else this.log.info('tgtd stopped', { controlPort: this.opts.controlPort ?? 0 });
   }
 
   list(): Promise<ExistingTarget[]> {

@@ -7,7 +7,8 @@ import { exportMarkerName } from './layout.js';
 /**
  * The `.exported` marker (SPEC §3) of one export. Its content says which host's target serves it
  * (several daemons may share a root on Gluster: each reconciles only its own markers); its
- * modification time is the heartbeat, touched by the daemon while the target lives. A marker
+ * modification time is the heartbeat, touched by the daemon while it holds the export (also while
+ * its backend is out of reach). A marker
  * written by hand or by the seed's system is empty: it is taken as this host's.
  */
 export interface MarkerContent {
@@ -48,7 +49,7 @@ export function isOwnMarker(content: MarkerContent): boolean {
   return !content.host || content.host === hostname();
 }
 
-/** The heartbeat: a touch (never a rewrite) of a marker whose target lives. */
+/** The heartbeat: a touch (never a rewrite) of a marker of an export the daemon holds. */
 export async function touchMarker(file: string): Promise<void> {
   const now = new Date();
   await fs.utimes(file, now, now).catch((err) => {

@@ -1,6 +1,6 @@
 import { ConflictError, ForbiddenError, NotFoundError } from '../errors.js';
 import type { VolumeMeta } from '../store/meta.js';
-import { isCreating, type VolumeRecord } from '../store/volume-record.js';
+import { EXPORT_MARKER_RE, isCreating, type VolumeRecord } from '../store/volume-record.js';
 import type { Caller, StoreContext } from './context.js';
 
 /** SPEC §2: a client sees its own volumes and every non-private one; the controller sees all. */
@@ -28,7 +28,7 @@ export function requireOwner(meta: VolumeMeta, caller: Caller, action: string): 
 
 /** Refuses an operation that must not run while the volume is in use by a hypervisor. */
 export function requireNotInUse(files: string[], meta: VolumeMeta, action: string): void {
-  const exported = files.filter((f) => f.endsWith('.exported'));
+  const exported = files.filter((f) => EXPORT_MARKER_RE.test(f));
   if (exported.length) throw new ConflictError(`volume ${meta.volumeID} is exported and cannot be ${action}`, { vid: meta.volumeID });
   const attachments = (meta.attachments as unknown[] | undefined) ?? [];
   if (attachments.length) throw new ConflictError(`volume ${meta.volumeID} is attached to a VM and cannot be ${action}`, { vid: meta.volumeID });

@@ -2,7 +2,7 @@ import { ConflictError, ForbiddenError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 import { readMeta, writeMeta, type VolumeMeta } from '../store/meta.js';
 import { findVolume } from './access.js';
-import type { StoreContext } from './context.js';
+import type { Caller, StoreContext } from './context.js';
 
 /** One VM using a volume, as seed 004's attach records it; kept in meta.json's `attachments`. */
 export interface Attachment {
@@ -46,9 +46,18 @@ function volumesOfVm(ctx: StoreContext, node: string, vmId: string): string[] {
 
 const sameVm = (a: Attachment, node: string, vmId: string) => a.node === node && a.vm_id === vmId;
 
-/** Changes a volume's attachments under its lock (meta.json re-read inside it), then reloads the index. */
-async function changeAttachments(ctx: StoreContext, vid: string, purpose: string, fn: (meta: VolumeMeta, list: Attachment[]) => Attachment[] | null) {
-  const record = findVolume(ctx, vid, null);
+/** A VM's attachment is changed only by the client that made it or the volume's owner. */
+function requireMayChange(meta: VolumeMeta, entry: Attachment | undefined, client: string, action: string): void {
+  if (entry && entry.client_uid !== client && meta.creatorID !== client)
+    throw new ForbiddenError(`VM ${entry.vm_id} on ${entry.node} was attached to volume ${meta.volumeID} by another client, which alone (or the owner) may ${action} it`, { vid: meta.volumeID });
+}
+
+/**
+ * Changes a volume's attachments under its lock (meta.json re-read inside it), then reloads the
+ * index. `seenBy` looks the volume up as that client (a private volume of another is 404), or as the controller.
+ */
+async function changeAttachments(ctx: StoreContext, vid: string, purpose: string, seenBy: Caller, fn: (meta: VolumeMeta, list: Attachment[]) => Attachment[] | null) {
+  const record = findVolume(ctx, vid, seenBy);
   try {
     await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => {
       const meta = await readMeta(record.dir, vid);
@@ -67,9 +76,11 @@ async function changeAttachments(ctx: StoreContext, vid: string, purpose: string
  */
 export async function attachVolume(ctx: StoreContext, req: AttachRequest) {
   const vmId = String(req.vm_id);
-  await changeAttachments(ctx, req.volume_id, 'attach', (meta, list) => {
+  // Looked up as the controller: a private volume of someone else is refused naming the rule, as an export is.
+  await changeAttachments(ctx, req.volume_id, 'attach', null, (meta, list) => {
     if (meta.private && req.client_uid !== meta.creatorID)
       throw new ForbiddenError(`volume ${meta.volumeID} is private and can only be attached by its owner`, { vid: meta.volumeID, rule: 'private' });
+    requireMayChange(meta, list.find((a) => sameVm(a, req.node, vmId)), req.client_uid, 'change');
     const others = list.filter((a) => !sameVm(a, req.node, vmId));
     const limit = userLimit(ctx, meta);
     if (others.length >= limit)
@@ -84,7 +95,8 @@ export async function attachVolume(ctx: StoreContext, req: AttachRequest) {
 /** `detach`: forgets the VM's use of the volume; answers the volumes still attached to that VM. */
 export async function detachVolume(ctx: StoreContext, req: AttachRequest) {
   const vmId = String(req.vm_id);
-  await changeAttachments(ctx, req.volume_id, 'detach', (_meta, list) => {
+  await changeAttachments(ctx, req.volume_id, 'detach', req.client_uid, (meta, list) => {
+    requireMayChange(meta, list.find((a) => sameVm(a, req.node, vmId)), req.client_uid, 'detach');
     const rest = list.filter((a) => !sameVm(a, req.node, vmId));
     return rest.length === list.length ? null : rest;
   });

@@ -3,7 +3,8 @@ import { faultPoint } from '../faults.js';
 import { iqnFor } from '../exporters/iqn.js';
 import type { ExportService } from '../exporters/service.js';
 import { clearMigration, readMigration, writeMigration } from '../store/migration-state.js';
-import type { StoreContext } from './context.js';
+import type { Caller, StoreContext } from './context.js';
+import { requireOwner } from './access.js';
 import { checkExportRules } from './export-rules.js';
 import { exportAnswer, exportedClients, withExportLock } from './export.js';
 
@@ -19,14 +20,17 @@ export interface MigrationRequest {
  * even when it is not shareable. Steps: state `preparing`, the destination's export, state
  * `prepared`; a repeat with the same clients answers the same; a crash reverts it (recoverMigration).
  */
-export async function prepareMigration(ctx: StoreContext, exports: ExportService, req: MigrationRequest) {
+export async function prepareMigration(ctx: StoreContext, exports: ExportService, req: MigrationRequest, caller: Caller) {
   const vid = req.volume_id;
   const destination = req.client_uid;
   return withExportLock(ctx, vid, 'migrate', async (dir, meta, files) => {
+    requireOwner(meta, caller, 'migrate');
     const source = req.source_client_uid ?? meta.creatorID;
     const state = await readMigration(dir);
     if (state && (state.source !== source || state.destination !== destination))
       throw new ConflictError(`volume ${vid} is already being migrated from ${state.source} to ${state.destination}`, { vid });
+    if (state && (state.phase === 'concluding' || state.phase === 'reverting'))
+      throw new ConflictError(`the migration of volume ${vid} is ${state.phase}: repeat migration/${state.phase === 'concluding' ? 'conclude' : 'revert'} to finish it`, { vid, phase: state.phase });
     const exported = exportedClients(files, vid);
     if (!state) {
       if (source === destination) throw new ConflictError(`a migration needs a destination other than the source ${source}`, { vid });
@@ -37,7 +41,13 @@ export async function prepareMigration(ctx: StoreContext, exports: ExportService
     const next = state ?? { source, destination, phase: 'preparing' as const, destinationWasExported: exported.includes(destination), started: new Date().toISOString() };
     await writeMigration(dir, { ...next, phase: 'preparing' });
     faultPoint('migration.after-preparing');
-    await exports.publish(dir, meta, destination, iqnFor(destination, vid));
+    try {
+      await exports.publish(dir, meta, destination, iqnFor(destination, vid));
+    } catch (err) {
+      // publish took back a new destination marker; the state goes back to what it was before the call.
+      await (state ? writeMigration(dir, state) : clearMigration(dir));
+      throw err;
+    }
     faultPoint('migration.after-publish');
     await writeMigration(dir, { ...next, phase: 'prepared' });
     ctx.log.info('migration prepared', { vid, source, destination });
@@ -51,10 +61,11 @@ export async function prepareMigration(ctx: StoreContext, exports: ExportService
  * written to the state first, so a crash is finished by recoverMigration. Without a migration in
  * progress, a repeat of the step that already happened answers the same; anything else is a 409.
  */
-export async function finishMigration(ctx: StoreContext, exports: ExportService, req: MigrationRequest, step: 'conclude' | 'revert') {
+export async function finishMigration(ctx: StoreContext, exports: ExportService, req: MigrationRequest, step: 'conclude' | 'revert', caller: Caller) {
   const vid = req.volume_id;
   const destination = req.client_uid;
   return withExportLock(ctx, vid, 'migrate', async (dir, meta, files) => {
+    requireOwner(meta, caller, 'migrate');
     const state = await readMigration(dir);
     const source = state?.source ?? req.source_client_uid ?? meta.creatorID;
     const answer = { vid, client_uid: destination, source_client_uid: source, migration: step === 'conclude' ? 'concluded' : 'reverted' };
@@ -67,6 +78,10 @@ export async function finishMigration(ctx: StoreContext, exports: ExportService,
     if (state.destination !== destination)
       throw new ConflictError(`volume ${vid} is being migrated to ${state.destination}, not to ${destination}`, { vid });
     const phase = step === 'conclude' ? 'concluding' : 'reverting';
+    // conclude needs the destination's export made (prepared); revert undoes a prepare whatever its state; neither undoes the other.
+    const allowed = step === 'conclude' ? ['prepared', 'concluding'] : ['preparing', 'prepared', 'reverting'];
+    if (!allowed.includes(state.phase))
+      throw new ConflictError(`the migration of volume ${vid} is ${state.phase}, so it cannot be ${step === 'conclude' ? 'concluded' : 'reverted'} now`, { vid, phase: state.phase });
     await writeMigration(dir, { ...state, phase });
     faultPoint(`migration.after-${phase}`);
     if (step === 'conclude') await exports.withdraw(dir, iqnFor(state.source, vid));

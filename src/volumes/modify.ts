@@ -15,6 +15,9 @@ import { imageOf, requireCeph } from './ceph.js';
 /** Fields `update` may change (SPEC §3: never format, creatorID or cloudinit). */
 const UPDATABLE = ['name', 'private', 'readonly', 'shareable', 'bootable', 'clonable', 'alg', 'bus', 'labels'] as const;
 
+/** Fields the export rules and an export's LUN depend on (SPEC §4). */
+const IN_USE_FLAGS = ['private', 'readonly', 'shareable'] as const;
+
 export type UpdateRequest = { vid: string; creatorID: string; format?: unknown; cloudinit?: unknown } & Partial<Pick<VolumeMeta, (typeof UPDATABLE)[number]>>;
 
 /**
@@ -48,6 +51,9 @@ export async function updateVolume(ctx: StoreContext, req: UpdateRequest): Promi
     const next: VolumeMeta = { ...current };
     for (const key of UPDATABLE) if (req[key] !== undefined) (next as Record<string, unknown>)[key] = req[key];
     assertConsistent(next);
+    // The export rules and the LUN's mode were decided on these: they change only when no one uses the volume.
+    const inUseFlags = IN_USE_FLAGS.filter((key) => next[key] !== current[key]);
+    if (inUseFlags.length) requireNotInUse(await fs.readdir(dir), current, `made ${inUseFlags.map((k) => `${k}: ${next[k]}`).join(', ')}`);
     faultPoint('update.before-meta');
     await writeMeta(dir, next);
     faultPoint('update.after-meta');
@@ -82,6 +88,9 @@ export async function resizeVolume(ctx: StoreContext, req: { vid: string; creato
   if (!root) throw new BadRequestError(`volume ${req.vid} is in a root that is not available`);
   await withOwnedVolume(ctx, req.vid, req.creatorID, 'resize', 'resize', async (dir, meta) => {
     if (meta.format !== 'rbd') assertDiskFormat(meta, 'resized');
+    // A target's LUN keeps the size it was made with, and a hypervisor holding a qcow2 open
+    // would write over the metadata a resize moves: unexport, resize, export again.
+    requireNotInUse(await fs.readdir(dir), meta, 'resized');
     requireNoOverlays(ctx, meta, 'resized');
     if (newSize < meta.size)
       throw new BadRequestError(`volumes only grow: ${req.vid} has ${meta.size} bytes, more than the ${newSize} asked`, { field: 'size' });

@@ -2,7 +2,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { makeTree, OTHER, OWNER, removeTree, seedCreateBody } from '../helpers/tree.js';
+import { iqnFor } from '../../src/exporters/iqn.js';
+import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
 const NODE = 'onehost-2.lal.in2p3.fr';
 
@@ -61,8 +62,11 @@ describe('attach tracking (seed 004)', () => {
     expect((await d.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2' }).expect(409)).body.error).to.equal(
       `volume ${vid} is attached to a VM and cannot be converted`,
     );
+    expect((await d.post('update/resize', { vid, creatorID: OWNER, size: 0.02 }).expect(409)).body.error).to.equal(`volume ${vid} is attached to a VM and cannot be resized`);
+    expect((await d.post('update', { vid, creatorID: OWNER, shareable: true }).expect(409)).body.error).to.equal(`volume ${vid} is attached to a VM and cannot be made shareable: true`);
     await d.post('detach', { volume_id: vid, client_uid: OWNER, node: NODE, vm_id: 9 }).expect(200);
     await d.post('detach', { volume_id: vid, client_uid: OWNER, node: NODE, vm_id: 9 }).expect(200);
+    await d.post('update/resize', { vid, creatorID: OWNER, size: 0.02 }).expect(200);
     await d.post('destroy', { volume_id: vid }).expect(200);
 
     const priv = await create({ private: true });
@@ -70,10 +74,42 @@ describe('attach tracking (seed 004)', () => {
     expect((await d.post('attach', { volume_id: priv, client_uid: OWNER, vm_id: 1 }).expect(400)).body.error).to.equal("request was badly formatted. 'node'");
   });
 
-  it('answers 501 to an export when exports are switched off', async () => {
+  it("lets only the client that attached a VM (or the owner) detach or change it; another's private volume is 404 to detach", async () => {
+    const vid = await create();
+    await attach(vid, 5, { client_uid: OTHER }).expect(200);
+    const meta = await fs.readFile(path.join(volDir(vid), 'meta.json'), 'utf8');
+    const third = 'abcdefabcdefabcdefabcdefabcdefab';
+    const refused = await d.post('detach', { volume_id: vid, client_uid: third, node: NODE, vm_id: 5 }).expect(403);
+    expect(refused.body.error).to.equal(`VM 5 on ${NODE} was attached to volume ${vid} by another client, which alone (or the owner) may detach it`);
+    await attach(vid, 5, { client_uid: third, target: 'vdz' }).expect(403);
+    expect(await fs.readFile(path.join(volDir(vid), 'meta.json'), 'utf8')).to.equal(meta);
+    await d.post('detach', { volume_id: vid, client_uid: OWNER, node: NODE, vm_id: 5 }).expect(200);
+
+    const priv = await create({ private: true });
+    await attach(priv, 6).expect(200);
+    expect((await d.post('detach', { volume_id: priv, client_uid: OTHER, node: NODE, vm_id: 6 }).expect(404)).body.error).to.equal(`volume ${priv} does not exist`);
+    expect(JSON.parse(await fs.readFile(path.join(volDir(priv), 'meta.json'), 'utf8')).attachments).to.have.length(1);
+  });
+
+  it('answers 501 to an export or unexport when exports are switched off, leaving the markers as they are', async () => {
     const vid = await create();
     const res = await d.post('export', { volume_id: vid, client_uid: OWNER }).expect(501);
     expect(res.body).to.include({ error: 'exports are switched off on this storage host (ELEMENTO_EXPORTER=none)', code: 'not_supported' });
     expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.img', 'meta.json']);
+    // A marker left from when exports were on (another daemon's, or this one's before a change of configuration).
+    const marker = `${iqnFor(OWNER, vid)}.exported`;
+    await fs.writeFile(path.join(volDir(vid), marker), '');
+    await d.post('unexport', { volume_id: vid, client_uid: OWNER }).expect(501);
+    expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.img', marker, 'meta.json']);
+  });
+
+  it("counts only markers of the daemon's form (iqn.2004-10.cloud.elemento:01:<client XOR volume>.exported) as exports, as info reports them", async () => {
+    const vid = await create();
+    await fs.writeFile(path.join(volDir(vid), 'iqn.1234.exported'), '');
+    expect((await d.post('info', { volume_id: vid }).expect(200)).body.exported).to.equal(false);
+    await d.post('update/resize', { vid, creatorID: OWNER, size: 0.02 }).expect(200);
+    await fs.writeFile(path.join(volDir(vid), `${iqnFor(OTHER, vid)}.exported`), '');
+    await waitFor(async () => (await d.post('info', { volume_id: vid }).expect(200)).body.exported === true, 5000, 'the index to see the marker');
+    await d.post('destroy', { volume_id: vid }).expect(409);
   });
 });

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
-import type { ResultPromise } from 'execa';
+import { execa, type ResultPromise } from 'execa';
 import { iqnFor } from '../../src/exporters/iqn.js';
 import { spawnDaemon } from '../helpers/process.js';
 import { freeControlPort, freePortalPort, iscsiUrl, missingIscsiTool, qemuIo, startTgtd, stopTgtdOn, tgtadmOn, type TestTgtd } from '../helpers/tgt.js';
@@ -140,6 +140,33 @@ describe('exports across a SIGKILL of the daemon (real process, real tgtd)', fun
       daemon = await spawnDaemon(['--mnt', mnt], env);
       child = daemon.child;
       expect((await qemuIo(url, 'raw', `read -P 0x42 0 ${MB}`)).ok).to.equal(true);
+    });
+
+    it('starts its tgtd again when it dies (the exports come back, their markers kept alive meanwhile), and on SIGTERM leaves other software\'s targets running', async () => {
+      const env = {
+        ELEMENTO_EXPORTER: 'tgt', ELEMENTO_TGT_MANAGE: '1', ELEMENTO_TGT_CONTROL_PORT: String(controlPort), ELEMENTO_ISCSI_PORTAL: portal,
+        ELEMENTO_EXPORT_HEARTBEAT_MS: '200', ELEMENTO_EXPORT_STALE_MS: '1500',
+      };
+      const daemon = await spawnDaemon(['--mnt', mnt], env);
+      child = daemon.child;
+      const { body } = await post(daemon.port, 'create', seedCreateBody({ format: 'raw', size: 0.01 }));
+      const { iqn } = (await post(daemon.port, 'export', { volume_id: body.vid, client_uid: OWNER })).body as { iqn: string };
+      const marker = path.join(volDir(body.vid as string), `${iqn}.exported`);
+      await execa('pkill', ['-KILL', '-f', `tgtd -C ${controlPort} --iscsi`]);
+      // Longer than the stale limit: a marker not touched while tgtd was gone would be dropped when it comes back.
+      await new Promise((r) => setTimeout(r, 2000));
+      await waitFor(async () => (await tgtadmOn(controlPort, ['--op', 'show', '--mode', 'target']).catch(() => '')).includes(iqn), 10_000, 'tgtd and the target back');
+      expect(await fs.readdir(volDir(body.vid as string))).to.include(path.basename(marker));
+      expect((await qemuIo(`iscsi://${portal}/${iqn}/1`, 'raw', `read 0 ${MB}`)).ok).to.equal(true);
+
+      const foreign = 'iqn.2020-01.org.other:foreign';
+      await tgtadmOn(controlPort, ['--op', 'new', '--mode', 'target', '--tid', '90', '-T', foreign]);
+      child.kill('SIGTERM');
+      expect((await child).exitCode).to.equal(0);
+      child = undefined;
+      const left = await tgtadmOn(controlPort, ['--op', 'show', '--mode', 'target']);
+      expect(left).to.include(foreign);
+      expect(left).to.not.include(iqn);
     });
   });
 });

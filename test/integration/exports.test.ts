@@ -85,14 +85,30 @@ describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
     expect((await d.post('info', { volume_id: vid }).expect(200)).body.exported).to.equal(false);
   });
 
-  it('refuses destroy and convert while exported (409), and allows them after unexport', async () => {
+  it('refuses destroy, convert, resize and a change of the flags the export was made on while exported (409), and allows them after unexport', async () => {
     const vid = await create();
-    await d.post('export', { volume_id: vid, client_uid: OWNER }).expect(200);
+    const { iqn } = (await d.post('export', { volume_id: vid, client_uid: OWNER }).expect(200)).body;
+    const before = (await fs.readdir(volDir(vid))).sort();
+    const meta = await fs.readFile(path.join(volDir(vid), 'meta.json'), 'utf8');
     expect((await d.post('destroy', { volume_id: vid }).expect(409)).body.error).to.equal(`volume ${vid} is exported and cannot be destroyed`);
     expect((await d.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2' }).expect(409)).body.error).to.equal(
       `volume ${vid} is exported and cannot be converted`,
     );
+    // The LUN keeps the size it was made with: a resize under it would not reach the hypervisor.
+    expect((await d.post('update/resize', { vid, creatorID: OWNER, size: 0.02 }).expect(409)).body.error).to.equal(`volume ${vid} is exported and cannot be resized`);
+    expect((await d.post('update', { vid, creatorID: OWNER, readonly: true }).expect(409)).body.error).to.equal(`volume ${vid} is exported and cannot be made readonly: true`);
+    expect((await d.post('update', { vid, creatorID: OWNER, private: true, shareable: true }).expect(409)).body.error).to.equal(
+      `volume ${vid} is exported and cannot be made private: true, shareable: true`,
+    );
+    // What the export does not depend on may change.
+    await d.post('update', { vid, creatorID: OWNER, name: 'renamed', readonly: false }).expect(200);
+    expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(before);
+    expect(JSON.parse(await fs.readFile(path.join(volDir(vid), 'meta.json'), 'utf8'))).to.deep.equal({ ...JSON.parse(meta), name: 'renamed' });
+    expect(await tgt().targets()).to.deep.equal([iqn]);
+
     await d.post('unexport', { volume_id: vid, client_uid: OWNER }).expect(200);
+    await d.post('update', { vid, creatorID: OWNER, readonly: true }).expect(200);
+    await d.post('update/resize', { vid, creatorID: OWNER, size: 0.02 }).expect(200);
     await d.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2' }).expect(200);
     await d.post('destroy', { volume_id: vid }).expect(200);
   });
@@ -164,10 +180,14 @@ describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
             const refusal = priv && !owner ? 403 : !shareable && exported ? 409 : null;
             it(`${priv ? 'private' : 'public'}, ${owner ? 'owner' : 'other client'}, ${shareable ? 'shareable' : 'not shareable'}, ${exported ? 'already exported' : 'not exported'}: ${refusal ?? 'exported'}`, async () => {
               // "Already exported" is to a third client (a repeat for the same client is not a second export):
-              // exported while public, then made private when the case asks for it.
+              // exported while public, then made private by hand when the case asks for it (update refuses
+              // that while exported, but the tree is the truth and an operator may edit it).
               const vid = await create({ shareable });
               if (exported) await d.post('export', { volume_id: vid, client_uid: THIRD }).expect(200);
-              if (priv) await d.post('update', { vid, creatorID: OWNER, private: true }).expect(200);
+              if (priv) {
+                const file = path.join(volDir(vid), 'meta.json');
+                await fs.writeFile(file, JSON.stringify({ ...JSON.parse(await fs.readFile(file, 'utf8')), private: true }));
+              }
               const client = owner ? OWNER : OTHER;
               const before = await tgt().targets();
               const res = await d.post('export', { volume_id: vid, client_uid: client });

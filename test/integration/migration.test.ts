@@ -3,7 +3,8 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { iqnFor } from '../../src/exporters/iqn.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { withTgtd } from '../helpers/tgt.js';
+import { bearer, TOKENS, writeTokenFile } from '../helpers/auth.js';
+import { freeControlPort, withTgtd } from '../helpers/tgt.js';
 import { makeTree, OTHER, OWNER, removeTree, seedCreateBody } from '../helpers/tree.js';
 
 const THIRD = 'abcdefabcdefabcdefabcdefabcdefab';
@@ -107,6 +108,53 @@ describe('live migration (real tgtd)', function () {
     const priv = await exportedVolume({ private: true });
     expect((await d!.post('migration/prepare', { volume_id: priv, client_uid: OTHER }).expect(403)).body.rule).to.equal('private');
     expect((await d!.post('migration/prepare', { volume_id: vid, client_uid: 'nothex' }).expect(400)).body.field).to.equal('client_uid');
+  });
+
+  it('a prepare that fails leaves no migration behind, and a conclude is refused before the prepare finished', async () => {
+    const vid = await exportedVolume();
+    const before = await fs.readdir(volDir(vid));
+    const cut = await startTestDaemon(mnt, { exporter: 'tgt', tgtControlPort: await freeControlPort(), iscsiPortal: tgt().portal });
+    try {
+      await cut.post('migration/prepare', { volume_id: vid, client_uid: OTHER }).expect(503);
+    } finally {
+      await cut.stop();
+    }
+    expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(before.sort());
+    expect((await d!.post('migration/conclude', { volume_id: vid, client_uid: OTHER }).expect(409)).body.error).to.equal(`no migration of volume ${vid} is in progress`);
+
+    // A prepare cut short (as a crash mid-way leaves it until the lock is recovered): conclude would leave the volume exported to no one.
+    const state = { source: OWNER, destination: OTHER, phase: 'preparing', destinationWasExported: false, started: new Date().toISOString() };
+    await fs.writeFile(path.join(volDir(vid), 'migration.json'), JSON.stringify(state));
+    const refused = (await d!.post('migration/conclude', { volume_id: vid, client_uid: OTHER }).expect(409)).body;
+    expect(refused).to.include({ error: `the migration of volume ${vid} is preparing, so it cannot be concluded now`, phase: 'preparing' });
+    expect(await targets()).to.deep.equal([iqnFor(OWNER, vid)]);
+    await d!.post('migration/revert', { volume_id: vid, client_uid: OTHER }).expect(200);
+    expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(before.sort());
+
+    await fs.writeFile(path.join(volDir(vid), 'migration.json'), JSON.stringify({ ...state, phase: 'reverting' }));
+    expect((await d!.post('migration/prepare', { volume_id: vid, client_uid: OTHER }).expect(409)).body.error).to.equal(
+      `the migration of volume ${vid} is reverting: repeat migration/revert to finish it`,
+    );
+    await d!.post('migration/conclude', { volume_id: vid, client_uid: OTHER }).expect(409);
+    await d!.post('migration/revert', { volume_id: vid, client_uid: OTHER }).expect(200);
+    expect(await markers(vid)).to.deep.equal([`${iqnFor(OWNER, vid)}.exported`]);
+  });
+
+  it('with API tokens, only the owner or an admin migrates a volume: another client cannot take over its export', async () => {
+    await d!.stop();
+    d = await startTestDaemon(mnt, { exporter: 'tgt', tgtControlPort: tgt().controlPort, iscsiPortal: tgt().portal, tokensFile: await writeTokenFile(mnt) });
+    const asToken = (token: keyof typeof TOKENS, endpoint: string, body: object) => d!.post(endpoint, body).set(bearer(TOKENS[token]));
+    const vid = (await asToken('owner', 'create', seedCreateBody({ format: 'raw', size: 0.01 })).expect(200)).body.vid;
+    await asToken('owner', 'export', { volume_id: vid, client_uid: OWNER }).expect(200);
+    await asToken('other', 'export', { volume_id: vid, client_uid: OTHER }).expect(409);
+    const before = (await fs.readdir(volDir(vid))).sort();
+    for (const step of ['prepare', 'conclude', 'revert'])
+      expect((await asToken('other', `migration/${step}`, { volume_id: vid, client_uid: OTHER }).expect(403)).body.error).to.equal(`only the creator of volume ${vid} may migrate it`);
+    expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(before);
+    expect(await targets()).to.deep.equal([iqnFor(OWNER, vid)]);
+    await asToken('admin', 'migration/prepare', { volume_id: vid, client_uid: OTHER }).expect(200);
+    await asToken('admin', 'migration/conclude', { volume_id: vid, client_uid: OTHER }).expect(200);
+    expect(await targets()).to.deep.equal([iqnFor(OTHER, vid)]);
   });
 
   for (const [phase, survivor, outcome] of [

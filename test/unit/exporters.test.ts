@@ -140,7 +140,7 @@ describe('tgt backend (tgtadm)', () => {
     expect(runner.done).to.equal(true);
   });
 
-  it('stops a tgtd it manages: targets first, then the system (tgtd ignores SIGTERM)', async () => {
+  it('stops a tgtd it manages: its targets first, then the system (tgtd ignores SIGTERM)', async () => {
     const c = 'tgtadm -C 21002 --lld iscsi';
     const runner = new RecordedRunner([
       { cmd: `${c} --op show --mode system`, fail: { exitCode: 107, stderr: 'tgtadm: failed to send request hdr to tgt daemon, Transport endpoint is not connected' } },
@@ -150,6 +150,7 @@ describe('tgt backend (tgtadm)', () => {
       { cmd: `${c} --op show --mode target`, stdout: TGT_SHOW },
       { cmd: `${c} --op delete --mode target --tid 1 --force` },
       { cmd: `${c} --op delete --mode target --tid 3 --force` },
+      { cmd: `${c} --op show --mode target`, stdout: '' },
       { cmd: `${c} --op delete --mode system` },
     ]);
     const exporter = new TgtExporter(new Tgtadm(runner, 21002), { manage: true, portal: '127.0.0.1:13261', controlPort: 21002 }, log);

@@ -1,4 +1,5 @@
-import { Router } from 'express';
+import { Router, type Response } from 'express';
+import { tokenClient } from '../auth.js';
 import type { ExportService } from '../../exporters/service.js';
 import { attachVolume, detachVolume, type AttachRequest } from '../../volumes/attach.js';
 import type { StoreContext } from '../../volumes/context.js';
@@ -14,9 +15,11 @@ export function exportRoutes(ctx: StoreContext, exports: ExportService): Router 
   r.post('/export', jsonEndpoint<ExportRequest>('export', (body) => exportVolume(ctx, exports, body.volume_id, body.client_uid)));
   r.post('/unexport', jsonEndpoint<ExportRequest>('export', (body) => unexportVolume(ctx, exports, body.volume_id, body.client_uid)));
   for (const base of ['/migration', '/livemigration']) {
-    r.post(`${base}/prepare`, jsonEndpoint<MigrationRequest>('migration', (body) => prepareMigration(ctx, exports, body)));
-    r.post(`${base}/conclude`, jsonEndpoint<MigrationRequest>('migration', (body) => finishMigration(ctx, exports, body, 'conclude')));
-    r.post(`${base}/revert`, jsonEndpoint<MigrationRequest>('migration', (body) => finishMigration(ctx, exports, body, 'revert')));
+    // The body's client_uid is the destination, not the caller: only a client token names a caller (the volume's owner).
+    const caller = (res: Response) => tokenClient(res) ?? null;
+    r.post(`${base}/prepare`, jsonEndpoint<MigrationRequest>('migration', (body, _req, res) => prepareMigration(ctx, exports, body, caller(res))));
+    r.post(`${base}/conclude`, jsonEndpoint<MigrationRequest>('migration', (body, _req, res) => finishMigration(ctx, exports, body, 'conclude', caller(res))));
+    r.post(`${base}/revert`, jsonEndpoint<MigrationRequest>('migration', (body, _req, res) => finishMigration(ctx, exports, body, 'revert', caller(res))));
   }
   r.post('/attach', jsonEndpoint<AttachRequest>('attach', (body) => attachVolume(ctx, body)));
   r.post('/detach', jsonEndpoint<AttachRequest>('attach', (body) => detachVolume(ctx, body)));
