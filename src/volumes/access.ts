@@ -26,6 +26,13 @@ export function requireOwner(meta: VolumeMeta, caller: Caller, action: string): 
     throw new ForbiddenError(`only the creator of volume ${meta.volumeID} may ${action} it`, { vid: meta.volumeID });
 }
 
+/** The owner check again on meta.json read under the volume's lock: 404 if it became private to another, 403 if no longer the caller's. */
+export function requireOwnedAfresh(meta: VolumeMeta, caller: Caller, action: string): VolumeMeta {
+  if (!canSee(meta, caller)) throw new NotFoundError(`volume ${meta.volumeID} does not exist`, { vid: meta.volumeID });
+  requireOwner(meta, caller, action);
+  return meta;
+}
+
 /** Refuses an operation that must not run while the volume is in use by a hypervisor. */
 export function requireNotInUse(files: string[], meta: VolumeMeta, action: string): void {
   const exported = files.filter((f) => EXPORT_MARKER_RE.test(f));

@@ -5,7 +5,7 @@ import { BadRequestError, translateErrno } from '../errors.js';
 import { dataFileName, gbToBytes } from '../store/layout.js';
 import { readMeta, writeMeta, type VolumeMeta } from '../store/meta.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
-import { findVolume, requireNoOverlays, requireNotInUse, requireOwner } from './access.js';
+import { findVolume, requireNoOverlays, requireNotInUse, requireOwnedAfresh, requireOwner } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 import { assertConsistent } from './create.js';
 import { convertIntoPlace } from './rewrite.js';
@@ -22,7 +22,8 @@ export type UpdateRequest = { vid: string; creatorID: string; format?: unknown; 
 
 /**
  * Runs `fn` on a volume under its lock with meta.json read afresh from disk (another host may have
- * changed it), after the caller has been checked as its owner.
+ * changed it), after the caller has been checked as its owner: against the index first (a quick
+ * refusal), then against that fresh meta.json (a transfer may have happened meanwhile).
  */
 export async function withOwnedVolume<T>(
   ctx: StoreContext,
@@ -35,7 +36,7 @@ export async function withOwnedVolume<T>(
   const record = findVolume(ctx, vid, caller);
   requireOwner(record.meta, caller, action);
   try {
-    return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => fn(record.dir, await readMeta(record.dir, vid)));
+    return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => fn(record.dir, requireOwnedAfresh(await readMeta(record.dir, vid), caller, action)));
   } finally {
     await ctx.index.reloadDir(record.dir);
   }

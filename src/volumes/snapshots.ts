@@ -72,8 +72,8 @@ async function revertTo(store: SnapshotStore, name: string, volumeSize: number):
 
 /**
  * Runs a snapshot change under the volume's lock (purpose `snapshot`), after the rules: the owner
- * only; qcow2 or Ceph only; not while exported or attached unless read-only (a VM writing would race
- * the tool); not on a base whose linked clones read through to it.
+ * only; qcow2 or Ceph only; not while exported or attached (a VM writing would race the tool), except
+ * the creation of one on a read-only volume; not on a base whose linked clones read through to it.
  */
 async function withSnapshots<T>(
   ctx: StoreContext,
@@ -84,7 +84,9 @@ async function withSnapshots<T>(
 ): Promise<T> {
   return withOwnedVolume(ctx, req.vid, caller, 'snapshot', `${action} a snapshot of`, async (dir, meta) => {
     const store = await snapshotStore(ctx, dir, meta);
-    if (!meta.readonly) requireNotInUse(await fs.readdir(dir), meta, PAST[action]);
+    // Only taking a snapshot of a read-only volume leaves its image as a hypervisor reads it; a revert or
+    // a delete rewrites the tables that hypervisor has cached.
+    if (!meta.readonly || action !== 'create') requireNotInUse(await fs.readdir(dir), meta, PAST[action]);
     requireNoOverlays(ctx, meta, PAST[action]);
     try {
       const done = await fn(store, await store.list(), meta);

@@ -84,11 +84,16 @@ describe('snapshots of qcow2 volumes (real qemu-img)', () => {
     expect(await snapshotTree(t.mnt)).to.deep.equal(before);
   });
 
-  it('snapshots a read-only volume even while it is exported', async () => {
+  it('snapshots a read-only volume even while it is exported, but neither reverts nor deletes one under the hypervisor', async () => {
     await t.d.post('update', { vid, creatorID: OWNER, readonly: true }).expect(200);
+    await t.d.post('snapshot/create', { vid, creatorID: OWNER, name: 'before' }).expect(200);
     await fs.writeFile(path.join(dir, EXPORT_MARKER), '');
     await t.d.daemon.ctx.index.reloadDir(dir);
     await t.d.post('snapshot/create', { vid, creatorID: OWNER, name: 'frozen' }).expect(200);
+    const before = await snapshotTree(t.mnt);
+    for (const action of ['revert', 'delete'])
+      expect((await t.d.post(`snapshot/${action}`, { vid, creatorID: OWNER, name: 'before' }).expect(409)).body.error).to.match(/^volume [0-9a-f]{32} is exported and cannot be/);
+    expect(await snapshotTree(t.mnt)).to.deep.equal(before);
   });
 });
 
@@ -130,6 +135,17 @@ describe('transfer of ownership', () => {
     // No creatorID: the controller (SPEC §2), which may hand any volume back.
     expect((await t.d.post('update/transfer', { vid, new_creatorID: OWNER }).expect(200)).body.creatorID).to.equal(OWNER);
     await t.d.post('update', { vid, creatorID: OWNER, name: 'back' }).expect(200);
+  });
+
+  it('checks the owner again on meta.json read under the lock (a transfer another daemon made is not yet in this index)', async () => {
+    const vid = (await t.d.post('create', seedCreateBody({ private: true })).expect(200)).body.vid;
+    const file = path.join(t.mnt, 'a', `vid.${vid}.elimg`, 'meta.json');
+    const handedOver = JSON.stringify({ ...JSON.parse(await fs.readFile(file, 'utf8')), creatorID: NEW });
+    // Written as another daemon's transfer would be, and asked at once, before this daemon's watcher reloads it.
+    await fs.writeFile(file, handedOver);
+    await t.d.post('destroy', { volume_id: vid, creatorID: OWNER }).expect(404);
+    await t.d.post('update', { vid, creatorID: OWNER, private: false, name: 'stolen' }).expect(404);
+    expect(await fs.readFile(file, 'utf8')).to.equal(handedOver);
   });
 
   it('refuses to hand over a volume in use (exported), changing nothing', async () => {
