@@ -39,7 +39,7 @@ const sectors = (bytes: number) => Math.ceil(bytes / 512) * 512;
 export async function setClaimedSize(ctx: StoreContext, claimed: Claimed, size: number): Promise<void> {
   if (size === claimed.meta.size) return;
   const next = { ...claimed.meta, size };
-  if (size > claimed.meta.size) await ctx.placement.grow(claimed.root, claimed.meta.size, size, () => writeMeta(claimed.dir, next));
+  if (size > claimed.meta.size) await ctx.placement.grow(claimed.root, claimed.dir, claimed.meta.size, size, () => writeMeta(claimed.dir, next));
   else await writeMeta(claimed.dir, next);
   claimed.meta = next;
 }

@@ -11,6 +11,8 @@ export const BIN_DIR = '.elemento-bin';
 /** proper-lockfile's mutex directory inside a volume, and the one beside a root's settings.json. */
 export const VOLUME_MUTEX = '.elemento.lock';
 export const ROOT_MUTEX = '.elemento-root.lock';
+/** A root's usage stamp: rewritten under the root's lock whenever a volume there grows (src/store/placement.ts). */
+export const USAGE_STAMP = '.elemento-usage';
 
 const VOLUME_DIR_RE = /^vid\.([0-9a-f]{32})\.elimg$/;
 const UID_RE = /^[0-9a-f]{32}$/;

@@ -3,7 +3,8 @@ import path from 'node:path';
 import { NoRoomError, UnavailableError } from '../errors.js';
 import type { LockManager } from './locks.js';
 import { readMeta } from './meta.js';
-import { SETTINGS_FILE, uidOfDirName } from './layout.js';
+import { writeFileAtomic } from './atomic.js';
+import { newUid, SETTINGS_FILE, tempNameFor, uidOfDirName, USAGE_STAMP } from './layout.js';
 import type { Root } from './roots.js';
 import type { VolumeIndex } from './volume-index.js';
 
@@ -29,15 +30,27 @@ export function quotaRefusal(root: Root, usage: Usage, sizeBytes: number, newVol
  * lock and counts the volumes really in the root's directory (a volume being created has its
  * meta.json from the moment it is claimed), so concurrent creates, here or on another host sharing
  * the tree, never overshoot.
+ *
+ * Sizes of volumes the index knows come from the index (reading 10,000 meta.json files per create
+ * would be slow). A volume that grows (resize, an import learning its length) changes its size under
+ * the root's lock, and first writes a new token in the root's usage stamp (`.elemento-usage`): a
+ * daemon that finds a stamp it did not see last reads that root's sizes from disk once, and reloads
+ * the volumes its index had wrong, before it decides. A grow on another host sharing the tree is
+ * thus counted at once, whatever that host's index or this one's watcher have seen.
  */
 export class Placement {
+  /** The usage stamp of each root as this daemon last saw it with its index up to date. */
+  private readonly seenStamps = new Map<string, string>();
+
   constructor(
     private readonly index: VolumeIndex,
     private readonly locks: LockManager,
   ) {}
 
-  /** Usage of a root as its directory says now; sizes come from the index when it knows the volume. */
+  /** Usage of a root as its directory says now (root lock held). */
   async usageOnDisk(rootPath: string): Promise<Usage> {
+    const stamp = await readUsageStamp(rootPath);
+    const indexTrusted = stamp === this.seenStamps.get(rootPath);
     const usage: Usage = { volumes: 0, bytes: 0 };
     for (const name of await fs.readdir(rootPath)) {
       const uid = uidOfDirName(name);
@@ -45,9 +58,15 @@ export class Placement {
       usage.volumes += 1;
       const dir = path.join(rootPath, name);
       const known = this.index.get(uid);
-      if (known?.dir === dir && known.meta) usage.bytes += known.meta.size;
-      else usage.bytes += await readMeta(dir, uid).then((m) => m.size, () => 0);
+      if (indexTrusted && known?.dir === dir && known.meta) {
+        usage.bytes += known.meta.size;
+        continue;
+      }
+      const size = await readMeta(dir, uid).then((m) => m.size, () => 0);
+      usage.bytes += size;
+      if (known?.dir === dir && known.meta && known.meta.size !== size) await this.index.reloadDir(dir);
     }
+    this.seenStamps.set(rootPath, stamp);
     return usage;
   }
 
@@ -101,13 +120,21 @@ export class Placement {
     });
   }
 
-  /** Checks, under the root's lock, that a volume of `oldSize` may grow to `newSize`; runs `grow` if so. */
-  async grow<T>(root: Root, oldSize: number, newSize: number, grow: () => Promise<T>): Promise<T> {
+  /**
+   * Checks, under the root's lock, that the volume in `dir` may grow from `oldSize` to `newSize`; if
+   * so, stamps the root and runs `grow` (which writes the new size in meta.json), then updates the index.
+   */
+  async grow<T>(root: Root, dir: string, oldSize: number, newSize: number, grow: () => Promise<T>): Promise<T> {
     return this.locks.withRootLock(root.path, async () => {
       await assertRootAvailable(root.path);
       const refusal = quotaRefusal(root, await this.usageOnDisk(root.path), newSize - oldSize, false, newSize);
       if (refusal) throw new NoRoomError(`the volume cannot grow to ${newSize} bytes: ${refusal}`);
-      return grow();
+      // Stamped before the size changes: a crash in between only makes the others read the sizes again.
+      const stamp = await writeUsageStamp(root.path);
+      const grown = await grow();
+      await this.index.reloadDir(dir);
+      this.seenStamps.set(root.path, stamp);
+      return grown;
     });
   }
 }
@@ -122,4 +149,22 @@ export async function rootAvailable(rootPath: string): Promise<boolean> {
 
 export async function assertRootAvailable(rootPath: string): Promise<void> {
   if (!(await rootAvailable(rootPath))) throw new UnavailableError(`storage root ${rootPath} is not available (settings.json is gone: unmounted?)`);
+}
+
+/** The root's usage stamp: a token rewritten by whoever grows a volume there ('' while none was written). */
+async function readUsageStamp(rootPath: string): Promise<string> {
+  return fs.readFile(path.join(rootPath, USAGE_STAMP), 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return '';
+    throw err;
+  });
+}
+
+/** Root lock held: a temp file of the stamp found now is a crash's leftover, and goes. */
+async function writeUsageStamp(rootPath: string): Promise<string> {
+  const target = path.join(rootPath, USAGE_STAMP);
+  const leftover = path.basename(tempNameFor(target, ''));
+  for (const name of await fs.readdir(rootPath)) if (name.startsWith(leftover)) await fs.rm(path.join(rootPath, name), { force: true });
+  const stamp = newUid();
+  await writeFileAtomic(target, stamp);
+  return stamp;
 }

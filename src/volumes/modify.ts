@@ -96,7 +96,7 @@ export async function resizeVolume(ctx: StoreContext, req: { vid: string; creato
     if (newSize < meta.size)
       throw new BadRequestError(`volumes only grow: ${req.vid} has ${meta.size} bytes, more than the ${newSize} asked`, { field: 'size' });
     if (newSize === meta.size) return;
-    await ctx.placement.grow(root, meta.size, newSize, async () => {
+    await ctx.placement.grow(root, dir, meta.size, newSize, async () => {
       const grown =
         meta.format === 'rbd'
           ? requireCeph(ctx).resize(await imageOf(dir, meta), newSize)

@@ -35,6 +35,20 @@ describe('placement and quotas', () => {
     expect(status.roots[0]).to.include({ volumes: 3, usedBytes: 3e9 });
   });
 
+  it('max-total-size holds when a resize and a create race for the same room', async () => {
+    mnt = await makeTree({ a: { 'max-total-size': '10G' } });
+    d = await startTestDaemon(mnt);
+    const owner = seedCreateBody().creatorID;
+    for (let round = 0; round < 8; round++) {
+      const { vid } = (await d.post('create', seedCreateBody({ size: 4, format: 'raw' })).expect(200)).body;
+      const [resize, create] = await Promise.all([d.post('update/resize', { vid, creatorID: owner, size: 8 }), d.post('create', seedCreateBody({ size: 4, format: 'raw' }))]);
+      expect([resize.status, create.status].sort(), `round ${round}`).to.deep.equal([200, 507]);
+      const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
+      expect(status.roots[0].usedBytes).to.equal(8e9);
+      for (const v of [vid, create.body.vid].filter(Boolean)) await d.post('destroy', { volume_id: v }).expect(200);
+    }
+  });
+
   it('max-volume-size refuses a volume too large, and resize past it', async () => {
     mnt = await makeTree({ a: { 'max-volume-size': '2G' } });
     d = await startTestDaemon(mnt);

@@ -102,7 +102,7 @@ for (const tree of TREES) {
     after(async () => shared?.cleanup());
     beforeEach(async () => {
       await fs.mkdir(root(), { recursive: true });
-      await fs.writeFile(path.join(root(), 'settings.json'), JSON.stringify({ 'max-volumes': 5 }));
+      await fs.writeFile(path.join(root(), 'settings.json'), JSON.stringify({ 'max-volumes': 5, 'max-total-size': '10G' }));
       daemons = await Promise.all(shared!.mnts.map((mnt) => spawnDaemon(['--mnt', mnt], { ELEMENTO_LOG_LEVEL: 'info', ELEMENTO_EXPORTER: 'none', ...shared!.env })));
     });
     afterEach(async () => {
@@ -136,6 +136,18 @@ for (const tree of TREES) {
           expect((await d.get('status')).body.locksCompromised).to.equal(0);
         }
       });
+
+    it("counts a volume the other daemon has just grown, before its own index hears of it", async () => {
+      const [d0, d1] = daemons;
+      const vid = (await d0.post('create', seedCreateBody({ size: 4, format: 'raw' }))).body.vid as string;
+      await waitFor(async () => (await d1.post('info', { volume_id: vid })).status === 200, 5000, 'the other daemon to know the volume');
+      expect((await d0.post('update/resize', { vid, creatorID: OWNER, size: 8 })).status).to.equal(200);
+      const refused = await d1.post('create', seedCreateBody({ size: 4, format: 'raw' }));
+      expect(refused.status).to.equal(507);
+      expect(refused.body.reasons).to.deep.equal([`${root()} has 2000000000 bytes of quota left`.replace(shared!.mnts[0], shared!.mnts[1])]);
+      expect((await d1.post('create', seedCreateBody({ size: 2, format: 'raw' }))).status).to.equal(200);
+      expect((await d1.post('info', { volume_id: vid })).body.size).to.equal(8e9);
+    });
 
     it('races creates and destroys from both daemons: the quota holds at every moment, each volume is destroyed once, no lock is broken', async () => {
       const count = countVolumesMeanwhile(root());
