@@ -49,6 +49,24 @@ export class PayloadTooLargeError extends ApiError {
   override readonly code = 'payload_too_large';
 }
 
+/** A download's `If-Match` / `If-Unmodified-Since` does not hold: the image changed since the client's copy. */
+export class PreconditionFailedError extends ApiError {
+  override readonly status = 412;
+  override readonly code = 'precondition_failed';
+}
+
+/** A download's Range starts past the image's end; `Content-Range: bytes *\/<size>` tells the size (RFC 9110 §15.5.17). */
+export class RangeNotSatisfiableError extends ApiError {
+  override readonly status = 416;
+  override readonly code = 'range_not_satisfiable';
+  constructor(
+    message: string,
+    readonly size: number,
+  ) {
+    super(message, { size });
+  }
+}
+
 /** The daemon cannot do this on this host (a missing tool, an unsupported backend feature). */
 export class NotSupportedError extends ApiError {
   override readonly status = 501;
@@ -97,6 +115,8 @@ export const ERROR_CATALOGUE = [
   NotFoundError,
   ConflictError,
   PayloadTooLargeError,
+  PreconditionFailedError,
+  RangeNotSatisfiableError,
   NotSupportedError,
   UpstreamError,
   UnavailableError,

@@ -1,5 +1,5 @@
 import type { ErrorRequestHandler } from 'express';
-import { ApiError, BadRequestError, PayloadTooLargeError, translateErrno } from '../errors.js';
+import { ApiError, BadRequestError, PayloadTooLargeError, RangeNotSatisfiableError, translateErrno } from '../errors.js';
 import { errorFields, type Logger } from '../log.js';
 
 /** body-parser's own errors, turned into the catalogue's. */
@@ -19,6 +19,7 @@ function fromBodyParser(err: { type?: string; status?: number; limit?: number })
 export function errorHandler(log: Logger): ErrorRequestHandler {
   return (raw, req, res, _next) => {
     const err = (raw instanceof ApiError ? raw : (fromBodyParser(raw) ?? translateErrno(raw, 'this request'))) as unknown;
+    if (err instanceof RangeNotSatisfiableError) res.set('Content-Range', `bytes */${err.size}`);
     if (err instanceof ApiError && err.status < 500) {
       res.status(err.status).json({ error: err.message, code: err.code, ...err.details });
       return;

@@ -1,4 +1,6 @@
 import { promises as fs } from 'node:fs';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -91,6 +93,31 @@ describe('ISO volumes and downloads (genisoimage, local HTTP server)', function 
     expect(Buffer.compare(part.body as Buffer, iso.subarray(32768, 32776))).to.equal(0);
     const hidden = await env.d.api.get(`/api/v1.0/volumes/${vid}/data?client_uid=${OTHER}`).expect(404);
     expect(hidden.body).to.deep.equal({ error: `volume ${vid} does not exist`, code: 'not_found', vid });
+  });
+
+  it('answers a range past the end 416 with the size, a changed image 412, as JSON errors that do not look like an image', async () => {
+    const { vid } = (await env.d.post('iso/create', { ...TOOL_BODY, url: server.url('tools.iso') }).expect(200)).body;
+    const size = (await fs.stat(path.join(src, 'tools.iso'))).size;
+    const url = `/api/v1.0/volumes/${vid}/data`;
+    const past = await env.d.api.get(url).set('Range', `bytes=${size}-`).expect(416);
+    expect(past.headers['content-range']).to.equal(`bytes */${size}`);
+    expect(past.headers['content-type']).to.match(/^application\/json/);
+    expect(past.headers['content-disposition']).to.equal(undefined);
+    expect(past.body).to.deep.equal({ error: `the range asked starts past the end of volume ${vid}'s image (${size} bytes)`, code: 'range_not_satisfiable', size });
+    const changed = await env.d.api.get(url).set('If-Match', '"not-this-one"').expect(412);
+    expect(changed.headers['content-type']).to.match(/^application\/json/);
+    expect(changed.body.code).to.equal('precondition_failed');
+    // curl -C - on a complete copy: nothing is written into the user's file.
+    const copy = path.join(src, 'copy.iso');
+    await fs.copyFile(path.join(src, 'tools.iso'), copy);
+    const listener = env.d.app.listen(0, '127.0.0.1');
+    await once(listener, 'listening');
+    try {
+      await execa('curl', ['-s', '-C', '-', '-o', copy, `http://127.0.0.1:${(listener.address() as AddressInfo).port}${url}`], { reject: false });
+    } finally {
+      listener.close();
+    }
+    expect((await fs.stat(copy)).size).to.equal(size);
   });
 });
 

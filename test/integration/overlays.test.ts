@@ -26,15 +26,15 @@ describe('linked clones (alg overlay) and overlay/compact (real qemu-img)', () =
   });
 
   async function template(format: 'raw' | 'qcow2' = 'raw'): Promise<string> {
-    const { vid } = (await d.post('create', seedCreateBody({ format, size: 0.1, clonable: true, alg: 'overlay', bootable: true })).expect(200)).body;
+    const { vid } = (await d.post('create', seedCreateBody({ format, size: 0.1, clonable: true, alg: 'cp', bootable: true })).expect(200)).body;
     await writePattern(path.join(volDir(vid), format === 'raw' ? 'data.img' : 'data.qcow2'), format, 0x7e, 0, 4 * MB);
     return vid;
   }
 
   it('makes a chain of overlays with relative backing files, each reading through, the base unchanged', async () => {
     const base = await template('raw');
-    const ov1 = (await d.post('clone', { volume_id: base, creatorID: OTHER }).expect(200)).body;
-    expect(ov1).to.include({ img_format: 'qcow2', creatorID: OTHER, alg: 'overlay', bootable: true, size: 0.1 });
+    const ov1 = (await d.post('clone', { volume_id: base, creatorID: OTHER, alg: 'overlay' }).expect(200)).body;
+    expect(ov1).to.include({ img_format: 'qcow2', creatorID: OTHER, alg: 'cp', bootable: true, size: 0.1 });
     expect(volDir(ov1.vid).startsWith(path.dirname(volDir(base)))).to.equal(true);
     const ov1Data = path.join(volDir(ov1.vid), 'data.qcow2');
     expect(await imageInfo(ov1Data)).to.include({ format: 'qcow2', 'virtual-size': 100_000_256, 'backing-filename': `../vid.${base}.elimg/data.img` });
@@ -68,7 +68,7 @@ describe('linked clones (alg overlay) and overlay/compact (real qemu-img)', () =
 
   it('refuses to destroy, resize, convert or snapshot a base in use (409), and allows it once the overlays are gone', async () => {
     const base = await template('qcow2');
-    const ov = (await d.post('clone', { volume_id: base, creatorID: OWNER }).expect(200)).body.vid;
+    const ov = (await d.post('clone', { volume_id: base, creatorID: OWNER, alg: 'overlay' }).expect(200)).body.vid;
     const before = await snapshotTree(mnt);
     const refused = await d.post('destroy', { volume_id: base }).expect(409);
     expect(refused.body).to.deep.equal({
@@ -87,7 +87,7 @@ describe('linked clones (alg overlay) and overlay/compact (real qemu-img)', () =
 
   it('converting a linked clone to raw flattens it and frees its base', async () => {
     const base = await template('qcow2');
-    const ov = (await d.post('clone', { volume_id: base, creatorID: OWNER }).expect(200)).body.vid;
+    const ov = (await d.post('clone', { volume_id: base, creatorID: OWNER, alg: 'overlay' }).expect(200)).body.vid;
     await d.post('update/convert', { vid: ov, creatorID: OWNER, format: 'raw' }).expect(200);
     expect(await meta(ov)).to.not.have.property('base');
     await d.post('destroy', { volume_id: base }).expect(200);
@@ -96,10 +96,12 @@ describe('linked clones (alg overlay) and overlay/compact (real qemu-img)', () =
 
   it('compacts an overlay into a standalone volume with the same bytes, freeing its base', async () => {
     const base = await template('raw');
-    const ov = (await d.post('clone', { volume_id: base, creatorID: OWNER }).expect(200)).body.vid;
+    const ov = (await d.post('clone', { volume_id: base, creatorID: OWNER, alg: 'overlay' }).expect(200)).body.vid;
     const ovData = path.join(volDir(ov), 'data.qcow2');
     await writePattern(ovData, 'qcow2', 0x02, 2 * MB, MB);
     await d.post('overlay/compact', { vid: ov, creatorID: OTHER }).expect(403);
+    // Its file alone would not be a backup: it names the base as its backing file.
+    expect((await d.api.get(`/api/v1.0/volumes/${ov}/data`).expect(409)).body).to.include({ code: 'conflict', base });
 
     const res = await d.post('overlay/compact', { vid: ov, creatorID: OWNER }).expect(200);
     expect(res.body).to.deep.equal({ vid: ov, creatorID: OWNER, base: null, former_base: base });
@@ -111,13 +113,14 @@ describe('linked clones (alg overlay) and overlay/compact (real qemu-img)', () =
 
     await d.post('destroy', { volume_id: base }).expect(200);
     expect(await hasPattern(ovData, 'qcow2', 0x7e, 0, 2 * MB)).to.equal(true);
+    await d.api.get(`/api/v1.0/volumes/${ov}/data`).expect(200);
     await d.post('overlay/compact', { vid: ov, creatorID: OWNER }).expect(400);
   });
 
   it('runs compact as a job; a cancelled one leaves the overlay as it was', async () => {
-    const base = (await d.post('create', seedCreateBody({ format: 'raw', size: 1, clonable: true, alg: 'overlay' })).expect(200)).body.vid;
+    const base = (await d.post('create', seedCreateBody({ format: 'raw', size: 1, clonable: true, alg: 'cp' })).expect(200)).body.vid;
     await writePattern(path.join(volDir(base), 'data.img'), 'raw', 0x33, 0, 768 * MB);
-    const ov = (await d.post('clone', { volume_id: base, creatorID: OWNER }).expect(200)).body.vid;
+    const ov = (await d.post('clone', { volume_id: base, creatorID: OWNER, alg: 'overlay' }).expect(200)).body.vid;
     const before = await snapshotTree(mnt);
     const job = (await d.post('overlay/compact', { vid: ov, creatorID: OWNER, async: true }).expect(202)).body.job;
     expect((await d.api.delete(`/api/v1.0/jobs/${job}`).expect(200)).body).to.include({ kind: 'compact', state: 'cancelled' });
@@ -132,7 +135,7 @@ describe('linked clones (alg overlay) and overlay/compact (real qemu-img)', () =
 
   it('finishes a compact that died after its data was renamed in (meta.json follows the image)', async () => {
     const base = await template('raw');
-    const ov = (await d.post('clone', { volume_id: base, creatorID: OWNER }).expect(200)).body.vid;
+    const ov = (await d.post('clone', { volume_id: base, creatorID: OWNER, alg: 'overlay' }).expect(200)).body.vid;
     const dir = volDir(ov);
     await d.stop();
     const flat = path.join(dir, '.data.tmp-0000dead.qcow2');

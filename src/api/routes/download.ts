@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Router, type NextFunction, type Request, type Response } from 'express';
-import { ConflictError } from '../../errors.js';
+import { ConflictError, PreconditionFailedError, RangeNotSatisfiableError } from '../../errors.js';
 import type { VolumeMeta } from '../../store/meta.js';
 import type { VolumeRecord } from '../../store/volume-record.js';
 import { requireCeph } from '../../volumes/ceph.js';
@@ -43,6 +43,23 @@ async function sendRbdImage(ctx: StoreContext, record: VolumeRecord & { meta: Vo
   });
 }
 
+type SendError = Error & { status?: number; code?: string; headers?: Record<string, unknown> };
+
+const DOWNLOAD_HEADERS = ['Content-Type', 'Content-Disposition', 'X-Image-Format', 'Accept-Ranges', 'Content-Range', 'Content-Length', 'ETag', 'Last-Modified'];
+
+/** What `send` refused, as the catalogue's error (its own errors carry only an HTTP status). */
+function downloadError(err: SendError, vid: string): Error {
+  if (err.status === 416) {
+    // send says the file's length in the Content-Range it would have answered.
+    const size = Number(/\/(\d+)$/.exec(String(err.headers?.['Content-Range'] ?? ''))?.[1] ?? 0);
+    return new RangeNotSatisfiableError(`the range asked starts past the end of volume ${vid}'s image (${size} bytes)`, size);
+  }
+  if (err.status === 412) return new PreconditionFailedError(`volume ${vid}'s image does not match the If-Match or If-Unmodified-Since of the request: it changed`, { vid });
+  if (err.code === 'ENOENT' || err.code === 'EISDIR' || err.code === 'ENOTDIR' || err.status === 404)
+    return new ConflictError(`volume ${vid} is broken: its data file cannot be read as a file`, { vid });
+  return err;
+}
+
 /**
  * `GET /volumes/<vid>/data[?client_uid=<uid>]`: the volume's image, streamed, with HTTP Range
  * (resume, parallel chunks), ETag and Last-Modified. Visibility as `info`: a private volume is 404
@@ -55,7 +72,10 @@ export function downloadRoutes(ctx: StoreContext): Router {
     const vid = String(req.params.vid).toLowerCase();
     const clientUid = typeof req.query.client_uid === 'string' ? req.query.client_uid.toLowerCase() : undefined;
     const record = findVolume(ctx, vid, callerOf(res, clientUid ? { client_uid: clientUid } : {}));
-    const { format } = record.meta;
+    const { format, base } = record.meta;
+    // Its file alone names a backing file outside any download: a backup of it would not stand alone.
+    if (base)
+      throw new ConflictError(`volume ${vid} is a linked clone reading through to volume ${base}: compact it (overlay/compact) to download a standalone image`, { vid, base });
     if (format === 'rbd') return void sendRbdImage(ctx, record, req, res, next).catch(next);
     const name = dataFileName(format);
     res.sendFile(
@@ -72,8 +92,11 @@ export function downloadRoutes(ctx: StoreContext): Router {
           'X-Image-Format': format,
         },
       },
-      (err) => {
-        if (err && !res.headersSent) next(err);
+      (err: SendError | undefined) => {
+        if (!err || res.headersSent) return;
+        // send set the download's headers before it refused: the JSON error must not look like an image.
+        for (const header of DOWNLOAD_HEADERS) res.removeHeader(header);
+        next(downloadError(err, record.uid));
       },
     );
   });
