@@ -68,6 +68,15 @@ export function tempNameFor(target: string, operationUid: string = newUid().slic
   return path.join(path.dirname(target), `.${path.basename(target, ext)}.tmp-${operationUid}${ext}`);
 }
 
+/**
+ * A create killed between its mkdir and its meta.json leaves only the daemon's own entries (its
+ * mutex, its lock marker, meta.json's temp file), or nothing. A directory holding anything else
+ * (an operator's image, a note) is not a dead claim, whatever it lacks: it is reported broken, never removed.
+ */
+export function isDeadClaimCandidate(files: string[]): boolean {
+  return files.every((f) => f === VOLUME_MUTEX || isTempName(f) || parseLockMarker(f) !== null);
+}
+
 export function isTempName(name: string): boolean {
   return TEMP_RE.test(name);
 }

@@ -6,7 +6,7 @@ import type { Rbd } from '../tools/rbd.js';
 import { readPointer } from './rbd-pointer.js';
 import { recoverMigration } from './migration-state.js';
 import { BrokenMetaError, readMeta, writeMeta } from './meta.js';
-import { BIN_DIR, DATA_FILE_NAMES, dataFileName, isTempName, newUid, parseLockMarker, uidOfDirName } from './layout.js';
+import { BIN_DIR, DATA_FILE_NAMES, dataFileName, isDeadClaimCandidate, isTempName, newUid, parseLockMarker, uidOfDirName } from './layout.js';
 import { NotFoundError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 
@@ -82,7 +82,9 @@ export async function recoverVolume(dir: string, staleMarkers: string[], tools: 
     meta = await readMeta(dir, uid);
   } catch (err) {
     if (!(err instanceof BrokenMetaError)) throw err;
-    if (purposes.includes('create')) return removeDeadCreate(dir, uid, tools);
+    // meta.json is written whole (temp file, rename): a create that died before it left nothing else.
+    // Anything more is not the daemon's to remove: the volume stays, reported broken.
+    if (purposes.includes('create') && isDeadClaimCandidate(await fs.readdir(dir))) return removeDeadCreate(dir, uid, tools);
     meta = null;
   }
   const data = meta ? dataFileName(meta.format) : null;

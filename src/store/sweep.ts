@@ -4,7 +4,7 @@ import fse from 'fs-extra';
 import { ConflictError, NotFoundError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 import { errorFields, type Logger } from '../log.js';
-import { BIN_DIR, DATA_FILE_NAMES, isTempName, META_FILE, newUid, parseLockMarker, uidOfDirName } from './layout.js';
+import { BIN_DIR, isDeadClaimCandidate, isTempName, newUid, parseLockMarker, uidOfDirName } from './layout.js';
 import type { LockManager } from './locks.js';
 import { moveToBin } from './recovery.js';
 import type { Root } from './roots.js';
@@ -22,9 +22,6 @@ import type { Root } from './roots.js';
  */
 export type SweepOutcome = 'done' | 'later';
 
-export function isDeadClaimCandidate(files: string[]): boolean {
-  return !files.includes(META_FILE) && !files.some((f) => DATA_FILE_NAMES.includes(f));
-}
 
 async function removeDeadClaim(dir: string, locks: LockManager, log: Logger): Promise<void> {
   await locks.withRootLock(path.dirname(dir), async () => {

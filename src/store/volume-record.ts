@@ -3,7 +3,7 @@ import { asyncReader, type TreeReader } from './tree-reader.js';
 import { BrokenMetaError, readMeta, type VolumeMeta } from './meta.js';
 import type { RbdImage } from '../tools/rbd.js';
 import { parsePointer } from './rbd-pointer.js';
-import { DATA_FILE_NAMES, dataFileName, parseLockMarker, uidOfDirName } from './layout.js';
+import { dataFileName, isDeadClaimCandidate, parseLockMarker, uidOfDirName } from './layout.js';
 
 export const EXPORT_MARKER_RE = /^(iqn\.2004-10\.cloud\.elemento:01:[0-9a-f]{32})\.exported$/;
 
@@ -51,8 +51,8 @@ export async function loadVolumeRecord(root: string, dir: string, reader: TreeRe
     record.meta = await readMeta(dir, uid, reader);
   } catch (err) {
     if (!(err instanceof BrokenMetaError)) throw err;
-    // A directory with neither meta.json nor data is a claim (live, or dead and swept), not broken.
-    const claimed = locks.includes('create') || !files.some((f) => DATA_FILE_NAMES.includes(f));
+    // A directory holding only the daemon's own entries is a claim (live, or dead and swept), not broken.
+    const claimed = locks.includes('create') || isDeadClaimCandidate(files);
     record.problem = claimed ? null : err.message;
     return record;
   }

@@ -66,4 +66,28 @@ describe('the sweep of what a killed daemon left a moment ago', function () {
     await waitFor(async () => (await fs.readdir(root())).filter((n) => n.startsWith('vid.')).length === 0, 8000, 'the dead claims to go');
     await d.post('create', seedCreateBody({ format: 'raw', size: 0.01 })).expect(200);
   });
+
+  it("never removes a volume directory holding anything of an operator's, even without meta.json or with a create marker left in it", async () => {
+    const handMade = path.join(root(), `vid.${'7'.repeat(32)}.elimg`);
+    await fs.mkdir(handMade);
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(handMade, 'disk.qcow2'), '10M']);
+    await fs.writeFile(path.join(handMade, 'README'), 'copied from host 3, meta.json to write\n');
+    const markedBroken = path.join(root(), `vid.${'8'.repeat(32)}.elimg`);
+    await fs.mkdir(markedBroken);
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(markedBroken, 'data.qcow2'), '10M']);
+    await fs.writeFile(path.join(markedBroken, 'meta.json'), '{"volumeID": ');
+    await fs.writeFile(path.join(markedBroken, `elemento.create.${DEAD_OP}.ignore`), '');
+    const deadClaim = path.join(root(), `vid.${'9'.repeat(32)}.elimg`);
+    await fs.mkdir(path.join(deadClaim, '.elemento.lock'), { recursive: true });
+    await fs.writeFile(path.join(deadClaim, `elemento.create.${DEAD_OP}.ignore`), '');
+
+    d = await startTestDaemon(mnt, { lockStaleMs: 2000 });
+    await waitFor(async () => !(await fs.readdir(root())).includes(path.basename(deadClaim)), 8000, 'the dead claim to go');
+    await d.post('info', { volume_id: '8'.repeat(32) }).expect(409);
+    await new Promise((r) => setTimeout(r, 2500));
+    expect((await fs.readdir(handMade)).sort()).to.deep.equal(['README', 'disk.qcow2']);
+    expect((await fs.readdir(markedBroken)).sort()).to.include.members(['data.qcow2', 'meta.json']);
+    const broken = (await d.api.get('/api/v1.0/status').expect(200)).body.broken as Array<{ vid: string }>;
+    expect(broken.map((b) => b.vid)).to.include.members(['7'.repeat(32), '8'.repeat(32)]);
+  });
 });
