@@ -73,10 +73,13 @@ function flagOrUndefined(name: string, value: string | undefined): boolean | und
 
 /** Builds the configuration, checks it against schemas/config.json and freezes it. */
 export function loadConfig({ flags, env, defaultMnt }: ConfigSources): Config {
+  // An empty variable is unset (as in a systemd unit); an empty flag is a mistake, not the working directory.
+  for (const [flag, value] of [['--port', flags.port], ['--host', flags.host], ['--mnt', flags.mnt]] as const)
+    if (value === '') throw new Error(`invalid configuration: ${flag} must not be empty`);
   const raw: Record<string, unknown> = {
     port: intOrUndefined('the port', flags.port ?? env.ELEMENTO_PORT) ?? DEFAULT_PORT,
-    host: flags.host ?? env.ELEMENTO_HOST ?? DEFAULT_HOST,
-    mnt: path.resolve(flags.mnt ?? env.ELEMENTO_MNT ?? defaultMnt),
+    host: flags.host ?? (env.ELEMENTO_HOST || undefined) ?? DEFAULT_HOST,
+    mnt: path.resolve(flags.mnt ?? (env.ELEMENTO_MNT || undefined) ?? defaultMnt),
     logLevel: flags.logLevel ?? env.ELEMENTO_LOG_LEVEL ?? 'info',
     logFormat: flags.logFormat ?? env.ELEMENTO_LOG_FORMAT,
     lockStaleMs: intOrUndefined('ELEMENTO_LOCK_STALE_MS', env.ELEMENTO_LOCK_STALE_MS),

@@ -1,5 +1,5 @@
 #!/usr/bin/env -S node --max-semi-space-size=4 --initial-heap-size=64
-import { existsSync } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
 import fse from 'fs-extra';
@@ -36,6 +36,8 @@ async function main(): Promise<void> {
   const config = loadConfig({ flags, env: process.env, defaultMnt: useEmbedded ? await embeddedMnt() : '/mnt' });
   const log = createLogger({ level: config.logLevel, format: config.logFormat });
   if (useEmbedded) log.info('no --mnt given: serving the embedded demo tree', { mnt: config.mnt });
+  const mnt = await fs.stat(config.mnt).catch(() => null);
+  if (!mnt?.isDirectory()) throw new Error(`the mount directory ${config.mnt} (--mnt, ELEMENTO_MNT) ${mnt ? 'is not a directory' : 'does not exist'}`);
   const running = await startServer(config, log);
   let stopping = false;
   const stop = async (signal: string) => {

@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { createApp } from './api/app.js';
 import { checkExposure } from './auth/exposure.js';
 import { TokenTable } from './auth/tokens.js';
@@ -21,10 +21,20 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const daemon = new Daemon(config, log);
   await daemon.start();
   const app = createApp(daemon, tokens);
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = app.listen(config.port, config.host, () => resolve(s));
-    s.once('error', reject);
-  });
+  const server = createServer(app);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      // Express 5's app.listen hands a bind error to its callback as if listening: the plain server says it.
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+  } catch (err) {
+    await daemon.stop();
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new Error(`port ${config.port} on ${config.host} is already in use (another elemento-storage?)`);
+    if (code === 'EACCES') throw new Error(`port ${config.port} on ${config.host} may not be bound by this user`);
+    throw err;
+  }
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   log.info('listening', { host: config.host, port, api: `http://${config.host}:${port}/api/v1.0` });

@@ -39,6 +39,23 @@ describe('the daemon process', () => {
     expect(bad.stderr).to.equal("elemento-storage: the port must be a whole number, not 'seventy'");
   });
 
+  it('refuses a port in use, a missing or empty mount directory, each with one clear sentence and exit code 1', async () => {
+    const first = await spawnDaemon(['--mnt', mnt]);
+    const start = (args: string[], env: Record<string, string> = {}) =>
+      execa('node', ['--import', 'tsx/esm', MAIN, ...args], { reject: false, env: { ELEMENTO_LOG_LEVEL: 'error', ...env } });
+    try {
+      const taken = await start(['--mnt', mnt, '--port', String(first.port)]);
+      expect([taken.exitCode, taken.stderr]).to.deep.equal([1, `elemento-storage: port ${first.port} on 127.0.0.1 is already in use (another elemento-storage?)`]);
+    } finally {
+      first.child.kill('SIGTERM');
+      await first.child;
+    }
+    const missing = await start(['--mnt', path.join(mnt, 'nowhere'), '--port', '0']);
+    expect([missing.exitCode, missing.stderr]).to.deep.equal([1, `elemento-storage: the mount directory ${path.join(mnt, 'nowhere')} (--mnt, ELEMENTO_MNT) does not exist`]);
+    const empty = await start(['--mnt', '', '--port', '0']);
+    expect([empty.exitCode, empty.stderr]).to.deep.equal([1, 'elemento-storage: invalid configuration: --mnt must not be empty']);
+  });
+
   it('without tokens says in its log that it trusts its callers, and refuses a non-loopback address before listening', async () => {
     const { child, lines } = await spawnDaemon(['--mnt', mnt]);
     expect(lines.some((l) => l.includes('no API tokens configured') && l.includes('"level":"warn"'))).to.equal(true);
