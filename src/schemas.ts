@@ -19,6 +19,9 @@ for (const file of readdirSync(SCHEMA_DIR).filter((f) => f.endsWith('.json')).so
 }
 const compiled = new Map<string, ValidateFunction>();
 
+/** How many labels a volume may have (schemas/defs.json), for rules that combine labels from two places. */
+export const MAX_LABELS = (ajv.getSchema(`${BASE_ID}defs`)!.schema as { $defs: { labels: { maxProperties: number } } }).$defs.labels.maxProperties;
+
 /** The validator of `schemas/<name>.json` (its `$id` is BASE_ID + name). */
 export function validatorFor(name: string): ValidateFunction {
   let fn = compiled.get(name);

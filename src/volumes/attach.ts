@@ -1,7 +1,7 @@
 import { ConflictError, ForbiddenError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 import { readMeta, writeMeta, type VolumeMeta } from '../store/meta.js';
-import { findVolume } from './access.js';
+import { findVolume, requireNoOverlays } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 
 /** One VM using a volume, as seed 004's attach records it; kept in meta.json's `attachments`. */
@@ -81,6 +81,8 @@ export async function attachVolume(ctx: StoreContext, req: AttachRequest) {
     if (meta.private && req.client_uid !== meta.creatorID)
       throw new ForbiddenError(`volume ${meta.volumeID} is private and can only be attached by its owner`, { vid: meta.volumeID, rule: 'private' });
     requireMayChange(meta, list.find((a) => sameVm(a, req.node, vmId)), req.client_uid, 'change');
+    // As for an export: a VM writing to a base would corrupt every linked clone reading through to it.
+    if (!meta.readonly) requireNoOverlays(ctx, meta, 'attached writable');
     const others = list.filter((a) => !sameVm(a, req.node, vmId));
     const limit = userLimit(ctx, meta);
     if (others.length >= limit)

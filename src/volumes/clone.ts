@@ -8,6 +8,7 @@ import { canReflink } from '../store/reflink.js';
 import { FileCopier, type CopyAlg } from '../tools/file-copy.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
 import { QemuImgLayers } from '../tools/qemu-img-layers.js';
+import { MAX_LABELS } from '../schemas.js';
 import { canSee, findVolume, requireNotInUse } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 import { claimVolume, createResponse, fillClaim, type Claimed } from './create.js';
@@ -110,6 +111,9 @@ export async function cloneVolume(ctx: StoreContext, req: CloneRequest, caller: 
     const sameRoot = alg === 'overlay' || reflink;
     // The requester owns the copy: the caller a token names, else the body's creatorID (an admin may clone for anyone).
     const fields = { ...cloneFields(source, req, caller ?? req.creatorID, alg), ...(rbd ? cephFields(rbd) : {}) };
+    const labels = Object.keys(fields.labels ?? {}).length;
+    if (labels > MAX_LABELS)
+      throw new BadRequestError(`the clone would carry ${labels} labels (the source's and the request's), more than the ${MAX_LABELS} a volume may have`, { field: 'labels' });
     const claim = await claimVolume(ctx, fields, 'create', sameRoot ? found.root : undefined);
     await fillClaim(ctx, claim, (temp) => fillClone(ctx, copier, { dir: found.dir, meta: source }, claim, alg, temp, { ...opts, reflink }));
     return claim;
@@ -146,6 +150,10 @@ async function fillClone(
       const content = await fs.readFile(path.join(source.dir, name)).catch(() => null);
       if (content !== null) await writeFileAtomic(path.join(claim.dir, name), content);
     }
+    // A clone carries the source's bytes as they are now, not its owner's past: its internal snapshots stay behind.
+    // (qemu-img deletes by name, and names made by hand may repeat: listed again after each.)
+    if (claim.meta.format === 'qcow2')
+      for (let left = await layers.snapshots(temp); left.length; left = await layers.snapshots(temp)) await layers.deleteSnapshot(temp, left[0].name);
     // A copy of a linked clone reads through to the same base: name it from the new directory.
     if (claim.meta.base) {
       const backing = backingPath(claim.dir, knownBase(ctx, claim.meta.base as string));

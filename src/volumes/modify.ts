@@ -1,7 +1,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { errorFields } from '../log.js';
-import { BadRequestError, translateErrno } from '../errors.js';
+import { BadRequestError, ConflictError, translateErrno } from '../errors.js';
+import { QemuImgLayers } from '../tools/qemu-img-layers.js';
 import { dataFileName, gbToBytes } from '../store/layout.js';
 import { readMeta, writeMeta, type VolumeMeta } from '../store/meta.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
@@ -52,6 +53,7 @@ export async function updateVolume(ctx: StoreContext, req: UpdateRequest): Promi
     const next: VolumeMeta = { ...current };
     for (const key of UPDATABLE) if (req[key] !== undefined) (next as Record<string, unknown>)[key] = req[key];
     assertConsistent(next);
+    if (next.format === 'iso' && !next.readonly) throw new BadRequestError(`volume ${req.vid} is an ISO image, which is read-only`, { field: 'readonly' });
     // The export rules and the LUN's mode were decided on these: they change only when no one uses the volume.
     const inUseFlags = IN_USE_FLAGS.filter((key) => next[key] !== current[key]);
     if (inUseFlags.length) requireNotInUse(await fs.readdir(dir), current, `made ${inUseFlags.map((k) => `${k}: ${next[k]}`).join(', ')}`);
@@ -129,6 +131,9 @@ export async function convertVolume(
     requireNoOverlays(ctx, meta, 'converted');
     if (meta.format === req.format) return;
     const oldData = path.join(dir, dataFileName(meta.format));
+    // convert does not carry internal snapshots over: refuse rather than lose them silently (as compact does).
+    if (meta.format === 'qcow2' && (await new QemuImgLayers(ctx.runner, ctx.config.toolTimeoutMs).snapshots(oldData)).length)
+      throw new ConflictError(`volume ${req.vid} has snapshots, which converting would lose: delete them first`, { vid: req.vid });
     const newData = path.join(dir, dataFileName(req.format));
     await convertIntoPlace(ctx, 'convert', req.vid, { file: oldData, format: meta.format }, { file: newData, format: req.format }, opts);
     // convert reads through a linked clone's whole chain: the result stands alone, so `base` goes.

@@ -91,6 +91,14 @@ describe('attach tracking (seed 004)', () => {
     expect(JSON.parse(await fs.readFile(path.join(volDir(priv), 'meta.json'), 'utf8')).attachments).to.have.length(1);
   });
 
+  it('refuses to attach a base that linked clones read through to, unless it is read-only (a VM writing it would corrupt them)', async () => {
+    const base = await create({ format: 'qcow2', clonable: true });
+    await d.post('clone', { volume_id: base, creatorID: OWNER, alg: 'overlay' }).expect(200);
+    expect((await attach(base, 3).expect(409)).body.error).to.equal(`volume ${base} is the base of 1 linked clone(s) and cannot be attached writable`);
+    await d.post('update', { vid: base, creatorID: OWNER, readonly: true }).expect(200);
+    await attach(base, 3).expect(200);
+  });
+
   it('answers 501 to an export or unexport when exports are switched off, leaving the markers as they are', async () => {
     const vid = await create();
     const res = await d.post('export', { volume_id: vid, client_uid: OWNER }).expect(501);

@@ -83,11 +83,26 @@ describe('clone (real cp, rsync, rclone, qemu-img)', () => {
     expect(full.body.code).to.equal('no_room');
 
     await t.d.post('destroy', { volume_id: (await t.d.post('accessible', { client_uid: OWNER })).body.find((v: { size: number }) => v.size === 10_000_384).volumeID }).expect(200);
-    await fs.writeFile(path.join(volDir(src), `iqn.2004-10.cloud.elemento:01:${'0'.repeat(32)}.exported`), '');
+    const marker = path.join(volDir(src), `iqn.2004-10.cloud.elemento:01:${'0'.repeat(32)}.exported`);
+    await fs.writeFile(marker, '');
     await t.d.daemon.ctx.index.reloadDir(volDir(src));
     expect((await t.d.post('clone', { volume_id: src, creatorID: OWNER }).expect(409)).body.error).to.equal(`volume ${src} is exported and cannot be cloned while writable`);
+    // Exported read-only (made read-only before its export: the flag does not change under an export).
+    await fs.rm(marker);
     await t.d.post('update', { vid: src, creatorID: OWNER, readonly: true }).expect(200);
+    await fs.writeFile(marker, '');
+    await t.d.daemon.ctx.index.reloadDir(volDir(src));
     await t.d.post('clone', { volume_id: src, creatorID: OWNER }).expect(200);
+  });
+
+  it("refuses (400, before claiming anything) a clone whose labels, the source's and the request's, would be more than a volume may have", async () => {
+    const labels = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`k${i}`, 'v']));
+    const src = await sourceWithData({ labels });
+    const before = await snapshotTree(t.mnt);
+    const res = await t.d.post('clone', { volume_id: src, creatorID: OWNER, labels: { x: '1' } }).expect(400);
+    expect(res.body).to.deep.equal({ error: "the clone would carry 65 labels (the source's and the request's), more than the 64 a volume may have", code: 'bad_request', field: 'labels' });
+    expect(await snapshotTree(t.mnt)).to.deep.equal(before);
+    await t.d.post('clone', { volume_id: src, creatorID: OWNER, labels: { k0: 'changed' } }).expect(200);
   });
 
   it('a cancelled clone job leaves no trace and the source untouched', async () => {

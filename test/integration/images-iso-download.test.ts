@@ -70,6 +70,13 @@ describe('ISO volumes and downloads (genisoimage, local HTTP server)', function 
     expect(list[0]).to.include({ volumeID: vid, format: 'iso', iso_type: 'os_generic', bootable: true, readonly: true, shareable: false });
   });
 
+  it('keeps an ISO volume read-only: update refuses readonly false', async () => {
+    const { vid } = (await env.d.post('iso/create', { ...TOOL_BODY, url: server.url('tools.iso') }).expect(200)).body;
+    const res = await env.d.post('update', { vid, creatorID: OWNER, readonly: false }).expect(400);
+    expect(res.body).to.deep.equal({ error: `volume ${vid} is an ISO image, which is read-only`, code: 'bad_request', field: 'readonly' });
+    await env.d.post('update', { vid, creatorID: OWNER, name: 'tools-2021' }).expect(200);
+  });
+
   it('refuses content that is not an ISO 9660 image, leaving nothing', async () => {
     const res = await env.d.post('iso/create', { ...TOOL_BODY, url: server.url('not-an.iso') }).expect(400);
     expect(res.body).to.deep.equal({ error: 'the content is not an ISO 9660 image (no CD001 signature in its first volume descriptor)', code: 'bad_request' });

@@ -46,6 +46,25 @@ describe('snapshots of qcow2 volumes (real qemu-img)', () => {
     expect((await fs.readdir(dir)).sort()).to.deep.equal(['data.qcow2', 'meta.json']);
   });
 
+  it("a clone carries the source's bytes as they are, not its snapshots; convert refuses a volume with snapshots rather than lose them", async () => {
+    await writePattern(data, 'qcow2', 0x5e, 0, MB);
+    await t.d.post('snapshot/create', { vid, creatorID: OWNER, name: 'withsecret' }).expect(200);
+    await writePattern(data, 'qcow2', 0x00, 0, MB);
+    await t.d.post('update', { vid, creatorID: OWNER, clonable: true }).expect(200);
+    const copy = (await t.d.post('clone', { volume_id: vid, creatorID: OTHER, alg: 'cp' }).expect(200)).body.vid;
+    expect((await t.d.post('snapshot/list', { vid: copy, client_uid: OTHER }).expect(200)).body.snapshots).to.deep.equal([]);
+    const copyData = path.join(t.mnt, 'a', `vid.${copy}.elimg`, 'data.qcow2');
+    expect(await hasPattern(copyData, 'qcow2', 0x00, 0, MB)).to.equal(true);
+    expect((await execa('qemu-img', ['snapshot', '-l', copyData])).stdout).to.equal('');
+
+    const before = await snapshotTree(t.mnt);
+    const refused = await t.d.post('update/convert', { vid, creatorID: OWNER, format: 'raw' }).expect(409);
+    expect(refused.body.error).to.equal(`volume ${vid} has snapshots, which converting would lose: delete them first`);
+    expect(await snapshotTree(t.mnt)).to.deep.equal(before);
+    await t.d.post('snapshot/delete', { vid, creatorID: OWNER, name: 'withsecret' }).expect(200);
+    await t.d.post('update/convert', { vid, creatorID: OWNER, format: 'raw' }).expect(200);
+  });
+
   it('a revert to a snapshot taken before a resize keeps the volume\'s size (qemu-img would shrink it back)', async () => {
     await writePattern(data, 'qcow2', 0x5e, 0, MB);
     await t.d.post('snapshot/create', { vid, creatorID: OWNER, name: 'small' }).expect(200);
