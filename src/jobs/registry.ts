@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { ApiError, ConflictError, NotFoundError } from '../errors.js';
 import { currentClient } from '../auth/principal.js';
 import { newUid } from '../store/layout.js';
@@ -9,6 +10,25 @@ export interface JobHandle {
   readonly id: string;
   readonly signal: AbortSignal;
   progress(percent: number, bytesDone?: number): void;
+  /** The operation passed its checks (the volume found, owned, locked; the new one claimed). */
+  started(): void;
+}
+
+/** The job the current code runs in, for the commit points that say it started (jobStarted). */
+const currentJob = new AsyncLocalStorage<JobHandle>();
+
+/**
+ * Called by an operation once its refusals are behind it (claimVolume, convert and compact after
+ * their checks): an `async: true` request answers 202 from then on, and its own refusals before as
+ * errors. Outside a job, nothing.
+ */
+export function jobStarted(): void {
+  currentJob.getStore()?.started();
+}
+
+/** The options a long operation takes from its job. */
+export function jobOptions(job: JobHandle) {
+  return { signal: job.signal, onProgress: (percent: number, bytes?: number) => job.progress(percent, bytes) };
 }
 
 interface Job {
@@ -40,10 +60,12 @@ export class JobRegistry {
   private readonly jobs = new Map<string, Job>();
 
   /** Starts `run` as a job and returns its id at once; `promise` settles with the operation. */
-  start<T>(kind: string, vid: string | null, run: (job: JobHandle) => Promise<T>): { id: string; promise: Promise<T> } {
+  start<T>(kind: string, vid: string | null, run: (job: JobHandle) => Promise<T>): { id: string; promise: Promise<T>; started: Promise<void> } {
     this.prune();
     const controller = new AbortController();
     const id = newUid();
+    let markStarted = () => {};
+    const started = new Promise<void>((resolve) => (markStarted = resolve));
     const job: Job = {
       id, kind, vid, owner: currentClient(), state: 'running', percent: 0, bytesDone: null, error: null, result: undefined,
       createdAt: new Date(), finishedAt: null, controller, done: Promise.resolve(),
@@ -54,9 +76,11 @@ export class JobRegistry {
       progress: (percent, bytesDone) => {
         job.percent = Math.max(job.percent, Math.min(100, Math.round(percent * 100) / 100));
         if (bytesDone !== undefined) job.bytesDone = bytesDone;
+        markStarted(); // bytes moving: its checks are behind it
       },
+      started: () => markStarted(),
     };
-    const promise = (async () => run(handle))().then(
+    const promise = currentJob.run(handle, async () => run(handle)).then(
       (result) => {
         job.state = 'done';
         job.percent = 100;
@@ -73,7 +97,12 @@ export class JobRegistry {
     );
     job.done = promise.catch(() => undefined);
     this.jobs.set(id, job);
-    return { id, promise };
+    return { id, promise, started };
+  }
+
+  /** Whether the job `id` was cancelled (DELETE /jobs/<id>, or its client gone). */
+  wasCancelled(id: string): boolean {
+    return this.jobs.get(id)?.state === 'cancelled';
   }
 
   /** The job `id` as `viewer` (a client; undefined for an admin) may know it: another client's job does not exist. */
@@ -130,19 +159,29 @@ export class JobRegistry {
 
 /**
  * The seed's synchronous answer by default; with `async: true` in the body, 202 and `{"job": id}`
- * at once. Either way the operation runs as a job (listed in `status`, cancellable).
+ * once the operation has started (its own refusals, an unknown volume, another's, a locked one, no
+ * room, answer as errors). Either way the operation runs as a job (listed in `status`, cancellable).
+ * A synchronous request whose client leaves is cancelled with it: nobody would learn its volume.
  */
 export async function runAsJob<T>(
   jobs: JobRegistry,
-  async: boolean | undefined,
-  kind: string,
-  vid: string | null,
+  request: { async?: boolean; kind: string; vid: string | null; res: { once(event: 'close', fn: () => void): unknown; writableFinished: boolean } },
   run: (job: JobHandle) => Promise<T>,
 ): Promise<{ status?: number; body: unknown }> {
-  const { id, promise } = jobs.start(kind, vid, run);
-  if (async) {
+  const { id, promise, started } = jobs.start(request.kind, request.vid, run);
+  if (request.async) {
     promise.catch(() => undefined);
+    await Promise.race([started, promise]);
     return { status: 202, body: { job: id } };
   }
-  return { body: await promise };
+  const { res } = request;
+  res.once('close', () => {
+    if (!res.writableFinished) void jobs.cancel(id).catch(() => undefined);
+  });
+  try {
+    return { body: await promise };
+  } catch (err) {
+    if (jobs.wasCancelled(id)) throw new ConflictError(`the ${request.kind} was cancelled (DELETE /api/v1.0/jobs/${id})`, { job: id });
+    throw err;
+  }
 }

@@ -11,6 +11,7 @@ import type { Root } from '../store/roots.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
 import type { StoreContext } from './context.js';
 import { faultPoint } from '../faults.js';
+import { jobStarted } from '../jobs/registry.js';
 import { cephFields, fillCephVolume, requireCeph } from './ceph.js';
 
 /** The body of `create` after schema defaults (schemas/create.json). */
@@ -56,7 +57,7 @@ export async function claimVolume(
   purpose: string,
   preferredRoot?: string,
 ): Promise<Claimed> {
-  return ctx.placement.claim(
+  const claimed = await ctx.placement.claim(
     fields.size,
     async (root) => {
       const uid = newUid();
@@ -78,6 +79,8 @@ export async function claimVolume(
     },
     preferredRoot,
   );
+  jobStarted(); // the quotas said yes: a job making this volume has started
+  return claimed;
 }
 
 /** Publishes a claimed volume's data: the temp image is renamed to `data.<ext>` (the commit point). */

@@ -11,6 +11,7 @@ import type { Caller, StoreContext } from './context.js';
 import { assertConsistent } from './create.js';
 import { convertIntoPlace } from './rewrite.js';
 import { faultPoint } from '../faults.js';
+import { jobStarted } from '../jobs/registry.js';
 import { imageOf, requireCeph } from './ceph.js';
 
 /** Fields `update` may change (SPEC §3: never format, creatorID or cloudinit). */
@@ -134,6 +135,7 @@ export async function convertVolume(
     // convert does not carry internal snapshots over: refuse rather than lose them silently (as compact does).
     if (meta.format === 'qcow2' && (await new QemuImgLayers(ctx.runner, ctx.config.toolTimeoutMs).snapshots(oldData)).length)
       throw new ConflictError(`volume ${req.vid} has snapshots, which converting would lose: delete them first`, { vid: req.vid });
+    jobStarted();
     const newData = path.join(dir, dataFileName(req.format));
     await convertIntoPlace(ctx, 'convert', req.vid, { file: oldData, format: meta.format }, { file: newData, format: req.format }, opts);
     // convert reads through a linked clone's whole chain: the result stands alone, so `base` goes.

@@ -9,6 +9,7 @@ import type { OperationOptions } from './clone.js';
 import type { Caller, StoreContext } from './context.js';
 import { withOwnedVolume } from './modify.js';
 import { convertIntoPlace } from './rewrite.js';
+import { jobStarted } from '../jobs/registry.js';
 
 /**
  * `overlay/compact`: turns a linked clone into a standalone volume. Steps, each safe to die after:
@@ -25,6 +26,7 @@ export async function compactOverlay(ctx: StoreContext, req: { vid: string }, ca
     // convert does not carry internal snapshots over: refuse rather than lose them silently.
     if ((await layers.snapshots(data)).length)
       throw new ConflictError(`volume ${req.vid} has snapshots, which compacting would lose: delete them first`, { vid: req.vid });
+    jobStarted();
     await convertIntoPlace(ctx, 'compact', req.vid, { file: data, format: 'qcow2' }, { file: data, format: 'qcow2' }, opts);
     const { base, ...standalone } = meta;
     await writeMeta(dir, standalone);

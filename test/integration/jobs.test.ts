@@ -1,9 +1,15 @@
+import { once } from 'node:events';
 import { promises as fs } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
+import { execa } from 'execa';
 import { expect } from 'chai';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { hasPattern, writePattern } from '../helpers/images.js';
-import { makeTree, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
+import { startImageServer } from '../helpers/image-server.js';
+import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
 describe('jobs', () => {
   let mnt: string;
@@ -48,5 +54,49 @@ describe('jobs', () => {
     expect(await hasPattern(path.join(dir, 'data.img'), 'raw', 0x5a, 700 * 1024 * 1024, 1024 * 1024)).to.equal(true);
     await d.api.delete(`/api/v1.0/jobs/${res.body.job}`).expect(409);
     await d.api.get(`/api/v1.0/jobs/${'0'.repeat(32)}`).expect(404);
+  });
+
+  it("answers an async request's own refusals as errors (unknown 404, not the owner 403, locked 409), not 202", async () => {
+    expect((await d.post('update/convert', { vid, creatorID: OTHER, format: 'qcow2', async: true }).expect(403)).body.code).to.equal('forbidden');
+    const unknown = 'b'.repeat(32);
+    expect((await d.post('clone', { volume_id: unknown, creatorID: OWNER, async: true }).expect(404)).body.error).to.equal(`volume ${unknown} does not exist`);
+    const first = (await d.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2', async: true }).expect(202)).body.job;
+    expect((await d.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2', async: true }).expect(409)).body.error).to.match(/locked/);
+    await d.api.delete(`/api/v1.0/jobs/${first}`).expect(200);
+  });
+
+  it('a synchronous request whose job is cancelled answers 409 saying so; one whose client leaves is cancelled, leaving nothing', async () => {
+    const running = d.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2' }).then((r) => r);
+    let job = '';
+    await waitFor(async () => {
+      const jobs = (await d.api.get('/api/v1.0/status').expect(200)).body.jobs as Array<{ id: string; state: string }>;
+      job = jobs.find((j) => j.state === 'running')?.id ?? '';
+      return job !== '';
+    }, 10_000, 'the convert job');
+    await d.api.delete(`/api/v1.0/jobs/${job}`).expect(200);
+    const answer = await running;
+    expect(answer.status).to.equal(409);
+    expect(answer.body).to.deep.equal({ error: `the convert was cancelled (DELETE /api/v1.0/jobs/${job})`, code: 'conflict', job });
+    expect((await fs.readdir(dir)).sort()).to.deep.equal(['data.img', 'meta.json']);
+
+    // A client that leaves a synchronous import: nobody would ever learn its volume, so it is not made.
+    const src = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-jobs-'));
+    const server = await startImageServer(src);
+    const listener = d.app.listen(0, '127.0.0.1');
+    try {
+      await once(listener, 'listening');
+      await execa('qemu-img', ['create', '-q', '-f', 'raw', path.join(src, 'disk.img'), '8M']);
+      const req = http.request({ host: '127.0.0.1', port: (listener.address() as AddressInfo).port, method: 'POST', path: '/api/v1.0/create/url', headers: { 'content-type': 'application/json' } });
+      req.on('error', () => undefined);
+      req.end(JSON.stringify({ ...seedCreateBody({ format: 'raw' }), url: server.url('stall/disk.img') }));
+      await waitFor(async () => ((await d.api.get('/api/v1.0/status').expect(200)).body.jobs as Array<{ kind: string }>).some((j) => j.kind === 'import'), 10_000, 'the import job');
+      req.destroy();
+      await waitFor(async () => ((await d.api.get('/api/v1.0/status').expect(200)).body.jobs as Array<{ kind: string; state: string }>).some((j) => j.kind === 'import' && j.state === 'cancelled'), 10_000, 'the import to be cancelled');
+      expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.deep.equal([`vid.${vid}.elimg`]);
+    } finally {
+      listener.close();
+      await server.close();
+      await removeTree(src);
+    }
   });
 });

@@ -10,7 +10,7 @@ describe('error catalogue', () => {
   });
 
   it("names another component's status with the catalogue's code (tus's 409, 412, 460)", () => {
-    expect([400, 404, 409, 412, 460, 503, 500].map(codeForStatus)).to.deep.equal(['bad_request', 'not_found', 'conflict', 'bad_request', 'bad_request', 'unavailable', 'internal']);
+    expect([400, 404, 409, 412, 460, 503, 500].map(codeForStatus)).to.deep.equal(['bad_request', 'not_found', 'conflict', 'precondition_failed', 'bad_request', 'unavailable', 'internal']);
   });
 
   it('translates a full or broken filesystem where it happens', () => {

@@ -6,7 +6,7 @@ import { importDisk, urlSource, type ImportRequest } from '../../images/disk-imp
 import type { ImageSource } from '../../images/import.js';
 import { createIso, type IsoRequest } from '../../images/iso.js';
 import { assertComplete, streamToFile } from '../../images/transfer.js';
-import { runAsJob } from '../../jobs/registry.js';
+import { jobOptions, runAsJob } from '../../jobs/registry.js';
 import { validateOrThrow } from '../../schemas.js';
 import { jsonEndpoint, normaliseIds } from '../handler.js';
 import { isMultipart, readMultipart } from '../multipart.js';
@@ -83,12 +83,10 @@ async function multipartUpload(req: Request, res: Response, schema: string, make
 export function imageRoutes(daemon: Daemon): Router {
   const ctx = daemon.ctx;
   const r = Router();
-  const fromUrl = (kind: string, body: ImportRequest & { url: string }) =>
-    runAsJob(ctx.jobs, body.async, kind, null, (job) =>
-      importDisk(ctx, body, urlSource(ctx, body.url), { signal: job.signal, onProgress: (p, bytes) => job.progress(p, bytes) }),
-    );
-  r.post('/create/url', jsonEndpoint<ImportRequest & { url: string }>('create-url', (body) => fromUrl('import', body)));
-  r.post('/cloudinit/create', jsonEndpoint<ImportRequest & { url: string }>('cloudinit-create', (body) => fromUrl('import', { ...body, cloudinit: true })));
+  const fromUrl = (body: ImportRequest & { url: string }, res: Response) =>
+    runAsJob(ctx.jobs, { async: body.async, kind: 'import', vid: null, res }, (job) => importDisk(ctx, body, urlSource(ctx, body.url), jobOptions(job)));
+  r.post('/create/url', jsonEndpoint<ImportRequest & { url: string }>('create-url', (body, _req, res) => fromUrl(body, res)));
+  r.post('/cloudinit/create', jsonEndpoint<ImportRequest & { url: string }>('cloudinit-create', (body, _req, res) => fromUrl({ ...body, cloudinit: true }, res)));
 
   r.post('/create/upload', async (req, res) => {
     if (!isMultipart(req) && !isRawBody(req))
@@ -96,11 +94,9 @@ export function imageRoutes(daemon: Daemon): Router {
     await upload(req, res, 'create-upload', (body, source) => importDisk(ctx, body as unknown as ImportRequest, source));
   });
 
-  const isoFromUrl = jsonEndpoint<IsoRequest>('iso-create', (body) => {
+  const isoFromUrl = jsonEndpoint<IsoRequest>('iso-create', (body, _req, res) => {
     if (!body.url) throw new BadRequestError("request was badly formatted. 'url'", { field: 'url' });
-    return runAsJob(ctx.jobs, body.async, 'import', null, (job) =>
-      createIso(ctx, body, urlSource(ctx, body.url!), { signal: job.signal, onProgress: (p, bytes) => job.progress(p, bytes) }),
-    );
+    return runAsJob(ctx.jobs, { async: body.async, kind: 'import', vid: null, res }, (job) => createIso(ctx, body, urlSource(ctx, body.url!), jobOptions(job)));
   });
   r.post('/iso/create', async (req, res, next) => {
     if (!isMultipart(req) && !isRawBody(req)) return isoFromUrl(req, res, next);

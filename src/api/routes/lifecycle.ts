@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import { runAsJob } from '../../jobs/registry.js';
+import { jobOptions, runAsJob } from '../../jobs/registry.js';
 import { cloneVolume, type CloneRequest } from '../../volumes/clone.js';
 import { compactOverlay } from '../../volumes/overlays.js';
 import { createSnapshot, deleteSnapshot, listSnapshots, revertSnapshot, type SnapshotRequest } from '../../volumes/snapshots.js';
@@ -15,17 +15,13 @@ export function lifecycleRoutes(ctx: StoreContext): Router {
   r.post(
     '/clone',
     jsonEndpoint<CloneRequest>('clone', (body, _req, res) =>
-      runAsJob(ctx.jobs, body.async, 'clone', body.volume_id, (job) =>
-        cloneVolume(ctx, body, callerOf(res, body), { signal: job.signal, onProgress: (p) => job.progress(p) }),
-      ),
+      runAsJob(ctx.jobs, { async: body.async, kind: 'clone', vid: body.volume_id, res }, (job) => cloneVolume(ctx, body, callerOf(res, body), jobOptions(job))),
     ),
   );
   r.post(
     '/overlay/compact',
     jsonEndpoint<Body<{ vid: string; async?: boolean }>>('compact', (body, _req, res) =>
-      runAsJob(ctx.jobs, body.async, 'compact', body.vid, (job) =>
-        compactOverlay(ctx, body, callerOf(res, body), { signal: job.signal, onProgress: (p) => job.progress(p) }),
-      ),
+      runAsJob(ctx.jobs, { async: body.async, kind: 'compact', vid: body.vid, res }, (job) => compactOverlay(ctx, body, callerOf(res, body), jobOptions(job))),
     ),
   );
   r.post('/snapshot/create', jsonEndpoint<Body<SnapshotRequest>>('snapshot', (body, _req, res) => createSnapshot(ctx, body, callerOf(res, body))));

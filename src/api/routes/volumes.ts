@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import { runAsJob } from '../../jobs/registry.js';
+import { jobOptions, runAsJob } from '../../jobs/registry.js';
 import { userLimitHeaders } from '../../volumes/attach.js';
 import type { StoreContext } from '../../volumes/context.js';
 import { createVolume, type CreateRequest } from '../../volumes/create.js';
@@ -28,10 +28,8 @@ export function volumeRoutes(ctx: StoreContext): Router {
   r.post('/update/resize', jsonEndpoint<{ vid: string; creatorID: string; size: number }>('resize', (body) => resizeVolume(ctx, body)));
   r.post(
     '/update/convert',
-    jsonEndpoint<{ vid: string; creatorID: string; format: DiskFormat; async?: boolean }>('convert', (body) =>
-      runAsJob(ctx.jobs, body.async, 'convert', body.vid, (job) =>
-        convertVolume(ctx, body, { signal: job.signal, onProgress: (p) => job.progress(p) }),
-      ),
+    jsonEndpoint<{ vid: string; creatorID: string; format: DiskFormat; async?: boolean }>('convert', (body, _req, res) =>
+      runAsJob(ctx.jobs, { async: body.async, kind: 'convert', vid: body.vid, res }, (job) => convertVolume(ctx, body, jobOptions(job))),
     ),
   );
   r.post('/cancreate', jsonEndpoint<{ size: number }>('cancreate', (body) => canCreate(ctx, body.size)));
