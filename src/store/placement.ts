@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { constants as fsConstants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { NoRoomError, UnavailableError } from '../errors.js';
 import type { LockManager } from './locks.js';
@@ -102,15 +102,30 @@ export class Placement {
         unavailable(root);
         continue;
       }
-      const result = await this.locks.withRootLock(root.path, async () => {
-        if (!(await rootAvailable(root.path))) return unavailable(root);
-        const refusal = quotaRefusal(root, await this.usageOnDisk(root.path), sizeBytes, true);
-        if (refusal) {
-          reasons.push(refusal);
-          return null;
-        }
-        return { value: await claim(root) };
-      });
+      // Asked first: the root's lock would otherwise retry its mkdir for seconds on a read-only mount.
+      const notWritable = await fs.access(root.path, fsConstants.W_OK).then(() => null, (err: unknown) => unwritable(err));
+      if (notWritable) {
+        reasons.push(`${root.path} cannot be written (${notWritable})`);
+        continue;
+      }
+      let result: { value: T } | null;
+      try {
+        result = await this.locks.withRootLock(root.path, async () => {
+          if (!(await rootAvailable(root.path))) return unavailable(root);
+          const refusal = quotaRefusal(root, await this.usageOnDisk(root.path), sizeBytes, true);
+          if (refusal) {
+            reasons.push(refusal);
+            return null;
+          }
+          return { value: await claim(root) };
+        });
+      } catch (err) {
+        // A root mounted read-only, or not writable by this daemon, is passed over: another may take the volume.
+        const why = unwritable(err);
+        if (!why) throw err;
+        reasons.push(`${root.path} cannot be written (${why})`);
+        continue;
+      }
       if (result) return result.value;
     }
     for (const root of this.index.rootList())
@@ -167,4 +182,11 @@ async function writeUsageStamp(rootPath: string): Promise<string> {
   const stamp = newUid();
   await writeFileAtomic(target, stamp);
   return stamp;
+}
+
+/** Why an error says a root cannot be written now, or null for any other error. */
+function unwritable(err: unknown): string | null {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EROFS' || code === 'EACCES' || code === 'EPERM') return code;
+  return err instanceof UnavailableError ? err.message : null;
 }

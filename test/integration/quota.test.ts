@@ -2,7 +2,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { makeTree, removeTree, seedCreateBody } from '../helpers/tree.js';
+import { execa } from 'execa';
+import { makeTree, removeTree, seedCreateBody, skipBecause } from '../helpers/tree.js';
 
 describe('placement and quotas', () => {
   let mnt: string;
@@ -64,6 +65,25 @@ describe('placement and quotas', () => {
     d = await startTestDaemon(mnt);
     const { vid } = (await d.post('create', seedCreateBody()).expect(200)).body;
     expect(await fs.readdir(path.join(mnt, 'data', 'big'))).to.include(`vid.${vid}.elimg`);
+  });
+
+  it('passes over a root mounted read-only: the volume goes to the next root with room', async function () {
+    if (process.getuid?.() !== 0) skipBecause(this, 'a read-only bind mount needs root');
+    mnt = await makeTree({ small: { 'max-total-size': '5G' }, big: { 'max-total-size': '50G' } });
+    const big = path.join(mnt, 'big');
+    await execa('mount', ['--bind', big, big]);
+    try {
+      await execa('mount', ['-o', 'remount,ro,bind', big]);
+      d = await startTestDaemon(mnt);
+      const { vid } = (await d.post('create', seedCreateBody()).expect(200)).body;
+      expect(await fs.readdir(path.join(mnt, 'small'))).to.include(`vid.${vid}.elimg`);
+      const full = await d.post('create', seedCreateBody({ size: 5 })).expect(507);
+      expect(full.body.reasons).to.include(`${big} cannot be written (EROFS)`);
+    } finally {
+      await d?.stop();
+      d = undefined;
+      await execa('umount', [big]);
+    }
   });
 
   it('answers 507 with a reason when no root exists at all', async () => {
