@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { BIN_DIR, dataFileName, isTempName, META_FILE, MIGRATION_FILE, parseLockMarker, ROOT_MUTEX, SETTINGS_FILE, uidOfDirName, VOLUME_MUTEX } from '../../../src/store/layout.js';
+import { BIN_DIR, dataFileName, isTempName, META_FILE, MIGRATION_FILE, parseLockMarker, ROOT_MUTEX, SETTINGS_FILE, tempNameFor, uidOfDirName, USAGE_STAMP, VOLUME_MUTEX } from '../../../src/store/layout.js';
 import { BrokenMetaError, readMeta, type VolumeMeta } from '../../../src/store/meta.js';
 import { EXPORT_MARKER_RE } from '../../../src/store/volume-record.js';
 import { IQN_PREFIX } from '../../../src/exporters/iqn.js';
@@ -50,7 +50,9 @@ async function poolImages(ceph: CephPool): Promise<Map<string, number>> {
 /** Files a finished volume directory may hold (SPEC §3); anything else is a leftover. */
 const VOLUME_FILES = new Set(['meta.json', 'isoinfo.json', 'cloud-init-metadata', VOLUME_MUTEX, MIGRATION_FILE]);
 /** Entries a root may hold besides volumes. A left mutex is allowed: the lock checks prove it does not block. */
-const ROOT_FILES = new Set([SETTINGS_FILE, ROOT_MUTEX, BIN_DIR]);
+const ROOT_FILES = new Set([SETTINGS_FILE, ROOT_MUTEX, BIN_DIR, USAGE_STAMP]);
+/** A usage stamp's temp file left by a kill mid-write: harmless, removed by the next grow in that root (placement.ts). */
+const isStampLeftover = (name: string) => name.startsWith(path.basename(tempNameFor(USAGE_STAMP, '')));
 
 interface StatusRoot {
   path: string;
@@ -77,7 +79,7 @@ export async function treeViolations(api: Api, ceph?: CephPool): Promise<string[
     for (const name of await fs.readdir(root.path)) {
       const uid = uidOfDirName(name);
       if (!uid) {
-        if (!ROOT_FILES.has(name)) out.push(`${root.path} holds a stray ${name}`);
+        if (!ROOT_FILES.has(name) && !isStampLeftover(name)) out.push(`${root.path} holds a stray ${name}`);
         // The restarted daemon purges what the sweep found in the bin in the background: give it a moment.
         if (name === BIN_DIR) {
           const bin = path.join(root.path, name);
