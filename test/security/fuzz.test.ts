@@ -18,8 +18,8 @@ const CLIENT_OF: Partial<Record<Who, string>> = { owner: OWNER, other: OTHER };
 const headerOf = (who: Who): Record<string, string> =>
   who === 'none' ? {} : who === 'forged' ? { Authorization: 'Bearer forged-token-0123456789abcdef' } : bearer(TOKENS[who]);
 
-/** What a volume operation may change: volume directories, the bin, the root's mutex (src/store/layout.ts). */
-const VOLUME_AREA = /(^|\/)(vid\.[0-9a-f]{32}\.elimg|\.elemento-bin|\.elemento-root\.lock)(\/|$)/;
+/** What a volume operation may change: volume directories, the bin, the root's mutex and usage stamp (src/store/layout.ts). */
+const VOLUME_AREA = /(^|\/)(vid\.[0-9a-f]{32}\.elimg|\.elemento-bin|\.elemento-root\.lock|\.elemento-usage)(\/|$)/;
 
 /** The entries of a snapshot outside every volume, i.e. what no request may ever change. */
 const outsideVolumes = (snap: Snapshot) => Object.fromEntries(Object.entries(snap).filter(([k]) => !VOLUME_AREA.test(k)));
