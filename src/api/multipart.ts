@@ -7,6 +7,13 @@ export interface IncomingFile {
   field: string;
   filename: string;
   stream: Readable;
+  /**
+   * Settles once the whole request has been read: resolves when it was read without error, rejects
+   * with the reason the request fails (a part too many, a cut connection). A consumer that makes
+   * something lasting from the file awaits it before committing. Only for the request's last file:
+   * the request is not read to its end while a later file part waits for this one's consumer.
+   */
+  requestRead: Promise<void>;
 }
 
 export interface MultipartOptions {
@@ -51,13 +58,26 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
     let chain: Promise<void> = Promise.resolve();
     let failed: unknown = null;
     let current: Readable | null = null;
+    let readWhole!: () => void;
+    let readFailed!: (err: unknown) => void;
+    const requestRead = new Promise<void>((res, rej) => {
+      readWhole = res;
+      readFailed = rej;
+    });
+    requestRead.catch(() => undefined);
+    // The file being consumed fails too, and the answer waits until its consumer has settled (undone
+    // what it made): an error answered while an import still runs would leave its volume behind.
     const fail = (err: unknown) => {
       if (failed) return;
       failed = err;
       current?.destroy(err as Error);
+      readFailed(err);
       req.unpipe(bb);
       req.resume();
-      reject(err);
+      void chain.then(
+        () => reject(err),
+        () => reject(err),
+      );
     };
     bb.on('field', (name, value) => {
       const parsed = fieldValue(value);
@@ -71,7 +91,7 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
       chain = chain.then(async () => {
         if (failed) return void stream.resume();
         current = stream;
-        await opts.onFile({ field, filename: info.filename ?? '', stream }, { ...fields });
+        await opts.onFile({ field, filename: info.filename ?? '', stream, requestRead }, { ...fields });
         current = null;
       });
       chain.catch(fail);
@@ -79,6 +99,7 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
     bb.on('filesLimit', () => fail(new BadRequestError(`a request may carry at most ${opts.maxFiles} files`)));
     bb.on('error', (err) => fail(new BadRequestError(`the multipart body could not be read (${(err as Error).message})`)));
     bb.on('close', () => {
+      if (!failed) readWhole();
       chain.then(() => {
         if (!failed) resolve(fields);
       }, fail);

@@ -183,6 +183,56 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
     }
   }
 
+  /**
+   * Sends `pieces` of one request on a real socket, pausing `pauseMs` between them, and returns the
+   * answer's status and JSON body (the request announces its whole length).
+   */
+  async function sendInPieces(urlPath: string, contentType: string, pieces: Buffer[], pauseMs: number): Promise<{ status: number; body: Record<string, unknown> }> {
+    const listener = d.app.listen(0, '127.0.0.1');
+    await new Promise((r) => listener.once('listening', r));
+    try {
+      const port = (listener.address() as AddressInfo).port;
+      const length = pieces.reduce((n, p) => n + p.length, 0);
+      const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: urlPath, headers: { 'Content-Type': contentType, 'Content-Length': length } });
+      const answer = new Promise<{ status: number; body: Record<string, unknown> }>((resolve, reject) => {
+        req.on('response', (res) => {
+          let text = '';
+          res.on('data', (c) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+        });
+        req.on('error', reject);
+      });
+      for (const [i, piece] of pieces.entries()) {
+        if (i > 0) await new Promise((r) => setTimeout(r, pauseMs));
+        if (!req.destroyed) req.write(piece);
+      }
+      req.end();
+      return await answer;
+    } finally {
+      listener.close();
+    }
+  }
+
+  const BOUNDARY = 'XBOUNDARYX';
+  const fieldPart = (name: string, value: string) => Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`);
+  const filePart = (name: string, content: Buffer) =>
+    Buffer.concat([Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="${name}"\r\nContent-Type: application/octet-stream\r\n\r\n`), content, Buffer.from('\r\n')]);
+  const closing = Buffer.from(`--${BOUNDARY}--\r\n`);
+
+  for (const pauseMs of [50, 300])
+    it(`a multipart upload refused after its file part (a second file ${pauseMs} ms later) leaves no volume`, async () => {
+      const image = await fs.readFile(path.join(src, 'cloud.qcow2'));
+      const body = Buffer.concat([fieldPart('fields', JSON.stringify({ creatorID: OWNER, format: 'qcow2' })), filePart('one.qcow2', image), filePart('two.qcow2', image), closing]);
+      // Cut just after the second part's delimiter: busboy has seen the first file end before the pause.
+      const cut = body.indexOf(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="two.qcow2"`) + BOUNDARY.length + 4;
+      const res = await sendInPieces('/api/v1.0/create/upload', `multipart/form-data; boundary=${BOUNDARY}`, [body.subarray(0, cut), body.subarray(cut)], pauseMs);
+      expect(res).to.deep.equal({ status: 400, body: { error: 'a request may carry at most 1 files', code: 'bad_request' } });
+      expect(await volumeDirs(mnt)).to.deep.equal([]);
+      // Nor does one appear later: the import was stopped, not left running.
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(await volumeDirs(mnt)).to.deep.equal([]);
+    });
+
   it('a dropped raw-body upload leaves no volume and no temp file', () =>
     dropUpload(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw`, 'application/octet-stream'));
 

@@ -1,4 +1,3 @@
-import type { Readable } from 'node:stream';
 import { Router, type Request, type Response } from 'express';
 import type { Daemon } from '../../daemon.js';
 import { BadRequestError } from '../../errors.js';
@@ -9,7 +8,7 @@ import { assertComplete, streamToFile } from '../../images/transfer.js';
 import { runAsJob } from '../../jobs/registry.js';
 import { validateOrThrow } from '../../schemas.js';
 import { jsonEndpoint, normaliseIds } from '../handler.js';
-import { isMultipart, readMultipart } from '../multipart.js';
+import { isMultipart, readMultipart, type IncomingFile } from '../multipart.js';
 
 /** The fields of a multipart request, checked like a JSON body of `schema`. */
 export function checkedFields<T>(schema: string, fields: Record<string, unknown>): T {
@@ -18,8 +17,18 @@ export function checkedFields<T>(schema: string, fields: Record<string, unknown>
   return body;
 }
 
-/** A source that streams one multipart file part into the volume. */
-const partSource = (stream: Readable): ImageSource => ({ kind: 'stream', writeTo: (file, limits) => streamToFile(stream, file, limits) });
+/**
+ * A source that streams one multipart file part into the volume. The bytes count only once the
+ * whole request has been read without error: a part too many after the file fails the import.
+ */
+const partSource = (file: IncomingFile): ImageSource => ({
+  kind: 'stream',
+  writeTo: async (target, limits) => {
+    const bytes = await streamToFile(file.stream, target, limits);
+    await file.requestRead;
+    return bytes;
+  },
+});
 
 /** The fastest upload: the request body is the image, the fields are query parameters (values parsed as JSON when they parse). */
 function rawBodySource(req: Request): ImageSource {
@@ -72,7 +81,7 @@ async function multipartUpload(req: Request, res: Response, schema: string, make
     onFile: async (file, fields) => {
       if (file.field !== 'file') throw new BadRequestError(`the image must come in a part named 'file', not '${file.field}'`, { field: file.field });
       const body = checkedFields<Record<string, unknown>>(schema, fields);
-      answer = await make(body, partSource(file.stream));
+      answer = await make(body, partSource(file));
     },
   });
   if (answer === undefined) throw new BadRequestError("the multipart body has no 'file' part (send the fields first, then the file)", { field: 'file' });
