@@ -90,6 +90,40 @@ describe('resumable uploads (tus at /api/v1.0/files)', function () {
     expect((await d.post('info', { volume_id: vid }).expect(200)).body.size).to.equal(64 * MB);
   });
 
+  it('a finished upload stays known: HEAD gives its full offset while it imports and after, a repeated last PATCH answers again', async () => {
+    const location = (await create({ creatorID: OWNER, name: 'lost-answer', format: 'qcow2' }).expect(201)).headers.location as string;
+    const vid = location.split('/').pop()!;
+    const patch = (offset: number, bytes: Buffer) =>
+      d.api.patch(location).set(TUS).set('Upload-Offset', String(offset)).set('Content-Type', 'application/offset+octet-stream').send(bytes);
+    let answered = false;
+    const last = patch(0, image).then((res) => {
+      answered = true;
+      return res;
+    });
+    // Until the answer comes (the client may never see it), HEAD says the bytes are all in, never 404.
+    const offsets = new Set<number>();
+    while (!answered) {
+      const head = await d.api.head(location).set(TUS);
+      expect(head.status).to.equal(200);
+      offsets.add(Number(head.headers['upload-offset']));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const done = await last;
+    expect(done.status).to.equal(200);
+    expect(offsets.has(image.length)).to.equal(true);
+    const head = await d.api.head(location).set(TUS).expect(200);
+    expect(head.headers).to.include({ 'upload-offset': String(image.length), 'upload-length': String(image.length) });
+    const again = await patch(image.length, Buffer.alloc(0)).expect(200);
+    expect(JSON.parse(again.text)).to.deep.equal(JSON.parse(done.text));
+    expect(JSON.parse(again.text)).to.include({ vid, name: 'lost-answer', img_format: 'qcow2' });
+    expect(await volumeDirs()).to.deep.equal([`vid.${vid}.elimg`]);
+    expect((await d.post('info', { volume_id: vid }).expect(200)).body.size).to.equal(64 * MB);
+    // A finished upload is a volume: DELETE does not abandon it.
+    const del = await d.api.delete(location).set(TUS).expect(409);
+    expect(JSON.parse(del.text).code).to.equal('conflict');
+    expect(await volumeDirs()).to.deep.equal([`vid.${vid}.elimg`]);
+  });
+
   it('refuses bad fields at creation with the JSON error, claiming nothing', async () => {
     const res = await create({ name: 'no-creator' }).expect(400);
     expect(JSON.parse(res.text)).to.deep.equal({ error: "request was badly formatted. 'creatorID'", code: 'bad_request', field: 'creatorID' });
