@@ -14,7 +14,15 @@ import { assertIso9660, probeUntrusted } from './untrusted.js';
 
 /** Where the bytes of a new volume come from: a stream written into a file, or a file already in the volume. */
 export type ImageSource =
-  | { kind: 'stream'; writeTo(file: string, limits: StreamLimits & { onLength(length: number | undefined): Promise<void> }): Promise<number> }
+  | {
+      kind: 'stream';
+      /**
+       * Called once, before the volume is claimed: how many bytes the source announces (a Content-Length, a
+       * URL's answer headers), or undefined. `signal` aborts when the source will not be read after all.
+       */
+      open(signal: AbortSignal): Promise<number | undefined>;
+      writeTo(file: string, limits: StreamLimits): Promise<number>;
+    }
   | { kind: 'file'; path: string };
 
 export interface ImportOptions {
@@ -30,7 +38,23 @@ export interface ImportOptions {
 const TRANSFER_SHARE = 90;
 
 /** Rounds up to a whole 512-byte sector, as every size of the store is. */
-const sectors = (bytes: number) => Math.ceil(bytes / 512) * 512;
+export const sectors = (bytes: number) => Math.ceil(bytes / 512) * 512;
+
+/**
+ * Learns how many bytes `source` announces and claims the volume with `claim(announced)`, so that
+ * placement picks a root that can hold them (not merely the one with the most free quota); a failed
+ * claim ends the source (a download's connection).
+ */
+export async function claimForSource(source: ImageSource, claim: (announced: number | undefined) => Promise<Claimed>, signal?: AbortSignal): Promise<Claimed> {
+  if (source.kind === 'file') return claim((await fs.stat(source.path)).size);
+  const stop = new AbortController();
+  try {
+    return await claim(await source.open(signal ? AbortSignal.any([signal, stop.signal]) : stop.signal));
+  } catch (err) {
+    stop.abort();
+    throw err;
+  }
+}
 
 /**
  * Makes the claim count `size` bytes against the quota: growing is decided under the root's lock
@@ -71,11 +95,6 @@ async function receive(ctx: StoreContext, claimed: Claimed, source: ImageSource,
   const writing = source.writeTo(file, {
     signal: opts.signal,
     maxBytes: roomFor(ctx, claimed),
-    // The announced length is about a lower bound of the image's virtual size: claim it before the body
-    // comes (507 at once instead of after the download); the final size is claimed exactly later.
-    onLength: async (length) => {
-      if (length !== undefined) await setClaimedSize(ctx, claimed, Math.max(claimed.meta.size, sectors(length)));
-    },
     onBytes: (done, total) => opts.onProgress?.(total ? (done / total) * TRANSFER_SHARE : 0, done),
   });
   // Into a raw volume, raw bytes are kept as they come (finishDisk): flushed as they arrive. Bytes

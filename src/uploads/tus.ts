@@ -6,7 +6,7 @@ import { NodeRequest, sendNodeResponse } from 'srvx/node';
 import { currentClient } from '../auth/principal.js';
 import { ApiError, BadRequestError, codeForStatus, ForbiddenError, NotFoundError } from '../errors.js';
 import { claimDiskImport, importResponse, type ImportRequest } from '../images/disk-import.js';
-import { fillFromSource, setClaimedSize } from '../images/import.js';
+import { fillFromSource } from '../images/import.js';
 import { claimIso, fillIso, type IsoRequest } from '../images/iso.js';
 import { PendingClaims } from '../images/pending.js';
 import { normaliseIds } from '../api/handler.js';
@@ -55,17 +55,15 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
       const client = currentClient();
       if (client && body.creatorID !== client)
         throw new ForbiddenError(`this token acts for client ${client} only, and 'creatorID' names another client`, { field: 'creatorID' });
+      // Claimed for its length: placed in a root that can hold it.
       const size = Number(req.headers.get('upload-length'));
-      const asked = endpoint === 'create/upload' && typeof body.size === 'number' ? gbToBytes(body.size) : 0;
       let claimed: Claimed;
-      if (endpoint === 'iso/create') claimed = await claimIso(ctx, body as unknown as IsoRequest);
-      else claimed = await claimDiskImport(ctx, body as unknown as ImportRequest);
+      if (endpoint === 'iso/create') claimed = await claimIso(ctx, body as unknown as IsoRequest, size);
+      else claimed = await claimDiskImport(ctx, body as unknown as ImportRequest, size);
       const state = { endpoint, body, size, part: '', metadata: metadata ?? {}, createdAt: new Date().toISOString() };
       await pending.add(claimed, state);
       try {
         state.part = await makePartFile(claimed);
-        // The upload's length is known now: claim it (an image's virtual size is at least about its file's size).
-        await setClaimedSize(ctx, claimed, Math.max(asked, Math.ceil(size / 512) * 512));
       } catch (err) {
         await pending.abandon(claimed.uid, (err as Error).message);
         throw err;

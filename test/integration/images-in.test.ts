@@ -106,6 +106,32 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
     expect(await volumeDirs(mnt)).to.deep.equal([]);
   });
 
+  describe('placed by the announced length (root a has the most free quota but takes volumes of 10 MB at most)', () => {
+    beforeEach(async () => {
+      await d.stop();
+      await fs.writeFile(path.join(mnt, 'a', 'settings.json'), JSON.stringify({ 'max-volume-size': '10M', 'max-total-size': '1T' }));
+      await fs.mkdir(path.join(mnt, 'b'));
+      await fs.writeFile(path.join(mnt, 'b', 'settings.json'), JSON.stringify({ 'max-total-size': '500M' }));
+      d = await startTestDaemon(mnt);
+    });
+    const inB = async (vid: string) => {
+      expect(await volumeDirs(mnt)).to.deep.equal([]);
+      expect(await fs.readdir(path.join(mnt, 'b'))).to.include(`vid.${vid}.elimg`);
+      expect(await sameImage(path.join(src, 'disk.raw'), path.join(mnt, 'b', `vid.${vid}.elimg`, 'data.img'))).to.equal(true);
+    };
+
+    it('create/url goes to the root that can hold its Content-Length', async () => {
+      const res = await d.post('create/url', { creatorID: OWNER, format: 'raw', url: server.url('disk.raw') }).expect(200);
+      await inB(res.body.vid);
+    });
+
+    it('a raw-body upload goes to the root that can hold its Content-Length', async () => {
+      const res = await d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw`).set('Content-Type', 'application/octet-stream')
+        .send(await fs.readFile(path.join(src, 'disk.raw'))).expect(200);
+      await inB(res.body.vid);
+    });
+  });
+
   for (const [what, url, message] of [
     ['a 404', () => server.url('missing.qcow2'), /answered 404/],
     ['a truncated body', () => server.url('truncated/disk.raw'), /cut short|failed/],

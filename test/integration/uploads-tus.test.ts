@@ -124,6 +124,21 @@ describe('resumable uploads (tus at /api/v1.0/files)', function () {
     expect(await volumeDirs()).to.deep.equal([`vid.${vid}.elimg`]);
   });
 
+  it('places the upload by its Upload-Length: in a root that can hold it, not the one with the most free quota', async () => {
+    listener.close();
+    await d.stop();
+    await fs.writeFile(path.join(mnt, 'a', 'settings.json'), JSON.stringify({ 'max-volume-size': '10M', 'max-total-size': '1T' }));
+    await fs.mkdir(path.join(mnt, 'b'));
+    await fs.writeFile(path.join(mnt, 'b', 'settings.json'), JSON.stringify({ 'max-total-size': '500M' }));
+    d = await startTestDaemon(mnt);
+    const location = (await create({ creatorID: OWNER, format: 'raw' }).expect(201)).headers.location as string;
+    const vid = location.split('/').pop()!;
+    expect(await fs.readdir(path.join(mnt, 'b'))).to.include(`vid.${vid}.elimg`);
+    await d.api.patch(location).set(TUS).set('Upload-Offset', '0').set('Content-Type', 'application/offset+octet-stream').send(image).expect(200);
+    expect((await d.post('info', { volume_id: vid }).expect(200)).body.size).to.equal(64 * MB);
+    expect(await volumeDirs()).to.deep.equal([]);
+  });
+
   it('refuses bad fields at creation with the JSON error, claiming nothing', async () => {
     const res = await create({ name: 'no-creator' }).expect(400);
     expect(JSON.parse(res.text)).to.deep.equal({ error: "request was badly formatted. 'creatorID'", code: 'bad_request', field: 'creatorID' });

@@ -23,6 +23,7 @@ export function checkedFields<T>(schema: string, fields: Record<string, unknown>
  */
 const partSource = (file: IncomingFile): ImageSource => ({
   kind: 'stream',
+  open: async () => undefined,
   writeTo: async (target, limits) => {
     const bytes = await streamToFile(file.stream, target, limits);
     await file.requestRead;
@@ -36,8 +37,8 @@ function rawBodySource(req: Request): ImageSource {
   const length = header && /^\d+$/.test(header) ? Number(header) : undefined;
   return {
     kind: 'stream',
+    open: async () => length,
     writeTo: async (file, limits) => {
-      if (length !== undefined) await limits.onLength(length);
       const bytes = await streamToFile(req, file, { ...limits, total: length });
       assertComplete(bytes, length, 'the upload');
       return bytes;
