@@ -130,6 +130,12 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
         .send(await fs.readFile(path.join(src, 'disk.raw'))).expect(200);
       await inB(res.body.vid);
     });
+
+    it('a multipart upload goes to the root that can hold its Content-Length', async () => {
+      const res = await d.api.post('/api/v1.0/create/upload').field('fields', JSON.stringify({ creatorID: OWNER, format: 'raw' }))
+        .attach('file', path.join(src, 'disk.raw')).expect(200);
+      await inB(res.body.vid);
+    });
   });
 
   for (const [what, url, message] of [
@@ -258,6 +264,39 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
       await new Promise((r) => setTimeout(r, 1000));
       expect(await volumeDirs(mnt)).to.deep.equal([]);
     });
+
+  it('a multipart upload larger than any root can hold is refused (507) before its file is read', async () => {
+    await d.stop();
+    await fs.writeFile(path.join(mnt, 'a', 'settings.json'), JSON.stringify({ 'max-total-size': '50M' }));
+    d = await startTestDaemon(mnt);
+    const listener = d.app.listen(0, '127.0.0.1');
+    await new Promise((r) => listener.once('listening', r));
+    const head = Buffer.concat([fieldPart('fields', JSON.stringify({ creatorID: OWNER, format: 'raw' })), Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.iso"\r\n\r\n`)]);
+    const req = http.request({
+      host: '127.0.0.1', port: (listener.address() as AddressInfo).port, method: 'POST', path: '/api/v1.0/create/upload',
+      headers: { 'Content-Type': `multipart/form-data; boundary=${BOUNDARY}`, 'Content-Length': 700e6 },
+    });
+    req.on('error', () => undefined);
+    try {
+      const answer = new Promise<{ status: number; body: Record<string, unknown> }>((resolve) =>
+        req.on('response', (res) => {
+          let text = '';
+          res.on('data', (c) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+        }),
+      );
+      req.write(head);
+      req.write(Buffer.alloc(MB, 7));
+      const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer while the body was still coming')), 5000));
+      const res = await Promise.race([answer, timeout]);
+      expect(res.status).to.equal(507);
+      expect(res.body).to.include({ code: 'no_room', error: 'no storage root has room for a volume of 700000256 bytes' }); // 700 MB in whole sectors
+      expect(await volumeDirs(mnt)).to.deep.equal([]);
+    } finally {
+      req.destroy();
+      listener.close();
+    }
+  });
 
   it('a dropped raw-body upload leaves no volume and no temp file', () =>
     dropUpload(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw`, 'application/octet-stream'));

@@ -17,13 +17,21 @@ export function checkedFields<T>(schema: string, fields: Record<string, unknown>
   return body;
 }
 
+/** The request's Content-Length, when it announces one. */
+function contentLength(req: Request): number | undefined {
+  const header = req.headers['content-length'];
+  return header && /^\d+$/.test(header) ? Number(header) : undefined;
+}
+
 /**
- * A source that streams one multipart file part into the volume. The bytes count only once the
+ * A source that streams one multipart file part into the volume, announcing the request's
+ * Content-Length: an upper bound of the file (by the fields' and the part headers' few hundred
+ * bytes), so an image no root can hold is refused before it is read. The bytes count only once the
  * whole request has been read without error: a part too many after the file fails the import.
  */
-const partSource = (file: IncomingFile): ImageSource => ({
+const partSource = (file: IncomingFile, requestLength: number | undefined): ImageSource => ({
   kind: 'stream',
-  open: async () => undefined,
+  open: async () => requestLength,
   writeTo: async (target, limits) => {
     const bytes = await streamToFile(file.stream, target, limits);
     await file.requestRead;
@@ -33,8 +41,7 @@ const partSource = (file: IncomingFile): ImageSource => ({
 
 /** The fastest upload: the request body is the image, the fields are query parameters (values parsed as JSON when they parse). */
 function rawBodySource(req: Request): ImageSource {
-  const header = req.headers['content-length'];
-  const length = header && /^\d+$/.test(header) ? Number(header) : undefined;
+  const length = contentLength(req);
   return {
     kind: 'stream',
     open: async () => length,
@@ -82,7 +89,7 @@ async function multipartUpload(req: Request, res: Response, schema: string, make
     onFile: async (file, fields) => {
       if (file.field !== 'file') throw new BadRequestError(`the image must come in a part named 'file', not '${file.field}'`, { field: file.field });
       const body = checkedFields<Record<string, unknown>>(schema, fields);
-      answer = await make(body, partSource(file));
+      answer = await make(body, partSource(file, contentLength(req)));
     },
   });
   if (answer === undefined) throw new BadRequestError("the multipart body has no 'file' part (send the fields first, then the file)", { field: 'file' });
