@@ -39,6 +39,7 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', path.join(src, 'cloud.qcow2'), '-F', 'qcow2', path.join(src, 'backed.qcow2')]);
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${path.join(src, 'datafile.raw')}`, path.join(src, 'datafile.qcow2'), '1M']);
     await execa('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', 'subformat=monolithicFlat', path.join(src, 'flat.vmdk'), '1M']);
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '--object', 'secret,id=s,data=abc', '-o', 'encrypt.format=luks,encrypt.key-secret=s', path.join(src, 'luks.qcow2'), '1M']);
     await fs.writeFile(path.join(src, 'flat.vmdk'), (await fs.readFile(path.join(src, 'flat.vmdk'), 'utf8')).replace('flat-flat.vmdk', path.join(src, 'disk.raw')));
     server = await startImageServer(src);
     const probe = http.createServer().listen(0, '127.0.0.1');
@@ -94,6 +95,15 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
     expect(res.body.error).to.equal('the image has an external data file; only self-contained images are accepted');
     const flat = await d.post('create/url', { creatorID: OWNER, url: server.url('flat.vmdk') }).expect(400);
     expect(flat.body.error).to.equal('the image keeps its data in another file; only single-file images are accepted');
+    expect(await volumeDirs(mnt)).to.deep.equal([]);
+  });
+
+  it('refuses an encrypted qcow2 (400, it could not be converted without its key), leaving nothing', async () => {
+    const res = await d.post('create/url', { creatorID: OWNER, url: server.url('luks.qcow2') }).expect(400);
+    expect(res.body).to.deep.equal({ error: 'encrypted images are not accepted', code: 'bad_request' });
+    const upload = await d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw`).set('Content-Type', 'application/octet-stream')
+      .send(await fs.readFile(path.join(src, 'luks.qcow2'))).expect(400);
+    expect(upload.body).to.deep.equal({ error: 'encrypted images are not accepted', code: 'bad_request' });
     expect(await volumeDirs(mnt)).to.deep.equal([]);
   });
 

@@ -13,6 +13,7 @@ describe('untrusted images', () => {
     ['several extents', { format: 'vmdk', extents: 2, extentFiles: ['/x/a.vmdk', '/x/b.vmdk'] }, /several extents/],
     ['an extent in another file', { format: 'vmdk', extentFiles: ['/etc/passwd'] }, /another file/],
     ['a format not accepted', { format: 'dmg' }, /format dmg are not accepted/],
+    ['encryption', { encrypted: true }, /^encrypted images are not accepted$/],
   ];
   for (const [what, info, message] of refusals)
     it(`refuses an image with ${what}`, async () => {
