@@ -46,6 +46,8 @@ function parseFields(metadata: Record<string, string | null> | undefined): { end
 export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(): Promise<void> } {
   const pending = new PendingClaims<UploadState>(ctx, 'upload', ctx.config.uploadIdleTimeoutMs);
   const finished = new FinishedUploads();
+  /** The upload each creation request claimed (tus hands namingFunction the request the handler made). */
+  const createdBy = new WeakMap<Request, string>();
   const server = new Server({
     path: TUS_PATH,
     relativeLocation: true,
@@ -62,6 +64,7 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
       else claimed = await claimDiskImport(ctx, body as unknown as ImportRequest, size);
       const state = { endpoint, body, size, part: '', metadata: metadata ?? {}, createdAt: new Date().toISOString() };
       await pending.add(claimed, state);
+      createdBy.set(req, claimed.uid);
       try {
         state.part = await makePartFile(claimed);
       } catch (err) {
@@ -96,7 +99,16 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
     return finished.track(id, known, importUpload(ctx, claimed, state));
   };
   return {
-    handler: async (req, res) => sendNodeResponse(res, await asJsonError(req.method, await server.handleWeb(new NodeRequest({ req, res })))),
+    handler: async (req, res) => {
+      const request = new NodeRequest({ req, res });
+      const response = await server.handleWeb(request);
+      const created = createdBy.get(request);
+      // A creation that fails (a creation-with-upload cut midway answers 201 to a closed connection) sent no
+      // Location: nobody can resume the upload, so its volume goes now, not after the idle timeout. An upload
+      // whose bytes all came is no longer pending (its import publishes it or removes it).
+      if (created && (response.status !== 201 || res.closed)) await pending.abandon(created, 'its creation request failed: no Location reached the client');
+      await sendNodeResponse(res, await asJsonError(req.method, response));
+    },
     close: () => pending.close(),
   };
 }

@@ -139,6 +139,26 @@ describe('resumable uploads (tus at /api/v1.0/files)', function () {
     expect(await volumeDirs()).to.deep.equal([]);
   });
 
+  it('a creation with upload cut midway (no Location ever sent) leaves no volume', async () => {
+    const req = http.request({
+      host: '127.0.0.1', port, method: 'POST', path: '/api/v1.0/files',
+      headers: {
+        ...TUS, 'Upload-Length': String(image.length), 'Content-Length': String(image.length), 'Content-Type': 'application/offset+octet-stream',
+        'Upload-Metadata': `endpoint ${b64('create/upload')},fields ${b64(JSON.stringify({ creatorID: OWNER, format: 'raw' }))}`,
+      },
+    });
+    req.on('error', () => undefined);
+    req.write(image.subarray(0, 300 * 1024));
+    await waitFor(async () => (await volumeDirs()).length === 1, 5000, 'the upload to start');
+    req.destroy();
+    await waitFor(async () => (await volumeDirs()).length === 0, 5000, 'the half-made volume to go');
+    // A creation that carries a first chunk whole is kept, and resumed from there.
+    const first = await create({ creatorID: OWNER, format: 'raw' }).set('Content-Type', 'application/offset+octet-stream').send(image.subarray(0, MB)).expect(201);
+    expect(first.headers['upload-offset']).to.equal(String(MB));
+    const done = await d.api.patch(first.headers.location).set(TUS).set('Upload-Offset', String(MB)).set('Content-Type', 'application/offset+octet-stream').send(image.subarray(MB)).expect(200);
+    expect(await volumeDirs()).to.deep.equal([`vid.${JSON.parse(done.text).vid}.elimg`]);
+  });
+
   it('refuses bad fields at creation with the JSON error, claiming nothing', async () => {
     const res = await create({ name: 'no-creator' }).expect(400);
     expect(JSON.parse(res.text)).to.deep.equal({ error: "request was badly formatted. 'creatorID'", code: 'bad_request', field: 'creatorID' });
