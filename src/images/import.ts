@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { BadRequestError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 import { writeFlushed } from '../store/atomic.js';
 import { tempNameFor } from '../store/layout.js';
@@ -40,6 +41,11 @@ const TRANSFER_SHARE = 90;
 /** Rounds up to a whole 512-byte sector, as every size of the store is. */
 export const sectors = (bytes: number) => Math.ceil(bytes / 512) * 512;
 
+/** A volume of size 0 is refused by `create`: an empty image (a wrong path given to curl, an empty file) too. */
+export function assertNotEmpty(bytes: number | undefined): void {
+  if (bytes === 0) throw new BadRequestError('the image is empty (0 bytes)');
+}
+
 /**
  * Learns how many bytes `source` announces and claims the volume with `claim(announced)`, so that
  * placement picks a root that can hold them (not merely the one with the most free quota); a failed
@@ -49,7 +55,9 @@ export async function claimForSource(source: ImageSource, claim: (announced: num
   if (source.kind === 'file') return claim((await fs.stat(source.path)).size);
   const stop = new AbortController();
   try {
-    return await claim(await source.open(signal ? AbortSignal.any([signal, stop.signal]) : stop.signal));
+    const announced = await source.open(signal ? AbortSignal.any([signal, stop.signal]) : stop.signal);
+    assertNotEmpty(announced);
+    return await claim(announced);
   } catch (err) {
     stop.abort();
     throw err;
@@ -90,7 +98,11 @@ export async function makeStagingDir(claimed: Claimed, purpose: string): Promise
 
 /** Brings the source's bytes into a staging file inside the claimed directory; returns its path and size. */
 async function receive(ctx: StoreContext, claimed: Claimed, source: ImageSource, opts: ImportOptions): Promise<{ file: string; bytes: number }> {
-  if (source.kind === 'file') return { file: source.path, bytes: (await fs.stat(source.path)).size };
+  if (source.kind === 'file') {
+    const bytes = (await fs.stat(source.path)).size;
+    assertNotEmpty(bytes);
+    return { file: source.path, bytes };
+  }
   const file = path.join(await makeStagingDir(claimed, 'incoming'), 'image');
   const writing = source.writeTo(file, {
     signal: opts.signal,
@@ -100,6 +112,7 @@ async function receive(ctx: StoreContext, claimed: Claimed, source: ImageSource,
   // Into a raw volume, raw bytes are kept as they come (finishDisk): flushed as they arrive. Bytes
   // that will be converted are read once and dropped, so writing them to disk would be wasted.
   const bytes = claimed.meta.format === 'raw' ? await writeFlushed(file, writing) : await writing;
+  assertNotEmpty(bytes);
   return { file, bytes };
 }
 
@@ -107,6 +120,7 @@ async function receive(ctx: StoreContext, claimed: Claimed, source: ImageSource,
 async function finishDisk(ctx: StoreContext, claimed: Claimed, incoming: string, tempData: string, opts: ImportOptions): Promise<void> {
   const info = await probeUntrusted(ctx.qemuImg, incoming);
   const finalSize = sectors(Math.max(info.virtualSize, opts.sizeBytes ?? 0));
+  if (finalSize === 0) throw new BadRequestError("the image's virtual size is 0 bytes (send a size to grow it to)");
   await setClaimedSize(ctx, claimed, finalSize);
   const convertOpts = {
     signal: opts.signal,

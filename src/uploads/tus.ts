@@ -6,7 +6,7 @@ import { NodeRequest, sendNodeResponse } from 'srvx/node';
 import { currentClient } from '../auth/principal.js';
 import { ApiError, BadRequestError, codeForStatus, ForbiddenError, NotFoundError } from '../errors.js';
 import { claimDiskImport, importResponse, type ImportRequest } from '../images/disk-import.js';
-import { fillFromSource } from '../images/import.js';
+import { assertNotEmpty, fillFromSource } from '../images/import.js';
 import { claimIso, fillIso, type IsoRequest } from '../images/iso.js';
 import { PendingClaims } from '../images/pending.js';
 import { normaliseIds } from '../api/handler.js';
@@ -59,6 +59,7 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
         throw new ForbiddenError(`this token acts for client ${client} only, and 'creatorID' names another client`, { field: 'creatorID' });
       // Claimed for its length: placed in a root that can hold it.
       const size = Number(req.headers.get('upload-length'));
+      assertNotEmpty(size);
       let claimed: Claimed;
       if (endpoint === 'iso/create') claimed = await claimIso(ctx, body as unknown as IsoRequest, size);
       else claimed = await claimDiskImport(ctx, body as unknown as ImportRequest, size);

@@ -41,6 +41,7 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
     await execa('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', 'subformat=monolithicFlat', path.join(src, 'flat.vmdk'), '1M']);
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '--object', 'secret,id=s,data=abc', '-o', 'encrypt.format=luks,encrypt.key-secret=s', path.join(src, 'luks.qcow2'), '1M']);
     await fs.writeFile(path.join(src, 'flat.vmdk'), (await fs.readFile(path.join(src, 'flat.vmdk'), 'utf8')).replace('flat-flat.vmdk', path.join(src, 'disk.raw')));
+    await fs.writeFile(path.join(src, 'empty.img'), '');
     server = await startImageServer(src);
     const probe = http.createServer().listen(0, '127.0.0.1');
     await new Promise((r) => probe.once('listening', r));
@@ -104,6 +105,21 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
     const upload = await d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw`).set('Content-Type', 'application/octet-stream')
       .send(await fs.readFile(path.join(src, 'luks.qcow2'))).expect(400);
     expect(upload.body).to.deep.equal({ error: 'encrypted images are not accepted', code: 'bad_request' });
+    expect(await volumeDirs(mnt)).to.deep.equal([]);
+  });
+
+  it('refuses an empty image (400) from a URL, a raw body or a multipart file, leaving nothing', async () => {
+    const empty = { error: 'the image is empty (0 bytes)', code: 'bad_request' };
+    expect((await d.post('create/url', { creatorID: OWNER, url: server.url('empty.img') }).expect(400)).body).to.deep.equal(empty);
+    expect((await d.post('iso/create', { creatorID: OWNER, isotype: 'tool', os_family: 'windows', url: server.url('empty.img') }).expect(400)).body).to.deep.equal(empty);
+    const raw = await d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw`).set('Content-Type', 'application/octet-stream').send(Buffer.alloc(0)).expect(400);
+    expect(raw.body).to.deep.equal(empty);
+    const multipart = await d.api.post('/api/v1.0/create/upload').field('fields', JSON.stringify({ creatorID: OWNER, size: 1 })).attach('file', Buffer.alloc(0), 'empty.img').expect(400);
+    expect(multipart.body).to.deep.equal(empty);
+    // Not empty, but a disk of 0 bytes all the same.
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(src, 'zero.qcow2'), '0']);
+    const zero = await d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}`).set('Content-Type', 'application/octet-stream').send(await fs.readFile(path.join(src, 'zero.qcow2'))).expect(400);
+    expect(zero.body).to.deep.equal({ error: "the image's virtual size is 0 bytes (send a size to grow it to)", code: 'bad_request' });
     expect(await volumeDirs(mnt)).to.deep.equal([]);
   });
 

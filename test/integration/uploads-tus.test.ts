@@ -159,6 +159,12 @@ describe('resumable uploads (tus at /api/v1.0/files)', function () {
     expect(await volumeDirs()).to.deep.equal([`vid.${JSON.parse(done.text).vid}.elimg`]);
   });
 
+  it('refuses an empty upload (Upload-Length: 0) at creation, claiming nothing', async () => {
+    const res = await create({ creatorID: OWNER }).set('Upload-Length', '0').expect(400);
+    expect(JSON.parse(res.text)).to.deep.equal({ error: 'the image is empty (0 bytes)', code: 'bad_request' });
+    expect(await volumeDirs()).to.deep.equal([]);
+  });
+
   it('refuses bad fields at creation with the JSON error, claiming nothing', async () => {
     const res = await create({ name: 'no-creator' }).expect(400);
     expect(JSON.parse(res.text)).to.deep.equal({ error: "request was badly formatted. 'creatorID'", code: 'bad_request', field: 'creatorID' });
