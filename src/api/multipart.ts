@@ -2,6 +2,7 @@ import type { Request } from 'express';
 import type { Readable } from 'node:stream';
 import busboy from 'busboy';
 import { BadRequestError, PayloadTooLargeError } from '../errors.js';
+import { propertyAccepts } from '../schemas.js';
 
 export interface IncomingFile {
   field: string;
@@ -17,6 +18,8 @@ export interface IncomingFile {
 }
 
 export interface MultipartOptions {
+  /** The schema the fields are checked against: it says which text fields are JSON (see formValue). */
+  schema: string;
   /** Largest file part in bytes (busboy stops reading past it: 413). */
   maxFileBytes: number;
   maxFiles: number;
@@ -31,18 +34,23 @@ export function isMultipart(req: Request): boolean {
   return /^multipart\/form-data/i.test(req.headers['content-type'] ?? '');
 }
 
-/** A text field's value: JSON when it parses (`false`, `15`, `{...}`), else the string itself. */
-function fieldValue(value: string): unknown {
+/**
+ * A form or query value, which is text, as schema `schema` wants property `key`: the text itself where
+ * it accepts it (`name=2024`, `os_version=12.10` stay strings), else its JSON when it parses (`false`,
+ * `15`, `{...}`), else the text (the schema then says what is wrong).
+ */
+export function formValue(schema: string, key: string, text: string): unknown {
+  if (propertyAccepts(schema, key, text)) return text;
   try {
-    return JSON.parse(value);
+    return JSON.parse(text);
   } catch {
-    return value;
+    return text;
   }
 }
 
 /**
- * Reads a multipart/form-data request with busboy, streaming: text fields are collected (a field
- * named `fields` holding a JSON object is merged in), file parts go to `onFile` as streams. A client
+ * Reads a multipart/form-data request with busboy, streaming: text fields are collected (typed by
+ * formValue; a field named `fields` holding a JSON object is merged in), file parts go to `onFile` as streams. A client
  * that drops the connection makes the file stream fail, so the half-received file is cleaned up.
  */
 export function readMultipart(req: Request, opts: MultipartOptions): Promise<Record<string, unknown>> {
@@ -80,7 +88,7 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
       );
     };
     bb.on('field', (name, value) => {
-      const parsed = fieldValue(value);
+      const parsed = formValue(opts.schema, name, value);
       if (name === 'fields' && parsed && typeof parsed === 'object' && !Array.isArray(parsed)) Object.assign(fields, parsed);
       else fields[name] = parsed;
     });

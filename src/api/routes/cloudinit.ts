@@ -40,6 +40,7 @@ export function cloudInitRoutes(ctx: StoreContext, sets: CloudInitSets): Router 
     };
     try {
       const fields = await readMultipart(req, {
+        schema: 'cloudinit-metadata',
         maxFileBytes: MAX_FILE_BYTES,
         maxFiles: 64,
         onFile: async (file, before) => {

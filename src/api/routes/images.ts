@@ -8,7 +8,7 @@ import { assertComplete, streamToFile } from '../../images/transfer.js';
 import { runAsJob } from '../../jobs/registry.js';
 import { validateOrThrow } from '../../schemas.js';
 import { jsonEndpoint, normaliseIds } from '../handler.js';
-import { isMultipart, readMultipart, type IncomingFile } from '../multipart.js';
+import { formValue, isMultipart, readMultipart, type IncomingFile } from '../multipart.js';
 
 /** The fields of a multipart request, checked like a JSON body of `schema`. */
 export function checkedFields<T>(schema: string, fields: Record<string, unknown>): T {
@@ -39,7 +39,7 @@ const partSource = (file: IncomingFile, requestLength: number | undefined): Imag
   },
 });
 
-/** The fastest upload: the request body is the image, the fields are query parameters (values parsed as JSON when they parse). */
+/** The fastest upload: the request body is the image, the fields are query parameters (typed by formValue). */
 function rawBodySource(req: Request): ImageSource {
   const length = contentLength(req);
   return {
@@ -53,16 +53,9 @@ function rawBodySource(req: Request): ImageSource {
   };
 }
 
-function queryFields(req: Request): Record<string, unknown> {
+function queryFields(req: Request, schema: string): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(req.query)) {
-    if (typeof value !== 'string') continue;
-    try {
-      out[key] = JSON.parse(value);
-    } catch {
-      out[key] = value;
-    }
-  }
+  for (const [key, value] of Object.entries(req.query)) if (typeof value === 'string') out[key] = formValue(schema, key, value);
   return out;
 }
 
@@ -71,7 +64,7 @@ const isRawBody = (req: Request) => /^application\/octet-stream/i.test(req.heade
 /** Runs `make` on an upload: a raw body (fields in the query) or multipart (fields, then the file part). */
 async function upload(req: Request, res: Response, schema: string, make: (body: Record<string, unknown>, source: ImageSource) => Promise<unknown>) {
   if (isRawBody(req)) {
-    res.json(await make(checkedFields<Record<string, unknown>>(schema, queryFields(req)), rawBodySource(req)));
+    res.json(await make(checkedFields<Record<string, unknown>>(schema, queryFields(req, schema)), rawBodySource(req)));
     return;
   }
   await multipartUpload(req, res, schema, make);
@@ -84,6 +77,7 @@ async function upload(req: Request, res: Response, schema: string, make: (body: 
 async function multipartUpload(req: Request, res: Response, schema: string, make: (body: Record<string, unknown>, source: ImageSource) => Promise<unknown>) {
   let answer: unknown;
   await readMultipart(req, {
+    schema,
     maxFileBytes: Number.MAX_SAFE_INTEGER,
     maxFiles: 1,
     onFile: async (file, fields) => {
