@@ -33,6 +33,23 @@ export function validatorFor(name: string): ValidateFunction {
   return fn;
 }
 
+/**
+ * Whether `value` passes property `key` of schema `name` on its own (false when the schema has no such
+ * property): how a form or query value, which is text, is told apart from one meant as JSON.
+ */
+export function propertyAccepts(name: string, key: string, value: unknown): boolean {
+  const properties = (validatorFor(name).schema as { properties?: Record<string, unknown> }).properties;
+  if (!properties || !Object.hasOwn(properties, key)) return false;
+  const ref = `${BASE_ID}${name}#/properties/${key.replace(/~/g, '~0').replace(/\//g, '~1')}`;
+  let fn = compiled.get(ref);
+  if (!fn) {
+    // Through a $ref: a property's `default` would be refused at the root of a schema of its own.
+    fn = ajv.compile({ $ref: ref });
+    compiled.set(ref, fn);
+  }
+  return fn(value) === true;
+}
+
 export function schemaNames(): string[] {
   return Object.keys(ajv.schemas)
     .filter((id) => id.startsWith(BASE_ID))

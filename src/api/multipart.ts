@@ -2,14 +2,24 @@ import type { Request } from 'express';
 import type { Readable } from 'node:stream';
 import busboy from 'busboy';
 import { BadRequestError, PayloadTooLargeError } from '../errors.js';
+import { propertyAccepts } from '../schemas.js';
 
 export interface IncomingFile {
   field: string;
   filename: string;
   stream: Readable;
+  /**
+   * Settles once the whole request has been read: resolves when it was read without error, rejects
+   * with the reason the request fails (a part too many, a cut connection). A consumer that makes
+   * something lasting from the file awaits it before committing. Only for the request's last file:
+   * the request is not read to its end while a later file part waits for this one's consumer.
+   */
+  requestRead: Promise<void>;
 }
 
 export interface MultipartOptions {
+  /** The schema the fields are checked against: it says which text fields are JSON (see formValue). */
+  schema: string;
   /** Largest file part in bytes (busboy stops reading past it: 413). */
   maxFileBytes: number;
   maxFiles: number;
@@ -24,18 +34,23 @@ export function isMultipart(req: Request): boolean {
   return /^multipart\/form-data/i.test(req.headers['content-type'] ?? '');
 }
 
-/** A text field's value: JSON when it parses (`false`, `15`, `{...}`), else the string itself. */
-function fieldValue(value: string): unknown {
+/**
+ * A form or query value, which is text, as schema `schema` wants property `key`: the text itself where
+ * it accepts it (`name=2024`, `os_version=12.10` stay strings), else its JSON when it parses (`false`,
+ * `15`, `{...}`), else the text (the schema then says what is wrong).
+ */
+export function formValue(schema: string, key: string, text: string): unknown {
+  if (propertyAccepts(schema, key, text)) return text;
   try {
-    return JSON.parse(value);
+    return JSON.parse(text);
   } catch {
-    return value;
+    return text;
   }
 }
 
 /**
- * Reads a multipart/form-data request with busboy, streaming: text fields are collected (a field
- * named `fields` holding a JSON object is merged in), file parts go to `onFile` as streams. A client
+ * Reads a multipart/form-data request with busboy, streaming: text fields are collected (typed by
+ * formValue; a field named `fields` holding a JSON object is merged in), file parts go to `onFile` as streams. A client
  * that drops the connection makes the file stream fail, so the half-received file is cleaned up.
  */
 export function readMultipart(req: Request, opts: MultipartOptions): Promise<Record<string, unknown>> {
@@ -51,16 +66,29 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
     let chain: Promise<void> = Promise.resolve();
     let failed: unknown = null;
     let current: Readable | null = null;
+    let readWhole!: () => void;
+    let readFailed!: (err: unknown) => void;
+    const requestRead = new Promise<void>((res, rej) => {
+      readWhole = res;
+      readFailed = rej;
+    });
+    requestRead.catch(() => undefined);
+    // The file being consumed fails too, and the answer waits until its consumer has settled (undone
+    // what it made): an error answered while an import still runs would leave its volume behind.
     const fail = (err: unknown) => {
       if (failed) return;
       failed = err;
       current?.destroy(err as Error);
+      readFailed(err);
       req.unpipe(bb);
       req.resume();
-      reject(err);
+      void chain.then(
+        () => reject(err),
+        () => reject(err),
+      );
     };
     bb.on('field', (name, value) => {
-      const parsed = fieldValue(value);
+      const parsed = formValue(opts.schema, name, value);
       if (name === 'fields' && parsed && typeof parsed === 'object' && !Array.isArray(parsed)) Object.assign(fields, parsed);
       else fields[name] = parsed;
     });
@@ -71,7 +99,7 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
       chain = chain.then(async () => {
         if (failed) return void stream.resume();
         current = stream;
-        await opts.onFile({ field, filename: info.filename ?? '', stream }, { ...fields });
+        await opts.onFile({ field, filename: info.filename ?? '', stream, requestRead }, { ...fields });
         current = null;
       });
       chain.catch(fail);
@@ -79,6 +107,7 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
     bb.on('filesLimit', () => fail(new BadRequestError(`a request may carry at most ${opts.maxFiles} files`)));
     bb.on('error', (err) => fail(new BadRequestError(`the multipart body could not be read (${(err as Error).message})`)));
     bb.on('close', () => {
+      if (!failed) readWhole();
       chain.then(() => {
         if (!failed) resolve(fields);
       }, fail);

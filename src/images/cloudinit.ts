@@ -17,6 +17,8 @@ export const expectedMarker = (n: number) => `elemento.${n}.expected`;
 const EXPECTED_RE = /^elemento\.(\d+)\.expected$/;
 /** The NoCloud files cloud-localds takes; `network-data` is the seed tree's name for network-config. */
 const SEED_FILES = ['user-data', 'meta-data', 'network-config', 'network-data'];
+/** The seed's `network-data` and NoCloud's `network-config` are one file under two names: a set has one. */
+const SAME_FILE: Record<string, string> = { 'network-config': 'network-data', 'network-data': 'network-config' };
 const FILE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 export const MAX_FILE_BYTES = 4 * 1024 * 1024;
 
@@ -97,6 +99,9 @@ export class CloudInitSets {
     if (!FILE_NAME_RE.test(name) || EXPECTED_RE.test(name) || name.startsWith('elemento.'))
       throw new BadRequestError(`'${file.filename}' is not an accepted file name (letters, digits, '.', '_', '-')`, { field: 'file' });
     if (state.received.includes(name)) throw new BadRequestError(`file '${name}' was already received for volume ${claimed.uid}`, { field: 'file' });
+    const twin = SAME_FILE[name];
+    if (twin && state.received.includes(twin))
+      throw new BadRequestError(`'${name}' is '${twin}' under its other name, and volume ${claimed.uid} already has '${twin}'`, { field: 'file' });
     if (state.received.length >= state.expected)
       throw new BadRequestError(`volume ${claimed.uid} expects ${state.expected} files and has them all; '${name}' is one too many`, { field: 'file' });
     if (state.received.length === state.expected - 1 && name !== 'user-data' && !state.received.includes('user-data'))

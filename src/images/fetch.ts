@@ -25,16 +25,20 @@ function upstreamFailure(url: URL, err: unknown, idle: boolean): ApiError {
   return new UpstreamError(`the download from ${url.host} failed (${cause ?? 'connection lost'})`, { url: url.href });
 }
 
+/** A download whose answer's headers have come: its announced length, and its body still to be read. */
+export interface Download {
+  length: number | undefined;
+  /** Streams the body into the new file `target`; fails (502) when it ends short of `length`. */
+  toFile(target: string, limits: StreamLimits): Promise<number>;
+}
+
 /**
- * Downloads `rawUrl` into the new file `target`, streamed. Fails with 502 on an error status, a
- * refused connection, a body shorter than its Content-Length, or `idleMs` without a byte.
- * `onLength` learns the announced length before the body starts (to size the quota claim).
+ * Starts downloading `rawUrl` and waits for the answer's headers, so the caller learns the announced
+ * length before it claims room. Fails with 502 on an error status, a refused connection, a body shorter
+ * than its Content-Length, or `idleMs` without a byte. `signal` ends the download, whether or not the
+ * body is being read: a caller that will not read it aborts the signal.
  */
-export async function downloadToFile(
-  rawUrl: string,
-  target: string,
-  opts: StreamLimits & { idleMs: number; onLength?: (length: number | undefined) => Promise<void> | void },
-): Promise<number> {
+export async function openDownload(rawUrl: string, opts: { idleMs: number; signal?: AbortSignal }): Promise<Download> {
   const url = checkUrl(rawUrl);
   const idle = new AbortController();
   let stalled = false;
@@ -47,23 +51,37 @@ export async function downloadToFile(
     }, opts.idleMs);
   };
   const signal = opts.signal ? AbortSignal.any([opts.signal, idle.signal]) : idle.signal;
-  kick();
-  try {
-    const res = await fetch(url, { signal, redirect: 'follow' });
-    if (!res.ok || !res.body) throw new UpstreamError(`${url.host} answered ${res.status} for ${url.pathname}`, { url: url.href, upstreamStatus: res.status });
-    const header = res.headers.get('content-length');
-    const length = header !== null && /^\d+$/.test(header) ? Number(header) : undefined;
-    await opts.onLength?.(length);
-    const body = Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
-    body.on('data', kick);
-    const bytes = await streamToFile(body, target, { ...opts, signal, total: length });
-    if (length !== undefined && bytes !== length)
-      throw new UpstreamError(`the download from ${url.host} was cut short: ${bytes} of ${length} bytes arrived`, { url: url.href });
-    return bytes;
-  } catch (err) {
-    if (opts.signal?.aborted) throw err;
-    throw upstreamFailure(url, err, stalled);
-  } finally {
+  signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
+  const failure = (err: unknown) => {
     clearTimeout(timer);
+    return opts.signal?.aborted ? err : upstreamFailure(url, err, stalled);
+  };
+  kick();
+  const res = await fetch(url, { signal, redirect: 'follow' }).catch((err: unknown) => {
+    throw failure(err);
+  });
+  if (!res.ok || !res.body) {
+    void res.body?.cancel().catch(() => undefined);
+    throw failure(new UpstreamError(`${url.host} answered ${res.status} for ${url.pathname}`, { url: url.href, upstreamStatus: res.status }));
   }
+  const header = res.headers.get('content-length');
+  const length = header !== null && /^\d+$/.test(header) ? Number(header) : undefined;
+  const body = res.body;
+  return {
+    length,
+    toFile: async (target, limits) => {
+      try {
+        const stream = Readable.fromWeb(body as WebReadableStream<Uint8Array>);
+        stream.on('data', kick);
+        const bytes = await streamToFile(stream, target, { ...limits, signal, total: length });
+        if (length !== undefined && bytes !== length)
+          throw new UpstreamError(`the download from ${url.host} was cut short: ${bytes} of ${length} bytes arrived`, { url: url.href });
+        return bytes;
+      } catch (err) {
+        throw failure(err);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
 }

@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { BadRequestError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 import { writeFlushed } from '../store/atomic.js';
 import { tempNameFor } from '../store/layout.js';
@@ -14,7 +15,15 @@ import { assertIso9660, probeUntrusted } from './untrusted.js';
 
 /** Where the bytes of a new volume come from: a stream written into a file, or a file already in the volume. */
 export type ImageSource =
-  | { kind: 'stream'; writeTo(file: string, limits: StreamLimits & { onLength(length: number | undefined): Promise<void> }): Promise<number> }
+  | {
+      kind: 'stream';
+      /**
+       * Called once, before the volume is claimed: how many bytes the source announces (a Content-Length, a
+       * URL's answer headers), or undefined. `signal` aborts when the source will not be read after all.
+       */
+      open(signal: AbortSignal): Promise<number | undefined>;
+      writeTo(file: string, limits: StreamLimits): Promise<number>;
+    }
   | { kind: 'file'; path: string };
 
 export interface ImportOptions {
@@ -30,7 +39,30 @@ export interface ImportOptions {
 const TRANSFER_SHARE = 90;
 
 /** Rounds up to a whole 512-byte sector, as every size of the store is. */
-const sectors = (bytes: number) => Math.ceil(bytes / 512) * 512;
+export const sectors = (bytes: number) => Math.ceil(bytes / 512) * 512;
+
+/** A volume of size 0 is refused by `create`: an empty image (a wrong path given to curl, an empty file) too. */
+export function assertNotEmpty(bytes: number | undefined): void {
+  if (bytes === 0) throw new BadRequestError('the image is empty (0 bytes)');
+}
+
+/**
+ * Learns how many bytes `source` announces and claims the volume with `claim(announced)`, so that
+ * placement picks a root that can hold them (not merely the one with the most free quota); a failed
+ * claim ends the source (a download's connection).
+ */
+export async function claimForSource(source: ImageSource, claim: (announced: number | undefined) => Promise<Claimed>, signal?: AbortSignal): Promise<Claimed> {
+  if (source.kind === 'file') return claim((await fs.stat(source.path)).size);
+  const stop = new AbortController();
+  try {
+    const announced = await source.open(signal ? AbortSignal.any([signal, stop.signal]) : stop.signal);
+    assertNotEmpty(announced);
+    return await claim(announced);
+  } catch (err) {
+    stop.abort();
+    throw err;
+  }
+}
 
 /**
  * Makes the claim count `size` bytes against the quota: growing is decided under the root's lock
@@ -66,21 +98,21 @@ export async function makeStagingDir(claimed: Claimed, purpose: string): Promise
 
 /** Brings the source's bytes into a staging file inside the claimed directory; returns its path and size. */
 async function receive(ctx: StoreContext, claimed: Claimed, source: ImageSource, opts: ImportOptions): Promise<{ file: string; bytes: number }> {
-  if (source.kind === 'file') return { file: source.path, bytes: (await fs.stat(source.path)).size };
+  if (source.kind === 'file') {
+    const bytes = (await fs.stat(source.path)).size;
+    assertNotEmpty(bytes);
+    return { file: source.path, bytes };
+  }
   const file = path.join(await makeStagingDir(claimed, 'incoming'), 'image');
   const writing = source.writeTo(file, {
     signal: opts.signal,
     maxBytes: roomFor(ctx, claimed),
-    // The announced length is about a lower bound of the image's virtual size: claim it before the body
-    // comes (507 at once instead of after the download); the final size is claimed exactly later.
-    onLength: async (length) => {
-      if (length !== undefined) await setClaimedSize(ctx, claimed, Math.max(claimed.meta.size, sectors(length)));
-    },
     onBytes: (done, total) => opts.onProgress?.(total ? (done / total) * TRANSFER_SHARE : 0, done),
   });
   // Into a raw volume, raw bytes are kept as they come (finishDisk): flushed as they arrive. Bytes
   // that will be converted are read once and dropped, so writing them to disk would be wasted.
   const bytes = claimed.meta.format === 'raw' ? await writeFlushed(file, writing) : await writing;
+  assertNotEmpty(bytes);
   return { file, bytes };
 }
 
@@ -88,6 +120,7 @@ async function receive(ctx: StoreContext, claimed: Claimed, source: ImageSource,
 async function finishDisk(ctx: StoreContext, claimed: Claimed, incoming: string, tempData: string, opts: ImportOptions): Promise<void> {
   const info = await probeUntrusted(ctx.qemuImg, incoming);
   const finalSize = sectors(Math.max(info.virtualSize, opts.sizeBytes ?? 0));
+  if (finalSize === 0) throw new BadRequestError("the image's virtual size is 0 bytes (send a size to grow it to)");
   await setClaimedSize(ctx, claimed, finalSize);
   const convertOpts = {
     signal: opts.signal,

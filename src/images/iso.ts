@@ -3,7 +3,7 @@ import { faultPoint } from '../faults.js';
 import { writeJsonAtomic } from '../store/atomic.js';
 import type { StoreContext } from '../volumes/context.js';
 import { claimVolume, fieldsOf, type Claimed } from '../volumes/create.js';
-import { fillFromSource, type ImageSource, type ImportOptions } from './import.js';
+import { claimForSource, fillFromSource, type ImageSource, type ImportOptions } from './import.js';
 
 export const ISOINFO_FILE = 'isoinfo.json';
 
@@ -61,11 +61,11 @@ export function isoResponse(req: IsoRequest, vid: string): Record<string, unknow
 }
 
 /** Claims an ISO volume: format iso, read-only, bootable for an OS installer, `iso_type` in meta.json. */
-export async function claimIso(ctx: StoreContext, req: IsoRequest): Promise<Claimed> {
+export async function claimIso(ctx: StoreContext, req: IsoRequest, announced?: number): Promise<Claimed> {
   const fields = fieldsOf(
     { ...req, format: 'iso', readonly: true, bootable: req.isotype === 'os_generic', shareable: req.isotype === 'os_generic' ? false : req.shareable },
     // The seed's `size` is not the ISO's: the claim follows the download's Content-Length or the upload's length.
-    0,
+    announced ?? 0,
   );
   return claimVolume(ctx, { ...fields, iso_type: req.isotype }, 'create');
 }
@@ -83,5 +83,5 @@ export async function fillIso(ctx: StoreContext, claimed: Claimed, req: IsoReque
 }
 
 export async function createIso(ctx: StoreContext, req: IsoRequest, source: ImageSource, opts: ImportOptions = {}): Promise<Record<string, unknown>> {
-  return fillIso(ctx, await claimIso(ctx, req), req, source, opts);
+  return fillIso(ctx, await claimForSource(source, (announced) => claimIso(ctx, req, announced), opts.signal), req, source, opts);
 }

@@ -9,7 +9,8 @@ export const FOREIGN_FORMATS = ['raw', 'qcow2', 'vmdk', 'vdi', 'vhdx', 'vpc'] as
 /**
  * Probes an image that came from outside (a download, an upload) and refuses what could make
  * qemu-img or a hypervisor read files other than this one: a backing file, an external data file,
- * a multi-extent (split) image (Proxmox treats imported images the same way).
+ * a multi-extent (split) image (Proxmox treats imported images the same way). An encrypted image is
+ * refused too: without its key it cannot be converted or read by a guest.
  */
 export async function probeUntrusted(qemuImg: QemuImg, file: string): Promise<ImageInfo> {
   let info: ImageInfo;
@@ -20,6 +21,7 @@ export async function probeUntrusted(qemuImg: QemuImg, file: string): Promise<Im
   }
   if (!(FOREIGN_FORMATS as readonly string[]).includes(info.format))
     throw new BadRequestError(`images of format ${info.format} are not accepted (accepted: ${FOREIGN_FORMATS.join(', ')})`);
+  if (info.encrypted) throw new BadRequestError('encrypted images are not accepted');
   if (info.backingFilename) throw new BadRequestError('the image has a backing file; only self-contained images are accepted');
   if (info.dataFile) throw new BadRequestError('the image has an external data file; only self-contained images are accepted');
   if (info.extents > 1) throw new BadRequestError('the image is split into several extents; only single-file images are accepted');

@@ -12,6 +12,8 @@ export interface ImageInfo {
   extents: number;
   /** The extents' file names as the image names them (a vmdk descriptor can point at any file). */
   extentFiles: string[];
+  /** The image's data is encrypted (qcow2 `encrypt`): it cannot be read without its key. */
+  encrypted?: boolean;
 }
 
 export type DiskFormat = 'raw' | 'qcow2';
@@ -21,7 +23,8 @@ interface InfoJson {
   'virtual-size': number;
   'actual-size'?: number;
   'backing-filename'?: string;
-  'format-specific'?: { data?: { 'data-file'?: string; extents?: { filename?: string }[] } };
+  encrypted?: boolean;
+  'format-specific'?: { data?: { 'data-file'?: string; extents?: { filename?: string }[]; encrypt?: object } };
 }
 
 /** Progress of `qemu-img convert -p`: lines like `    (12.34/100%)` separated by `\r`. */
@@ -51,6 +54,7 @@ export class QemuImg {
       ...(specific?.['data-file'] ? { dataFile: specific['data-file'] } : {}),
       extents: specific?.extents?.length ?? 1,
       extentFiles: (specific?.extents ?? []).map((e) => e.filename ?? ''),
+      ...(json.encrypted === true || specific?.encrypt ? { encrypted: true } : {}),
     };
   }
 

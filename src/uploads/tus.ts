@@ -6,7 +6,7 @@ import { NodeRequest, sendNodeResponse } from 'srvx/node';
 import { currentClient } from '../auth/principal.js';
 import { ApiError, BadRequestError, codeForStatus, ForbiddenError, NotFoundError } from '../errors.js';
 import { claimDiskImport, importResponse, type ImportRequest } from '../images/disk-import.js';
-import { fillFromSource, setClaimedSize } from '../images/import.js';
+import { assertNotEmpty, fillFromSource } from '../images/import.js';
 import { claimIso, fillIso, type IsoRequest } from '../images/iso.js';
 import { PendingClaims } from '../images/pending.js';
 import { normaliseIds } from '../api/handler.js';
@@ -14,6 +14,7 @@ import { gbToBytes } from '../store/layout.js';
 import { validateOrThrow } from '../schemas.js';
 import type { StoreContext } from '../volumes/context.js';
 import type { Claimed } from '../volumes/create.js';
+import { FinishedUploads } from './finished.js';
 import { makePartFile, VolumeUploadStore, type UploadState } from './volume-store.js';
 
 export const TUS_PATH = '/api/v1.0/files';
@@ -44,26 +45,29 @@ function parseFields(metadata: Record<string, string | null> | undefined): { end
  */
 export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(): Promise<void> } {
   const pending = new PendingClaims<UploadState>(ctx, 'upload', ctx.config.uploadIdleTimeoutMs);
+  const finished = new FinishedUploads();
+  /** The upload each creation request claimed (tus hands namingFunction the request the handler made). */
+  const createdBy = new WeakMap<Request, string>();
   const server = new Server({
     path: TUS_PATH,
     relativeLocation: true,
-    datastore: new VolumeUploadStore(pending),
+    datastore: new VolumeUploadStore(pending, finished),
     namingFunction: async (req, metadata) => {
       const { endpoint, body } = parseFields(metadata ?? undefined);
       const client = currentClient();
       if (client && body.creatorID !== client)
         throw new ForbiddenError(`this token acts for client ${client} only, and 'creatorID' names another client`, { field: 'creatorID' });
+      // Claimed for its length: placed in a root that can hold it.
       const size = Number(req.headers.get('upload-length'));
-      const asked = endpoint === 'create/upload' && typeof body.size === 'number' ? gbToBytes(body.size) : 0;
+      assertNotEmpty(size);
       let claimed: Claimed;
-      if (endpoint === 'iso/create') claimed = await claimIso(ctx, body as unknown as IsoRequest);
-      else claimed = await claimDiskImport(ctx, body as unknown as ImportRequest);
+      if (endpoint === 'iso/create') claimed = await claimIso(ctx, body as unknown as IsoRequest, size);
+      else claimed = await claimDiskImport(ctx, body as unknown as ImportRequest, size);
       const state = { endpoint, body, size, part: '', metadata: metadata ?? {}, createdAt: new Date().toISOString() };
       await pending.add(claimed, state);
+      createdBy.set(req, claimed.uid);
       try {
         state.part = await makePartFile(claimed);
-        // The upload's length is known now: claim it (an image's virtual size is at least about its file's size).
-        await setClaimedSize(ctx, claimed, Math.max(asked, Math.ceil(size / 512) * 512));
       } catch (err) {
         await pending.abandon(claimed.uid, (err as Error).message);
         throw err;
@@ -73,22 +77,12 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
     // A client token reaches only its own uploads (an upload's id is its volume's).
     onIncomingRequest: async (_req, uploadId) => {
       const client = currentClient();
-      const owner = pending.get(uploadId)?.claimed.meta.creatorID ?? ctx.index.get(uploadId)?.meta?.creatorID;
+      const owner = pending.get(uploadId)?.claimed.meta.creatorID ?? finished.get(uploadId)?.creatorID ?? ctx.index.get(uploadId)?.meta?.creatorID;
       if (client && owner !== client) throw new NotFoundError(`upload ${uploadId} does not exist`);
     },
+    // A zero-byte PATCH at the end of a finished upload (a client whose answer was lost) gets the same answer.
     onUploadFinish: async (_req, upload: Upload) => {
-      const item = pending.get(upload.id);
-      if (!item) throw new BadRequestError(`upload ${upload.id} is not pending`);
-      pending.delete(upload.id);
-      const { claimed, state } = item;
-      const source = { kind: 'file' as const, path: state.part };
-      let answer: Record<string, unknown>;
-      if (state.endpoint === 'iso/create') answer = await fillIso(ctx, claimed, state.body as unknown as IsoRequest, source);
-      else {
-        const req = state.body as unknown as ImportRequest;
-        await fillFromSource(ctx, claimed, source, { sizeBytes: req.size ? gbToBytes(req.size) : undefined });
-        answer = importResponse(claimed);
-      }
+      const answer = await (finished.get(upload.id)?.answer ?? startImport(upload.id));
       return { status_code: 200, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(answer) };
     },
     onResponseError: (_req, err) => {
@@ -96,10 +90,37 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
       return undefined;
     },
   });
+  /** The last bytes are in: the pending upload becomes a finished one while its import runs. */
+  const startImport = (id: string): Promise<Record<string, unknown>> => {
+    const item = pending.get(id);
+    if (!item) throw new BadRequestError(`upload ${id} is not pending`);
+    pending.delete(id);
+    const { claimed, state } = item;
+    const known = { size: state.size, metadata: state.metadata, createdAt: state.createdAt, creatorID: claimed.meta.creatorID };
+    return finished.track(id, known, importUpload(ctx, claimed, state));
+  };
   return {
-    handler: async (req, res) => sendNodeResponse(res, await asJsonError(req.method, await server.handleWeb(new NodeRequest({ req, res })))),
+    handler: async (req, res) => {
+      const request = new NodeRequest({ req, res });
+      const response = await server.handleWeb(request);
+      const created = createdBy.get(request);
+      // A creation that fails (a creation-with-upload cut midway answers 201 to a closed connection) sent no
+      // Location: nobody can resume the upload, so its volume goes now, not after the idle timeout. An upload
+      // whose bytes all came is no longer pending (its import publishes it or removes it).
+      if (created && (response.status !== 201 || res.closed)) await pending.abandon(created, 'its creation request failed: no Location reached the client');
+      await sendNodeResponse(res, await asJsonError(req.method, response));
+    },
     close: () => pending.close(),
   };
+}
+
+/** Fills the upload's volume from its part file: the endpoint's JSON once published. */
+async function importUpload(ctx: StoreContext, claimed: Claimed, state: UploadState): Promise<Record<string, unknown>> {
+  const source = { kind: 'file' as const, path: state.part };
+  if (state.endpoint === 'iso/create') return fillIso(ctx, claimed, state.body as unknown as IsoRequest, source);
+  const req = state.body as unknown as ImportRequest;
+  await fillFromSource(ctx, claimed, source, { sizeBytes: req.size ? gbToBytes(req.size) : undefined });
+  return importResponse(claimed);
 }
 
 /**

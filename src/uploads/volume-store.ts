@@ -3,11 +3,13 @@ import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DataStore, ERRORS, Upload } from '@tus/server';
+import { ConflictError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 import { writeFlushed } from '../store/atomic.js';
 import { makeStagingDir } from '../images/import.js';
 import type { PendingClaims } from '../images/pending.js';
 import type { Claimed } from '../volumes/create.js';
+import type { FinishedUploads } from './finished.js';
 
 /** What a resumable upload remembers between requests (the bytes themselves are the part file). */
 export interface UploadState {
@@ -34,7 +36,10 @@ export async function makePartFile(claimed: Claimed): Promise<string> {
  * upload, termination (DELETE abandons the volume).
  */
 export class VolumeUploadStore extends DataStore {
-  constructor(private readonly pending: PendingClaims<UploadState>) {
+  constructor(
+    private readonly pending: PendingClaims<UploadState>,
+    private readonly finished: FinishedUploads,
+  ) {
     super();
     this.extensions = ['creation', 'creation-with-upload', 'termination'];
   }
@@ -54,6 +59,11 @@ export class VolumeUploadStore extends DataStore {
 
   /** Appends at `offset`; what arrived before a cut stays (flushed), so the client resumes from there. */
   override async write(stream: Readable, id: string, offset: number): Promise<number> {
+    if (this.finished.get(id)) {
+      // Only a zero-byte PATCH at the end reaches here (tus refuses bytes past Upload-Length): it repeats the last one.
+      for await (const _ of stream) throw new ConflictError(`upload ${id} is complete; it takes no more bytes`);
+      return offset;
+    }
     const item = this.item(id);
     const { state } = item;
     let bytes = 0;
@@ -76,12 +86,15 @@ export class VolumeUploadStore extends DataStore {
   }
 
   override async getUpload(id: string): Promise<Upload> {
+    const done = this.finished.get(id);
+    if (done) return new Upload({ id, size: done.size, offset: done.size, metadata: done.metadata, creation_date: done.createdAt });
     const { state } = this.item(id);
     const offset = (await fs.stat(state.part).catch(() => ({ size: 0 }))).size;
     return new Upload({ id, size: state.size, offset, metadata: state.metadata, creation_date: state.createdAt, storage: { type: 'volume', path: state.part } });
   }
 
   override async remove(id: string): Promise<void> {
+    if (this.finished.get(id)) throw new ConflictError(`upload ${id} is complete: it is volume ${id} (destroy removes it)`, { vid: id });
     this.item(id);
     await this.pending.abandon(id, 'the client terminated the upload');
   }

@@ -74,6 +74,22 @@ describe('cloud-init seed volumes (cloud-localds, xorriso, isoinfo)', function (
     await send({ creatorID: OWNER, vid }, 'user-data').expect(200);
   });
 
+  it("refuses network-data beside network-config (one file under two names), and a call naming both expectedFiles and vid", async () => {
+    const { vid } = (await send({ ...FIRST, expectedFiles: 3 }, 'user-data', 'network-config').expect(206)).body;
+    const res = await send({ creatorID: OWNER, vid }, 'network-data').expect(400);
+    expect(res.body).to.deep.equal({
+      error: `'network-data' is 'network-config' under its other name, and volume ${vid} already has 'network-config'`, code: 'bad_request', field: 'file',
+    });
+    expect(await metadataFiles(vid)).to.deep.equal(['elemento.3.expected', 'network-config', 'user-data']);
+    const both = await send({ creatorID: OWNER, vid, expectedFiles: 3 }, 'meta-data').expect(400);
+    expect(both.body).to.deep.equal({
+      error: "a first call names 'expectedFiles' (and creates the volume), a later one its 'vid': not both", code: 'bad_request', field: 'vid',
+    });
+    expect(await metadataFiles(vid)).to.deep.equal(['elemento.3.expected', 'network-config', 'user-data']);
+    expect((await send({ creatorID: OWNER, vid }, 'meta-data').expect(200)).body).to.include({ status: 'OK', received: 3 });
+    expect(await volumeDirs()).to.deep.equal([`vid.${vid}.elimg`]);
+  });
+
   it('clear errors: unknown volume 404, not a cloud-init volume 400, complete set or no tracker 409, another owner 403, bad fields 400', async () => {
     const unknown = 'abcdefabcdefabcdefabcdefabcdefab';
     expect((await send({ creatorID: OWNER, vid: unknown }, 'user-data').expect(404)).body).to.deep.equal({ error: `volume ${unknown} does not exist`, code: 'not_found', vid: unknown });

@@ -39,7 +39,9 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', path.join(src, 'cloud.qcow2'), '-F', 'qcow2', path.join(src, 'backed.qcow2')]);
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${path.join(src, 'datafile.raw')}`, path.join(src, 'datafile.qcow2'), '1M']);
     await execa('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', 'subformat=monolithicFlat', path.join(src, 'flat.vmdk'), '1M']);
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '--object', 'secret,id=s,data=abc', '-o', 'encrypt.format=luks,encrypt.key-secret=s', path.join(src, 'luks.qcow2'), '1M']);
     await fs.writeFile(path.join(src, 'flat.vmdk'), (await fs.readFile(path.join(src, 'flat.vmdk'), 'utf8')).replace('flat-flat.vmdk', path.join(src, 'disk.raw')));
+    await fs.writeFile(path.join(src, 'empty.img'), '');
     server = await startImageServer(src);
     const probe = http.createServer().listen(0, '127.0.0.1');
     await new Promise((r) => probe.once('listening', r));
@@ -97,6 +99,30 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
     expect(await volumeDirs(mnt)).to.deep.equal([]);
   });
 
+  it('refuses an encrypted qcow2 (400, it could not be converted without its key), leaving nothing', async () => {
+    const res = await d.post('create/url', { creatorID: OWNER, url: server.url('luks.qcow2') }).expect(400);
+    expect(res.body).to.deep.equal({ error: 'encrypted images are not accepted', code: 'bad_request' });
+    const upload = await d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw`).set('Content-Type', 'application/octet-stream')
+      .send(await fs.readFile(path.join(src, 'luks.qcow2'))).expect(400);
+    expect(upload.body).to.deep.equal({ error: 'encrypted images are not accepted', code: 'bad_request' });
+    expect(await volumeDirs(mnt)).to.deep.equal([]);
+  });
+
+  it('refuses an empty image (400) from a URL, a raw body or a multipart file, leaving nothing', async () => {
+    const empty = { error: 'the image is empty (0 bytes)', code: 'bad_request' };
+    expect((await d.post('create/url', { creatorID: OWNER, url: server.url('empty.img') }).expect(400)).body).to.deep.equal(empty);
+    expect((await d.post('iso/create', { creatorID: OWNER, isotype: 'tool', os_family: 'windows', url: server.url('empty.img') }).expect(400)).body).to.deep.equal(empty);
+    const raw = await d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw`).set('Content-Type', 'application/octet-stream').send(Buffer.alloc(0)).expect(400);
+    expect(raw.body).to.deep.equal(empty);
+    const multipart = await d.api.post('/api/v1.0/create/upload').field('fields', JSON.stringify({ creatorID: OWNER, size: 1 })).attach('file', Buffer.alloc(0), 'empty.img').expect(400);
+    expect(multipart.body).to.deep.equal(empty);
+    // Not empty, but a disk of 0 bytes all the same.
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(src, 'zero.qcow2'), '0']);
+    const zero = await d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}`).set('Content-Type', 'application/octet-stream').send(await fs.readFile(path.join(src, 'zero.qcow2'))).expect(400);
+    expect(zero.body).to.deep.equal({ error: "the image's virtual size is 0 bytes (send a size to grow it to)", code: 'bad_request' });
+    expect(await volumeDirs(mnt)).to.deep.equal([]);
+  });
+
   it('refuses an image over the root quota with 507, leaving nothing', async () => {
     await d.stop();
     await fs.writeFile(path.join(mnt, 'a', 'settings.json'), JSON.stringify({ 'max-total-size': '50M' }));
@@ -104,6 +130,38 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
     const res = await d.post('create/url', { creatorID: OWNER, format: 'raw', url: server.url('disk.raw') }).expect(507);
     expect(res.body.code).to.equal('no_room');
     expect(await volumeDirs(mnt)).to.deep.equal([]);
+  });
+
+  describe('placed by the announced length (root a has the most free quota but takes volumes of 10 MB at most)', () => {
+    beforeEach(async () => {
+      await d.stop();
+      await fs.writeFile(path.join(mnt, 'a', 'settings.json'), JSON.stringify({ 'max-volume-size': '10M', 'max-total-size': '1T' }));
+      await fs.mkdir(path.join(mnt, 'b'));
+      await fs.writeFile(path.join(mnt, 'b', 'settings.json'), JSON.stringify({ 'max-total-size': '500M' }));
+      d = await startTestDaemon(mnt);
+    });
+    const inB = async (vid: string) => {
+      expect(await volumeDirs(mnt)).to.deep.equal([]);
+      expect(await fs.readdir(path.join(mnt, 'b'))).to.include(`vid.${vid}.elimg`);
+      expect(await sameImage(path.join(src, 'disk.raw'), path.join(mnt, 'b', `vid.${vid}.elimg`, 'data.img'))).to.equal(true);
+    };
+
+    it('create/url goes to the root that can hold its Content-Length', async () => {
+      const res = await d.post('create/url', { creatorID: OWNER, format: 'raw', url: server.url('disk.raw') }).expect(200);
+      await inB(res.body.vid);
+    });
+
+    it('a raw-body upload goes to the root that can hold its Content-Length', async () => {
+      const res = await d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw`).set('Content-Type', 'application/octet-stream')
+        .send(await fs.readFile(path.join(src, 'disk.raw'))).expect(200);
+      await inB(res.body.vid);
+    });
+
+    it('a multipart upload goes to the root that can hold its Content-Length', async () => {
+      const res = await d.api.post('/api/v1.0/create/upload').field('fields', JSON.stringify({ creatorID: OWNER, format: 'raw' }))
+        .attach('file', path.join(src, 'disk.raw')).expect(200);
+      await inB(res.body.vid);
+    });
   });
 
   for (const [what, url, message] of [
@@ -182,6 +240,89 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
       listener.close();
     }
   }
+
+  /**
+   * Sends `pieces` of one request on a real socket, pausing `pauseMs` between them, and returns the
+   * answer's status and JSON body (the request announces its whole length).
+   */
+  async function sendInPieces(urlPath: string, contentType: string, pieces: Buffer[], pauseMs: number): Promise<{ status: number; body: Record<string, unknown> }> {
+    const listener = d.app.listen(0, '127.0.0.1');
+    await new Promise((r) => listener.once('listening', r));
+    try {
+      const port = (listener.address() as AddressInfo).port;
+      const length = pieces.reduce((n, p) => n + p.length, 0);
+      const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: urlPath, headers: { 'Content-Type': contentType, 'Content-Length': length } });
+      const answer = new Promise<{ status: number; body: Record<string, unknown> }>((resolve, reject) => {
+        req.on('response', (res) => {
+          let text = '';
+          res.on('data', (c) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+        });
+        req.on('error', reject);
+      });
+      for (const [i, piece] of pieces.entries()) {
+        if (i > 0) await new Promise((r) => setTimeout(r, pauseMs));
+        if (!req.destroyed) req.write(piece);
+      }
+      req.end();
+      return await answer;
+    } finally {
+      listener.close();
+    }
+  }
+
+  const BOUNDARY = 'XBOUNDARYX';
+  const fieldPart = (name: string, value: string) => Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`);
+  const filePart = (name: string, content: Buffer) =>
+    Buffer.concat([Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="${name}"\r\nContent-Type: application/octet-stream\r\n\r\n`), content, Buffer.from('\r\n')]);
+  const closing = Buffer.from(`--${BOUNDARY}--\r\n`);
+
+  for (const pauseMs of [50, 300])
+    it(`a multipart upload refused after its file part (a second file ${pauseMs} ms later) leaves no volume`, async () => {
+      const image = await fs.readFile(path.join(src, 'cloud.qcow2'));
+      const body = Buffer.concat([fieldPart('fields', JSON.stringify({ creatorID: OWNER, format: 'qcow2' })), filePart('one.qcow2', image), filePart('two.qcow2', image), closing]);
+      // Cut just after the second part's delimiter: busboy has seen the first file end before the pause.
+      const cut = body.indexOf(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="two.qcow2"`) + BOUNDARY.length + 4;
+      const res = await sendInPieces('/api/v1.0/create/upload', `multipart/form-data; boundary=${BOUNDARY}`, [body.subarray(0, cut), body.subarray(cut)], pauseMs);
+      expect(res).to.deep.equal({ status: 400, body: { error: 'a request may carry at most 1 files', code: 'bad_request' } });
+      expect(await volumeDirs(mnt)).to.deep.equal([]);
+      // Nor does one appear later: the import was stopped, not left running.
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(await volumeDirs(mnt)).to.deep.equal([]);
+    });
+
+  it('a multipart upload larger than any root can hold is refused (507) before its file is read', async () => {
+    await d.stop();
+    await fs.writeFile(path.join(mnt, 'a', 'settings.json'), JSON.stringify({ 'max-total-size': '50M' }));
+    d = await startTestDaemon(mnt);
+    const listener = d.app.listen(0, '127.0.0.1');
+    await new Promise((r) => listener.once('listening', r));
+    const head = Buffer.concat([fieldPart('fields', JSON.stringify({ creatorID: OWNER, format: 'raw' })), Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.iso"\r\n\r\n`)]);
+    const req = http.request({
+      host: '127.0.0.1', port: (listener.address() as AddressInfo).port, method: 'POST', path: '/api/v1.0/create/upload',
+      headers: { 'Content-Type': `multipart/form-data; boundary=${BOUNDARY}`, 'Content-Length': 700e6 },
+    });
+    req.on('error', () => undefined);
+    try {
+      const answer = new Promise<{ status: number; body: Record<string, unknown> }>((resolve) =>
+        req.on('response', (res) => {
+          let text = '';
+          res.on('data', (c) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+        }),
+      );
+      req.write(head);
+      req.write(Buffer.alloc(MB, 7));
+      const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer while the body was still coming')), 5000));
+      const res = await Promise.race([answer, timeout]);
+      expect(res.status).to.equal(507);
+      expect(res.body).to.include({ code: 'no_room', error: 'no storage root has room for a volume of 700000256 bytes' }); // 700 MB in whole sectors
+      expect(await volumeDirs(mnt)).to.deep.equal([]);
+    } finally {
+      req.destroy();
+      listener.close();
+    }
+  });
 
   it('a dropped raw-body upload leaves no volume and no temp file', () =>
     dropUpload(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw`, 'application/octet-stream'));

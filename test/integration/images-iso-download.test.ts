@@ -77,6 +77,19 @@ describe('ISO volumes and downloads (genisoimage, local HTTP server)', function 
     await env.d.post('update', { vid, creatorID: OWNER, name: 'tools-2021' }).expect(200);
   });
 
+  it('iso/create by upload with one part per field (curl -F): text values stay text where the schema takes text', async () => {
+    let req = env.d.api.post('/api/v1.0/iso/create');
+    for (const [key, value] of Object.entries({ creatorID: OWNER, name: '2024', isotype: 'os_generic', os_family: 'linux', os_version: '12.10', private: 'true', size: '15' }))
+      req = req.field(key, value);
+    const res = await req.attach('file', path.join(src, 'tools.iso')).expect(200);
+    expect(res.body).to.include({ name: '2024', os_version: '12.10', private: true });
+    expect(JSON.parse(await fs.readFile(path.join(volDir(res.body.vid), 'isoinfo.json'), 'utf8'))).to.include({ os_version: '12.10' });
+    // The query of a raw-body upload likewise.
+    const query = new URLSearchParams({ creatorID: OWNER, name: '2025', isotype: 'tool', os_family: 'windows', tool_version: '2021', clonable: 'false' });
+    const raw = await env.d.api.post(`/api/v1.0/iso/create?${query}`).set('Content-Type', 'application/octet-stream').send(await fs.readFile(path.join(src, 'tools.iso'))).expect(200);
+    expect(raw.body).to.include({ name: '2025', tool_version: '2021', clonable: false });
+  });
+
   it('refuses content that is not an ISO 9660 image, leaving nothing', async () => {
     const res = await env.d.post('iso/create', { ...TOOL_BODY, url: server.url('not-an.iso') }).expect(400);
     expect(res.body).to.deep.equal({ error: 'the content is not an ISO 9660 image (no CD001 signature in its first volume descriptor)', code: 'bad_request' });

@@ -90,6 +90,81 @@ describe('resumable uploads (tus at /api/v1.0/files)', function () {
     expect((await d.post('info', { volume_id: vid }).expect(200)).body.size).to.equal(64 * MB);
   });
 
+  it('a finished upload stays known: HEAD gives its full offset while it imports and after, a repeated last PATCH answers again', async () => {
+    const location = (await create({ creatorID: OWNER, name: 'lost-answer', format: 'qcow2' }).expect(201)).headers.location as string;
+    const vid = location.split('/').pop()!;
+    const patch = (offset: number, bytes: Buffer) =>
+      d.api.patch(location).set(TUS).set('Upload-Offset', String(offset)).set('Content-Type', 'application/offset+octet-stream').send(bytes);
+    let answered = false;
+    const last = patch(0, image).then((res) => {
+      answered = true;
+      return res;
+    });
+    // Until the answer comes (the client may never see it), HEAD says the bytes are all in, never 404.
+    const offsets = new Set<number>();
+    while (!answered) {
+      const head = await d.api.head(location).set(TUS);
+      expect(head.status).to.equal(200);
+      offsets.add(Number(head.headers['upload-offset']));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const done = await last;
+    expect(done.status).to.equal(200);
+    expect(offsets.has(image.length)).to.equal(true);
+    const head = await d.api.head(location).set(TUS).expect(200);
+    expect(head.headers).to.include({ 'upload-offset': String(image.length), 'upload-length': String(image.length) });
+    const again = await patch(image.length, Buffer.alloc(0)).expect(200);
+    expect(JSON.parse(again.text)).to.deep.equal(JSON.parse(done.text));
+    expect(JSON.parse(again.text)).to.include({ vid, name: 'lost-answer', img_format: 'qcow2' });
+    expect(await volumeDirs()).to.deep.equal([`vid.${vid}.elimg`]);
+    expect((await d.post('info', { volume_id: vid }).expect(200)).body.size).to.equal(64 * MB);
+    // A finished upload is a volume: DELETE does not abandon it.
+    const del = await d.api.delete(location).set(TUS).expect(409);
+    expect(JSON.parse(del.text).code).to.equal('conflict');
+    expect(await volumeDirs()).to.deep.equal([`vid.${vid}.elimg`]);
+  });
+
+  it('places the upload by its Upload-Length: in a root that can hold it, not the one with the most free quota', async () => {
+    listener.close();
+    await d.stop();
+    await fs.writeFile(path.join(mnt, 'a', 'settings.json'), JSON.stringify({ 'max-volume-size': '10M', 'max-total-size': '1T' }));
+    await fs.mkdir(path.join(mnt, 'b'));
+    await fs.writeFile(path.join(mnt, 'b', 'settings.json'), JSON.stringify({ 'max-total-size': '500M' }));
+    d = await startTestDaemon(mnt);
+    const location = (await create({ creatorID: OWNER, format: 'raw' }).expect(201)).headers.location as string;
+    const vid = location.split('/').pop()!;
+    expect(await fs.readdir(path.join(mnt, 'b'))).to.include(`vid.${vid}.elimg`);
+    await d.api.patch(location).set(TUS).set('Upload-Offset', '0').set('Content-Type', 'application/offset+octet-stream').send(image).expect(200);
+    expect((await d.post('info', { volume_id: vid }).expect(200)).body.size).to.equal(64 * MB);
+    expect(await volumeDirs()).to.deep.equal([]);
+  });
+
+  it('a creation with upload cut midway (no Location ever sent) leaves no volume', async () => {
+    const req = http.request({
+      host: '127.0.0.1', port, method: 'POST', path: '/api/v1.0/files',
+      headers: {
+        ...TUS, 'Upload-Length': String(image.length), 'Content-Length': String(image.length), 'Content-Type': 'application/offset+octet-stream',
+        'Upload-Metadata': `endpoint ${b64('create/upload')},fields ${b64(JSON.stringify({ creatorID: OWNER, format: 'raw' }))}`,
+      },
+    });
+    req.on('error', () => undefined);
+    req.write(image.subarray(0, 300 * 1024));
+    await waitFor(async () => (await volumeDirs()).length === 1, 5000, 'the upload to start');
+    req.destroy();
+    await waitFor(async () => (await volumeDirs()).length === 0, 5000, 'the half-made volume to go');
+    // A creation that carries a first chunk whole is kept, and resumed from there.
+    const first = await create({ creatorID: OWNER, format: 'raw' }).set('Content-Type', 'application/offset+octet-stream').send(image.subarray(0, MB)).expect(201);
+    expect(first.headers['upload-offset']).to.equal(String(MB));
+    const done = await d.api.patch(first.headers.location).set(TUS).set('Upload-Offset', String(MB)).set('Content-Type', 'application/offset+octet-stream').send(image.subarray(MB)).expect(200);
+    expect(await volumeDirs()).to.deep.equal([`vid.${JSON.parse(done.text).vid}.elimg`]);
+  });
+
+  it('refuses an empty upload (Upload-Length: 0) at creation, claiming nothing', async () => {
+    const res = await create({ creatorID: OWNER }).set('Upload-Length', '0').expect(400);
+    expect(JSON.parse(res.text)).to.deep.equal({ error: 'the image is empty (0 bytes)', code: 'bad_request' });
+    expect(await volumeDirs()).to.deep.equal([]);
+  });
+
   it('refuses bad fields at creation with the JSON error, claiming nothing', async () => {
     const res = await create({ name: 'no-creator' }).expect(400);
     expect(JSON.parse(res.text)).to.deep.equal({ error: "request was badly formatted. 'creatorID'", code: 'bad_request', field: 'creatorID' });

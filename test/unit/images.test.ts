@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { formValue } from '../../src/api/multipart.js';
 import { isoInfoOf, isoResponse, type IsoRequest } from '../../src/images/iso.js';
 import { probeUntrusted } from '../../src/images/untrusted.js';
 import type { ImageInfo, QemuImg } from '../../src/tools/qemu-img.js';
@@ -13,6 +14,7 @@ describe('untrusted images', () => {
     ['several extents', { format: 'vmdk', extents: 2, extentFiles: ['/x/a.vmdk', '/x/b.vmdk'] }, /several extents/],
     ['an extent in another file', { format: 'vmdk', extentFiles: ['/etc/passwd'] }, /another file/],
     ['a format not accepted', { format: 'dmg' }, /format dmg are not accepted/],
+    ['encryption', { encrypted: true }, /^encrypted images are not accepted$/],
   ];
   for (const [what, info, message] of refusals)
     it(`refuses an image with ${what}`, async () => {
@@ -36,4 +38,21 @@ describe('ISO volume descriptions (seed 002)', () => {
     expect(isoInfoOf(os)).to.deep.equal({ isotype: 'os_generic', os_family: 'linux', os_flavour: 'debian', os_version: '12.10' });
     expect(isoResponse(os, 'v')).to.include({ tool_scope: null, tool_version: null, os_flavour: 'debian', os_version: '12.10' });
   });
+});
+
+describe('form and query values (text) typed by the endpoint schema', () => {
+  const cases: Array<[string, string, string, unknown]> = [
+    ['iso-create', 'os_version', '12.10', '12.10'],
+    ['iso-create', 'name', '2024', '2024'],
+    ['iso-create', 'os_version', 'null', 'null'],
+    ['create-upload', 'size', '20', 20],
+    ['create-upload', 'private', 'true', true],
+    ['create-upload', 'labels', '{"os":"none"}', { os: 'none' }],
+    ['create-upload', 'format', '"raw"', 'raw'],
+    ['create-upload', 'size', 'big', 'big'],
+    ['create-upload', 'unknown', '15', 15],
+    ['cloudinit-metadata', 'expectedFiles', '3', 3],
+  ];
+  for (const [schema, key, text, value] of cases)
+    it(`${schema} ${key}=${text} → ${JSON.stringify(value)}`, () => expect(formValue(schema, key, text)).to.deep.equal(value));
 });

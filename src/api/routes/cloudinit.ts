@@ -19,6 +19,12 @@ function fieldsFromPath(encoded: string | undefined): Record<string, unknown> {
   throw new BadRequestError('the path after cloudinit/metadata/ must be the base64 of a JSON object of fields');
 }
 
+/** For fields naming both, the schema's oneOf would only say "'body' must NOT be valid": which call is which, in words. */
+function assertOneKindOfCall(fields: Record<string, unknown>): void {
+  if (fields.expectedFiles !== undefined && fields.vid !== undefined)
+    throw new BadRequestError("a first call names 'expectedFiles' (and creates the volume), a later one its 'vid': not both", { field: 'vid' });
+}
+
 /**
  * `cloudinit/metadata` (seed 002): multipart `file` parts, one call at a time. The first call
  * (with `expectedFiles`) creates the volume; later calls name its `vid`. 206 `CONTINUE` until the
@@ -33,13 +39,16 @@ export function cloudInitRoutes(ctx: StoreContext, sets: CloudInitSets): Router 
     let first = false;
     const stored: string[] = [];
     const open = async (fields: Record<string, unknown>) => {
-      const body = checkedFields<MetadataFields>('cloudinit-metadata', { ...fields, ...fromPath });
+      const all = { ...fields, ...fromPath };
+      assertOneKindOfCall(all);
+      const body = checkedFields<MetadataFields>('cloudinit-metadata', all);
       first = body.expectedFiles !== undefined;
       item = first ? await sets.begin(body) : await sets.open(body.vid!, callerOf(res, body as unknown as Record<string, unknown>));
       return item;
     };
     try {
       const fields = await readMultipart(req, {
+        schema: 'cloudinit-metadata',
         maxFileBytes: MAX_FILE_BYTES,
         maxFiles: 64,
         onFile: async (file, before) => {

@@ -1,4 +1,3 @@
-import type { Readable } from 'node:stream';
 import { Router, type Request, type Response } from 'express';
 import type { Daemon } from '../../daemon.js';
 import { BadRequestError } from '../../errors.js';
@@ -9,7 +8,7 @@ import { assertComplete, streamToFile } from '../../images/transfer.js';
 import { jobOptions, runAsJob } from '../../jobs/registry.js';
 import { validateOrThrow } from '../../schemas.js';
 import { jsonEndpoint, normaliseIds } from '../handler.js';
-import { isMultipart, readMultipart } from '../multipart.js';
+import { formValue, isMultipart, readMultipart, type IncomingFile } from '../multipart.js';
 
 /** The fields of a multipart request, checked like a JSON body of `schema`. */
 export function checkedFields<T>(schema: string, fields: Record<string, unknown>): T {
@@ -18,17 +17,35 @@ export function checkedFields<T>(schema: string, fields: Record<string, unknown>
   return body;
 }
 
-/** A source that streams one multipart file part into the volume. */
-const partSource = (stream: Readable): ImageSource => ({ kind: 'stream', writeTo: (file, limits) => streamToFile(stream, file, limits) });
-
-/** The fastest upload: the request body is the image, the fields are query parameters (values parsed as JSON when they parse). */
-function rawBodySource(req: Request): ImageSource {
+/** The request's Content-Length, when it announces one. */
+function contentLength(req: Request): number | undefined {
   const header = req.headers['content-length'];
-  const length = header && /^\d+$/.test(header) ? Number(header) : undefined;
+  return header && /^\d+$/.test(header) ? Number(header) : undefined;
+}
+
+/**
+ * A source that streams one multipart file part into the volume, announcing the request's
+ * Content-Length: an upper bound of the file (by the fields' and the part headers' few hundred
+ * bytes), so an image no root can hold is refused before it is read. The bytes count only once the
+ * whole request has been read without error: a part too many after the file fails the import.
+ */
+const partSource = (file: IncomingFile, requestLength: number | undefined): ImageSource => ({
+  kind: 'stream',
+  open: async () => requestLength,
+  writeTo: async (target, limits) => {
+    const bytes = await streamToFile(file.stream, target, limits);
+    await file.requestRead;
+    return bytes;
+  },
+});
+
+/** The fastest upload: the request body is the image, the fields are query parameters (typed by formValue). */
+function rawBodySource(req: Request): ImageSource {
+  const length = contentLength(req);
   return {
     kind: 'stream',
+    open: async () => length,
     writeTo: async (file, limits) => {
-      if (length !== undefined) await limits.onLength(length);
       const bytes = await streamToFile(req, file, { ...limits, total: length });
       assertComplete(bytes, length, 'the upload');
       return bytes;
@@ -36,16 +53,9 @@ function rawBodySource(req: Request): ImageSource {
   };
 }
 
-function queryFields(req: Request): Record<string, unknown> {
+function queryFields(req: Request, schema: string): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(req.query)) {
-    if (typeof value !== 'string') continue;
-    try {
-      out[key] = JSON.parse(value);
-    } catch {
-      out[key] = value;
-    }
-  }
+  for (const [key, value] of Object.entries(req.query)) if (typeof value === 'string') out[key] = formValue(schema, key, value);
   return out;
 }
 
@@ -54,7 +64,7 @@ const isRawBody = (req: Request) => /^application\/octet-stream/i.test(req.heade
 /** Runs `make` on an upload: a raw body (fields in the query) or multipart (fields, then the file part). */
 async function upload(req: Request, res: Response, schema: string, make: (body: Record<string, unknown>, source: ImageSource) => Promise<unknown>) {
   if (isRawBody(req)) {
-    res.json(await make(checkedFields<Record<string, unknown>>(schema, queryFields(req)), rawBodySource(req)));
+    res.json(await make(checkedFields<Record<string, unknown>>(schema, queryFields(req, schema)), rawBodySource(req)));
     return;
   }
   await multipartUpload(req, res, schema, make);
@@ -67,12 +77,13 @@ async function upload(req: Request, res: Response, schema: string, make: (body: 
 async function multipartUpload(req: Request, res: Response, schema: string, make: (body: Record<string, unknown>, source: ImageSource) => Promise<unknown>) {
   let answer: unknown;
   await readMultipart(req, {
+    schema,
     maxFileBytes: Number.MAX_SAFE_INTEGER,
     maxFiles: 1,
     onFile: async (file, fields) => {
       if (file.field !== 'file') throw new BadRequestError(`the image must come in a part named 'file', not '${file.field}'`, { field: file.field });
       const body = checkedFields<Record<string, unknown>>(schema, fields);
-      answer = await make(body, partSource(file.stream));
+      answer = await make(body, partSource(file, contentLength(req)));
     },
   });
   if (answer === undefined) throw new BadRequestError("the multipart body has no 'file' part (send the fields first, then the file)", { field: 'file' });

@@ -1,0 +1,33 @@
+/** An upload whose bytes are all in: its import runs or ran, and its answer is kept. */
+export interface FinishedUpload {
+  size: number;
+  metadata: Record<string, string | null>;
+  createdAt: string;
+  creatorID: string;
+  /** The endpoint's JSON once the import has published the volume. */
+  answer: Promise<Record<string, unknown>>;
+}
+
+/**
+ * Uploads whose last PATCH arrived, known for the daemon's lifetime (a few hundred bytes each): a
+ * client whose answer was lost (an import can take minutes) learns from HEAD that the bytes are in,
+ * and from a zero-byte PATCH the same answer, instead of uploading a duplicate volume. An import that
+ * fails is forgotten: its volume is gone, so the upload is too (404), and the client starts again.
+ */
+export class FinishedUploads {
+  private readonly items = new Map<string, FinishedUpload>();
+
+  get(id: string): FinishedUpload | undefined {
+    return this.items.get(id);
+  }
+
+  /** Registers the import of upload `id` and answers its outcome (forgetting the upload if it fails). */
+  async track(id: string, upload: Omit<FinishedUpload, 'answer'>, importing: Promise<Record<string, unknown>>): Promise<Record<string, unknown>> {
+    const answer = importing.catch((err: unknown) => {
+      this.items.delete(id);
+      throw err;
+    });
+    this.items.set(id, { ...upload, answer });
+    return answer;
+  }
+}
