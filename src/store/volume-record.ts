@@ -1,9 +1,10 @@
+import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { asyncReader, type TreeReader } from './tree-reader.js';
-import { BrokenMetaError, readMeta, type VolumeMeta } from './meta.js';
+import { BrokenMetaError, LINK_REFUSED, readMeta, type VolumeMeta } from './meta.js';
 import type { RbdImage } from '../tools/rbd.js';
 import { parsePointer } from './rbd-pointer.js';
-import { DATA_FILE_NAMES, dataFileName, parseLockMarker, uidOfDirName } from './layout.js';
+import { DATA_FILE_NAMES, dataFileName, META_FILE, parseLockMarker, uidOfDirName } from './layout.js';
 
 export const EXPORT_MARKER_RE = /^(iqn\.2004-10\.cloud\.elemento:01:[0-9a-f]{32})\.exported$/;
 
@@ -31,12 +32,18 @@ export function isCreating(record: VolumeRecord): boolean {
   return record.locks.includes('create') || (record.meta === null && record.problem === null);
 }
 
-/** Reads one volume directory. Returns null when the directory no longer exists. */
+/**
+ * Reads one volume directory. Returns null when the directory no longer exists. The directory, its
+ * meta.json and its data files are looked at with lstat before anything is read through them: a
+ * symbolic link (or anything but a plain file) there makes the volume broken, so that no operation
+ * reads or writes through it.
+ */
 export async function loadVolumeRecord(root: string, dir: string, reader: TreeReader = asyncReader): Promise<VolumeRecord | null> {
   const uid = uidOfDirName(path.basename(dir));
   if (!uid) return null;
   let files: string[];
   try {
+    if ((await reader.lstat(dir)).isSymbolicLink()) return blank(uid, root, dir, [], `the volume directory ${LINK_REFUSED}`);
     files = await reader.readdir(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
@@ -47,6 +54,12 @@ export async function loadVolumeRecord(root: string, dir: string, reader: TreeRe
   const record = blank(uid, root, dir, files, null);
   record.locks = locks;
   record.exports = exports;
+  const stats = await fileStats(dir, files, reader);
+  for (const [name, st] of stats)
+    if (!st.isFile()) {
+      record.problem = `${name} ${st.isSymbolicLink() ? LINK_REFUSED : 'is not a plain file'}`;
+      return record;
+    }
   try {
     record.meta = await readMeta(dir, uid, reader);
   } catch (err) {
@@ -57,16 +70,29 @@ export async function loadVolumeRecord(root: string, dir: string, reader: TreeRe
     return record;
   }
   const dataName = dataFileName(record.meta.format);
-  try {
-    const [data, meta] = await Promise.all([reader.stat(path.join(dir, dataName)), reader.stat(path.join(dir, 'meta.json'))]);
-    record.sizeOnDisk = data.blocks * 512;
-    record.lastUpdatedMs = Math.max(data.mtimeMs, meta.mtimeMs);
-  } catch {
+  const data = stats.get(dataName);
+  if (!data) {
     if (!locks.includes('create')) record.problem = `${dataName} is missing`;
     return record;
   }
+  record.sizeOnDisk = data.blocks * 512;
+  record.lastUpdatedMs = Math.max(data.mtimeMs, stats.get(META_FILE)?.mtimeMs ?? 0);
   if (record.meta.format === 'rbd') await readRbdPointer(record, path.join(dir, dataName), reader);
   return record;
+}
+
+/** lstat of meta.json and of every data file the directory lists (one that vanished meanwhile is left out). */
+async function fileStats(dir: string, files: string[], reader: TreeReader): Promise<Map<string, Stats>> {
+  const stats = new Map<string, Stats>();
+  const look = async (name: string) => {
+    try {
+      stats.set(name, await reader.lstat(path.join(dir, name)));
+    } catch {
+      // gone since the readdir: as if it had not been listed
+    }
+  };
+  await Promise.all([META_FILE, ...DATA_FILE_NAMES].filter((n) => files.includes(n)).map(look));
+  return stats;
 }
 
 /** A Ceph volume's pointer, read into the record; one that cannot be used makes the volume broken. */

@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import fse from 'fs-extra';
 import { execa } from 'execa';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { makeTree, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
+import { makeTree, OWNER, removeTree, seedCreateBody, snapshotTree, waitFor } from '../helpers/tree.js';
 
 const HAND_MADE = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa';
 
@@ -84,5 +84,54 @@ describe('the live index', () => {
     expect(status.roots.map((r: { path: string }) => r.path)).to.deep.equal([path.join(mnt, 'a'), path.join(mnt, 'nested', 'b')]);
     expect(status.skipped).to.deep.equal([{ path: path.join(mnt, 'bad'), reason: "settings.json is invalid: 'max-volumes' must be integer" }]);
     await d.post('create', seedCreateBody()).expect(200);
+  });
+
+  describe('symbolic links in the tree', () => {
+    const LINKED = '8888888888888888888888888888888' + '8';
+    let outside: string;
+    const brokenOf = async (vid: string) => (await d.api.get('/api/v1.0/status').expect(200)).body.broken.find((b: { vid: string }) => b.vid === vid);
+
+    beforeEach(async () => {
+      outside = await fs.mkdtemp(path.join(mnt, '..', 'elemento-outside-'));
+    });
+    afterEach(async () => removeTree(outside));
+
+    it('marks a volume directory that is a symbolic link broken, and neither writes nor locks through it', async () => {
+      await makeVolumeByHand(outside, LINKED, { volumeID: LINKED, creatorID: OWNER, name: 'outside', format: 'raw', size: 1024 * 1024 });
+      const target = path.join(outside, `vid.${LINKED}.elimg`);
+      const before = await snapshotTree(outside);
+      const dir = path.join(mnt, 'a', `vid.${LINKED}.elimg`);
+      await fs.symlink(target, dir);
+      await waitFor(async () => Boolean(await brokenOf(LINKED)), 2000, 'the linked volume to be listed broken');
+      const problem = 'the volume directory is a symbolic link: the daemon never follows one out of its tree';
+      expect(await brokenOf(LINKED)).to.deep.equal({ vid: LINKED, dir, problem });
+      const update = await d.post('update', { vid: LINKED, creatorID: OWNER, name: 'renamed' }).expect(409);
+      expect(update.body).to.deep.equal({ error: `volume ${LINKED} is broken: ${problem}`, code: 'conflict', vid: LINKED });
+      await d.post('update/resize', { vid: LINKED, creatorID: OWNER, size: 1 }).expect(409);
+      await d.post('destroy', { volume_id: LINKED }).expect(409);
+      await d.api.get(`/api/v1.0/volumes/${LINKED}/data`).expect(409);
+      expect(await accessibleIds()).to.deep.equal([]);
+      expect(await snapshotTree(outside)).to.deep.equal(before);
+      expect((await fs.lstat(dir)).isSymbolicLink()).to.equal(true);
+    });
+
+    it('never serves a data file that is a symbolic link, nor a meta.json that is one', async () => {
+      const secret = path.join(outside, 'secret');
+      await fs.writeFile(secret, 'not for clients');
+      const dir = await makeVolumeByHand(path.join(mnt, 'a'), HAND_MADE, { creatorID: OWNER, name: 'linked data', format: 'raw', size: 15 });
+      await fs.rm(path.join(dir, 'data.img'));
+      await fs.symlink(secret, path.join(dir, 'data.img'));
+      const other = await makeVolumeByHand(path.join(mnt, 'a'), LINKED, { creatorID: OWNER, name: 'real', format: 'raw' });
+      await fs.writeFile(path.join(outside, 'meta.json'), JSON.stringify({ creatorID: OWNER, name: 'outside', format: 'raw' }));
+      await fs.rm(path.join(other, 'meta.json'));
+      await fs.symlink(path.join(outside, 'meta.json'), path.join(other, 'meta.json'));
+      await waitFor(async () => (await d.api.get('/api/v1.0/status')).body.broken.length === 2, 2000, 'both volumes listed broken');
+      expect(await brokenOf(HAND_MADE)).to.deep.equal({ vid: HAND_MADE, dir, problem: 'data.img is a symbolic link: the daemon never follows one out of its tree' });
+      expect(await brokenOf(LINKED)).to.deep.equal({ vid: LINKED, dir: other, problem: 'meta.json is a symbolic link: the daemon never follows one out of its tree' });
+      const res = await d.api.get(`/api/v1.0/volumes/${HAND_MADE}/data`).expect(409);
+      expect(res.text).to.not.include('not for clients');
+      await d.post('update', { vid: HAND_MADE, creatorID: OWNER, name: 'renamed' }).expect(409);
+      expect(await fs.readFile(secret, 'utf8')).to.equal('not for clients');
+    });
   });
 });
