@@ -7,7 +7,7 @@ import { discoverRoots, type Root, type SkippedRoot } from './roots.js';
 import { isDeadClaimCandidate } from './sweep.js';
 import { asyncReader, firstScanReader, type TreeReader } from './tree-reader.js';
 import { TreeWatcher } from './tree-watcher.js';
-import { loadVolumeRecord, type VolumeRecord } from './volume-record.js';
+import { conflictRecord, loadVolumeRecord, type VolumeRecord } from './volume-record.js';
 
 const LOAD_CONCURRENCY = 64;
 const VOLUME_DEBOUNCE_MS = 100;
@@ -53,6 +53,8 @@ export class VolumeIndex {
   /** Every root seen since start: one that loses its settings.json stays listed as unavailable. */
   private readonly everSeen = new Set<string>();
   private readonly volumes = new Map<string, VolumeRecord>();
+  /** The uids found in several directories: each directory's record (`volumes` answers them broken). */
+  private readonly copies = new Map<string, VolumeRecord[]>();
   /** Grows whenever a volume record is added, replaced or removed (records are never changed in place). */
   private changes = 0;
   /** chokidar on the upper tree: directories that may hold roots, and each root's settings.json. */
@@ -98,26 +100,43 @@ export class VolumeIndex {
         skipped.push({ path: root.path, reason: `root cannot be read (${(err as NodeJS.ErrnoException).code})` });
       }
     }
-    const fresh = new Map<string, VolumeRecord>();
+    const found = new Map<string, VolumeRecord[]>();
     const unfinished: string[] = [];
     await eachLimited(dirs, LOAD_CONCURRENCY, async ([rootPath, dir]) => {
       const loaded = await loadVolumeRecord(rootPath, dir, readers.get(rootPath));
       if (!loaded) return;
       if (hasLeftovers(loaded)) unfinished.push(dir);
-      const record = sameRecord(this.volumes.get(loaded.uid), loaded) ? this.volumes.get(loaded.uid)! : loaded;
-      const earlier = fresh.get(record.uid);
-      if (earlier) this.log.warn('volume found twice: keeping the first', { vid: record.uid, kept: earlier.dir, ignored: dir });
-      else fresh.set(record.uid, record);
+      found.set(loaded.uid, [...(found.get(loaded.uid) ?? []), loaded]);
     });
     const readable = roots.filter((r) => !skipped.some((s) => s.path === r.path));
     this.roots = new Map(readable.map((r) => [r.path, r]));
     this.watchUpperTree(looked);
     this.skipped = skipped;
     this.unfinished = unfinished;
-    this.volumes.clear();
-    for (const [uid, record] of fresh) this.volumes.set(uid, record);
-    this.changes += 1;
+    for (const uid of new Set([...this.volumes.keys(), ...found.keys()])) this.settle(uid, found.get(uid) ?? []);
     this.watchTree();
+  }
+
+  /**
+   * Makes the index answer for `uid` what was found of it: nothing, one directory, or several (a
+   * conflict, answered broken until the operator removes all but one). Keeps the record it had when
+   * nothing changed. Answers the record now answered for `uid`.
+   */
+  private settle(uid: string, found: VolumeRecord[]): VolumeRecord | null {
+    const known = this.volumes.get(uid);
+    found.sort((a, b) => (a.dir < b.dir ? -1 : 1));
+    if (found.length > 1) this.copies.set(uid, found);
+    else this.copies.delete(uid);
+    const next = found.length === 0 ? undefined : found.length === 1 ? found[0] : conflictRecord(found);
+    if (next?.copies && known?.problem !== next.problem) this.log.warn('volume found in several roots: answered broken until one copy is removed', { vid: uid, dirs: next.copies });
+    if (!next) {
+      if (known && this.volumes.delete(uid)) this.changes += 1;
+      return null;
+    }
+    if (sameRecord(known, next)) return known!;
+    this.volumes.set(uid, next);
+    this.changes += 1;
+    return next;
   }
 
   /** Volume directories in which the last full scan found temp files or lock markers (for the start-up sweep). */
@@ -133,25 +152,26 @@ export class VolumeIndex {
     // Watched before it is read, so a change made while it is read is not missed.
     this.watcher?.add(dir);
     const record = await loadVolumeRecord(rootPath, dir);
+    if (!record) this.watcher?.remove(dir);
+    // Other directories of the same uid are read again too: one may have been moved here, or removed.
+    const found = record ? [record] : [];
+    for (const other of this.copiesOf(uid)) {
+      if (other.dir === dir) continue;
+      const again = await loadVolumeRecord(other.root, other.dir);
+      if (again) found.push(again);
+    }
+    return this.settle(uid, found);
+  }
+
+  /** Each directory the index knows `uid` in. */
+  private copiesOf(uid: string): VolumeRecord[] {
     const known = this.volumes.get(uid);
-    if (!record) {
-      this.watcher?.remove(dir);
-      if (known?.dir === dir) this.volumes.delete(uid);
-      this.changes += 1;
-      return null;
-    }
-    if (known && known.dir !== dir && (await loadVolumeRecord(known.root, known.dir))) {
-      this.log.warn('volume found twice: keeping the first', { vid: uid, kept: known.dir, ignored: dir });
-      return known;
-    }
-    if (sameRecord(known, record)) return known!;
-    if (this.volumes.get(uid) !== record) this.changes += 1;
-    this.volumes.set(uid, record);
-    return record;
+    return this.copies.get(uid) ?? (known ? [known] : []);
   }
 
   forget(uid: string): void {
     this.volumes.delete(uid);
+    this.copies.delete(uid);
     this.changes += 1;
   }
 
@@ -184,16 +204,26 @@ export class VolumeIndex {
     return [...this.skipped];
   }
 
-  /** Volumes that are counted against a root's quota and the bytes they promise. */
+  /** Volumes that are counted against a root's quota and the bytes they promise (each copy of a uid in its own root). */
   usage(rootPath: string): { volumes: number; bytes: number } {
     let volumes = 0;
     let bytes = 0;
-    for (const r of this.volumes.values()) {
-      if (r.root !== rootPath) continue;
+    const count = (r: VolumeRecord) => {
+      if (r.root !== rootPath) return;
       volumes += 1;
       bytes += r.meta?.size ?? 0;
-    }
+    };
+    for (const r of this.volumes.values()) if (!r.copies) count(r);
+    for (const list of this.copies.values()) list.forEach(count);
     return { volumes, bytes };
+  }
+
+  /** The volumes listed broken in `status`: one entry per directory (both copies of a uid found twice). */
+  broken(): Array<{ vid: string; dir: string; problem: string }> {
+    const out: Array<{ vid: string; dir: string; problem: string }> = [];
+    for (const r of this.volumes.values())
+      if (r.problem) for (const dir of r.copies ?? [r.dir]) out.push({ vid: r.uid, dir, problem: r.problem });
+    return out;
   }
 
   /** Starts watching the tree and the periodic rescan. */
@@ -240,7 +270,7 @@ export class VolumeIndex {
   private watchTree(): void {
     if (!this.watcher) return;
     const dirs = new Set(this.roots.keys());
-    for (const record of this.volumes.values()) dirs.add(record.dir);
+    for (const record of this.volumes.values()) for (const dir of record.copies ?? [record.dir]) dirs.add(dir);
     this.watcher.sync(dirs);
   }
 

@@ -25,6 +25,8 @@ export interface VolumeRecord {
   lastUpdatedMs: number;
   /** A Ceph volume's RBD image, as its data.rbd names it. */
   rbd?: RbdImage;
+  /** Set when the uid is in several directories (an operator's copy into another root): each of them. */
+  copies?: string[];
 }
 
 /** A volume being created: its create lock is held, or it is claimed and has no meta.json yet. */
@@ -107,3 +109,14 @@ async function readRbdPointer(record: VolumeRecord, file: string, reader: TreeRe
 function blank(uid: string, root: string, dir: string, files: string[], problem: string | null): VolumeRecord {
   return { uid, root, dir, meta: null, problem, locks: [], exports: [], files, sizeOnDisk: 0, lastUpdatedMs: 0 };
 }
+
+/**
+ * What the index answers for a uid found in several directories (`copies`, sorted): broken, naming
+ * them all, so that neither copy is operated on until the operator removes one.
+ */
+export function conflictRecord(copies: VolumeRecord[]): VolumeRecord {
+  const dirs = copies.map((c) => c.dir);
+  const where = dirs.length === 2 ? `two roots: ${dirs[0]} and ${dirs[1]}` : `${dirs.length} roots: ${dirs.slice(0, -1).join(', ')} and ${dirs.at(-1)}`;
+  return { ...blank(copies[0].uid, copies[0].root, copies[0].dir, [], `vid ${copies[0].uid} is in ${where} (remove all but one)`), copies: dirs };
+}
+

@@ -10,10 +10,12 @@ export function canSee(meta: VolumeMeta, caller: Caller): boolean {
 
 /**
  * The volume `uid` as `caller` may know it: 404 when unknown or private to someone else (a private
- * volume is invisible, not forbidden), 409 while it is being created or when its meta.json is broken.
+ * volume is invisible, not forbidden), 409 while it is being created, when its meta.json is broken, or
+ * when it is in several roots (naming each copy).
  */
 export function findVolume(ctx: StoreContext, uid: string, caller: Caller): VolumeRecord & { meta: VolumeMeta } {
   const record = ctx.index.get(uid);
+  if (record?.copies) throw new ConflictError(record.problem!, { vid: uid, dirs: record.copies });
   if (!record || (record.meta && !canSee(record.meta, caller))) throw new NotFoundError(`volume ${uid} does not exist`, { vid: uid });
   if (isCreating(record)) throw new ConflictError(`volume ${uid} is still being created`, { vid: uid });
   if (!record.meta || record.problem) throw new ConflictError(`volume ${uid} is broken: ${record.problem}`, { vid: uid });

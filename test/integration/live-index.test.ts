@@ -134,4 +134,38 @@ describe('the live index', () => {
       expect(await fs.readFile(secret, 'utf8')).to.equal('not for clients');
     });
   });
+
+  it('answers a volume copied into a second root as broken in both, naming them, until one copy is removed', async () => {
+    const { vid } = (await d.post('create', seedCreateBody({ format: 'raw', size: 0.001 })).expect(200)).body;
+    const dirs = [path.join(mnt, 'a', `vid.${vid}.elimg`), path.join(mnt, 'nested', 'b', `vid.${vid}.elimg`)];
+    const original = (await fse.pathExists(dirs[0])) ? 0 : 1;
+    await execa('cp', ['-a', dirs[original], dirs[1 - original]]);
+    const problem = `vid ${vid} is in two roots: ${dirs[0]} and ${dirs[1]} (remove all but one)`;
+    const broken = async () => (await d.api.get('/api/v1.0/status').expect(200)).body.broken;
+    await waitFor(async () => (await broken()).length === 2, 2000, 'both copies listed broken');
+    const expectConflict = async () => {
+      expect(await broken()).to.deep.equal(dirs.map((dir) => ({ vid, dir, problem })));
+      for (let i = 0; i < 3; i++) {
+        const info = await d.post('info', { volume_id: vid }).expect(409);
+        expect(info.body).to.deep.equal({ error: problem, code: 'conflict', vid, dirs });
+      }
+      await d.post('update', { vid, creatorID: OWNER, name: 'renamed' }).expect(409);
+      await d.post('destroy', { volume_id: vid }).expect(409);
+      expect(await accessibleIds()).to.deep.equal([]);
+      const usage = (await d.api.get('/api/v1.0/status')).body.roots.map((r: { volumes: number }) => r.volumes);
+      expect(usage).to.deep.equal([1, 1]);
+    };
+    await expectConflict();
+    await d.stop();
+    d = await startTestDaemon(mnt);
+    await expectConflict();
+    for (const dir of dirs) expect(await fs.readdir(dir)).to.have.members(['data.img', 'meta.json']);
+    await fse.remove(dirs[1 - original]);
+    await waitFor(async () => (await d.post('info', { volume_id: vid })).status === 200, 2000, 'the remaining copy');
+    expect(await broken()).to.deep.equal([]);
+    await d.post('destroy', { volume_id: vid }).expect(200);
+    await new Promise((r) => setTimeout(r, 300));
+    await d.post('info', { volume_id: vid }).expect(404);
+  });
 });
+
