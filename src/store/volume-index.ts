@@ -67,6 +67,8 @@ export class VolumeIndex {
   private readonly pendingVolumes = new Map<string, NodeJS.Timeout>();
   private rootsTimer: NodeJS.Timeout | null = null;
   private scanning: Promise<void> | null = null;
+  /** While a full scan runs: the uids reloaded or forgotten since it began (see scanTree). */
+  private touched: Set<string> | null = null;
 
   constructor(
     private readonly mnt: string,
@@ -84,6 +86,20 @@ export class VolumeIndex {
   }
 
   private async doScanAll(beforeServing: boolean): Promise<void> {
+    this.touched = new Set();
+    try {
+      await this.scanTree(beforeServing, this.touched);
+    } finally {
+      this.touched = null;
+    }
+  }
+
+  /**
+   * What the scan read replaces what the index held, except for the uids in `touched`: those were
+   * reloaded or forgotten after the scan began (an operation's reload is never older than the scan's
+   * read of its directory), so what the index holds for them wins.
+   */
+  private async scanTree(beforeServing: boolean, touched: Set<string>): Promise<void> {
     const { roots, skipped, looked } = await discoverRoots(this.mnt);
     for (const r of roots) this.everSeen.add(r.path);
     for (const seen of this.everSeen)
@@ -113,7 +129,7 @@ export class VolumeIndex {
     this.watchUpperTree(looked);
     this.skipped = skipped;
     this.unfinished = unfinished;
-    for (const uid of new Set([...this.volumes.keys(), ...found.keys()])) this.settle(uid, found.get(uid) ?? []);
+    for (const uid of new Set([...this.volumes.keys(), ...found.keys()])) if (!touched.has(uid)) this.settle(uid, found.get(uid) ?? []);
     this.watchTree();
   }
 
@@ -160,6 +176,7 @@ export class VolumeIndex {
       const again = await loadVolumeRecord(other.root, other.dir);
       if (again) found.push(again);
     }
+    this.touched?.add(uid);
     return this.settle(uid, found);
   }
 
@@ -170,6 +187,7 @@ export class VolumeIndex {
   }
 
   forget(uid: string): void {
+    this.touched?.add(uid);
     this.volumes.delete(uid);
     this.copies.delete(uid);
     this.changes += 1;
