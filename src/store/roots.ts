@@ -15,17 +15,23 @@ export interface SkippedRoot {
 
 export interface Discovery {
   roots: Root[];
+  /** Roots and directories left out, with why: an invalid settings.json, a known root gone unavailable, an unreadable directory. */
   skipped: SkippedRoot[];
   /** The directories looked into: the mount directory and those one and two levels down that may hold a root. */
   looked: string[];
 }
 
-async function hasSettings(dir: string): Promise<boolean> {
+/** Why a root known before is not one now, when its settings.json cannot be found. */
+export const GONE = 'unavailable: settings.json is gone (filesystem unmounted?)';
+
+/** Whether `dir` holds a settings.json: an errno other than ENOENT (EIO on a dead mount) is answered as is. */
+async function settingsState(dir: string): Promise<'present' | 'absent' | string> {
   try {
     await fs.access(path.join(dir, SETTINGS_FILE));
-    return true;
-  } catch {
-    return false;
+    return 'present';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'unknown error';
+    return code === 'ENOENT' || code === 'ENOTDIR' ? 'absent' : code;
   }
 }
 
@@ -41,13 +47,21 @@ async function subdirs(dir: string): Promise<string[]> {
  * Finds the roots below the mount directory (SPEC §3): a directory one or two levels down holding
  * a settings.json, with no root above it (a settings.json deeper inside a root is not a root).
  * A root whose settings.json is invalid, or a directory that cannot be read, is skipped with a reason.
+ * A root in `known` (seen before) that lost its settings.json is skipped as unavailable and still
+ * holds its place: a settings.json below it does not make a root (an unmounted root's mount point
+ * may hold anything, and creates must never go there).
  */
-export async function discoverRoots(mnt: string): Promise<Discovery> {
+export async function discoverRoots(mnt: string, known: ReadonlySet<string> = new Set()): Promise<Discovery> {
   const roots: Root[] = [];
   const skipped: SkippedRoot[] = [];
   const looked: string[] = [mnt];
   const consider = async (dir: string): Promise<boolean> => {
-    if (!(await hasSettings(dir))) return false;
+    const state = await settingsState(dir);
+    if (state !== 'present') {
+      if (!known.has(dir)) return false;
+      skipped.push({ path: dir, reason: state === 'absent' ? GONE : `unavailable: settings.json cannot be read (${state})` });
+      return true;
+    }
     try {
       roots.push({ path: dir, settings: await readSettings(dir) });
     } catch (err) {
@@ -55,11 +69,13 @@ export async function discoverRoots(mnt: string): Promise<Discovery> {
     }
     return true;
   };
+  const missing = () => [...known].filter((k) => !roots.some((r) => r.path === k) && !skipped.some((s) => s.path === k)).map((k) => ({ path: k, reason: GONE }));
   let level1: string[];
   try {
     level1 = await subdirs(mnt);
   } catch (err) {
-    return { roots, skipped: [{ path: mnt, reason: `the mount directory cannot be read (${(err as NodeJS.ErrnoException).code})` }], looked };
+    skipped.push({ path: mnt, reason: `the mount directory cannot be read (${(err as NodeJS.ErrnoException).code})` });
+    return { roots, skipped: [...skipped, ...missing()], looked };
   }
   for (const dir of level1) {
     looked.push(dir);
@@ -76,5 +92,5 @@ export async function discoverRoots(mnt: string): Promise<Discovery> {
       await consider(sub);
     }
   }
-  return { roots, skipped, looked };
+  return { roots, skipped: [...skipped, ...missing()], looked };
 }

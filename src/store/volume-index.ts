@@ -100,11 +100,8 @@ export class VolumeIndex {
    * read of its directory), so what the index holds for them wins.
    */
   private async scanTree(beforeServing: boolean, touched: Set<string>): Promise<void> {
-    const { roots, skipped, looked } = await discoverRoots(this.mnt);
+    const { roots, skipped, looked } = await discoverRoots(this.mnt, this.everSeen);
     for (const r of roots) this.everSeen.add(r.path);
-    for (const seen of this.everSeen)
-      if (!roots.some((r) => r.path === seen) && !skipped.some((s) => s.path === seen))
-        skipped.push({ path: seen, reason: 'unavailable: settings.json is gone (filesystem unmounted?)' });
     for (const s of skipped) if (!this.skipped.some((o) => o.path === s.path && o.reason === s.reason)) this.log.warn('root skipped', s);
     const dirs: Array<[string, string]> = [];
     const readers = new Map<string, TreeReader>();

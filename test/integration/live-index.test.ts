@@ -86,6 +86,21 @@ describe('the live index', () => {
     await d.post('create', seedCreateBody()).expect(200);
   });
 
+  it('keeps an unavailable root in its place: a settings.json below it does not become a root, and nothing is created there', async () => {
+    await fs.mkdir(path.join(mnt, 'a', 'inner'));
+    await fs.writeFile(path.join(mnt, 'a', 'inner', 'settings.json'), '{}');
+    await d.post('create', seedCreateBody()).expect(200);
+    for (const root of ['a', 'nested/b']) await fs.rename(path.join(mnt, root, 'settings.json'), path.join(mnt, root, 'settings.json.away'));
+    const gone = 'unavailable: settings.json is gone (filesystem unmounted?)';
+    await waitFor(async () => (await d.api.get('/api/v1.0/status')).body.skipped.length === 2, 2000, 'both roots unavailable');
+    await d.daemon.ctx.index.scanAll();
+    const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.roots).to.deep.equal([]);
+    expect(status.skipped).to.deep.equal([{ path: path.join(mnt, 'a'), reason: gone }, { path: path.join(mnt, 'nested', 'b'), reason: gone }]);
+    await d.post('create', seedCreateBody()).expect(507);
+    expect(await fs.readdir(path.join(mnt, 'a', 'inner'))).to.deep.equal(['settings.json']);
+  });
+
   describe('symbolic links in the tree', () => {
     const LINKED = '8888888888888888888888888888888' + '8';
     let outside: string;
