@@ -19,6 +19,8 @@ export interface Discovery {
   skipped: SkippedRoot[];
   /** The directories looked into: the mount directory and those one and two levels down that may hold a root. */
   looked: string[];
+  /** The skipped ones that are roots (a settings.json, or seen as a root before): their volumes still exist. */
+  unavailable: SkippedRoot[];
 }
 
 /** Why a root known before is not one now, when its settings.json cannot be found. */
@@ -55,6 +57,7 @@ export async function discoverRoots(mnt: string, known: ReadonlySet<string> = ne
   const roots: Root[] = [];
   const skipped: SkippedRoot[] = [];
   const looked: string[] = [mnt];
+  const positions = new Set<string>(known);
   const consider = async (dir: string): Promise<boolean> => {
     const state = await settingsState(dir);
     if (state !== 'present') {
@@ -66,8 +69,13 @@ export async function discoverRoots(mnt: string, known: ReadonlySet<string> = ne
       roots.push({ path: dir, settings: await readSettings(dir) });
     } catch (err) {
       skipped.push({ path: dir, reason: (err as Error).message });
+      positions.add(dir);
     }
     return true;
+  };
+  const done = (): Discovery => {
+    const all = [...skipped, ...missing()];
+    return { roots, skipped: all, looked, unavailable: all.filter((s) => positions.has(s.path)) };
   };
   const missing = () => [...known].filter((k) => !roots.some((r) => r.path === k) && !skipped.some((s) => s.path === k)).map((k) => ({ path: k, reason: GONE }));
   let level1: string[];
@@ -75,7 +83,7 @@ export async function discoverRoots(mnt: string, known: ReadonlySet<string> = ne
     level1 = await subdirs(mnt);
   } catch (err) {
     skipped.push({ path: mnt, reason: `the mount directory cannot be read (${(err as NodeJS.ErrnoException).code})` });
-    return { roots, skipped: [...skipped, ...missing()], looked };
+    return done();
   }
   for (const dir of level1) {
     looked.push(dir);
@@ -92,5 +100,5 @@ export async function discoverRoots(mnt: string, known: ReadonlySet<string> = ne
       await consider(sub);
     }
   }
-  return { roots, skipped: [...skipped, ...missing()], looked };
+  return done();
 }

@@ -28,6 +28,7 @@ function sameRecord(a: VolumeRecord | undefined, b: VolumeRecord): boolean {
     a !== undefined &&
     a.dir === b.dir &&
     a.problem === b.problem &&
+    a.unavailable === b.unavailable &&
     a.sizeOnDisk === b.sizeOnDisk &&
     a.lastUpdatedMs === b.lastUpdatedMs &&
     a.files.join('/') === b.files.join('/') &&
@@ -100,33 +101,47 @@ export class VolumeIndex {
    * read of its directory), so what the index holds for them wins.
    */
   private async scanTree(beforeServing: boolean, touched: Set<string>): Promise<void> {
-    const { roots, skipped, looked } = await discoverRoots(this.mnt, this.everSeen);
+    const { roots, skipped, looked, unavailable } = await discoverRoots(this.mnt, this.everSeen);
     for (const r of roots) this.everSeen.add(r.path);
     for (const s of skipped) if (!this.skipped.some((o) => o.path === s.path && o.reason === s.reason)) this.log.warn('root skipped', s);
+    const away = new Map(unavailable.map((s) => [s.path, s.reason]));
     const dirs: Array<[string, string]> = [];
     const readers = new Map<string, TreeReader>();
-    for (const root of roots) {
-      readers.set(root.path, beforeServing ? await firstScanReader(root.path) : asyncReader);
+    for (const root of [...roots.map((r) => r.path), ...away.keys()]) {
+      readers.set(root, beforeServing && !away.has(root) ? await firstScanReader(root) : asyncReader);
       try {
-        for (const name of await fs.readdir(root.path)) if (uidOfDirName(name)) dirs.push([root.path, path.join(root.path, name)]);
+        for (const name of await fs.readdir(root)) if (uidOfDirName(name)) dirs.push([root, path.join(root, name)]);
       } catch (err) {
-        skipped.push({ path: root.path, reason: `root cannot be read (${(err as NodeJS.ErrnoException).code})` });
+        if (away.has(root)) continue;
+        const reason = `unavailable: root cannot be read (${(err as NodeJS.ErrnoException).code})`;
+        skipped.push({ path: root, reason });
+        away.set(root, reason);
       }
     }
     const found = new Map<string, VolumeRecord[]>();
     const unfinished: string[] = [];
     await eachLimited(dirs, LOAD_CONCURRENCY, async ([rootPath, dir]) => {
-      const loaded = await loadVolumeRecord(rootPath, dir, readers.get(rootPath));
+      let loaded = await loadVolumeRecord(rootPath, dir, readers.get(rootPath));
       if (!loaded) return;
-      if (hasLeftovers(loaded)) unfinished.push(dir);
+      const reason = away.get(rootPath);
+      if (reason) loaded = { ...loaded, unavailable: reason };
+      else if (hasLeftovers(loaded)) unfinished.push(dir);
       found.set(loaded.uid, [...(found.get(loaded.uid) ?? []), loaded]);
     });
-    const readable = roots.filter((r) => !skipped.some((s) => s.path === r.path));
-    this.roots = new Map(readable.map((r) => [r.path, r]));
+    this.roots = new Map(roots.filter((r) => !away.has(r.path)).map((r) => [r.path, r]));
     this.watchUpperTree(looked);
     this.skipped = skipped;
     this.unfinished = unfinished;
-    for (const uid of new Set([...this.volumes.keys(), ...found.keys()])) if (!touched.has(uid)) this.settle(uid, found.get(uid) ?? []);
+    for (const uid of new Set([...this.volumes.keys(), ...found.keys()])) {
+      if (touched.has(uid)) continue;
+      // SPEC §3: an unavailable root is never taken for empty; what the index knew there stays, flagged.
+      const list = found.get(uid) ?? [];
+      for (const known of this.copiesOf(uid)) {
+        const reason = away.get(known.root);
+        if (reason && !list.some((f) => f.dir === known.dir)) list.push(known.unavailable === reason ? known : { ...known, unavailable: reason });
+      }
+      this.settle(uid, list);
+    }
     this.watchTree();
   }
 
@@ -170,7 +185,7 @@ export class VolumeIndex {
     const found = record ? [record] : [];
     for (const other of this.copiesOf(uid)) {
       if (other.dir === dir) continue;
-      const again = await loadVolumeRecord(other.root, other.dir);
+      const again = other.unavailable ? other : await loadVolumeRecord(other.root, other.dir);
       if (again) found.push(again);
     }
     this.touched?.add(uid);
@@ -199,8 +214,9 @@ export class VolumeIndex {
     return this.volumes.get(uid);
   }
 
-  all(): IterableIterator<VolumeRecord> {
-    return this.volumes.values();
+  /** The volumes on available roots (those on an unavailable one are only answered by `get`, flagged). */
+  *all(): IterableIterator<VolumeRecord> {
+    for (const record of this.volumes.values()) if (!record.unavailable) yield record;
   }
 
   get size(): number {
@@ -285,7 +301,7 @@ export class VolumeIndex {
   private watchTree(): void {
     if (!this.watcher) return;
     const dirs = new Set(this.roots.keys());
-    for (const record of this.volumes.values()) for (const dir of record.copies ?? [record.dir]) dirs.add(dir);
+    for (const record of this.all()) for (const dir of record.copies ?? [record.dir]) dirs.add(dir);
     this.watcher.sync(dirs);
   }
 

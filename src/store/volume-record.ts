@@ -1,5 +1,6 @@
 import type { Stats } from 'node:fs';
 import path from 'node:path';
+import { UnavailableError } from '../errors.js';
 import { asyncReader, type TreeReader } from './tree-reader.js';
 import { BrokenMetaError, LINK_REFUSED, readMeta, type VolumeMeta } from './meta.js';
 import type { RbdImage } from '../tools/rbd.js';
@@ -25,8 +26,15 @@ export interface VolumeRecord {
   lastUpdatedMs: number;
   /** A Ceph volume's RBD image, as its data.rbd names it. */
   rbd?: RbdImage;
+  /** Set while the volume's root is unavailable (the root's reason): last known as it was, never operated on. */
+  unavailable?: string;
   /** Set when the uid is in several directories (an operator's copy into another root): each of them. */
   copies?: string[];
+}
+
+/** SPEC §3: a volume on an unavailable root is neither absent nor usable (503). */
+export function unavailableError(record: VolumeRecord): UnavailableError {
+  return new UnavailableError(`volume ${record.uid} is on storage root ${record.root}, which is not available (${record.unavailable!.replace(/^unavailable: /, '')})`, { vid: record.uid });
 }
 
 /** A volume being created: its create lock is held, or it is claimed and has no meta.json yet. */

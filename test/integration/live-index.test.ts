@@ -101,6 +101,37 @@ describe('the live index', () => {
     expect(await fs.readdir(path.join(mnt, 'a', 'inner'))).to.deep.equal(['settings.json']);
   });
 
+  it('answers 503 for the volumes of an unavailable root, never 404, and serves them again when it is back', async () => {
+    const { vid } = (await d.post('create', seedCreateBody()).expect(200)).body;
+    const root = (await fse.pathExists(path.join(mnt, 'a', `vid.${vid}.elimg`))) ? path.join(mnt, 'a') : path.join(mnt, 'nested', 'b');
+    await fs.rename(path.join(root, 'settings.json'), path.join(root, 'settings.json.away'));
+    await waitFor(async () => (await d.api.get('/api/v1.0/status')).body.skipped.length === 1, 2000, 'the root to be unavailable');
+    const error = `volume ${vid} is on storage root ${root}, which is not available (settings.json is gone (filesystem unmounted?))`;
+    for (const [endpoint, body] of [
+      ['info', { volume_id: vid }],
+      ['has', { volume_id: vid }],
+      ['destroy', { volume_id: vid }],
+      ['update', { vid, creatorID: OWNER, name: 'renamed' }],
+    ] as const)
+      expect((await d.post(endpoint, body).expect(503)).body, endpoint).to.include({ error, code: 'unavailable', vid });
+    expect(await accessibleIds()).to.deep.equal([]);
+    expect((await d.post('has', { volume_id: HAND_MADE }).expect(200)).body).to.deep.equal({ vid: HAND_MADE, has: false });
+    await fs.rename(path.join(root, 'settings.json.away'), path.join(root, 'settings.json'));
+    await waitFor(async () => (await d.post('info', { volume_id: vid })).status === 200, 2000, 'the volume to be served again');
+    expect(await accessibleIds()).to.deep.equal([vid]);
+  });
+
+  it('answers 503 for the volumes of a root whose settings.json is invalid at start', async () => {
+    await d.stop();
+    await makeVolumeByHand(path.join(mnt, 'a'), HAND_MADE, { creatorID: OWNER, name: 'in a bad root', format: 'raw' });
+    await fs.writeFile(path.join(mnt, 'a', 'settings.json'), '{"max-volumes": "many"}');
+    d = await startTestDaemon(mnt);
+    const res = await d.post('info', { volume_id: HAND_MADE }).expect(503);
+    expect(res.body.error).to.equal(`volume ${HAND_MADE} is on storage root ${path.join(mnt, 'a')}, which is not available (settings.json is invalid: 'max-volumes' must be integer)`);
+    await d.post('has', { volume_id: HAND_MADE }).expect(503);
+    expect(await accessibleIds()).to.deep.equal([]);
+  });
+
   describe('symbolic links in the tree', () => {
     const LINKED = '8888888888888888888888888888888' + '8';
     let outside: string;
