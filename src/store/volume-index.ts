@@ -36,7 +36,6 @@ function sameRecord(a: VolumeRecord | undefined, b: VolumeRecord): boolean {
   );
 }
 
-/** A temp file or a lock marker: what an interrupted operation leaves for the start-up sweep. */
 /** What the start-up sweep must look at: temp files, lock markers, or a claim that died before its meta.json. */
 function hasLeftovers(record: VolumeRecord): boolean {
   return record.files.some((f) => isTempName(f) || parseLockMarker(f) !== null) || isDeadClaimCandidate(record.files);
@@ -64,6 +63,9 @@ export class VolumeIndex {
   /** One inotify watch per root and per volume directory (see tree-watcher.ts for why not chokidar). */
   private watcher: TreeWatcher | null = null;
   private unfinished: string[] = [];
+  private leftoverListener: ((dirs: string[]) => void) | null = null;
+  /** Directories handed to the listener and not seen without leftovers since. */
+  private reported = new Set<string>();
   private rescanTimer: NodeJS.Timeout | null = null;
   private readonly pendingVolumes = new Map<string, NodeJS.Timeout>();
   private rootsTimer: NodeJS.Timeout | null = null;
@@ -132,6 +134,7 @@ export class VolumeIndex {
     this.watchUpperTree(looked);
     this.skipped = skipped;
     this.unfinished = unfinished;
+    this.report(unfinished, true);
     for (const uid of new Set([...this.volumes.keys(), ...found.keys()])) {
       if (touched.has(uid)) continue;
       // SPEC §3: an unavailable root is never taken for empty; what the index knew there stays, flagged.
@@ -167,6 +170,26 @@ export class VolumeIndex {
     return next;
   }
 
+  /**
+   * Calls `listener` with the volume directories in which a later full scan, or a reload on a watcher
+   * event, finds what an interrupted operation leaves (lock markers, temp files, a claim without
+   * meta.json), each once until it is seen without them. A marker left by hand, or by a peer sharing
+   * the tree that died, while this daemon runs is so handed to the sweep instead of being obeyed until
+   * the next start (findVolume answers 409 "still being created" without trying the lock). A live
+   * operation's own markers may be reported too: the sweep leaves a volume whose mutex is held.
+   */
+  onLeftovers(listener: (dirs: string[]) => void): void {
+    this.leftoverListener = listener;
+  }
+
+  /** `dirs` have leftovers; with `all` (a full scan), no other directory has. */
+  private report(dirs: string[], all: boolean): void {
+    if (all) this.reported = new Set([...this.reported].filter((d) => dirs.includes(d)));
+    const fresh = dirs.filter((d) => !this.reported.has(d));
+    for (const d of fresh) this.reported.add(d);
+    if (fresh.length && this.leftoverListener) this.leftoverListener(fresh);
+  }
+
   /** Volume directories in which the last full scan found temp files or lock markers (for the start-up sweep). */
   unfinishedDirs(): string[] {
     return [...this.unfinished];
@@ -181,6 +204,7 @@ export class VolumeIndex {
     this.watcher?.add(dir);
     const record = await loadVolumeRecord(rootPath, dir);
     if (!record) this.watcher?.remove(dir);
+    if (!record || !hasLeftovers(record)) this.reported.delete(dir);
     // Other directories of the same uid are read again too: one may have been moved here, or removed.
     const found = record ? [record] : [];
     for (const other of this.copiesOf(uid)) {
@@ -317,7 +341,9 @@ export class VolumeIndex {
         dir,
         setTimeout(() => {
           this.pendingVolumes.delete(dir);
-          this.reloadDir(dir).catch((err) => this.log.warn('volume reload failed', { dir, ...errorFields(err) }));
+          this.reloadDir(dir)
+            .then((record) => record?.dir === dir && hasLeftovers(record) && this.report([dir], false))
+            .catch((err) => this.log.warn('volume reload failed', { dir, ...errorFields(err) }));
         }, VOLUME_DEBOUNCE_MS),
       );
       return;

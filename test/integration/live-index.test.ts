@@ -3,6 +3,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import fse from 'fs-extra';
 import { execa } from 'execa';
+import { sweepAgain } from '../../src/store/sweep.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { makeTree, OWNER, removeTree, seedCreateBody, snapshotTree, waitFor } from '../helpers/tree.js';
 
@@ -130,6 +131,27 @@ describe('the live index', () => {
     expect(res.body.error).to.equal(`volume ${HAND_MADE} is on storage root ${path.join(mnt, 'a')}, which is not available (settings.json is invalid: 'max-volumes' must be integer)`);
     await d.post('has', { volume_id: HAND_MADE }).expect(503);
     expect(await accessibleIds()).to.deep.equal([]);
+  });
+
+  it('hands a stale create marker that appears while it runs to the sweep, which recovers the volume', async () => {
+    const { index, locks } = d.daemon.ctx;
+    const reported: string[] = [];
+    // What the daemon does with the report (src/daemon.ts): sweep those volumes, then read them again.
+    index.onLeftovers((dirs) => {
+      reported.push(...dirs);
+      void sweepAgain(dirs, locks, d.daemon.log).then(() => Promise.all(dirs.map((dir) => index.reloadDir(dir))));
+    });
+    const { vid } = (await d.post('create', seedCreateBody({ format: 'raw', size: 0.001 })).expect(200)).body;
+    const dir = path.join(mnt, 'a', `vid.${vid}.elimg`);
+    const at = (await fse.pathExists(dir)) ? dir : path.join(mnt, 'nested', 'b', `vid.${vid}.elimg`);
+    await fs.writeFile(path.join(at, `elemento.create.${'0'.repeat(28)}dead.ignore`), '{}');
+    await waitFor(async () => (await d.post('info', { volume_id: vid })).status === 200 && (await fs.readdir(at)).length === 2, 3000, 'the volume recovered');
+    expect(reported).to.include(at);
+    expect((await fs.readdir(at)).sort()).to.deep.equal(['data.img', 'meta.json']);
+    const before = reported.length;
+    await index.scanAll();
+    expect(reported.length, 'reported again by a rescan').to.equal(before);
+    await d.post('update', { vid, creatorID: OWNER, name: 'after' }).expect(200);
   });
 
   describe('symbolic links in the tree', () => {
