@@ -2,12 +2,12 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { watch as watchUpperTree, type FSWatcher as UpperTreeWatcher } from 'chokidar';
 import { errorFields, type Logger } from '../log.js';
-import { BIN_DIR, isTempName, parseLockMarker, ROOT_MUTEX, SETTINGS_FILE, uidOfDirName, VOLUME_MUTEX } from './layout.js';
+import { BIN_DIR, isTempName, parseLockMarker, ROOT_MUTEX, SETTINGS_FILE, VOLUME_MUTEX } from './layout.js';
 import { discoverRoots, type Root, type SkippedRoot } from './roots.js';
 import { isDeadClaimCandidate } from './sweep.js';
 import { asyncReader, firstScanReader, type TreeReader } from './tree-reader.js';
 import { TreeWatcher } from './tree-watcher.js';
-import { conflictRecord, loadVolumeRecord, type VolumeRecord } from './volume-record.js';
+import { conflictRecord, loadVolumeRecord, quotaBytes, uidOfVolumeDir, type VolumeRecord } from './volume-record.js';
 
 const LOAD_CONCURRENCY = 64;
 const VOLUME_DEBOUNCE_MS = 100;
@@ -30,6 +30,7 @@ function sameRecord(a: VolumeRecord | undefined, b: VolumeRecord): boolean {
     a.problem === b.problem &&
     a.unavailable === b.unavailable &&
     a.sizeOnDisk === b.sizeOnDisk &&
+    a.dataBytes === b.dataBytes &&
     a.lastUpdatedMs === b.lastUpdatedMs &&
     a.files.join('/') === b.files.join('/') &&
     JSON.stringify(a.meta) === JSON.stringify(b.meta)
@@ -112,7 +113,7 @@ export class VolumeIndex {
     for (const root of [...roots.map((r) => r.path), ...away.keys()]) {
       readers.set(root, beforeServing && !away.has(root) ? await firstScanReader(root) : asyncReader);
       try {
-        for (const name of await fs.readdir(root)) if (uidOfDirName(name)) dirs.push([root, path.join(root, name)]);
+        for (const name of await fs.readdir(root)) if (uidOfVolumeDir(name)) dirs.push([root, path.join(root, name)]);
       } catch (err) {
         if (away.has(root)) continue;
         const reason = `unavailable: root cannot be read (${(err as NodeJS.ErrnoException).code})`;
@@ -197,7 +198,7 @@ export class VolumeIndex {
 
   /** Re-reads one volume directory (after an operation, or on a watcher event). */
   async reloadDir(dir: string): Promise<VolumeRecord | null> {
-    const uid = uidOfDirName(path.basename(dir));
+    const uid = uidOfVolumeDir(path.basename(dir));
     const rootPath = path.dirname(dir);
     if (!uid || !this.roots.has(rootPath)) return null;
     // Watched before it is read, so a change made while it is read is not missed.
@@ -266,19 +267,19 @@ export class VolumeIndex {
     const count = (r: VolumeRecord) => {
       if (r.root !== rootPath) return;
       volumes += 1;
-      bytes += r.meta?.size ?? 0;
+      bytes += quotaBytes(r);
     };
     for (const r of this.volumes.values()) if (!r.copies) count(r);
     for (const list of this.copies.values()) list.forEach(count);
     return { volumes, bytes };
   }
 
-  /** The volumes listed broken in `status`: one entry per directory (both copies of a uid found twice). */
+  /** The volumes listed broken in `status`, by directory: one entry per directory (both copies of a uid found twice). */
   broken(): Array<{ vid: string; dir: string; problem: string }> {
     const out: Array<{ vid: string; dir: string; problem: string }> = [];
     for (const r of this.volumes.values())
       if (r.problem) for (const dir of r.copies ?? [r.dir]) out.push({ vid: r.uid, dir, problem: r.problem });
-    return out;
+    return out.sort((a, b) => (a.dir < b.dir ? -1 : 1));
   }
 
   /** Starts watching the tree and the periodic rescan. */
@@ -333,7 +334,7 @@ export class VolumeIndex {
     const base = path.basename(changed);
     if (base === BIN_DIR || base === VOLUME_MUTEX || base === ROOT_MUTEX || isTempName(base)) return;
     const parts = path.relative(this.mnt, changed).split(path.sep);
-    const at = parts.findIndex((p) => uidOfDirName(p) !== null);
+    const at = parts.findIndex((p) => uidOfVolumeDir(p) !== null);
     if (at >= 0) {
       const dir = path.join(this.mnt, ...parts.slice(0, at + 1));
       clearTimeout(this.pendingVolumes.get(dir));

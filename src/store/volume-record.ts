@@ -24,6 +24,8 @@ export interface VolumeRecord {
   files: string[];
   sizeOnDisk: number;
   lastUpdatedMs: number;
+  /** The length of its data file (the largest, when several), what a broken volume counts against its root's total. */
+  dataBytes: number;
   /** A Ceph volume's RBD image, as its data.rbd names it. */
   rbd?: RbdImage;
   /** Set while the volume's root is unavailable (the root's reason): last known as it was, never operated on. */
@@ -35,6 +37,20 @@ export interface VolumeRecord {
 /** SPEC §3: a volume on an unavailable root is neither absent nor usable (503). */
 export function unavailableError(record: VolumeRecord): UnavailableError {
   return new UnavailableError(`volume ${record.uid} is on storage root ${record.root}, which is not available (${record.unavailable!.replace(/^unavailable: /, '')})`, { vid: record.uid });
+}
+
+/** The bytes a volume counts against its root's total: its size, or its data file's length when meta.json cannot say. */
+export function quotaBytes(record: VolumeRecord): number {
+  return record.meta?.size ?? record.dataBytes;
+}
+
+/**
+ * The uid of a volume directory's name, `vid.<32 hex digits>.elimg`, in either case (lower-cased).
+ * Only the lower-case name is a valid volume (SPEC §3); loadVolumeRecord answers the other broken.
+ */
+export function uidOfVolumeDir(name: string): string | null {
+  if (!name.startsWith('vid.') || !name.endsWith('.elimg')) return null;
+  return uidOfDirName(`vid.${name.slice(4, -6).toLowerCase()}.elimg`);
 }
 
 /** A volume being created: its create lock is held, or it is claimed and has no meta.json yet. */
@@ -49,7 +65,7 @@ export function isCreating(record: VolumeRecord): boolean {
  * reads or writes through it.
  */
 export async function loadVolumeRecord(root: string, dir: string, reader: TreeReader = asyncReader): Promise<VolumeRecord | null> {
-  const uid = uidOfDirName(path.basename(dir));
+  const uid = uidOfVolumeDir(path.basename(dir));
   if (!uid) return null;
   let files: string[];
   try {
@@ -65,6 +81,12 @@ export async function loadVolumeRecord(root: string, dir: string, reader: TreeRe
   record.locks = locks;
   record.exports = exports;
   const stats = await fileStats(dir, files, reader);
+  const data = DATA_FILE_NAMES.map((n) => stats.get(n)).filter((st) => st?.isFile());
+  const dataBytes = Math.max(0, ...data.map((st) => st!.size));
+  // Counted, listed broken, never operated on: the sweep and the operations know only lower-case names.
+  if (uidOfDirName(path.basename(dir)) !== uid)
+    return { ...blank(uid, root, dir, [], `the directory name is not lower case (SPEC §3): rename it vid.${uid}.elimg`), dataBytes };
+  record.dataBytes = dataBytes;
   for (const [name, st] of stats)
     if (!st.isFile()) {
       record.problem = `${name} ${st.isSymbolicLink() ? LINK_REFUSED : 'is not a plain file'}`;
@@ -80,13 +102,13 @@ export async function loadVolumeRecord(root: string, dir: string, reader: TreeRe
     return record;
   }
   const dataName = dataFileName(record.meta.format);
-  const data = stats.get(dataName);
-  if (!data) {
+  const image = stats.get(dataName);
+  if (!image) {
     if (!locks.includes('create')) record.problem = `${dataName} is missing`;
     return record;
   }
-  record.sizeOnDisk = data.blocks * 512;
-  record.lastUpdatedMs = Math.max(data.mtimeMs, stats.get(META_FILE)?.mtimeMs ?? 0);
+  record.sizeOnDisk = image.blocks * 512;
+  record.lastUpdatedMs = Math.max(image.mtimeMs, stats.get(META_FILE)?.mtimeMs ?? 0);
   if (record.meta.format === 'rbd') await readRbdPointer(record, path.join(dir, dataName), reader);
   return record;
 }
@@ -115,7 +137,7 @@ async function readRbdPointer(record: VolumeRecord, file: string, reader: TreeRe
 }
 
 function blank(uid: string, root: string, dir: string, files: string[], problem: string | null): VolumeRecord {
-  return { uid, root, dir, meta: null, problem, locks: [], exports: [], files, sizeOnDisk: 0, lastUpdatedMs: 0 };
+  return { uid, root, dir, meta: null, problem, locks: [], exports: [], files, sizeOnDisk: 0, lastUpdatedMs: 0, dataBytes: 0 };
 }
 
 /**
@@ -124,7 +146,8 @@ function blank(uid: string, root: string, dir: string, files: string[], problem:
  */
 export function conflictRecord(copies: VolumeRecord[]): VolumeRecord {
   const dirs = copies.map((c) => c.dir);
-  const where = dirs.length === 2 ? `two roots: ${dirs[0]} and ${dirs[1]}` : `${dirs.length} roots: ${dirs.slice(0, -1).join(', ')} and ${dirs.at(-1)}`;
+  const places = new Set(copies.map((c) => c.root)).size === dirs.length ? 'roots' : 'directories';
+  const where = `${dirs.length === 2 ? 'two' : dirs.length} ${places}: ${dirs.slice(0, -1).join(', ')} and ${dirs.at(-1)}`;
   return { ...blank(copies[0].uid, copies[0].root, copies[0].dir, [], `vid ${copies[0].uid} is in ${where} (remove all but one)`), copies: dirs };
 }
 

@@ -154,6 +154,29 @@ describe('the live index', () => {
     await d.post('update', { vid, creatorID: OWNER, name: 'after' }).expect(200);
   });
 
+  it('counts broken volumes by their data file and upper-case volume directories against the quotas, listed broken', async () => {
+    await d.stop();
+    await removeTree(mnt);
+    mnt = await makeTree({ a: { 'max-volumes': 2 } });
+    const root = path.join(mnt, 'a');
+    const broken = await makeVolumeByHand(root, HAND_MADE, '{"creatorID": ');
+    await fs.truncate(path.join(broken, 'data.img'), 1e9);
+    const upper = 'B'.repeat(32);
+    const staged = await makeVolumeByHand(root, upper.toLowerCase(), { creatorID: OWNER, format: 'raw' });
+    const upperDir = path.join(root, `vid.${upper}.elimg`);
+    await fs.rename(staged, upperDir);
+    d = await startTestDaemon(mnt);
+    const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.broken).to.have.deep.members([
+      { vid: HAND_MADE, dir: broken, problem: 'meta.json is not valid JSON' },
+      { vid: upper.toLowerCase(), dir: upperDir, problem: `the directory name is not lower case (SPEC §3): rename it vid.${upper.toLowerCase()}.elimg` },
+    ]);
+    expect(status.roots[0]).to.include({ volumes: 2, usedBytes: 1e9 + 1024 * 1024 });
+    await d.post('create', seedCreateBody({ size: 0.001 })).expect(507);
+    await d.post('info', { volume_id: upper }).expect(409);
+    expect(await fs.readdir(root)).to.have.members(['settings.json', path.basename(broken), path.basename(upperDir)]);
+  });
+
   describe('symbolic links in the tree', () => {
     const LINKED = '8888888888888888888888888888888' + '8';
     let outside: string;
