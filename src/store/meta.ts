@@ -74,7 +74,8 @@ export async function readMeta(dir: string, uid: string, reader: TreeReader = as
   }
   const problem = checkDocument('meta', doc);
   if (problem) throw new BrokenMetaError(`meta.json is invalid: ${problem}`);
-  if (doc.volumeID !== undefined && doc.volumeID !== uid)
+  // Ids are accepted in either case (docs/decisions.md) and kept lower-case, as the directory name is.
+  if (doc.volumeID !== undefined && String(doc.volumeID).toLowerCase() !== uid)
     throw new BrokenMetaError(`meta.json names volume ${String(doc.volumeID)}, not the ${uid} of its directory`);
   doc.volumeID = uid;
   doc.creatorID = String(doc.creatorID).toLowerCase();

@@ -177,6 +177,12 @@ describe('the live index', () => {
     expect(await fs.readdir(root)).to.have.members(['settings.json', path.basename(broken), path.basename(upperDir)]);
   });
 
+  it('accepts a meta.json whose volumeID is in upper case, and answers it in lower case', async () => {
+    await makeVolumeByHand(path.join(mnt, 'a'), HAND_MADE, { volumeID: HAND_MADE.toUpperCase(), creatorID: OWNER.toUpperCase(), format: 'raw' });
+    await waitFor(async () => (await accessibleIds()).includes(HAND_MADE), 2000, 'the hand-made volume');
+    expect((await d.post('info', { volume_id: HAND_MADE }).expect(200)).body).to.include({ volumeID: HAND_MADE, creatorID: OWNER });
+  });
+
   describe('symbolic links in the tree', () => {
     const LINKED = '8888888888888888888888888888888' + '8';
     let outside: string;
