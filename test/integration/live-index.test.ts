@@ -78,12 +78,20 @@ describe('the live index', () => {
     await d.stop();
     await fs.mkdir(path.join(mnt, 'bad'));
     await fs.writeFile(path.join(mnt, 'bad', 'settings.json'), '{"max-volumes": "many"}');
+    await fs.mkdir(path.join(mnt, 'typo'));
+    await fs.writeFile(path.join(mnt, 'typo', 'settings.json'), '{"max_volumes": 1}');
     await fs.mkdir(path.join(mnt, 'a', 'inner'));
     await fs.writeFile(path.join(mnt, 'a', 'inner', 'settings.json'), '{}');
     d = await startTestDaemon(mnt);
     const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
     expect(status.roots.map((r: { path: string }) => r.path)).to.deep.equal([path.join(mnt, 'a'), path.join(mnt, 'nested', 'b')]);
-    expect(status.skipped).to.deep.equal([{ path: path.join(mnt, 'bad'), reason: "settings.json is invalid: 'max-volumes' must be integer" }]);
+    expect(status.skipped).to.deep.equal([
+      { path: path.join(mnt, 'bad'), reason: "settings.json is invalid: 'max-volumes' must be integer" },
+      {
+        path: path.join(mnt, 'typo'),
+        reason: "settings.json is invalid: 'max_volumes' is not a key of settings.json (its keys: max-volumes, max-volume-size, max-total-size, max-size, file-system)",
+      },
+    ]);
     await d.post('create', seedCreateBody()).expect(200);
   });
 
