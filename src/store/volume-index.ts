@@ -2,12 +2,13 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { watch as watchUpperTree, type FSWatcher as UpperTreeWatcher } from 'chokidar';
 import { errorFields, type Logger } from '../log.js';
-import { BIN_DIR, isTempName, parseLockMarker, ROOT_MUTEX, SETTINGS_FILE, VOLUME_MUTEX } from './layout.js';
+import { BIN_DIR, isTempName, ROOT_MUTEX, SETTINGS_FILE, VOLUME_MUTEX } from './layout.js';
 import { discoverRoots, type Root, type SkippedRoot } from './roots.js';
-import { isDeadClaimCandidate } from './sweep.js';
+import { hasLeftovers, LeftoverReports } from './leftovers.js';
 import { asyncReader, firstScanReader, type TreeReader } from './tree-reader.js';
 import { TreeWatcher } from './tree-watcher.js';
-import { conflictRecord, loadVolumeRecord, quotaBytes, uidOfVolumeDir, type VolumeRecord } from './volume-record.js';
+import { loadVolumeRecord, uidOfVolumeDir, type VolumeRecord } from './volume-record.js';
+import { VolumeTable } from './volume-table.js';
 
 const LOAD_CONCURRENCY = 64;
 const VOLUME_DEBOUNCE_MS = 100;
@@ -22,26 +23,6 @@ async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promis
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
-/** True when nothing the index keeps differs, so the older record (and what is cached on it) stays. */
-function sameRecord(a: VolumeRecord | undefined, b: VolumeRecord): boolean {
-  return (
-    a !== undefined &&
-    a.dir === b.dir &&
-    a.problem === b.problem &&
-    a.unavailable === b.unavailable &&
-    a.sizeOnDisk === b.sizeOnDisk &&
-    a.dataBytes === b.dataBytes &&
-    a.lastUpdatedMs === b.lastUpdatedMs &&
-    a.files.join('/') === b.files.join('/') &&
-    JSON.stringify(a.meta) === JSON.stringify(b.meta)
-  );
-}
-
-/** What the start-up sweep must look at: temp files, lock markers, or a claim that died before its meta.json. */
-function hasLeftovers(record: VolumeRecord): boolean {
-  return record.files.some((f) => isTempName(f) || parseLockMarker(f) !== null) || isDeadClaimCandidate(record.files);
-}
-
 /**
  * The live index: the tree scanned once at start, then kept current by a watcher on the mount
  * directory (and a periodic full rescan for what a watcher cannot see, such as another host's
@@ -53,20 +34,14 @@ export class VolumeIndex {
   private skipped: SkippedRoot[] = [];
   /** Every root seen since start: one that loses its settings.json stays listed as unavailable. */
   private readonly everSeen = new Set<string>();
-  private readonly volumes = new Map<string, VolumeRecord>();
-  /** The uids found in several directories: each directory's record (`volumes` answers them broken). */
-  private readonly copies = new Map<string, VolumeRecord[]>();
-  /** Grows whenever a volume record is added, replaced or removed (records are never changed in place). */
-  private changes = 0;
+  private readonly table: VolumeTable;
   /** chokidar on the upper tree: directories that may hold roots, and each root's settings.json. */
   private upperPaths = new Set<string>();
   private upperWatcher: UpperTreeWatcher | null = null;
   /** One inotify watch per root and per volume directory (see tree-watcher.ts for why not chokidar). */
   private watcher: TreeWatcher | null = null;
   private unfinished: string[] = [];
-  private leftoverListener: ((dirs: string[]) => void) | null = null;
-  /** Directories handed to the listener and not seen without leftovers since. */
-  private reported = new Set<string>();
+  private readonly leftovers = new LeftoverReports();
   private rescanTimer: NodeJS.Timeout | null = null;
   private readonly pendingVolumes = new Map<string, NodeJS.Timeout>();
   private rootsTimer: NodeJS.Timeout | null = null;
@@ -77,7 +52,9 @@ export class VolumeIndex {
   constructor(
     private readonly mnt: string,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.table = new VolumeTable(log);
+  }
 
   /**
    * Scans the whole tree; resolves when the index is complete. `beforeServing`: the first scan, run
@@ -129,66 +106,31 @@ export class VolumeIndex {
       const reason = away.get(rootPath);
       if (reason) loaded = { ...loaded, unavailable: reason };
       else if (hasLeftovers(loaded)) unfinished.push(dir);
-      found.set(loaded.uid, [...(found.get(loaded.uid) ?? []), loaded]);
+      const list = found.get(loaded.uid);
+      if (list) list.push(loaded);
+      else found.set(loaded.uid, [loaded]);
     });
     this.roots = new Map(roots.filter((r) => !away.has(r.path)).map((r) => [r.path, r]));
     this.watchUpperTree(looked);
     this.skipped = skipped;
     this.unfinished = unfinished;
-    this.report(unfinished, true);
-    for (const uid of new Set([...this.volumes.keys(), ...found.keys()])) {
+    this.leftovers.report(unfinished, true);
+    for (const uid of new Set([...this.table.uids(), ...found.keys()])) {
       if (touched.has(uid)) continue;
       // SPEC §3: an unavailable root is never taken for empty; what the index knew there stays, flagged.
       const list = found.get(uid) ?? [];
-      for (const known of this.copiesOf(uid)) {
+      for (const known of this.table.copiesOf(uid)) {
         const reason = away.get(known.root);
         if (reason && !list.some((f) => f.dir === known.dir)) list.push(known.unavailable === reason ? known : { ...known, unavailable: reason });
       }
-      this.settle(uid, list);
+      this.table.settle(uid, list);
     }
     this.watchTree();
   }
 
-  /**
-   * Makes the index answer for `uid` what was found of it: nothing, one directory, or several (a
-   * conflict, answered broken until the operator removes all but one). Keeps the record it had when
-   * nothing changed. Answers the record now answered for `uid`.
-   */
-  private settle(uid: string, found: VolumeRecord[]): VolumeRecord | null {
-    const known = this.volumes.get(uid);
-    found.sort((a, b) => (a.dir < b.dir ? -1 : 1));
-    if (found.length > 1) this.copies.set(uid, found);
-    else this.copies.delete(uid);
-    const next = found.length === 0 ? undefined : found.length === 1 ? found[0] : conflictRecord(found);
-    if (next?.copies && known?.problem !== next.problem) this.log.warn('volume found in several roots: answered broken until one copy is removed', { vid: uid, dirs: next.copies });
-    if (!next) {
-      if (known && this.volumes.delete(uid)) this.changes += 1;
-      return null;
-    }
-    if (sameRecord(known, next)) return known!;
-    this.volumes.set(uid, next);
-    this.changes += 1;
-    return next;
-  }
-
-  /**
-   * Calls `listener` with the volume directories in which a later full scan, or a reload on a watcher
-   * event, finds what an interrupted operation leaves (lock markers, temp files, a claim without
-   * meta.json), each once until it is seen without them. A marker left by hand, or by a peer sharing
-   * the tree that died, while this daemon runs is so handed to the sweep instead of being obeyed until
-   * the next start (findVolume answers 409 "still being created" without trying the lock). A live
-   * operation's own markers may be reported too: the sweep leaves a volume whose mutex is held.
-   */
+  /** Calls `listener` with volume directories a later scan or a watcher reload finds leftovers in (see LeftoverReports). */
   onLeftovers(listener: (dirs: string[]) => void): void {
-    this.leftoverListener = listener;
-  }
-
-  /** `dirs` have leftovers; with `all` (a full scan), no other directory has. */
-  private report(dirs: string[], all: boolean): void {
-    if (all) this.reported = new Set([...this.reported].filter((d) => dirs.includes(d)));
-    const fresh = dirs.filter((d) => !this.reported.has(d));
-    for (const d of fresh) this.reported.add(d);
-    if (fresh.length && this.leftoverListener) this.leftoverListener(fresh);
+    this.leftovers.listener = listener;
   }
 
   /** Volume directories in which the last full scan found temp files or lock markers (for the start-up sweep). */
@@ -205,47 +147,40 @@ export class VolumeIndex {
     this.watcher?.add(dir);
     const record = await loadVolumeRecord(rootPath, dir);
     if (!record) this.watcher?.remove(dir);
-    if (!record || !hasLeftovers(record)) this.reported.delete(dir);
+    if (!record || !hasLeftovers(record)) this.leftovers.clean(dir);
     // Other directories of the same uid are read again too: one may have been moved here, or removed.
     const found = record ? [record] : [];
-    for (const other of this.copiesOf(uid)) {
+    for (const other of this.table.copiesOf(uid)) {
       if (other.dir === dir) continue;
       const again = other.unavailable ? other : await loadVolumeRecord(other.root, other.dir);
       if (again) found.push(again);
     }
     this.touched?.add(uid);
-    return this.settle(uid, found);
-  }
-
-  /** Each directory the index knows `uid` in. */
-  private copiesOf(uid: string): VolumeRecord[] {
-    const known = this.volumes.get(uid);
-    return this.copies.get(uid) ?? (known ? [known] : []);
+    return this.table.settle(uid, found);
   }
 
   forget(uid: string): void {
     this.touched?.add(uid);
-    this.volumes.delete(uid);
-    this.copies.delete(uid);
-    this.changes += 1;
+    this.table.forget(uid);
   }
 
   /** A number that differs whenever what the index holds has changed (for caches of listings). */
   get version(): number {
-    return this.changes;
+    return this.table.version;
   }
 
+  /** The volume `uid` as last read (flagged `unavailable` while its root is, `copies` when in several directories). */
   get(uid: string): VolumeRecord | undefined {
-    return this.volumes.get(uid);
+    return this.table.get(uid);
   }
 
   /** The volumes on available roots (those on an unavailable one are only answered by `get`, flagged). */
-  *all(): IterableIterator<VolumeRecord> {
-    for (const record of this.volumes.values()) if (!record.unavailable) yield record;
+  all(): IterableIterator<VolumeRecord> {
+    return this.table.available();
   }
 
   get size(): number {
-    return this.volumes.size;
+    return this.table.size;
   }
 
   rootList(): Root[] {
@@ -260,26 +195,14 @@ export class VolumeIndex {
     return [...this.skipped];
   }
 
-  /** Volumes that are counted against a root's quota and the bytes they promise (each copy of a uid in its own root). */
+  /** Volumes counted against a root's quota and the bytes they promise. */
   usage(rootPath: string): { volumes: number; bytes: number } {
-    let volumes = 0;
-    let bytes = 0;
-    const count = (r: VolumeRecord) => {
-      if (r.root !== rootPath) return;
-      volumes += 1;
-      bytes += quotaBytes(r);
-    };
-    for (const r of this.volumes.values()) if (!r.copies) count(r);
-    for (const list of this.copies.values()) list.forEach(count);
-    return { volumes, bytes };
+    return this.table.usage(rootPath);
   }
 
-  /** The volumes listed broken in `status`, by directory: one entry per directory (both copies of a uid found twice). */
+  /** The volumes listed broken in `status`, one entry per directory. */
   broken(): Array<{ vid: string; dir: string; problem: string }> {
-    const out: Array<{ vid: string; dir: string; problem: string }> = [];
-    for (const r of this.volumes.values())
-      if (r.problem) for (const dir of r.copies ?? [r.dir]) out.push({ vid: r.uid, dir, problem: r.problem });
-    return out.sort((a, b) => (a.dir < b.dir ? -1 : 1));
+    return this.table.broken();
   }
 
   /** Starts watching the tree and the periodic rescan. */
@@ -343,7 +266,7 @@ export class VolumeIndex {
         setTimeout(() => {
           this.pendingVolumes.delete(dir);
           this.reloadDir(dir)
-            .then((record) => record?.dir === dir && hasLeftovers(record) && this.report([dir], false))
+            .then((record) => record?.dir === dir && hasLeftovers(record) && this.leftovers.report([dir], false))
             .catch((err) => this.log.warn('volume reload failed', { dir, ...errorFields(err) }));
         }, VOLUME_DEBOUNCE_MS),
       );
