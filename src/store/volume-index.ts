@@ -85,12 +85,12 @@ export class VolumeIndex {
     for (const r of roots) this.everSeen.add(r.path);
     for (const s of skipped) if (!this.skipped.some((o) => o.path === s.path && o.reason === s.reason)) this.log.warn('root skipped', s);
     const away = new Map(unavailable.map((s) => [s.path, s.reason]));
-    const dirs: Array<[string, string]> = [];
+    const dirs: Array<[string, string, boolean]> = [];
     const readers = new Map<string, TreeReader>();
     for (const root of [...roots.map((r) => r.path), ...away.keys()]) {
       readers.set(root, beforeServing && !away.has(root) ? await firstScanReader(root) : asyncReader);
       try {
-        for (const name of await fs.readdir(root)) if (uidOfVolumeDir(name)) dirs.push([root, path.join(root, name)]);
+        for (const e of await fs.readdir(root, { withFileTypes: true })) if (uidOfVolumeDir(e.name)) dirs.push([root, path.join(root, e.name), e.isSymbolicLink()]);
       } catch (err) {
         if (away.has(root)) continue;
         const reason = `unavailable: root cannot be read (${(err as NodeJS.ErrnoException).code})`;
@@ -100,8 +100,8 @@ export class VolumeIndex {
     }
     const found = new Map<string, VolumeRecord[]>();
     const unfinished: string[] = [];
-    await eachLimited(dirs, LOAD_CONCURRENCY, async ([rootPath, dir]) => {
-      let loaded = await loadVolumeRecord(rootPath, dir, readers.get(rootPath));
+    await eachLimited(dirs, LOAD_CONCURRENCY, async ([rootPath, dir, isLink]) => {
+      let loaded = await loadVolumeRecord(rootPath, dir, readers.get(rootPath), isLink);
       if (!loaded) return;
       const reason = away.get(rootPath);
       if (reason) loaded = { ...loaded, unavailable: reason };
@@ -115,16 +115,18 @@ export class VolumeIndex {
     this.skipped = skipped;
     this.unfinished = unfinished;
     this.leftovers.report(unfinished, true);
-    for (const uid of new Set([...this.table.uids(), ...found.keys()])) {
-      if (touched.has(uid)) continue;
+    const merge = (uid: string, list: VolumeRecord[]) => {
+      if (touched.has(uid)) return;
       // SPEC §3: an unavailable root is never taken for empty; what the index knew there stays, flagged.
-      const list = found.get(uid) ?? [];
       for (const known of this.table.copiesOf(uid)) {
         const reason = away.get(known.root);
         if (reason && !list.some((f) => f.dir === known.dir)) list.push(known.unavailable === reason ? known : { ...known, unavailable: reason });
       }
       this.table.settle(uid, list);
-    }
+    };
+    for (const [uid, list] of found) merge(uid, list);
+    // Deleting the entry being visited is safe in a Map's iteration.
+    for (const uid of this.table.uids()) if (!found.has(uid)) merge(uid, []);
     this.watchTree();
   }
 

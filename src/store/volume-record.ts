@@ -49,7 +49,8 @@ export function quotaBytes(record: VolumeRecord): number {
  * Only the lower-case name is a valid volume (SPEC §3); loadVolumeRecord answers the other broken.
  */
 export function uidOfVolumeDir(name: string): string | null {
-  if (!name.startsWith('vid.') || !name.endsWith('.elimg')) return null;
+  const uid = uidOfDirName(name);
+  if (uid || !name.startsWith('vid.') || !name.endsWith('.elimg')) return uid;
   return uidOfDirName(`vid.${name.slice(4, -6).toLowerCase()}.elimg`);
 }
 
@@ -64,12 +65,14 @@ export function isCreating(record: VolumeRecord): boolean {
  * symbolic link (or anything but a plain file) there makes the volume broken, so that no operation
  * reads or writes through it.
  */
-export async function loadVolumeRecord(root: string, dir: string, reader: TreeReader = asyncReader): Promise<VolumeRecord | null> {
-  const uid = uidOfVolumeDir(path.basename(dir));
+export async function loadVolumeRecord(root: string, dir: string, reader: TreeReader = asyncReader, isLink?: boolean): Promise<VolumeRecord | null> {
+  const name = path.basename(dir);
+  const uid = uidOfVolumeDir(name);
   if (!uid) return null;
   let files: string[];
   try {
-    if ((await reader.lstat(dir)).isSymbolicLink()) return blank(uid, root, dir, [], `the volume directory ${LINK_REFUSED}`);
+    // `isLink`: what the root's listing said of the directory (a scan), so that it is not asked twice.
+    if (isLink ?? (await reader.lstat(dir)).isSymbolicLink()) return blank(uid, root, dir, [], `the volume directory ${LINK_REFUSED}`);
     files = await reader.readdir(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
@@ -81,10 +84,10 @@ export async function loadVolumeRecord(root: string, dir: string, reader: TreeRe
   record.locks = locks;
   record.exports = exports;
   const stats = await fileStats(dir, files, reader);
-  const data = DATA_FILE_NAMES.map((n) => stats.get(n)).filter((st) => st?.isFile());
-  const dataBytes = Math.max(0, ...data.map((st) => st!.size));
+  let dataBytes = 0;
+  for (const [file, st] of stats) if (file !== META_FILE && st.isFile()) dataBytes = Math.max(dataBytes, st.size);
   // Counted, listed broken, never operated on: the sweep and the operations know only lower-case names.
-  if (uidOfDirName(path.basename(dir)) !== uid)
+  if (name !== `vid.${uid}.elimg`)
     return { ...blank(uid, root, dir, [], `the directory name is not lower case (SPEC §3): rename it vid.${uid}.elimg`), dataBytes };
   record.dataBytes = dataBytes;
   for (const [name, st] of stats)
@@ -116,14 +119,14 @@ export async function loadVolumeRecord(root: string, dir: string, reader: TreeRe
 /** lstat of meta.json and of every data file the directory lists (one that vanished meanwhile is left out). */
 async function fileStats(dir: string, files: string[], reader: TreeReader): Promise<Map<string, Stats>> {
   const stats = new Map<string, Stats>();
-  const look = async (name: string) => {
+  for (const name of files) {
+    if (name !== META_FILE && !DATA_FILE_NAMES.includes(name)) continue;
     try {
       stats.set(name, await reader.lstat(path.join(dir, name)));
     } catch {
       // gone since the readdir: as if it had not been listed
     }
-  };
-  await Promise.all([META_FILE, ...DATA_FILE_NAMES].filter((n) => files.includes(n)).map(look));
+  }
   return stats;
 }
 
