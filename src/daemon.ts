@@ -32,6 +32,9 @@ export class Daemon {
   private readonly stopHooks: (() => Promise<void>)[] = [];
   private sweepTimer: NodeJS.Timeout | null = null;
   private purgeTimer: NodeJS.Timeout | null = null;
+  /** Volume directories waiting for the next sweep pass (sweepLater). */
+  private readonly toSweep = new Set<string>();
+  private stopped = false;
 
   constructor(
     readonly config: Config,
@@ -58,7 +61,11 @@ export class Daemon {
     const unfinished = index.unfinishedDirs();
     const later = await sweepRoots(index.rootList(), locks, this.log.child({ module: 'sweep' }), { suspects: unfinished, purge: (p) => this.ctx.purger.later(p) });
     for (const dir of unfinished) await index.reloadDir(dir);
+    if (later.length) this.log.child({ module: 'sweep' }).info('volumes left by a dead operation will be recovered once its lock is stale', { count: later.length });
     this.sweepLater(later);
+    // Leftovers that appear while the daemon runs (a marker left by hand, a peer on a shared root that
+    // died) are swept too, not obeyed until the next start; a live operation's own are left by the sweep.
+    index.onLeftovers((dirs) => this.sweepLater(dirs));
     if (this.config.watch) await index.watch(this.config.rescanIntervalMs);
     // A purge the cluster refused (an RBD image still open, a cluster down) is tried again, not only at the next start.
     this.purgeTimer = setInterval(() => this.ctx.purger.retry(), PURGE_RETRY_MS);
@@ -68,18 +75,23 @@ export class Daemon {
   }
 
   /**
-   * Sweeps again, every half stale period, what the start-up sweep had to leave: volumes whose
-   * dead holder's lock was still fresh, dead claims (which need the root lock). Stops when done.
+   * Sweeps, every half stale period, the volumes handed to it: what the start-up sweep had to leave
+   * (a dead holder's lock still fresh, dead claims, which need the root lock) and leftovers the index
+   * finds later. Each pass sweeps what is pending; what must wait is kept for the next.
    */
   private sweepLater(dirs: string[]): void {
-    if (!dirs.length) return;
+    for (const dir of dirs) this.toSweep.add(dir);
+    if (!this.toSweep.size || this.sweepTimer || this.stopped) return;
     const { index, locks } = this.ctx;
     const log = this.log.child({ module: 'sweep' });
-    log.info('volumes left by a dead operation will be recovered once its lock is stale', { count: dirs.length });
+    log.debug('volumes to sweep once their lock is free or stale', { count: this.toSweep.size });
     this.sweepTimer = setTimeout(async () => {
-      const still = await sweepAgain(dirs, locks, log);
-      for (const dir of dirs) await index.reloadDir(dir).catch(() => undefined);
-      if (this.sweepTimer) this.sweepLater(still);
+      const batch = [...this.toSweep];
+      this.toSweep.clear();
+      const still = await sweepAgain(batch, locks, log);
+      for (const dir of batch) await index.reloadDir(dir).catch(() => undefined);
+      this.sweepTimer = null;
+      this.sweepLater(still);
     }, Math.max(500, this.config.lockStaleMs / 2));
     this.sweepTimer.unref();
   }
@@ -89,6 +101,7 @@ export class Daemon {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     for (const hook of this.stopHooks.splice(0)) await hook();
     if (this.sweepTimer) clearTimeout(this.sweepTimer);
     this.sweepTimer = null;

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { constants as fsConstants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { checkDocument } from '../schemas.js';
 import { writeJsonAtomic } from './atomic.js';
@@ -28,6 +28,9 @@ export interface VolumeFields {
 /** meta.json as read: anything else an operator or a later version wrote is kept as it was. */
 export type VolumeMeta = VolumeFields & { [extra: string]: unknown };
 
+/** Why a file or directory of a volume that is a symbolic link makes it broken. */
+export const LINK_REFUSED = 'is a symbolic link: the daemon never follows one out of its tree';
+
 /** A meta.json that cannot be used: the volume is listed as broken with this reason, never rewritten. */
 export class BrokenMetaError extends Error {}
 
@@ -35,8 +38,11 @@ export class BrokenMetaError extends Error {}
 async function sizeFromImage(file: string, format: VolumeFormat): Promise<number> {
   // data.rbd is a pointer: the image's size is in the cluster, which a scan never asks.
   if (format === 'rbd') throw new BrokenMetaError('meta.json of a Ceph volume must give its size');
-  if (format !== 'qcow2') return (await fs.stat(file)).size;
-  const handle = await fs.open(file, 'r');
+  // lstat and O_NOFOLLOW: a data file that is a symbolic link is not read (loadVolumeRecord marks it broken).
+  const st = await fs.lstat(file);
+  if (!st.isFile()) throw new BrokenMetaError(`meta.json has no size and ${path.basename(file)} is not a plain file`);
+  if (format !== 'qcow2') return st.size;
+  const handle = await fs.open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
   try {
     const header = Buffer.alloc(32);
     await handle.read(header, 0, 32, 0);
@@ -57,6 +63,7 @@ export async function readMeta(dir: string, uid: string, reader: TreeReader = as
     text = await reader.readText(path.join(dir, META_FILE));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new BrokenMetaError(`meta.json ${LINK_REFUSED}`);
     throw new BrokenMetaError(code === 'ENOENT' ? 'meta.json is missing' : `meta.json cannot be read (${code})`);
   }
   let doc: Record<string, unknown>;
@@ -67,7 +74,8 @@ export async function readMeta(dir: string, uid: string, reader: TreeReader = as
   }
   const problem = checkDocument('meta', doc);
   if (problem) throw new BrokenMetaError(`meta.json is invalid: ${problem}`);
-  if (doc.volumeID !== undefined && doc.volumeID !== uid)
+  // Ids are accepted in either case (docs/decisions.md) and kept lower-case, as the directory name is.
+  if (doc.volumeID !== undefined && String(doc.volumeID).toLowerCase() !== uid)
     throw new BrokenMetaError(`meta.json names volume ${String(doc.volumeID)}, not the ${uid} of its directory`);
   doc.volumeID = uid;
   doc.creatorID = String(doc.creatorID).toLowerCase();

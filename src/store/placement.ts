@@ -2,9 +2,9 @@ import { constants as fsConstants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { NoRoomError, UnavailableError } from '../errors.js';
 import type { LockManager } from './locks.js';
-import { readMeta } from './meta.js';
 import { writeFileAtomic } from './atomic.js';
-import { newUid, SETTINGS_FILE, tempNameFor, uidOfDirName, USAGE_STAMP } from './layout.js';
+import { newUid, SETTINGS_FILE, tempNameFor, USAGE_STAMP } from './layout.js';
+import { loadVolumeRecord, quotaBytes, uidOfVolumeDir } from './volume-record.js';
 import type { Root } from './roots.js';
 import type { VolumeIndex } from './volume-index.js';
 
@@ -52,19 +52,21 @@ export class Placement {
     const stamp = await readUsageStamp(rootPath);
     const indexTrusted = stamp === this.seenStamps.get(rootPath);
     const usage: Usage = { volumes: 0, bytes: 0 };
+    // Counted as the index counts (volume-record.ts): a broken volume by its data file, an upper-case name too.
     for (const name of await fs.readdir(rootPath)) {
-      const uid = uidOfDirName(name);
+      const uid = uidOfVolumeDir(name);
       if (!uid) continue;
       usage.volumes += 1;
       const dir = path.join(rootPath, name);
       const known = this.index.get(uid);
-      if (indexTrusted && known?.dir === dir && known.meta) {
-        usage.bytes += known.meta.size;
+      if (indexTrusted && known?.dir === dir) {
+        usage.bytes += quotaBytes(known);
         continue;
       }
-      const size = await readMeta(dir, uid).then((m) => m.size, () => 0);
-      usage.bytes += size;
-      if (known?.dir === dir && known.meta && known.meta.size !== size) await this.index.reloadDir(dir);
+      const record = await loadVolumeRecord(rootPath, dir).catch(() => null);
+      const bytes = record ? quotaBytes(record) : 0;
+      usage.bytes += bytes;
+      if (known?.dir === dir && quotaBytes(known) !== bytes) await this.index.reloadDir(dir);
     }
     this.seenStamps.set(rootPath, stamp);
     return usage;

@@ -15,17 +15,25 @@ export interface SkippedRoot {
 
 export interface Discovery {
   roots: Root[];
+  /** Roots and directories left out, with why: an invalid settings.json, a known root gone unavailable, an unreadable directory. */
   skipped: SkippedRoot[];
   /** The directories looked into: the mount directory and those one and two levels down that may hold a root. */
   looked: string[];
+  /** The skipped ones that are roots (a settings.json, or seen as a root before): their volumes still exist. */
+  unavailable: SkippedRoot[];
 }
 
-async function hasSettings(dir: string): Promise<boolean> {
+/** Why a root known before is not one now, when its settings.json cannot be found. */
+export const GONE = 'unavailable: settings.json is gone (filesystem unmounted?)';
+
+/** Whether `dir` holds a settings.json: an errno other than ENOENT (EIO on a dead mount) is answered as is. */
+async function settingsState(dir: string): Promise<'present' | 'absent' | string> {
   try {
     await fs.access(path.join(dir, SETTINGS_FILE));
-    return true;
-  } catch {
-    return false;
+    return 'present';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'unknown error';
+    return code === 'ENOENT' || code === 'ENOTDIR' ? 'absent' : code;
   }
 }
 
@@ -41,25 +49,41 @@ async function subdirs(dir: string): Promise<string[]> {
  * Finds the roots below the mount directory (SPEC §3): a directory one or two levels down holding
  * a settings.json, with no root above it (a settings.json deeper inside a root is not a root).
  * A root whose settings.json is invalid, or a directory that cannot be read, is skipped with a reason.
+ * A root in `known` (seen before) that lost its settings.json is skipped as unavailable and still
+ * holds its place: a settings.json below it does not make a root (an unmounted root's mount point
+ * may hold anything, and creates must never go there).
  */
-export async function discoverRoots(mnt: string): Promise<Discovery> {
+export async function discoverRoots(mnt: string, known: ReadonlySet<string> = new Set()): Promise<Discovery> {
   const roots: Root[] = [];
   const skipped: SkippedRoot[] = [];
   const looked: string[] = [mnt];
+  const positions = new Set<string>(known);
   const consider = async (dir: string): Promise<boolean> => {
-    if (!(await hasSettings(dir))) return false;
+    const state = await settingsState(dir);
+    if (state !== 'present') {
+      if (!known.has(dir)) return false;
+      skipped.push({ path: dir, reason: state === 'absent' ? GONE : `unavailable: settings.json cannot be read (${state})` });
+      return true;
+    }
     try {
       roots.push({ path: dir, settings: await readSettings(dir) });
     } catch (err) {
       skipped.push({ path: dir, reason: (err as Error).message });
+      positions.add(dir);
     }
     return true;
   };
+  const done = (): Discovery => {
+    const all = [...skipped, ...missing()];
+    return { roots, skipped: all, looked, unavailable: all.filter((s) => positions.has(s.path)) };
+  };
+  const missing = () => [...known].filter((k) => !roots.some((r) => r.path === k) && !skipped.some((s) => s.path === k)).map((k) => ({ path: k, reason: GONE }));
   let level1: string[];
   try {
     level1 = await subdirs(mnt);
   } catch (err) {
-    return { roots, skipped: [{ path: mnt, reason: `the mount directory cannot be read (${(err as NodeJS.ErrnoException).code})` }], looked };
+    skipped.push({ path: mnt, reason: `the mount directory cannot be read (${(err as NodeJS.ErrnoException).code})` });
+    return done();
   }
   for (const dir of level1) {
     looked.push(dir);
@@ -76,5 +100,5 @@ export async function discoverRoots(mnt: string): Promise<Discovery> {
       await consider(sub);
     }
   }
-  return { roots, skipped, looked };
+  return done();
 }

@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { checkDocument } from '../schemas.js';
+import { checkDocument, validatorFor } from '../schemas.js';
 import { BYTES_PER_GB, decimalBytes, SETTINGS_FILE } from './layout.js';
 
 /** A root's quotas in bytes and counts; absent means unlimited. */
@@ -21,6 +21,27 @@ export function parseSizeSpec(spec: number | string): number {
   return Math.floor(decimalBytes(Number(m[1]), UNIT[m[2].toUpperCase()]));
 }
 
+const SIZE_KEYS = ['max-volume-size', 'max-total-size'];
+const SIZE_FORMS = 'a number of GB or a string such as "50G", "2T" or "500M" (decimal units K, M, G, T, P, an optional B)';
+
+/**
+ * Why `doc` is not a settings.json (schemas/settings.json), or null. A misspelt key (`max_volumes`) is
+ * refused rather than ignored, which would leave that limit unlimited; a size says the forms it may take.
+ */
+function settingsProblem(doc: unknown): string | null {
+  const problem = checkDocument('settings', doc);
+  if (!problem) return null;
+  const validate = validatorFor('settings');
+  const err = validate.errors![0];
+  if (err.keyword === 'additionalProperties') {
+    const keys = Object.keys((validate.schema as { properties: object }).properties);
+    return `'${(err.params as { additionalProperty: string }).additionalProperty}' is not a key of settings.json (its keys: ${keys.join(', ')})`;
+  }
+  const key = err.instancePath.slice(1);
+  if (SIZE_KEYS.includes(key)) return `'${key}' must be ${SIZE_FORMS}, not ${JSON.stringify((doc as Record<string, unknown>)[key])}`;
+  return problem;
+}
+
 type SettingsJson = {
   'max-volumes'?: number;
   'max-volume-size'?: number | string;
@@ -37,7 +58,7 @@ export function parseSettings(text: string): RootSettings {
   } catch (err) {
     throw new Error(`settings.json is not valid JSON (${(err as Error).message})`);
   }
-  const problem = checkDocument('settings', doc);
+  const problem = settingsProblem(doc);
   if (problem) throw new Error(`settings.json is invalid: ${problem}`);
   const s = doc as SettingsJson;
   const total = s['max-total-size'] ?? s['max-size'];

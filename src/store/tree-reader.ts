@@ -2,7 +2,7 @@ import fs, { type Stats } from 'node:fs';
 import { promisify } from 'node:util';
 
 /**
- * The reads of a scan of the tree (readdir, meta.json, stat), in two flavours with the same errors:
+ * The reads of a scan of the tree (readdir, meta.json, lstat), in two flavours with the same errors:
  * - `asyncReader`: `node:fs`'s callback API, promisified. Each call costs about a third of its
  *   `fs.promises` twin (no FileHandle object per file). Used while the daemon serves.
  * - `blockingReader`: the synchronous calls, about half the CPU again and no thread-pool round trip
@@ -11,27 +11,31 @@ import { promisify } from 'node:util';
  *   roots on local filesystems: on a network filesystem each call waits for the network, and the
  *   asynchronous reader keeps four of them in flight.
  * A caller `await`s either: a synchronous answer or throw behaves as a settled promise would.
+ * Neither follows a symbolic link where it can tell: `lstat`, and `readText` fails with ELOOP on one
+ * (a link in the tree could lead the daemon's reads, and through them its writes, out of the mount directory).
  */
 export interface TreeReader {
   readdir(dir: string): Promise<string[]> | string[];
   readText(file: string): Promise<string> | string;
-  stat(file: string): Promise<Stats> | Stats;
+  lstat(file: string): Promise<Stats> | Stats;
 }
 
 const readdirAsync = promisify(fs.readdir);
 const readFileAsync = promisify(fs.readFile);
-const statAsync = promisify(fs.stat);
+const lstatAsync = promisify(fs.lstat);
+// Node passes a numeric flag through to open(2); its types only name the string forms.
+const NO_FOLLOW = { encoding: 'utf8' as const, flag: (fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW) as unknown as string };
 
 export const asyncReader: TreeReader = {
   readdir: (dir) => readdirAsync(dir),
-  readText: (file) => readFileAsync(file, 'utf8'),
-  stat: (file) => statAsync(file),
+  readText: (file) => readFileAsync(file, NO_FOLLOW),
+  lstat: (file) => lstatAsync(file),
 };
 
 export const blockingReader: TreeReader = {
   readdir: (dir) => fs.readdirSync(dir),
-  readText: (file) => fs.readFileSync(file, 'utf8'),
-  stat: (file) => fs.statSync(file),
+  readText: (file) => fs.readFileSync(file, NO_FOLLOW),
+  lstat: (file) => fs.lstatSync(file),
 };
 
 /** statfs `f_type` of filesystems whose calls wait on a network (linux/magic.h). */

@@ -2,11 +2,13 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { watch as watchUpperTree, type FSWatcher as UpperTreeWatcher } from 'chokidar';
 import { errorFields, type Logger } from '../log.js';
-import { BIN_DIR, isDeadClaimCandidate, isTempName, parseLockMarker, ROOT_MUTEX, SETTINGS_FILE, uidOfDirName, VOLUME_MUTEX } from './layout.js';
+import { BIN_DIR, isTempName, ROOT_MUTEX, SETTINGS_FILE, VOLUME_MUTEX } from './layout.js';
 import { discoverRoots, type Root, type SkippedRoot } from './roots.js';
+import { hasLeftovers, LeftoverReports } from './leftovers.js';
 import { asyncReader, firstScanReader, type TreeReader } from './tree-reader.js';
 import { TreeWatcher } from './tree-watcher.js';
-import { loadVolumeRecord, type VolumeRecord } from './volume-record.js';
+import { loadVolumeRecord, uidOfVolumeDir, type VolumeRecord } from './volume-record.js';
+import { VolumeTable } from './volume-table.js';
 
 const LOAD_CONCURRENCY = 64;
 const VOLUME_DEBOUNCE_MS = 100;
@@ -21,25 +23,6 @@ async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promis
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
-/** True when nothing the index keeps differs, so the older record (and what is cached on it) stays. */
-function sameRecord(a: VolumeRecord | undefined, b: VolumeRecord): boolean {
-  return (
-    a !== undefined &&
-    a.dir === b.dir &&
-    a.problem === b.problem &&
-    a.sizeOnDisk === b.sizeOnDisk &&
-    a.lastUpdatedMs === b.lastUpdatedMs &&
-    a.files.join('/') === b.files.join('/') &&
-    JSON.stringify(a.meta) === JSON.stringify(b.meta)
-  );
-}
-
-/** A temp file or a lock marker: what an interrupted operation leaves for the start-up sweep. */
-/** What the start-up sweep must look at: temp files, lock markers, or a claim that died before its meta.json. */
-function hasLeftovers(record: VolumeRecord): boolean {
-  return record.files.some((f) => isTempName(f) || parseLockMarker(f) !== null) || isDeadClaimCandidate(record.files);
-}
-
 /**
  * The live index: the tree scanned once at start, then kept current by a watcher on the mount
  * directory (and a periodic full rescan for what a watcher cannot see, such as another host's
@@ -51,24 +34,27 @@ export class VolumeIndex {
   private skipped: SkippedRoot[] = [];
   /** Every root seen since start: one that loses its settings.json stays listed as unavailable. */
   private readonly everSeen = new Set<string>();
-  private readonly volumes = new Map<string, VolumeRecord>();
-  /** Grows whenever a volume record is added, replaced or removed (records are never changed in place). */
-  private changes = 0;
+  private readonly table: VolumeTable;
   /** chokidar on the upper tree: directories that may hold roots, and each root's settings.json. */
   private upperPaths = new Set<string>();
   private upperWatcher: UpperTreeWatcher | null = null;
   /** One inotify watch per root and per volume directory (see tree-watcher.ts for why not chokidar). */
   private watcher: TreeWatcher | null = null;
   private unfinished: string[] = [];
+  private readonly leftovers = new LeftoverReports();
   private rescanTimer: NodeJS.Timeout | null = null;
   private readonly pendingVolumes = new Map<string, NodeJS.Timeout>();
   private rootsTimer: NodeJS.Timeout | null = null;
   private scanning: Promise<void> | null = null;
+  /** While a full scan runs: the uids reloaded or forgotten since it began (see scanTree). */
+  private touched: Set<string> | null = null;
 
   constructor(
     private readonly mnt: string,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.table = new VolumeTable(log);
+  }
 
   /**
    * Scans the whole tree; resolves when the index is complete. `beforeServing`: the first scan, run
@@ -81,42 +67,72 @@ export class VolumeIndex {
   }
 
   private async doScanAll(beforeServing: boolean): Promise<void> {
-    const { roots, skipped, looked } = await discoverRoots(this.mnt);
+    this.touched = new Set();
+    try {
+      await this.scanTree(beforeServing, this.touched);
+    } finally {
+      this.touched = null;
+    }
+  }
+
+  /**
+   * What the scan read replaces what the index held, except for the uids in `touched`: those were
+   * reloaded or forgotten after the scan began (an operation's reload is never older than the scan's
+   * read of its directory), so what the index holds for them wins.
+   */
+  private async scanTree(beforeServing: boolean, touched: Set<string>): Promise<void> {
+    const { roots, skipped, looked, unavailable } = await discoverRoots(this.mnt, this.everSeen);
     for (const r of roots) this.everSeen.add(r.path);
-    for (const seen of this.everSeen)
-      if (!roots.some((r) => r.path === seen) && !skipped.some((s) => s.path === seen))
-        skipped.push({ path: seen, reason: 'unavailable: settings.json is gone (filesystem unmounted?)' });
     for (const s of skipped) if (!this.skipped.some((o) => o.path === s.path && o.reason === s.reason)) this.log.warn('root skipped', s);
-    const dirs: Array<[string, string]> = [];
+    const away = new Map(unavailable.map((s) => [s.path, s.reason]));
+    const dirs: Array<[string, string, boolean]> = [];
     const readers = new Map<string, TreeReader>();
-    for (const root of roots) {
-      readers.set(root.path, beforeServing ? await firstScanReader(root.path) : asyncReader);
+    for (const root of [...roots.map((r) => r.path), ...away.keys()]) {
+      readers.set(root, beforeServing && !away.has(root) ? await firstScanReader(root) : asyncReader);
       try {
-        for (const name of await fs.readdir(root.path)) if (uidOfDirName(name)) dirs.push([root.path, path.join(root.path, name)]);
+        for (const e of await fs.readdir(root, { withFileTypes: true })) if (uidOfVolumeDir(e.name)) dirs.push([root, path.join(root, e.name), e.isSymbolicLink()]);
       } catch (err) {
-        skipped.push({ path: root.path, reason: `root cannot be read (${(err as NodeJS.ErrnoException).code})` });
+        if (away.has(root)) continue;
+        const reason = `unavailable: root cannot be read (${(err as NodeJS.ErrnoException).code})`;
+        skipped.push({ path: root, reason });
+        away.set(root, reason);
       }
     }
-    const fresh = new Map<string, VolumeRecord>();
+    const found = new Map<string, VolumeRecord[]>();
     const unfinished: string[] = [];
-    await eachLimited(dirs, LOAD_CONCURRENCY, async ([rootPath, dir]) => {
-      const loaded = await loadVolumeRecord(rootPath, dir, readers.get(rootPath));
+    await eachLimited(dirs, LOAD_CONCURRENCY, async ([rootPath, dir, isLink]) => {
+      let loaded = await loadVolumeRecord(rootPath, dir, readers.get(rootPath), isLink);
       if (!loaded) return;
-      if (hasLeftovers(loaded)) unfinished.push(dir);
-      const record = sameRecord(this.volumes.get(loaded.uid), loaded) ? this.volumes.get(loaded.uid)! : loaded;
-      const earlier = fresh.get(record.uid);
-      if (earlier) this.log.warn('volume found twice: keeping the first', { vid: record.uid, kept: earlier.dir, ignored: dir });
-      else fresh.set(record.uid, record);
+      const reason = away.get(rootPath);
+      if (reason) loaded = { ...loaded, unavailable: reason };
+      else if (hasLeftovers(loaded)) unfinished.push(dir);
+      const list = found.get(loaded.uid);
+      if (list) list.push(loaded);
+      else found.set(loaded.uid, [loaded]);
     });
-    const readable = roots.filter((r) => !skipped.some((s) => s.path === r.path));
-    this.roots = new Map(readable.map((r) => [r.path, r]));
+    this.roots = new Map(roots.filter((r) => !away.has(r.path)).map((r) => [r.path, r]));
     this.watchUpperTree(looked);
     this.skipped = skipped;
     this.unfinished = unfinished;
-    this.volumes.clear();
-    for (const [uid, record] of fresh) this.volumes.set(uid, record);
-    this.changes += 1;
+    this.leftovers.report(unfinished, true);
+    const merge = (uid: string, list: VolumeRecord[]) => {
+      if (touched.has(uid)) return;
+      // SPEC §3: an unavailable root is never taken for empty; what the index knew there stays, flagged.
+      for (const known of this.table.copiesOf(uid)) {
+        const reason = away.get(known.root);
+        if (reason && !list.some((f) => f.dir === known.dir)) list.push(known.unavailable === reason ? known : { ...known, unavailable: reason });
+      }
+      this.table.settle(uid, list);
+    };
+    for (const [uid, list] of found) merge(uid, list);
+    // Deleting the entry being visited is safe in a Map's iteration.
+    for (const uid of this.table.uids()) if (!found.has(uid)) merge(uid, []);
     this.watchTree();
+  }
+
+  /** Calls `listener` with volume directories a later scan or a watcher reload finds leftovers in (see LeftoverReports). */
+  onLeftovers(listener: (dirs: string[]) => void): void {
+    this.leftovers.listener = listener;
   }
 
   /** Volume directories in which the last full scan found temp files or lock markers (for the start-up sweep). */
@@ -126,49 +142,47 @@ export class VolumeIndex {
 
   /** Re-reads one volume directory (after an operation, or on a watcher event). */
   async reloadDir(dir: string): Promise<VolumeRecord | null> {
-    const uid = uidOfDirName(path.basename(dir));
+    const uid = uidOfVolumeDir(path.basename(dir));
     const rootPath = path.dirname(dir);
     if (!uid || !this.roots.has(rootPath)) return null;
     // Watched before it is read, so a change made while it is read is not missed.
     this.watcher?.add(dir);
     const record = await loadVolumeRecord(rootPath, dir);
-    const known = this.volumes.get(uid);
-    if (!record) {
-      this.watcher?.remove(dir);
-      if (known?.dir === dir) this.volumes.delete(uid);
-      this.changes += 1;
-      return null;
+    if (!record) this.watcher?.remove(dir);
+    if (!record || !hasLeftovers(record)) this.leftovers.clean(dir);
+    // Other directories of the same uid are read again too: one may have been moved here, or removed.
+    const found = record ? [record] : [];
+    for (const other of this.table.copiesOf(uid)) {
+      if (other.dir === dir) continue;
+      const again = other.unavailable ? other : await loadVolumeRecord(other.root, other.dir);
+      if (again) found.push(again);
     }
-    if (known && known.dir !== dir && (await loadVolumeRecord(known.root, known.dir))) {
-      this.log.warn('volume found twice: keeping the first', { vid: uid, kept: known.dir, ignored: dir });
-      return known;
-    }
-    if (sameRecord(known, record)) return known!;
-    if (this.volumes.get(uid) !== record) this.changes += 1;
-    this.volumes.set(uid, record);
-    return record;
+    this.touched?.add(uid);
+    return this.table.settle(uid, found);
   }
 
   forget(uid: string): void {
-    this.volumes.delete(uid);
-    this.changes += 1;
+    this.touched?.add(uid);
+    this.table.forget(uid);
   }
 
   /** A number that differs whenever what the index holds has changed (for caches of listings). */
   get version(): number {
-    return this.changes;
+    return this.table.version;
   }
 
+  /** The volume `uid` as last read (flagged `unavailable` while its root is, `copies` when in several directories). */
   get(uid: string): VolumeRecord | undefined {
-    return this.volumes.get(uid);
+    return this.table.get(uid);
   }
 
+  /** The volumes on available roots (those on an unavailable one are only answered by `get`, flagged). */
   all(): IterableIterator<VolumeRecord> {
-    return this.volumes.values();
+    return this.table.available();
   }
 
   get size(): number {
-    return this.volumes.size;
+    return this.table.size;
   }
 
   rootList(): Root[] {
@@ -183,16 +197,14 @@ export class VolumeIndex {
     return [...this.skipped];
   }
 
-  /** Volumes that are counted against a root's quota and the bytes they promise. */
+  /** Volumes counted against a root's quota and the bytes they promise. */
   usage(rootPath: string): { volumes: number; bytes: number } {
-    let volumes = 0;
-    let bytes = 0;
-    for (const r of this.volumes.values()) {
-      if (r.root !== rootPath) continue;
-      volumes += 1;
-      bytes += r.meta?.size ?? 0;
-    }
-    return { volumes, bytes };
+    return this.table.usage(rootPath);
+  }
+
+  /** The volumes listed broken in `status`, one entry per directory. */
+  broken(): Array<{ vid: string; dir: string; problem: string }> {
+    return this.table.broken();
   }
 
   /** Starts watching the tree and the periodic rescan. */
@@ -239,7 +251,7 @@ export class VolumeIndex {
   private watchTree(): void {
     if (!this.watcher) return;
     const dirs = new Set(this.roots.keys());
-    for (const record of this.volumes.values()) dirs.add(record.dir);
+    for (const record of this.all()) for (const dir of record.copies ?? [record.dir]) dirs.add(dir);
     this.watcher.sync(dirs);
   }
 
@@ -247,7 +259,7 @@ export class VolumeIndex {
     const base = path.basename(changed);
     if (base === BIN_DIR || base === VOLUME_MUTEX || base === ROOT_MUTEX || isTempName(base)) return;
     const parts = path.relative(this.mnt, changed).split(path.sep);
-    const at = parts.findIndex((p) => uidOfDirName(p) !== null);
+    const at = parts.findIndex((p) => uidOfVolumeDir(p) !== null);
     if (at >= 0) {
       const dir = path.join(this.mnt, ...parts.slice(0, at + 1));
       clearTimeout(this.pendingVolumes.get(dir));
@@ -255,7 +267,9 @@ export class VolumeIndex {
         dir,
         setTimeout(() => {
           this.pendingVolumes.delete(dir);
-          this.reloadDir(dir).catch((err) => this.log.warn('volume reload failed', { dir, ...errorFields(err) }));
+          this.reloadDir(dir)
+            .then((record) => record?.dir === dir && hasLeftovers(record) && this.leftovers.report([dir], false))
+            .catch((err) => this.log.warn('volume reload failed', { dir, ...errorFields(err) }));
         }, VOLUME_DEBOUNCE_MS),
       );
       return;

@@ -1,6 +1,6 @@
 import { ConflictError, ForbiddenError, NotFoundError } from '../errors.js';
 import type { VolumeMeta } from '../store/meta.js';
-import { EXPORT_MARKER_RE, isCreating, type VolumeRecord } from '../store/volume-record.js';
+import { EXPORT_MARKER_RE, isCreating, unavailableError, type VolumeRecord } from '../store/volume-record.js';
 import type { Caller, StoreContext } from './context.js';
 
 /** SPEC §2: a client sees its own volumes and every non-private one; the controller sees all. */
@@ -10,11 +10,14 @@ export function canSee(meta: VolumeMeta, caller: Caller): boolean {
 
 /**
  * The volume `uid` as `caller` may know it: 404 when unknown or private to someone else (a private
- * volume is invisible, not forbidden), 409 while it is being created or when its meta.json is broken.
+ * volume is invisible, not forbidden), 409 while it is being created, when its meta.json is broken, or
+ * when it is in several roots (naming each copy); 503 while its root is unavailable.
  */
 export function findVolume(ctx: StoreContext, uid: string, caller: Caller): VolumeRecord & { meta: VolumeMeta } {
   const record = ctx.index.get(uid);
+  if (record?.copies) throw new ConflictError(record.problem!, { vid: uid, dirs: record.copies });
   if (!record || (record.meta && !canSee(record.meta, caller))) throw new NotFoundError(`volume ${uid} does not exist`, { vid: uid });
+  if (record.unavailable) throw unavailableError(record);
   if (isCreating(record)) throw new ConflictError(`volume ${uid} is still being created`, { vid: uid });
   if (!record.meta || record.problem) throw new ConflictError(`volume ${uid} is broken: ${record.problem}`, { vid: uid });
   return record as VolumeRecord & { meta: VolumeMeta };

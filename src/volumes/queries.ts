@@ -1,7 +1,7 @@
 import { JsonBytes } from '../json-bytes.js';
 import { gbToBytes } from '../store/layout.js';
 import type { VolumeMeta } from '../store/meta.js';
-import { isCreating, type VolumeRecord } from '../store/volume-record.js';
+import { isCreating, unavailableError, type VolumeRecord } from '../store/volume-record.js';
 import { canSee, findVolume } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 import { describedJsonOpen, describeVolume } from './describe.js';
@@ -75,10 +75,12 @@ export function volumeInfo(ctx: StoreContext, vid: string, caller: Caller): Reco
   return describeVolume(findVolume(ctx, vid, caller));
 }
 
-/** `has`: whether this server holds the volume (and the caller may know it). */
+/** `has`: whether this server holds the volume (and the caller may know it); 503 while its root is unavailable (docs/decisions.md). */
 export function hasVolume(ctx: StoreContext, vid: string, caller: Caller): { vid: string; has: boolean } {
   const record = ctx.index.get(vid);
-  return { vid, has: Boolean(record && (!record.meta || canSee(record.meta, caller))) };
+  const has = Boolean(record && (!record.meta || canSee(record.meta, caller)));
+  if (has && record!.unavailable) throw unavailableError(record!);
+  return { vid, has };
 }
 
 /** `cancreate`: how many roots could take a new volume of `size` GB right now. */

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
+import { asyncReader } from '../../src/store/tree-reader.js';
 import { daemonPerTest } from '../helpers/daemon.js';
 import { OTHER, OWNER, seedCreateBody, waitFor } from '../helpers/tree.js';
 
@@ -57,5 +58,42 @@ describe('the index watcher and the cached listing', () => {
     expect(index.get(a)).to.equal(beforeA);
     expect(index.get(b)).to.not.equal(beforeB);
     expect(index.get(b)!.meta!.name).to.equal('changed');
+  });
+});
+
+describe('a full rescan while volumes are created and destroyed', () => {
+  // No watcher: what the index answers after the rescan is what the rescan and the operations left.
+  const env = daemonPerTest({ a: {} }, { watch: false });
+
+  it('keeps what creates and destroys did while it ran (a rescan merges, it does not replace)', async () => {
+    const create = async () => (await env.d.post('create', seedCreateBody({ format: 'raw', size: 0.001 })).expect(200)).body.vid as string;
+    const [slow, doomed] = [await create(), await create()];
+    // The rescan is held inside its read of one volume, after it has listed the root, while the others act.
+    const readdir = asyncReader.readdir;
+    let reached!: () => void;
+    const inside = new Promise<void>((r) => (reached = r));
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    asyncReader.readdir = async (dir) => {
+      if (dir.endsWith(`vid.${slow}.elimg`)) {
+        reached();
+        await held;
+      }
+      return readdir(dir);
+    };
+    try {
+      const scan = env.d.daemon.ctx.index.scanAll();
+      await inside;
+      const created = await create();
+      await env.d.post('destroy', { volume_id: doomed }).expect(200);
+      release();
+      await scan;
+      await env.d.post('info', { volume_id: created }).expect(200);
+      await env.d.post('info', { volume_id: doomed }).expect(404);
+      await env.d.post('info', { volume_id: slow }).expect(200);
+    } finally {
+      asyncReader.readdir = readdir;
+      release();
+    }
   });
 });

@@ -94,6 +94,18 @@ describe('settings.json', () => {
     ['[]', /invalid/],
   ];
   for (const [text, reason] of invalid) it(`refuses ${text} with a reason`, () => expect(() => parseSettings(text)).to.throw(reason));
+
+  it('refuses an unknown key (a misspelt limit would leave the root unlimited), naming the keys', () => {
+    expect(() => parseSettings('{"max_volumes": 2}')).to.throw(
+      "settings.json is invalid: 'max_volumes' is not a key of settings.json (its keys: max-volumes, max-volume-size, max-total-size, max-size, file-system)",
+    );
+  });
+
+  it('says which size forms are accepted when a size is not one of them', () => {
+    const forms = 'a number of GB or a string such as "50G", "2T" or "500M" (decimal units K, M, G, T, P, an optional B)';
+    expect(() => parseSettings('{"max-volume-size": "50Gi"}')).to.throw(`settings.json is invalid: 'max-volume-size' must be ${forms}, not "50Gi"`);
+    expect(() => parseSettings('{"max-total-size": -1}')).to.throw(`settings.json is invalid: 'max-total-size' must be ${forms}, not -1`);
+  });
 });
 
 describe('formats of the seed', () => {

@@ -6,7 +6,6 @@ export function statusRoutes(daemon: Daemon): Router {
   const r = Router();
   r.get('/status', (_req, res) => {
     const { index } = daemon.ctx;
-    const broken = [...index.all()].filter((v) => v.problem).map((v) => ({ vid: v.uid, dir: v.dir, problem: v.problem }));
     res.json({
       mnt: daemon.config.mnt,
       startedAt: daemon.startedAt.toISOString(),
@@ -24,7 +23,7 @@ export function statusRoutes(daemon: Daemon): Router {
         };
       }),
       skipped: index.skippedRoots(),
-      broken,
+      broken: index.broken(),
       tools: daemon.tools(),
       ceph: daemon.ctx.rbd ? { pool: daemon.ctx.rbd.target.pool, conf: daemon.ctx.rbd.target.conf, id: daemon.ctx.rbd.target.id } : null,
       exporter: { name: daemon.exports.exporter.name, capabilities: daemon.exports.exporter.capabilities, portal: daemon.config.iscsiPortal },
