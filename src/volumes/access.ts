@@ -1,4 +1,7 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import { ConflictError, ForbiddenError, NotFoundError } from '../errors.js';
+import { dataFileName } from '../store/layout.js';
 import type { VolumeMeta } from '../store/meta.js';
 import { EXPORT_MARKER_RE, isCreating, unavailableError, type VolumeRecord } from '../store/volume-record.js';
 import type { Caller, StoreContext } from './context.js';
@@ -27,6 +30,19 @@ export function findVolume(ctx: StoreContext, uid: string, caller: Caller): Volu
 export function requireOwner(meta: VolumeMeta, caller: Caller, action: string): void {
   if (caller !== null && meta.creatorID !== caller)
     throw new ForbiddenError(`only the creator of volume ${meta.volumeID} may ${action} it`, { vid: meta.volumeID });
+}
+
+/**
+ * Under the volume's lock, before its files are written or read through: the directory and its data
+ * file are themselves, not links (the index refuses links when it reads a volume; this closes the moment
+ * between a link swapped in by hand and the watcher seeing it).
+ */
+export async function requireNoLinks(dir: string, meta: VolumeMeta): Promise<void> {
+  for (const file of [dir, path.join(dir, dataFileName(meta.format))]) {
+    const st = await fs.lstat(file).catch(() => null);
+    if (st?.isSymbolicLink())
+      throw new ConflictError(`volume ${meta.volumeID} is broken: ${path.basename(file)} is a symbolic link, which the daemon never follows`, { vid: meta.volumeID });
+  }
 }
 
 /** The owner check again on meta.json read under the volume's lock: 404 if it became private to another, 403 if no longer the caller's. */

@@ -9,7 +9,7 @@ import { FileCopier, type CopyAlg } from '../tools/file-copy.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
 import { QemuImgLayers } from '../tools/qemu-img-layers.js';
 import { MAX_LABELS } from '../schemas.js';
-import { canSee, findVolume, requireNotInUse } from './access.js';
+import { canSee, findVolume, requireNoLinks, requireNotInUse } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 import { claimVolume, createResponse, fillClaim, type Claimed } from './create.js';
 import { cephFields, fillCephVolume, imageOf, requireCeph } from './ceph.js';
@@ -102,6 +102,7 @@ export async function cloneVolume(ctx: StoreContext, req: CloneRequest, caller: 
   const claimed = await ctx.locks.withVolumeLock(found.dir, 'clone', found.uid, async () => {
     const source = await readMeta(found.dir, found.uid);
     if (!canSee(source, caller)) throw new NotFoundError(`volume ${found.uid} does not exist`, { vid: found.uid });
+    await requireNoLinks(found.dir, source);
     // The request's alg (schemas/clone.json never lets 'no' through), else the source's meta.json says how.
     const alg = req.alg ?? (source.alg === 'no' ? 'cp' : source.alg);
     checkClonable(source, await fs.readdir(found.dir), alg);

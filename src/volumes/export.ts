@@ -4,7 +4,7 @@ import { clientOfIqn, iqnFor } from '../exporters/iqn.js';
 import type { ExportService } from '../exporters/service.js';
 import { readMeta, type VolumeMeta } from '../store/meta.js';
 import { EXPORT_MARKER_RE } from '../store/volume-record.js';
-import { findVolume, requireNoOverlays } from './access.js';
+import { findVolume, requireNoLinks, requireNoOverlays } from './access.js';
 import type { StoreContext } from './context.js';
 import { checkExportRules } from './export-rules.js';
 
@@ -55,6 +55,7 @@ export async function withExportLock<T>(
   try {
     return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => {
       const meta = await readMeta(record.dir, vid);
+      await requireNoLinks(record.dir, meta);
       return fn(record.dir, meta, await fs.readdir(record.dir));
     });
   } finally {

@@ -6,7 +6,7 @@ import { QemuImgLayers } from '../tools/qemu-img-layers.js';
 import { dataFileName, gbToBytes } from '../store/layout.js';
 import { readMeta, writeMeta, type VolumeMeta } from '../store/meta.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
-import { findVolume, requireNoOverlays, requireNotInUse, requireOwnedAfresh, requireOwner } from './access.js';
+import { findVolume, requireNoLinks, requireNoOverlays, requireNotInUse, requireOwnedAfresh, requireOwner } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 import { assertConsistent } from './create.js';
 import { convertIntoPlace } from './rewrite.js';
@@ -38,7 +38,11 @@ export async function withOwnedVolume<T>(
   const record = findVolume(ctx, vid, caller);
   requireOwner(record.meta, caller, action);
   try {
-    return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => fn(record.dir, requireOwnedAfresh(await readMeta(record.dir, vid), caller, action)));
+    return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => {
+      const meta = requireOwnedAfresh(await readMeta(record.dir, vid), caller, action);
+      await requireNoLinks(record.dir, meta);
+      return fn(record.dir, meta);
+    });
   } finally {
     await ctx.index.reloadDir(record.dir);
   }

@@ -238,6 +238,20 @@ describe('the live index', () => {
       await d.post('update', { vid: HAND_MADE, creatorID: OWNER, name: 'renamed' }).expect(409);
       expect(await fs.readFile(secret, 'utf8')).to.equal('not for clients');
     });
+
+    it('refuses a data file swapped for a link before the index has seen it (checked again under the lock, and before a download)', async () => {
+      const { vid } = (await d.post('create', seedCreateBody({ format: 'raw', size: 0.001 })).expect(200)).body;
+      const victim = path.join(outside, 'victim.img');
+      await fs.writeFile(victim, 'not for clients');
+      const data = path.join(mnt, 'a', `vid.${vid}.elimg`, 'data.img');
+      await fs.rm(data);
+      await fs.symlink(victim, data);
+      // At once: the watcher has not told the index yet.
+      const resize = await d.post('update/resize', { vid, creatorID: OWNER, size: 0.002 }).expect(409);
+      expect(resize.body.error).to.equal(`volume ${vid} is broken: data.img is a symbolic link, which the daemon never follows`);
+      expect((await d.api.get(`/api/v1.0/volumes/${vid}/data`).expect(409)).text).to.not.include('not for clients');
+      expect(await fs.readFile(victim, 'utf8')).to.equal('not for clients');
+    });
   });
 
   it('answers a volume copied into a second root as broken in both, naming them, until one copy is removed', async () => {

@@ -5,7 +5,7 @@ import type { VolumeMeta } from '../../store/meta.js';
 import type { VolumeRecord } from '../../store/volume-record.js';
 import { requireCeph } from '../../volumes/ceph.js';
 import { dataFileName } from '../../store/layout.js';
-import { findVolume } from '../../volumes/access.js';
+import { findVolume, requireNoLinks } from '../../volumes/access.js';
 import type { StoreContext } from '../../volumes/context.js';
 import { callerOf } from '../handler.js';
 
@@ -77,28 +77,34 @@ export function downloadRoutes(ctx: StoreContext): Router {
     if (base)
       throw new ConflictError(`volume ${vid} is a linked clone reading through to volume ${base}: compact it (overlay/compact) to download a standalone image`, { vid, base });
     if (format === 'rbd') return void sendRbdImage(ctx, record, req, res, next).catch(next);
-    const name = dataFileName(format);
-    res.sendFile(
-      path.join(record.dir, name),
-      {
-        dotfiles: 'allow',
-        acceptRanges: true,
-        cacheControl: false,
-        // send passes its options on to fs.createReadStream: 1 MB reads instead of 64 KB.
-        ...({ highWaterMark: 1024 * 1024 } as object),
-        headers: {
-          'Content-Type': 'application/octet-stream',
-          'Content-Disposition': `attachment; filename="${vid}.${name.slice(5)}"`,
-          'X-Image-Format': format,
-        },
-      },
-      (err: SendError | undefined) => {
-        if (!err || res.headersSent) return;
-        // send set the download's headers before it refused: the JSON error must not look like an image.
-        for (const header of DOWNLOAD_HEADERS) res.removeHeader(header);
-        next(downloadError(err, record.uid));
-      },
-    );
+    // send follows links: the index refuses them when it reads a volume, and this looks again just before.
+    requireNoLinks(record.dir, record.meta).then(() => sendDataFile(record.dir, vid, format, res, next), next);
   });
   return r;
+}
+
+/** A volume's data file, streamed by express's send (Range, ETag, Last-Modified); its refusals as the catalogue's errors. */
+function sendDataFile(dir: string, vid: string, format: Exclude<VolumeMeta['format'], 'rbd'>, res: Response, next: NextFunction): void {
+  const name = dataFileName(format);
+  res.sendFile(
+    path.join(dir, name),
+    {
+      dotfiles: 'allow',
+      acceptRanges: true,
+      cacheControl: false,
+      // send passes its options on to fs.createReadStream: 1 MB reads instead of 64 KB.
+      ...({ highWaterMark: 1024 * 1024 } as object),
+      headers: {
+        'Content-Type': 'application/octet-stream',
+        'Content-Disposition': `attachment; filename="${vid}.${name.slice(5)}"`,
+        'X-Image-Format': format,
+      },
+    },
+    (err: SendError | undefined) => {
+      if (!err || res.headersSent) return;
+      // send set the download's headers before it refused: the JSON error must not look like an image.
+      for (const header of DOWNLOAD_HEADERS) res.removeHeader(header);
+      next(downloadError(err, vid));
+    },
+  );
 }
