@@ -19,7 +19,8 @@ export type ImageSource =
       kind: 'stream';
       /**
        * Called once, before the volume is claimed: how many bytes the source announces (a Content-Length, a
-       * URL's answer headers), or undefined. `signal` aborts when the source will not be read after all.
+       * URL's answer headers), or undefined. `signal` aborts when the claim fails or the job is cancelled; a
+       * source opened and then not read for another reason is ended by its idle timeout.
        */
       open(signal: AbortSignal): Promise<number | undefined>;
       writeTo(file: string, limits: StreamLimits): Promise<number>;

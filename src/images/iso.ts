@@ -3,7 +3,7 @@ import { faultPoint } from '../faults.js';
 import { writeJsonAtomic } from '../store/atomic.js';
 import type { StoreContext } from '../volumes/context.js';
 import { claimVolume, fieldsOf, type Claimed } from '../volumes/create.js';
-import { claimForSource, fillFromSource, type ImageSource, type ImportOptions } from './import.js';
+import { claimForSource, fillFromSource, sectors, type ImageSource, type ImportOptions } from './import.js';
 
 export const ISOINFO_FILE = 'isoinfo.json';
 
@@ -65,7 +65,7 @@ export async function claimIso(ctx: StoreContext, req: IsoRequest, announced?: n
   const fields = fieldsOf(
     { ...req, format: 'iso', readonly: true, bootable: req.isotype === 'os_generic', shareable: req.isotype === 'os_generic' ? false : req.shareable },
     // The seed's `size` is not the ISO's: the claim follows the download's Content-Length or the upload's length.
-    announced ?? 0,
+    sectors(announced ?? 0),
   );
   return claimVolume(ctx, { ...fields, iso_type: req.isotype }, 'create');
 }

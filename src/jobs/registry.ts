@@ -161,11 +161,12 @@ export class JobRegistry {
  * The seed's synchronous answer by default; with `async: true` in the body, 202 and `{"job": id}`
  * once the operation has started (its own refusals, an unknown volume, another's, a locked one, no
  * room, answer as errors). Either way the operation runs as a job (listed in `status`, cancellable).
- * A synchronous request whose client leaves is cancelled with it: nobody would learn its volume.
+ * A synchronous request that makes a new volume (`makesVolume`) is cancelled when its client leaves:
+ * nobody would learn that volume's id. One that changes a known volume (convert, compact) goes on.
  */
 export async function runAsJob<T>(
   jobs: JobRegistry,
-  request: { async?: boolean; kind: string; vid: string | null; res: { once(event: 'close', fn: () => void): unknown; writableFinished: boolean } },
+  request: { async?: boolean; kind: string; vid: string | null; makesVolume: boolean; res: { once(event: 'close', fn: () => void): unknown; writableFinished: boolean } },
   run: (job: JobHandle) => Promise<T>,
 ): Promise<{ status?: number; body: unknown }> {
   const { id, promise, started } = jobs.start(request.kind, request.vid, run);
@@ -175,9 +176,10 @@ export async function runAsJob<T>(
     return { status: 202, body: { job: id } };
   }
   const { res } = request;
-  res.once('close', () => {
-    if (!res.writableFinished) void jobs.cancel(id).catch(() => undefined);
-  });
+  if (request.makesVolume)
+    res.once('close', () => {
+      if (!res.writableFinished) void jobs.cancel(id).catch(() => undefined);
+    });
   try {
     return { body: await promise };
   } catch (err) {

@@ -1,8 +1,12 @@
 import { isDeadClaimCandidate, isTempName, parseLockMarker } from './layout.js';
 import type { VolumeRecord } from './volume-record.js';
 
-/** What the sweep must look at: temp files, lock markers, or a claim that died before its meta.json. */
+/**
+ * What the sweep must look at: temp files, lock markers, or a claim that died before its meta.json.
+ * A directory refused unread (a link, an upper-case name: broken with no files listed) is not one.
+ */
 export function hasLeftovers(record: VolumeRecord): boolean {
+  if (record.problem !== null && record.files.length === 0) return false;
   return record.files.some((f) => isTempName(f) || parseLockMarker(f) !== null) || isDeadClaimCandidate(record.files);
 }
 

@@ -61,6 +61,9 @@ export class LockManager {
 
   /** Takes a volume's lock or fails at once with 409 naming what holds it. */
   async acquireVolume(dir: string, purpose: string, uid: string): Promise<LockHandle> {
+    // Nothing is written through a volume directory that is a link (one swapped in by hand).
+    if ((await fs.lstat(dir).catch(() => null))?.isSymbolicLink())
+      throw new ConflictError(`volume ${uid} is broken: the volume directory is a symbolic link, which the daemon never follows`, { vid: uid });
     let releaseMutex: () => Promise<void>;
     try {
       releaseMutex = await lockfile.lock(dir, { ...this.mutexOptions(path.join(dir, VOLUME_MUTEX), dir), retries: 0 });

@@ -2,8 +2,8 @@ import { constants as fsConstants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { NoRoomError, UnavailableError } from '../errors.js';
 import type { LockManager } from './locks.js';
-import { writeFileAtomic } from './atomic.js';
-import { newUid, SETTINGS_FILE, tempNameFor, USAGE_STAMP } from './layout.js';
+import { SETTINGS_FILE } from './layout.js';
+import { readUsageStamp, writeUsageStamp } from './usage-stamp.js';
 import { loadVolumeRecord, quotaBytes, uidOfVolumeDir } from './volume-record.js';
 import type { Root } from './roots.js';
 import type { VolumeIndex } from './volume-index.js';
@@ -50,7 +50,7 @@ export class Placement {
   /** Usage of a root as its directory says now (root lock held). */
   async usageOnDisk(rootPath: string): Promise<Usage> {
     const stamp = await readUsageStamp(rootPath);
-    const indexTrusted = stamp === this.seenStamps.get(rootPath);
+    const indexTrusted = stamp === (this.seenStamps.get(rootPath) ?? this.index.scannedStamp(rootPath));
     const usage: Usage = { volumes: 0, bytes: 0 };
     // Counted as the index counts (volume-record.ts): a broken volume by its data file, an upper-case name too.
     for (const name of await fs.readdir(rootPath)) {
@@ -58,15 +58,15 @@ export class Placement {
       if (!uid) continue;
       usage.volumes += 1;
       const dir = path.join(rootPath, name);
-      const known = this.index.get(uid);
-      if (indexTrusted && known?.dir === dir) {
+      const known = this.index.copiesOf(uid).find((copy) => copy.dir === dir);
+      if (indexTrusted && known) {
         usage.bytes += quotaBytes(known);
         continue;
       }
       const record = await loadVolumeRecord(rootPath, dir).catch(() => null);
       const bytes = record ? quotaBytes(record) : 0;
       usage.bytes += bytes;
-      if (known?.dir === dir && quotaBytes(known) !== bytes) await this.index.reloadDir(dir);
+      if (known && quotaBytes(known) !== bytes) await this.index.reloadDir(dir);
     }
     this.seenStamps.set(rootPath, stamp);
     return usage;
@@ -111,6 +111,7 @@ export class Placement {
         continue;
       }
       let result: { value: T } | null;
+      let claiming = false;
       try {
         result = await this.locks.withRootLock(root.path, async () => {
           if (!(await rootAvailable(root.path))) return unavailable(root);
@@ -119,11 +120,13 @@ export class Placement {
             reasons.push(refusal);
             return null;
           }
+          claiming = true;
           return { value: await claim(root) };
         });
       } catch (err) {
-        // A root mounted read-only, or not writable by this daemon, is passed over: another may take the volume.
-        const why = unwritable(err);
+        // A root mounted read-only since the check above (its lock cannot be made) is passed over; a
+        // failure of the claim itself is the request's answer.
+        const why = claiming ? null : unwritable(err);
         if (!why) throw err;
         reasons.push(`${root.path} cannot be written (${why})`);
         continue;
@@ -166,24 +169,6 @@ export async function rootAvailable(rootPath: string): Promise<boolean> {
 
 export async function assertRootAvailable(rootPath: string): Promise<void> {
   if (!(await rootAvailable(rootPath))) throw new UnavailableError(`storage root ${rootPath} is not available (settings.json is gone: unmounted?)`);
-}
-
-/** The root's usage stamp: a token rewritten by whoever grows a volume there ('' while none was written). */
-async function readUsageStamp(rootPath: string): Promise<string> {
-  return fs.readFile(path.join(rootPath, USAGE_STAMP), 'utf8').catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return '';
-    throw err;
-  });
-}
-
-/** Root lock held: a temp file of the stamp found now is a crash's leftover, and goes. */
-async function writeUsageStamp(rootPath: string): Promise<string> {
-  const target = path.join(rootPath, USAGE_STAMP);
-  const leftover = path.basename(tempNameFor(target, ''));
-  for (const name of await fs.readdir(rootPath)) if (name.startsWith(leftover)) await fs.rm(path.join(rootPath, name), { force: true });
-  const stamp = newUid();
-  await writeFileAtomic(target, stamp);
-  return stamp;
 }
 
 /** Why an error says a root cannot be written now, or null for any other error. */

@@ -16,12 +16,12 @@ import type { Root } from './roots.js';
  *   (taking its lock runs recoverVolume);
  * - a volume whose mutex is still fresh (its holder died less than `lockStaleMs` ago, or is alive
  *   on another host) is left for a later pass, never obeyed forever;
- * - a dead claim, a volume directory with neither meta.json nor a data file (a create killed
- *   between its mkdir and its meta.json), is removed under the root's lock: a live claim holds that
- *   lock until its meta.json is written, so under it such a directory has no live owner.
+ * - a dead claim, a volume directory holding only the daemon's own entries (a create killed between
+ *   its mkdir and its meta.json; isDeadClaimCandidate), is removed under the root's lock: a live claim
+ *   holds that lock until its meta.json is written, so under it such a directory has no live owner;
+ * - a link, or a name that is not a volume's (upper case), is never swept: nothing is done through it.
  */
 export type SweepOutcome = 'done' | 'later';
-
 
 async function removeDeadClaim(dir: string, locks: LockManager, log: Logger): Promise<void> {
   await locks.withRootLock(path.dirname(dir), async () => {
@@ -36,7 +36,8 @@ async function removeDeadClaim(dir: string, locks: LockManager, log: Logger): Pr
 
 /** Sweeps one volume directory; `withRootLock` false at start, so that start never waits on a dead root lock. */
 export async function sweepVolume(dir: string, locks: LockManager, log: Logger, withRootLock: boolean): Promise<SweepOutcome> {
-  const uid = uidOfDirName(path.basename(dir))!;
+  const uid = uidOfDirName(path.basename(dir));
+  if (!uid || (await fs.lstat(dir).catch(() => null))?.isSymbolicLink() !== false) return 'done';
   const files = await fs.readdir(dir).catch(() => null);
   if (!files) return 'done';
   if (isDeadClaimCandidate(files)) {

@@ -2,9 +2,10 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { watch as watchUpperTree, type FSWatcher as UpperTreeWatcher } from 'chokidar';
 import { errorFields, type Logger } from '../log.js';
-import { BIN_DIR, isTempName, ROOT_MUTEX, SETTINGS_FILE, VOLUME_MUTEX } from './layout.js';
+import { BIN_DIR, isTempName, ROOT_MUTEX, SETTINGS_FILE, USAGE_STAMP, VOLUME_MUTEX } from './layout.js';
 import { discoverRoots, type Root, type SkippedRoot } from './roots.js';
 import { hasLeftovers, LeftoverReports } from './leftovers.js';
+import { readUsageStamp } from './usage-stamp.js';
 import { asyncReader, firstScanReader, type TreeReader } from './tree-reader.js';
 import { TreeWatcher } from './tree-watcher.js';
 import { loadVolumeRecord, uidOfVolumeDir, type VolumeRecord } from './volume-record.js';
@@ -34,6 +35,8 @@ export class VolumeIndex {
   private skipped: SkippedRoot[] = [];
   /** Every root seen since start: one that loses its settings.json stays listed as unavailable. */
   private readonly everSeen = new Set<string>();
+  /** Each root's usage stamp as the last full scan read it (src/store/usage-stamp.ts). */
+  private readonly stamps = new Map<string, string>();
   private readonly table: VolumeTable;
   /** chokidar on the upper tree: directories that may hold roots, and each root's settings.json. */
   private upperPaths = new Set<string>();
@@ -77,8 +80,9 @@ export class VolumeIndex {
 
   /**
    * What the scan read replaces what the index held, except for the uids in `touched`: those were
-   * reloaded or forgotten after the scan began (an operation's reload is never older than the scan's
-   * read of its directory), so what the index holds for them wins.
+   * reloaded or forgotten while the scan ran, so what the index holds for them wins. (A reload whose
+   * read began just before the scan may be older than the scan's read; the next change of that
+   * directory reloads it again.)
    */
   private async scanTree(beforeServing: boolean, touched: Set<string>): Promise<void> {
     const { roots, skipped, looked, unavailable } = await discoverRoots(this.mnt, this.everSeen);
@@ -90,6 +94,8 @@ export class VolumeIndex {
     for (const root of [...roots.map((r) => r.path), ...away.keys()]) {
       readers.set(root, beforeServing && !away.has(root) ? await firstScanReader(root) : asyncReader);
       try {
+        // Read before the volumes: what the scan then reads is at least as new as this token says.
+        if (!away.has(root)) this.stamps.set(root, await readUsageStamp(root));
         for (const e of await fs.readdir(root, { withFileTypes: true })) if (uidOfVolumeDir(e.name)) dirs.push([root, path.join(root, e.name), e.isSymbolicLink()]);
       } catch (err) {
         if (away.has(root)) continue;
@@ -172,6 +178,16 @@ export class VolumeIndex {
   }
 
   /** The volume `uid` as last read (flagged `unavailable` while its root is, `copies` when in several directories). */
+  /** Every directory record of `uid`: one, or each copy of a volume found in several roots. */
+  copiesOf(uid: string): VolumeRecord[] {
+    return this.table.copiesOf(uid);
+  }
+
+  /** The root's usage stamp as the last full scan read it, before its volumes (undefined: not scanned). */
+  scannedStamp(rootPath: string): string | undefined {
+    return this.stamps.get(rootPath);
+  }
+
   get(uid: string): VolumeRecord | undefined {
     return this.table.get(uid);
   }
@@ -257,7 +273,7 @@ export class VolumeIndex {
 
   private onChange(changed: string): void {
     const base = path.basename(changed);
-    if (base === BIN_DIR || base === VOLUME_MUTEX || base === ROOT_MUTEX || isTempName(base)) return;
+    if (base === BIN_DIR || base === VOLUME_MUTEX || base === ROOT_MUTEX || base === USAGE_STAMP || isTempName(base)) return;
     const parts = path.relative(this.mnt, changed).split(path.sep);
     const at = parts.findIndex((p) => uidOfVolumeDir(p) !== null);
     if (at >= 0) {

@@ -12,13 +12,22 @@ export interface FinishedUpload {
  * Uploads whose last PATCH arrived, known for the daemon's lifetime (a few hundred bytes each): a
  * client whose answer was lost (an import can take minutes) learns from HEAD that the bytes are in,
  * and from a zero-byte PATCH the same answer, instead of uploading a duplicate volume. An import that
- * fails is forgotten: its volume is gone, so the upload is too (404), and the client starts again.
+ * fails is forgotten: its volume is gone, so the upload is too (404), and the client starts again;
+ * so is one whose volume has left the tree since (destroyed, or removed by hand).
  */
 export class FinishedUploads {
   private readonly items = new Map<string, FinishedUpload>();
 
+  /** `holds(id)`: whether the volume (the upload's id) is still in the tree, as the index knows it. */
+  constructor(private readonly holds: (id: string) => boolean) {}
+
   get(id: string): FinishedUpload | undefined {
-    return this.items.get(id);
+    const item = this.items.get(id);
+    if (item && !this.holds(id)) {
+      this.items.delete(id);
+      return undefined;
+    }
+    return item;
   }
 
   /** Registers the import of upload `id` and answers its outcome (forgetting the upload if it fails). */

@@ -45,7 +45,7 @@ function parseFields(metadata: Record<string, string | null> | undefined): { end
  */
 export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(): Promise<void> } {
   const pending = new PendingClaims<UploadState>(ctx, 'upload', ctx.config.uploadIdleTimeoutMs);
-  const finished = new FinishedUploads();
+  const finished = new FinishedUploads((id) => ctx.index.get(id) !== undefined);
   /** The upload each creation request claimed (tus hands namingFunction the request the handler made). */
   const createdBy = new WeakMap<Request, string>();
   const server = new Server({

@@ -2,7 +2,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ConflictError, ForbiddenError, NotFoundError } from '../errors.js';
 import { dataFileName } from '../store/layout.js';
-import type { VolumeMeta } from '../store/meta.js';
+import { QemuImgLayers } from '../tools/qemu-img-layers.js';
+import { readMeta, type VolumeMeta } from '../store/meta.js';
 import { EXPORT_MARKER_RE, isCreating, unavailableError, type VolumeRecord } from '../store/volume-record.js';
 import type { Caller, StoreContext } from './context.js';
 
@@ -45,11 +46,24 @@ export async function requireNoLinks(dir: string, meta: VolumeMeta): Promise<voi
   }
 }
 
+/** A volume's meta.json read afresh under its lock, once its directory and data file are known not to be links. */
+export async function readLockedMeta(dir: string, vid: string): Promise<VolumeMeta> {
+  const meta = await readMeta(dir, vid);
+  await requireNoLinks(dir, meta);
+  return meta;
+}
+
 /** The owner check again on meta.json read under the volume's lock: 404 if it became private to another, 403 if no longer the caller's. */
 export function requireOwnedAfresh(meta: VolumeMeta, caller: Caller, action: string): VolumeMeta {
   if (!canSee(meta, caller)) throw new NotFoundError(`volume ${meta.volumeID} does not exist`, { vid: meta.volumeID });
   requireOwner(meta, caller, action);
   return meta;
+}
+
+/** qemu-img convert does not carry internal snapshots over: an operation that rewrites the image refuses rather than lose them. */
+export async function requireNoSnapshots(ctx: StoreContext, data: string, vid: string, doing: string): Promise<void> {
+  if ((await new QemuImgLayers(ctx.runner, ctx.config.toolTimeoutMs).snapshots(data)).length)
+    throw new ConflictError(`volume ${vid} has snapshots, which ${doing} would lose: delete them first`, { vid });
 }
 
 /** Refuses an operation that must not run while the volume is in use by a hypervisor. */

@@ -1,7 +1,7 @@
 import { ConflictError, ForbiddenError } from '../errors.js';
 import { faultPoint } from '../faults.js';
-import { readMeta, writeMeta, type VolumeMeta } from '../store/meta.js';
-import { findVolume, requireNoOverlays } from './access.js';
+import { writeMeta, type VolumeMeta } from '../store/meta.js';
+import { findVolume, readLockedMeta, requireNoOverlays } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 
 /** One VM using a volume, as seed 004's attach records it; kept in meta.json's `attachments`. */
@@ -60,7 +60,7 @@ async function changeAttachments(ctx: StoreContext, vid: string, purpose: string
   const record = findVolume(ctx, vid, seenBy);
   try {
     await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => {
-      const meta = await readMeta(record.dir, vid);
+      const meta = await readLockedMeta(record.dir, vid);
       const next = fn(meta, attachmentsOf(meta));
       if (next) await writeMeta(record.dir, { ...meta, attachments: next });
       faultPoint(`${purpose}.after-meta`);

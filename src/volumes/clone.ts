@@ -3,13 +3,13 @@ import path from 'node:path';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../errors.js';
 import { flushFile, writeFileAtomic, writeFlushed } from '../store/atomic.js';
 import { BYTES_PER_GB, dataFileName } from '../store/layout.js';
-import { readMeta, type VolumeFields, type VolumeMeta } from '../store/meta.js';
+import type { VolumeFields, VolumeMeta } from '../store/meta.js';
 import { canReflink } from '../store/reflink.js';
 import { FileCopier, type CopyAlg } from '../tools/file-copy.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
 import { QemuImgLayers } from '../tools/qemu-img-layers.js';
 import { MAX_LABELS } from '../schemas.js';
-import { canSee, findVolume, requireNoLinks, requireNotInUse } from './access.js';
+import { canSee, findVolume, readLockedMeta, requireNotInUse } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 import { claimVolume, createResponse, fillClaim, type Claimed } from './create.js';
 import { cephFields, fillCephVolume, imageOf, requireCeph } from './ceph.js';
@@ -100,9 +100,8 @@ export async function cloneVolume(ctx: StoreContext, req: CloneRequest, caller: 
   const found = findVolume(ctx, req.volume_id, caller);
   const copier = new FileCopier(ctx.runner, ctx.config.toolTimeoutMs);
   const claimed = await ctx.locks.withVolumeLock(found.dir, 'clone', found.uid, async () => {
-    const source = await readMeta(found.dir, found.uid);
+    const source = await readLockedMeta(found.dir, found.uid);
     if (!canSee(source, caller)) throw new NotFoundError(`volume ${found.uid} does not exist`, { vid: found.uid });
-    await requireNoLinks(found.dir, source);
     // The request's alg (schemas/clone.json never lets 'no' through), else the source's meta.json says how.
     const alg = req.alg ?? (source.alg === 'no' ? 'cp' : source.alg);
     checkClonable(source, await fs.readdir(found.dir), alg);

@@ -1,8 +1,7 @@
 import { promises as fs } from 'node:fs';
-import { readMeta } from '../store/meta.js';
 import { moveToBin } from '../store/recovery.js';
 import { ConflictError } from '../errors.js';
-import { findVolume, requireNoLinks, requireNoOverlays, requireNotInUse, requireOwnedAfresh, requireOwner } from './access.js';
+import { findVolume, readLockedMeta, requireNoOverlays, requireNotInUse, requireOwnedAfresh, requireOwner } from './access.js';
 import { imageOf } from './ceph.js';
 import type { Caller, StoreContext } from './context.js';
 import { faultPoint } from '../faults.js';
@@ -16,8 +15,7 @@ export async function destroyVolume(ctx: StoreContext, vid: string, caller: Call
   const record = findVolume(ctx, vid, caller);
   requireOwner(record.meta, caller, 'destroy');
   const binned = await ctx.locks.withVolumeLock(record.dir, 'destroy', vid, async (lock) => {
-    const meta = requireOwnedAfresh(await readMeta(record.dir, vid), caller, 'destroy');
-    await requireNoLinks(record.dir, meta);
+    const meta = requireOwnedAfresh(await readLockedMeta(record.dir, vid), caller, 'destroy');
     requireNotInUse(await fs.readdir(record.dir), meta, 'destroyed');
     requireNoOverlays(ctx, meta, 'destroyed');
     // A hypervisor may open a Ceph volume's image directly (info shows it): the daemon sees it only as a watcher.

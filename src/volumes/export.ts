@@ -2,9 +2,9 @@ import { promises as fs } from 'node:fs';
 import { NotSupportedError } from '../errors.js';
 import { clientOfIqn, iqnFor } from '../exporters/iqn.js';
 import type { ExportService } from '../exporters/service.js';
-import { readMeta, type VolumeMeta } from '../store/meta.js';
+import type { VolumeMeta } from '../store/meta.js';
 import { EXPORT_MARKER_RE } from '../store/volume-record.js';
-import { findVolume, requireNoLinks, requireNoOverlays } from './access.js';
+import { findVolume, readLockedMeta, requireNoOverlays } from './access.js';
 import type { StoreContext } from './context.js';
 import { checkExportRules } from './export-rules.js';
 
@@ -54,8 +54,7 @@ export async function withExportLock<T>(
   const record = findVolume(ctx, vid, null);
   try {
     return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => {
-      const meta = await readMeta(record.dir, vid);
-      await requireNoLinks(record.dir, meta);
+      const meta = await readLockedMeta(record.dir, vid);
       return fn(record.dir, meta, await fs.readdir(record.dir));
     });
   } finally {

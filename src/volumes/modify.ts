@@ -1,12 +1,11 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { errorFields } from '../log.js';
-import { BadRequestError, ConflictError, translateErrno } from '../errors.js';
-import { QemuImgLayers } from '../tools/qemu-img-layers.js';
+import { BadRequestError, translateErrno } from '../errors.js';
 import { dataFileName, gbToBytes } from '../store/layout.js';
-import { readMeta, writeMeta, type VolumeMeta } from '../store/meta.js';
+import { writeMeta, type VolumeMeta } from '../store/meta.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
-import { findVolume, requireNoLinks, requireNoOverlays, requireNotInUse, requireOwnedAfresh, requireOwner } from './access.js';
+import { findVolume, readLockedMeta, requireNoOverlays, requireNoSnapshots, requireNotInUse, requireOwnedAfresh, requireOwner } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 import { assertConsistent } from './create.js';
 import { convertIntoPlace } from './rewrite.js';
@@ -38,11 +37,7 @@ export async function withOwnedVolume<T>(
   const record = findVolume(ctx, vid, caller);
   requireOwner(record.meta, caller, action);
   try {
-    return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => {
-      const meta = requireOwnedAfresh(await readMeta(record.dir, vid), caller, action);
-      await requireNoLinks(record.dir, meta);
-      return fn(record.dir, meta);
-    });
+    return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => fn(record.dir, requireOwnedAfresh(await readLockedMeta(record.dir, vid), caller, action)));
   } finally {
     await ctx.index.reloadDir(record.dir);
   }
@@ -136,9 +131,7 @@ export async function convertVolume(
     requireNoOverlays(ctx, meta, 'converted');
     if (meta.format === req.format) return;
     const oldData = path.join(dir, dataFileName(meta.format));
-    // convert does not carry internal snapshots over: refuse rather than lose them silently (as compact does).
-    if (meta.format === 'qcow2' && (await new QemuImgLayers(ctx.runner, ctx.config.toolTimeoutMs).snapshots(oldData)).length)
-      throw new ConflictError(`volume ${req.vid} has snapshots, which converting would lose: delete them first`, { vid: req.vid });
+    if (meta.format === 'qcow2') await requireNoSnapshots(ctx, oldData, req.vid, 'converting');
     jobStarted();
     const newData = path.join(dir, dataFileName(req.format));
     await convertIntoPlace(ctx, 'convert', req.vid, { file: oldData, format: meta.format }, { file: newData, format: req.format }, opts);

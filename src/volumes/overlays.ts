@@ -1,10 +1,9 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { BadRequestError, ConflictError } from '../errors.js';
+import { BadRequestError } from '../errors.js';
 import { dataFileName } from '../store/layout.js';
 import { writeMeta } from '../store/meta.js';
-import { QemuImgLayers } from '../tools/qemu-img-layers.js';
-import { requireNotInUse } from './access.js';
+import { requireNoSnapshots, requireNotInUse } from './access.js';
 import type { OperationOptions } from './clone.js';
 import type { Caller, StoreContext } from './context.js';
 import { withOwnedVolume } from './modify.js';
@@ -18,14 +17,11 @@ import { jobStarted } from '../jobs/registry.js';
  * recoverVolume finishes the last step when a daemon died between the two renames.
  */
 export async function compactOverlay(ctx: StoreContext, req: { vid: string }, caller: Caller, opts: OperationOptions = {}) {
-  const layers = new QemuImgLayers(ctx.runner, ctx.config.toolTimeoutMs);
   const result = await withOwnedVolume(ctx, req.vid, caller, 'compact', 'compact', async (dir, meta) => {
     if (!meta.base) throw new BadRequestError(`volume ${req.vid} is not a linked clone: it has no base to compact`, { field: 'vid' });
     requireNotInUse(await fs.readdir(dir), meta, 'compacted');
     const data = path.join(dir, dataFileName(meta.format));
-    // convert does not carry internal snapshots over: refuse rather than lose them silently.
-    if ((await layers.snapshots(data)).length)
-      throw new ConflictError(`volume ${req.vid} has snapshots, which compacting would lose: delete them first`, { vid: req.vid });
+    await requireNoSnapshots(ctx, data, req.vid, 'compacting');
     jobStarted();
     await convertIntoPlace(ctx, 'compact', req.vid, { file: data, format: 'qcow2' }, { file: data, format: 'qcow2' }, opts);
     const { base, ...standalone } = meta;

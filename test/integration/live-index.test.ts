@@ -239,6 +239,23 @@ describe('the live index', () => {
       expect(await fs.readFile(secret, 'utf8')).to.equal('not for clients');
     });
 
+    it('never sweeps through a linked volume directory: the files it points to stay as they are, and no lock is taken there', async () => {
+      const target = path.join(outside, 'looks-like-a-volume');
+      await fs.mkdir(target);
+      await fs.writeFile(path.join(target, '.disk.tmp-0123456789ab.img'), 'an operator file with a temp-like name');
+      await fs.writeFile(path.join(target, 'notes.txt'), 'keep');
+      const empty = path.join(outside, 'empty');
+      await fs.mkdir(empty);
+      const before = await snapshotTree(outside);
+      await d.stop();
+      await fs.symlink(target, path.join(mnt, 'a', `vid.${LINKED}.elimg`));
+      await fs.symlink(empty, path.join(mnt, 'a', `vid.${'7'.repeat(32)}.elimg`));
+      d = await startTestDaemon(mnt, { lockStaleMs: 2000 });
+      await new Promise((r) => setTimeout(r, 2500)); // past a sweep pass
+      expect(await snapshotTree(outside)).to.deep.equal(before);
+      expect((await fs.lstat(path.join(mnt, 'a', `vid.${'7'.repeat(32)}.elimg`))).isSymbolicLink()).to.equal(true);
+    });
+
     it('refuses a data file swapped for a link before the index has seen it (checked again under the lock, and before a download)', async () => {
       const { vid } = (await d.post('create', seedCreateBody({ format: 'raw', size: 0.001 })).expect(200)).body;
       const victim = path.join(outside, 'victim.img');

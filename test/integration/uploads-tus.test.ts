@@ -122,6 +122,9 @@ describe('resumable uploads (tus at /api/v1.0/files)', function () {
     const del = await d.api.delete(location).set(TUS).expect(409);
     expect(JSON.parse(del.text).code).to.equal('conflict');
     expect(await volumeDirs()).to.deep.equal([`vid.${vid}.elimg`]);
+    // Once its volume is destroyed, the upload is gone too.
+    await d.post('destroy', { volume_id: vid }).expect(200);
+    await d.api.head(location).set(TUS).expect(404);
   });
 
   it('places the upload by its Upload-Length: in a root that can hold it, not the one with the most free quota', async () => {

@@ -95,7 +95,7 @@ export function imageRoutes(daemon: Daemon): Router {
   const ctx = daemon.ctx;
   const r = Router();
   const fromUrl = (body: ImportRequest & { url: string }, res: Response) =>
-    runAsJob(ctx.jobs, { async: body.async, kind: 'import', vid: null, res }, (job) => importDisk(ctx, body, urlSource(ctx, body.url), jobOptions(job)));
+    runAsJob(ctx.jobs, { async: body.async, kind: 'import', vid: null, makesVolume: true, res }, (job) => importDisk(ctx, body, urlSource(ctx, body.url), jobOptions(job)));
   r.post('/create/url', jsonEndpoint<ImportRequest & { url: string }>('create-url', (body, _req, res) => fromUrl(body, res)));
   r.post('/cloudinit/create', jsonEndpoint<ImportRequest & { url: string }>('cloudinit-create', (body, _req, res) => fromUrl({ ...body, cloudinit: true }, res)));
 
@@ -107,7 +107,7 @@ export function imageRoutes(daemon: Daemon): Router {
 
   const isoFromUrl = jsonEndpoint<IsoRequest>('iso-create', (body, _req, res) => {
     if (!body.url) throw new BadRequestError("request was badly formatted. 'url'", { field: 'url' });
-    return runAsJob(ctx.jobs, { async: body.async, kind: 'import', vid: null, res }, (job) => createIso(ctx, body, urlSource(ctx, body.url!), jobOptions(job)));
+    return runAsJob(ctx.jobs, { async: body.async, kind: 'import', vid: null, makesVolume: true, res }, (job) => createIso(ctx, body, urlSource(ctx, body.url!), jobOptions(job)));
   });
   r.post('/iso/create', async (req, res, next) => {
     if (!isMultipart(req) && !isRawBody(req)) return isoFromUrl(req, res, next);

@@ -15,13 +15,13 @@ export function lifecycleRoutes(ctx: StoreContext): Router {
   r.post(
     '/clone',
     jsonEndpoint<CloneRequest>('clone', (body, _req, res) =>
-      runAsJob(ctx.jobs, { async: body.async, kind: 'clone', vid: body.volume_id, res }, (job) => cloneVolume(ctx, body, callerOf(res, body), jobOptions(job))),
+      runAsJob(ctx.jobs, { async: body.async, kind: 'clone', vid: body.volume_id, makesVolume: true, res }, (job) => cloneVolume(ctx, body, callerOf(res, body), jobOptions(job))),
     ),
   );
   r.post(
     '/overlay/compact',
     jsonEndpoint<Body<{ vid: string; async?: boolean }>>('compact', (body, _req, res) =>
-      runAsJob(ctx.jobs, { async: body.async, kind: 'compact', vid: body.vid, res }, (job) => compactOverlay(ctx, body, callerOf(res, body), jobOptions(job))),
+      runAsJob(ctx.jobs, { async: body.async, kind: 'compact', vid: body.vid, makesVolume: false, res }, (job) => compactOverlay(ctx, body, callerOf(res, body), jobOptions(job))),
     ),
   );
   r.post('/snapshot/create', jsonEndpoint<Body<SnapshotRequest>>('snapshot', (body, _req, res) => createSnapshot(ctx, body, callerOf(res, body))));

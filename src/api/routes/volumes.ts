@@ -29,7 +29,7 @@ export function volumeRoutes(ctx: StoreContext): Router {
   r.post(
     '/update/convert',
     jsonEndpoint<{ vid: string; creatorID: string; format: DiskFormat; async?: boolean }>('convert', (body, _req, res) =>
-      runAsJob(ctx.jobs, { async: body.async, kind: 'convert', vid: body.vid, res }, (job) => convertVolume(ctx, body, jobOptions(job))),
+      runAsJob(ctx.jobs, { async: body.async, kind: 'convert', vid: body.vid, makesVolume: false, res }, (job) => convertVolume(ctx, body, jobOptions(job))),
     ),
   );
   r.post('/cancreate', jsonEndpoint<{ size: number }>('cancreate', (body) => canCreate(ctx, body.size)));
