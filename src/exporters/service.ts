@@ -159,10 +159,14 @@ export class ExportService {
     });
   }
 
-  /** The heartbeat of every marker of this host, whatever its target's state. */
+  /**
+   * The heartbeat of every marker of this host, whatever its target's state. The markers are those
+   * the index knows (not a readdir of 10,000 volumes at every heartbeat of an outage): one written
+   * a moment ago is touched at the next heartbeat.
+   */
   private async touchOwnMarkers(): Promise<void> {
     for (const record of [...this.index.all()])
-      for (const iqn of await markersIn(record.dir)) {
+      for (const iqn of record.exports) {
         const file = markerPath(record.dir, iqn);
         const marker = await readMarker(file).catch(() => null);
         if (marker && isOwnMarker(marker.content)) await touchMarker(file).catch(() => undefined);
