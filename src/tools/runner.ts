@@ -76,8 +76,17 @@ let loadExeca: Promise<typeof import('execa')> | null = null;
  */
 export class ExecaRunner implements CommandRunner {
   private readonly paths = new Map<ToolName, string | null>();
+  /**
+   * util-linux's setpriv, which starts each tool with PR_SET_PDEATHSIG: the kernel kills the tool when
+   * the daemon dies. A tool outlives a daemon killed with SIGKILL otherwise, and an orphaned copy kept
+   * writing into (and making again) a volume directory the restarted daemon had just recovered. systemd
+   * kills the unit's processes in production; this covers every other way the daemon is run.
+   */
+  private readonly setpriv: string | null;
 
-  constructor(private readonly searchPath = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/local/sbin`) {}
+  constructor(private readonly searchPath = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/local/sbin`) {
+    this.setpriv = findInPath('setpriv', searchPath);
+  }
 
   which(tool: ToolName): string | null {
     if (!this.paths.has(tool)) this.paths.set(tool, findInPath(tool, this.searchPath));
@@ -88,7 +97,8 @@ export class ExecaRunner implements CommandRunner {
     const binary = this.which(tool);
     if (!binary) throw new NotSupportedError(`${tool} is not installed on this storage host`);
     const { execa } = await (loadExeca ??= import('execa'));
-    const child = execa(binary, args, {
+    const [file, argv] = this.setpriv ? [this.setpriv, ['--pdeathsig', 'KILL', '--', binary, ...args]] : [binary, args];
+    const child = execa(file, argv, {
       timeout: opts.timeoutMs,
       cancelSignal: opts.signal,
       reject: false,

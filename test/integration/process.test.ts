@@ -4,7 +4,8 @@ import { expect } from 'chai';
 import { execa } from 'execa';
 import { TOKENS, writeTokenFile } from '../helpers/auth.js';
 import { MAIN, spawnDaemon } from '../helpers/process.js';
-import { makeTree, OWNER, removeTree, seedCreateBody } from '../helpers/tree.js';
+import { PROJECT_ROOT } from '../../src/project.js';
+import { makeTree, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
 describe('the daemon process', () => {
   let mnt: string;
@@ -37,6 +38,20 @@ describe('the daemon process', () => {
     const bad = await execa('node', ['--import', 'tsx/esm', MAIN, '--mnt', mnt, '--port', 'seventy'], { reject: false });
     expect(bad.exitCode).to.equal(1);
     expect(bad.stderr).to.equal("elemento-storage: the port must be a whole number, not 'seventy'");
+  });
+
+  it('a tool the daemon started dies with a daemon killed with SIGKILL (no orphan goes on writing into the tree)', async () => {
+    const image = path.join(mnt, 'a', 'orphan-probe.img');
+    await execa('qemu-img', ['create', '-q', '-f', 'raw', image, '1M']);
+    const script = path.join(mnt, 'run-tool.mts');
+    const runner = path.join(PROJECT_ROOT, 'src', 'tools', 'runner.ts');
+    await fs.writeFile(script, `import { ExecaRunner } from ${JSON.stringify(runner)};\nawait new ExecaRunner().run('qemu-io', ['-f', 'raw', '-c', 'sleep 30000', ${JSON.stringify(image)}], { timeoutMs: 60_000 });\n`);
+    const daemon = execa('node', ['--import', 'tsx/esm', script], { reject: false });
+    const toolRunning = async () => (await execa('pgrep', ['-f', `sleep 30000 ${image}`], { reject: false })).exitCode === 0;
+    await waitFor(toolRunning, 10_000, 'qemu-io to start');
+    daemon.kill('SIGKILL');
+    await daemon;
+    await waitFor(async () => !(await toolRunning()), 3000, 'qemu-io to die with its parent');
   });
 
   it('refuses a port in use, a missing or empty mount directory, each with one clear sentence and exit code 1', async () => {
