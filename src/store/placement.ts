@@ -94,7 +94,7 @@ export class Placement {
     if (preferred) order.sort((a, b) => Number(b.path === preferred) - Number(a.path === preferred));
     const reasons: string[] = [];
     const unavailable = (root: Root) => {
-      reasons.push(`${root.path} is not available (settings.json is gone: unmounted?)`);
+      reasons.push(notAvailable(root.path));
       void this.index.scanAll().catch(() => undefined); // so that status reports it at once
       return null;
     };
@@ -159,6 +159,8 @@ export class Placement {
   }
 }
 
+const notAvailable = (rootPath: string) => `${rootPath} is not available (settings.json is gone: unmounted?)`;
+
 /** A root whose settings.json vanished (unmounted filesystem) is never written into. */
 export async function rootAvailable(rootPath: string): Promise<boolean> {
   return fs.access(path.join(rootPath, SETTINGS_FILE)).then(
@@ -168,7 +170,7 @@ export async function rootAvailable(rootPath: string): Promise<boolean> {
 }
 
 export async function assertRootAvailable(rootPath: string): Promise<void> {
-  if (!(await rootAvailable(rootPath))) throw new UnavailableError(`storage root ${rootPath} is not available (settings.json is gone: unmounted?)`);
+  if (!(await rootAvailable(rootPath))) throw new UnavailableError(`storage root ${notAvailable(rootPath)}`);
 }
 
 /** Why an error says a root cannot be written now, or null for any other error. */
