@@ -37,6 +37,19 @@ export function authenticate(tokens: TokenTable): RequestHandler {
 }
 
 /**
+ * A client token may name no other client in a caller field: 403. For fields that do not come in a
+ * JSON body (an upload's query or multipart parts, tus's Upload-Metadata), their route asks it itself.
+ */
+export function requireOwnCallerFields(client: string | null | undefined, fields: unknown): void {
+  if (!client || !fields || typeof fields !== 'object' || Array.isArray(fields)) return;
+  for (const field of CALLER_FIELDS) {
+    const named = (fields as Record<string, unknown>)[field];
+    if (typeof named === 'string' && named.toLowerCase() !== client)
+      throw new ForbiddenError(`this token acts for client ${client} only, and '${field}' names another client`, { field });
+  }
+}
+
+/**
  * Runs once the body is read: a client token whose body names another client in a caller field
  * is refused (403) before any handler sees it; the rest of the request runs as its principal.
  */
@@ -44,15 +57,12 @@ export function actAsPrincipal(): RequestHandler {
   return (req, res, next) => {
     const principal = res.locals.principal as Principal | undefined;
     if (!principal) return next();
-    const body: unknown = req.body;
-    if (principal.role === 'client' && body && typeof body === 'object' && !Array.isArray(body))
-      for (const field of CALLER_FIELDS) {
-        const named = (body as Record<string, unknown>)[field];
-        if (typeof named === 'string' && named.toLowerCase() !== principal.clientUid) {
-          next(new ForbiddenError(`this token acts for client ${principal.clientUid} only, and '${field}' names another client`, { field }));
-          return;
-        }
-      }
+    try {
+      if (principal.role === 'client') requireOwnCallerFields(principal.clientUid, req.body);
+    } catch (err) {
+      next(err);
+      return;
+    }
     runAsPrincipal(principal, next);
   };
 }

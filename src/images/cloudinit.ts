@@ -75,7 +75,11 @@ export class CloudInitSets {
   async open(vid: string, caller: Caller): Promise<Pending<FileSet>> {
     const item = this.pending.get(vid);
     if (item) {
-      if (caller !== null && item.claimed.meta.creatorID !== caller) throw new ForbiddenError(`only the creator of volume ${vid} may add files to it`, { vid });
+      if (caller !== null && item.claimed.meta.creatorID !== caller) {
+        // A private set is invisible to others, as its volume is.
+        if (item.claimed.meta.private) throw new NotFoundError(`volume ${vid} does not exist`, { vid });
+        throw new ForbiddenError(`only the creator of volume ${vid} may add files to it`, { vid });
+      }
       this.pending.acquire(item);
       return item;
     }

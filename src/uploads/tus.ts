@@ -4,11 +4,12 @@ import { Server, type Upload } from '@tus/server';
 // answer as a web Response, so that its plain-text errors can be turned into the API's JSON ones.
 import { NodeRequest, sendNodeResponse } from 'srvx/node';
 import { currentClient } from '../auth/principal.js';
-import { ApiError, BadRequestError, codeForStatus, ForbiddenError, NotFoundError } from '../errors.js';
+import { ApiError, BadRequestError, codeForStatus, NotFoundError } from '../errors.js';
 import { claimDiskImport, importResponse, type ImportRequest } from '../images/disk-import.js';
 import { assertNotEmpty, fillFromSource } from '../images/import.js';
 import { claimIso, fillIso, type IsoRequest } from '../images/iso.js';
 import { PendingClaims } from '../images/pending.js';
+import { requireOwnCallerFields } from '../api/auth.js';
 import { normaliseIds } from '../api/handler.js';
 import { gbToBytes } from '../store/layout.js';
 import { validateOrThrow } from '../schemas.js';
@@ -54,9 +55,7 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
     datastore: new VolumeUploadStore(pending, finished),
     namingFunction: async (req, metadata) => {
       const { endpoint, body } = parseFields(metadata ?? undefined);
-      const client = currentClient();
-      if (client && body.creatorID !== client)
-        throw new ForbiddenError(`this token acts for client ${client} only, and 'creatorID' names another client`, { field: 'creatorID' });
+      requireOwnCallerFields(currentClient(), body);
       // Claimed for its length: placed in a root that can hold it.
       const size = Number(req.headers.get('upload-length'));
       assertNotEmpty(size);

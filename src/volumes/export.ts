@@ -5,7 +5,7 @@ import type { ExportService } from '../exporters/service.js';
 import type { VolumeMeta } from '../store/meta.js';
 import { EXPORT_MARKER_RE } from '../store/volume-record.js';
 import { findVolume, readLockedMeta, requireNoOverlays } from './access.js';
-import type { StoreContext } from './context.js';
+import type { Caller, StoreContext } from './context.js';
 import { checkExportRules } from './export-rules.js';
 
 /** What a hypervisor needs to attach an exported volume. */
@@ -41,17 +41,19 @@ export function exportAnswer(ctx: StoreContext, exports: ExportService, meta: Vo
 }
 
 /**
- * The volume `vid` under its lock, with meta.json and the directory read afresh. Exports look the
- * volume up as the controller: a private volume of someone else is refused by the rules (403 naming
- * the rule), as SPEC §4 asks, rather than hidden.
+ * The volume `vid` under its lock, with meta.json and the directory read afresh, looked up as
+ * `seenBy`. An export looks it up as the controller: a private volume of someone else is refused by
+ * the rules (403 naming the rule), as SPEC §4 asks, rather than hidden; unexport and migration as
+ * their caller (a private volume of another is 404).
  */
 export async function withExportLock<T>(
   ctx: StoreContext,
   vid: string,
   purpose: string,
+  seenBy: Caller,
   fn: (dir: string, meta: VolumeMeta, files: string[]) => Promise<T>,
 ): Promise<T> {
-  const record = findVolume(ctx, vid, null);
+  const record = findVolume(ctx, vid, seenBy);
   try {
     return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => {
       const meta = await readLockedMeta(record.dir, vid);
@@ -64,7 +66,7 @@ export async function withExportLock<T>(
 
 /** `export`: SPEC §4's rules, then the marker and the target. A repeat for the same client answers the same. */
 export async function exportVolume(ctx: StoreContext, exports: ExportService, vid: string, client: string): Promise<ExportAnswer> {
-  const meta = await withExportLock(ctx, vid, 'export', async (dir, meta, files) => {
+  const meta = await withExportLock(ctx, vid, 'export', null, async (dir, meta, files) => {
     if (meta.format === 'rbd' && !exports.exporter.capabilities.rbdLuns)
       throw new NotSupportedError(`volume ${vid} lives in Ceph, and the ${exports.exporter.name} exporter does not serve RBD images`);
     checkExportRules(meta, client, exportedClients(files, vid));
@@ -79,7 +81,7 @@ export async function exportVolume(ctx: StoreContext, exports: ExportService, vi
 
 /** `unexport`: removes the export to `client`; a volume not exported to it answers the same. */
 export async function unexportVolume(ctx: StoreContext, exports: ExportService, vid: string, client: string) {
-  await withExportLock(ctx, vid, 'unexport', (dir) => exports.withdraw(dir, iqnFor(client, vid)));
+  await withExportLock(ctx, vid, 'unexport', client, (dir) => exports.withdraw(dir, iqnFor(client, vid)));
   ctx.log.info('volume unexported', { vid, client });
   return { vid, client_uid: client, iqn: iqnFor(client, vid), exported: false };
 }

@@ -4,7 +4,7 @@ import { iqnFor } from '../exporters/iqn.js';
 import type { ExportService } from '../exporters/service.js';
 import { clearMigration, readMigration, writeMigration } from '../store/migration-state.js';
 import type { Caller, StoreContext } from './context.js';
-import { requireOwner } from './access.js';
+import { requireOwnedAfresh } from './access.js';
 import { checkExportRules } from './export-rules.js';
 import { exportAnswer, exportedClients, withExportLock } from './export.js';
 
@@ -23,8 +23,8 @@ export interface MigrationRequest {
 export async function prepareMigration(ctx: StoreContext, exports: ExportService, req: MigrationRequest, caller: Caller) {
   const vid = req.volume_id;
   const destination = req.client_uid;
-  return withExportLock(ctx, vid, 'migrate', async (dir, meta, files) => {
-    requireOwner(meta, caller, 'migrate');
+  return withExportLock(ctx, vid, 'migrate', caller, async (dir, meta, files) => {
+    requireOwnedAfresh(meta, caller, 'migrate');
     const source = req.source_client_uid ?? meta.creatorID;
     const state = await readMigration(dir);
     if (state && (state.source !== source || state.destination !== destination))
@@ -64,8 +64,8 @@ export async function prepareMigration(ctx: StoreContext, exports: ExportService
 export async function finishMigration(ctx: StoreContext, exports: ExportService, req: MigrationRequest, step: 'conclude' | 'revert', caller: Caller) {
   const vid = req.volume_id;
   const destination = req.client_uid;
-  return withExportLock(ctx, vid, 'migrate', async (dir, meta, files) => {
-    requireOwner(meta, caller, 'migrate');
+  return withExportLock(ctx, vid, 'migrate', caller, async (dir, meta, files) => {
+    requireOwnedAfresh(meta, caller, 'migrate');
     const state = await readMigration(dir);
     const source = state?.source ?? req.source_client_uid ?? meta.creatorID;
     const answer = { vid, client_uid: destination, source_client_uid: source, migration: step === 'conclude' ? 'concluded' : 'reverted' };

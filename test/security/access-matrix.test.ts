@@ -81,6 +81,33 @@ describe('access matrix (API tokens)', () => {
     expect(res2.body.field).to.equal('client_uid');
   });
 
+  it('refuses a client token naming another client in an upload\'s query or multipart fields, or a cloud-init set\'s, changing nothing', async () => {
+    const before = await snapshotTree(mnt);
+    const denied = { error: `this token acts for client ${OTHER} only, and 'creatorID' names another client`, code: 'forbidden', field: 'creatorID' };
+    const raw = await d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}&private=true&format=raw`).set(bearer(TOKENS.other))
+      .set('Content-Type', 'application/octet-stream').send(Buffer.alloc(1024 * 1024)).expect(403);
+    expect(raw.body).to.deep.equal(denied);
+    const multipart = await d.api.post('/api/v1.0/create/upload').set(bearer(TOKENS.other))
+      .field('creatorID', OWNER).field('format', 'raw').attach('file', Buffer.alloc(1024 * 1024), 'disk.img').expect(403);
+    expect(multipart.body).to.deep.equal(denied);
+    const seed = await d.api.post('/api/v1.0/cloudinit/metadata').set(bearer(TOKENS.other))
+      .field('fields', JSON.stringify({ creatorID: OWNER, name: 'x', private: true, expectedFiles: 2 })).attach('file', Buffer.from('#cloud-config\n'), 'user-data').expect(403);
+    expect(seed.body).to.deep.equal(denied);
+    expect(await snapshotTree(mnt)).to.deep.equal(before);
+  });
+
+  it("hides another client's private cloud-init set being filled (404, as its volume), and refuses a public one (403)", async () => {
+    const begin = (priv: boolean) =>
+      d.api.post('/api/v1.0/cloudinit/metadata').set(bearer(TOKENS.owner))
+        .field('fields', JSON.stringify({ creatorID: OWNER, name: 'seed', private: priv, expectedFiles: 2 })).attach('file', Buffer.from('#cloud-config\n'), 'user-data').expect(206);
+    const add = (vid: string) =>
+      d.api.post('/api/v1.0/cloudinit/metadata').set(bearer(TOKENS.other)).field('fields', JSON.stringify({ creatorID: OTHER, vid })).attach('file', Buffer.from('x'), 'meta-data');
+    const hidden = (await begin(true)).body.vid;
+    expect((await add(hidden).expect(404)).body).to.deep.equal({ error: `volume ${hidden} does not exist`, code: 'not_found', vid: hidden });
+    const shown = (await begin(false)).body.vid;
+    expect((await add(shown).expect(403)).body.code).to.equal('forbidden');
+  });
+
   it('answers a client on GET status with the whole 403 body', async () => {
     const res = await d.api.get('/api/v1.0/status').set(bearer(TOKENS.owner)).expect(403);
     expect(res.body).to.deep.equal({ error: 'GET /status needs an admin token', code: 'forbidden' });

@@ -41,7 +41,7 @@ export function cloudInitRoutes(ctx: StoreContext, sets: CloudInitSets): Router 
     const open = async (fields: Record<string, unknown>) => {
       const all = { ...fields, ...fromPath };
       assertOneKindOfCall(all);
-      const body = checkedFields<MetadataFields>('cloudinit-metadata', all);
+      const body = checkedFields<MetadataFields>('cloudinit-metadata', all, res);
       first = body.expectedFiles !== undefined;
       item = first ? await sets.begin(body) : await sets.open(body.vid!, callerOf(res, body as unknown as Record<string, unknown>));
       return item;

@@ -7,11 +7,14 @@ import { createIso, type IsoRequest } from '../../images/iso.js';
 import { assertComplete, streamToFile } from '../../images/transfer.js';
 import { jobOptions, runAsJob } from '../../jobs/registry.js';
 import { validateOrThrow } from '../../schemas.js';
+import { requireOwnCallerFields, tokenClient } from '../auth.js';
 import { jsonEndpoint, normaliseIds } from '../handler.js';
 import { formValue, isMultipart, readMultipart, type IncomingFile } from '../multipart.js';
 
 /** The fields of a multipart request, checked like a JSON body of `schema`. */
-export function checkedFields<T>(schema: string, fields: Record<string, unknown>): T {
+export function checkedFields<T>(schema: string, fields: Record<string, unknown>, res: Response): T {
+  // Fields from a query or multipart parts: the auth layer saw no JSON body to check them in.
+  requireOwnCallerFields(tokenClient(res), fields);
   const body = validateOrThrow<T>(schema, fields);
   normaliseIds(body as Record<string, unknown>);
   return body;
@@ -64,7 +67,7 @@ const isRawBody = (req: Request) => /^application\/octet-stream/i.test(req.heade
 /** Runs `make` on an upload: a raw body (fields in the query) or multipart (fields, then the file part). */
 async function upload(req: Request, res: Response, schema: string, make: (body: Record<string, unknown>, source: ImageSource) => Promise<unknown>) {
   if (isRawBody(req)) {
-    res.json(await make(checkedFields<Record<string, unknown>>(schema, queryFields(req, schema)), rawBodySource(req)));
+    res.json(await make(checkedFields<Record<string, unknown>>(schema, queryFields(req, schema), res), rawBodySource(req)));
     return;
   }
   await multipartUpload(req, res, schema, make);
@@ -82,7 +85,7 @@ async function multipartUpload(req: Request, res: Response, schema: string, make
     maxFiles: 1,
     onFile: async (file, fields) => {
       if (file.field !== 'file') throw new BadRequestError(`the image must come in a part named 'file', not '${file.field}'`, { field: file.field });
-      const body = checkedFields<Record<string, unknown>>(schema, fields);
+      const body = checkedFields<Record<string, unknown>>(schema, fields, res);
       answer = await make(body, partSource(file, contentLength(req)));
     },
   });
