@@ -1,9 +1,9 @@
-import { gbToBytes, BYTES_PER_GB } from '../store/layout.js';
+import { gbToBytes, BYTES_PER_GB, sectors } from '../store/layout.js';
 import { cephFields, requireCeph } from '../volumes/ceph.js';
 import type { StoreContext } from '../volumes/context.js';
 import { assertConsistent, claimVolume, createResponse, fieldsOf, type Claimed, type CreateRequest } from '../volumes/create.js';
 import { openDownload, type Download } from './fetch.js';
-import { claimForSource, fillFromSource, sectors, type ImageSource, type ImportOptions } from './import.js';
+import { claimForSource, fillFromSource, type ImageSource, type ImportOptions } from './import.js';
 
 /** `create/url`, `create/upload` and `cloudinit/create` bodies: create's fields, `size` optional. */
 export type ImportRequest = Omit<CreateRequest, 'size'> & { size?: number; url?: string; async?: boolean; cloudinit?: boolean };

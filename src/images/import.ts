@@ -3,7 +3,7 @@ import path from 'node:path';
 import { BadRequestError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 import { writeFlushed } from '../store/atomic.js';
-import { tempNameFor } from '../store/layout.js';
+import { sectors, tempNameFor } from '../store/layout.js';
 import { writeMeta } from '../store/meta.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
 import type { StoreContext } from '../volumes/context.js';
@@ -40,7 +40,6 @@ export interface ImportOptions {
 const TRANSFER_SHARE = 90;
 
 /** Rounds up to a whole 512-byte sector, as every size of the store is. */
-export const sectors = (bytes: number) => Math.ceil(bytes / 512) * 512;
 
 /** A volume of size 0 is refused by `create`: an empty image (a wrong path given to curl, an empty file) too. */
 export function assertNotEmpty(bytes: number | undefined): void {

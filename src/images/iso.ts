@@ -3,7 +3,8 @@ import { faultPoint } from '../faults.js';
 import { writeJsonAtomic } from '../store/atomic.js';
 import type { StoreContext } from '../volumes/context.js';
 import { claimVolume, fieldsOf, type Claimed } from '../volumes/create.js';
-import { claimForSource, fillFromSource, sectors, type ImageSource, type ImportOptions } from './import.js';
+import { claimForSource, fillFromSource, type ImageSource, type ImportOptions } from './import.js';
+import { sectors } from '../store/layout.js';
 
 export const ISOINFO_FILE = 'isoinfo.json';
 

@@ -90,8 +90,11 @@ export function isInside(parent: string, child: string): boolean {
 /** Sizes: GB in requests are decimal, and byte sizes are rounded up to a whole 512-byte sector. */
 export const BYTES_PER_GB = 1_000_000_000;
 export function gbToBytes(gb: number): number {
-  return Math.ceil(decimalBytes(gb, BYTES_PER_GB) / 512) * 512;
+  return sectors(decimalBytes(gb, BYTES_PER_GB));
 }
+
+/** `bytes` rounded up to whole 512-byte sectors: every size the tree records. */
+export const sectors = (bytes: number) => Math.ceil(bytes / 512) * 512;
 
 /**
  * `amount` × `unit` bytes. 0.536 × 1e9 is 536000000.00000006 in binary floating point, 0.57 × 1e9 is

@@ -105,9 +105,10 @@ export class Placement {
         continue;
       }
       // Asked first: the root's lock would otherwise retry its mkdir for seconds on a read-only mount.
+      const passOver = (why: string) => reasons.push(`${root.path} cannot be written (${why})`);
       const notWritable = await fs.access(root.path, fsConstants.W_OK).then(() => null, (err: unknown) => unwritable(err));
       if (notWritable) {
-        reasons.push(`${root.path} cannot be written (${notWritable})`);
+        passOver(notWritable);
         continue;
       }
       let result: { value: T } | null;
@@ -128,7 +129,7 @@ export class Placement {
         // failure of the claim itself is the request's answer.
         const why = claiming ? null : unwritable(err);
         if (!why) throw err;
-        reasons.push(`${root.path} cannot be written (${why})`);
+        passOver(why);
         continue;
       }
       if (result) return result.value;
