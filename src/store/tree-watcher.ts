@@ -5,7 +5,7 @@ import path from 'node:path';
  * One inotify watch per root and per volume directory (a volume's meta.json, data file and markers
  * are its direct entries; a root's entries are its volume directories). Every change is reported as
  * the path that changed. Files get no watch of their own: their directory's watch sees them.
- * chokidar, which watches the upper tree (volume-index.ts), also watches every file it reports on:
+ * chokidar, which watches the upper tree (index-watch.ts), also watches every file it reports on:
  * over 10,000 volumes that was three times the inotify watches and 6–10 s and ~250 MB more at start
  * (docs/BENCHMARKS.md), so volume directories are watched here, one plain fs.watch each.
  */

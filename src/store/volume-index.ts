@@ -1,19 +1,15 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { watch as watchUpperTree, type FSWatcher as UpperTreeWatcher } from 'chokidar';
-import { errorFields, type Logger } from '../log.js';
-import { BIN_DIR, isTempName, ROOT_MUTEX, SETTINGS_FILE, USAGE_STAMP, VOLUME_MUTEX } from './layout.js';
+import type { Logger } from '../log.js';
 import { discoverRoots, type Root, type SkippedRoot } from './roots.js';
 import { hasLeftovers, LeftoverReports } from './leftovers.js';
 import { readUsageStamp } from './usage-stamp.js';
 import { asyncReader, firstScanReader, type TreeReader } from './tree-reader.js';
-import { TreeWatcher } from './tree-watcher.js';
+import { IndexWatch } from './index-watch.js';
 import { loadVolumeRecord, uidOfVolumeDir, type VolumeRecord } from './volume-record.js';
 import { VolumeTable } from './volume-table.js';
 
 const LOAD_CONCURRENCY = 64;
-const VOLUME_DEBOUNCE_MS = 100;
-const ROOTS_DEBOUNCE_MS = 300;
 
 /** Runs `fn` over `items` with at most `limit` in flight. */
 async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -38,16 +34,11 @@ export class VolumeIndex {
   /** Each root's usage stamp as the last full scan read it (src/store/usage-stamp.ts). */
   private readonly stamps = new Map<string, string>();
   private readonly table: VolumeTable;
-  /** chokidar on the upper tree: directories that may hold roots, and each root's settings.json. */
-  private upperPaths = new Set<string>();
-  private upperWatcher: UpperTreeWatcher | null = null;
-  /** One inotify watch per root and per volume directory (see tree-watcher.ts for why not chokidar). */
-  private watcher: TreeWatcher | null = null;
+  /** The watches, once `watch` has started them; the directories the last scan looked in for roots. */
+  private live: IndexWatch | null = null;
+  private lastLooked: string[] = [];
   private unfinished: string[] = [];
   private readonly leftovers = new LeftoverReports();
-  private rescanTimer: NodeJS.Timeout | null = null;
-  private readonly pendingVolumes = new Map<string, NodeJS.Timeout>();
-  private rootsTimer: NodeJS.Timeout | null = null;
   private scanning: Promise<void> | null = null;
   /** While a full scan runs: the uids reloaded or forgotten since it began (see scanTree). */
   private touched: Set<string> | null = null;
@@ -117,7 +108,7 @@ export class VolumeIndex {
       else found.set(loaded.uid, [loaded]);
     });
     this.roots = new Map(roots.filter((r) => !away.has(r.path)).map((r) => [r.path, r]));
-    this.watchUpperTree(looked);
+    this.lastLooked = looked;
     this.skipped = skipped;
     this.unfinished = unfinished;
     this.leftovers.report(unfinished, true);
@@ -133,7 +124,7 @@ export class VolumeIndex {
     for (const [uid, list] of found) merge(uid, list);
     // Deleting the entry being visited is safe in a Map's iteration.
     for (const uid of this.table.uids()) if (!found.has(uid)) merge(uid, []);
-    this.watchTree();
+    this.live?.follow(looked);
   }
 
   /** Calls `listener` with volume directories a later scan or a watcher reload finds leftovers in (see LeftoverReports). */
@@ -152,9 +143,9 @@ export class VolumeIndex {
     const rootPath = path.dirname(dir);
     if (!uid || !this.roots.has(rootPath)) return null;
     // Watched before it is read, so a change made while it is read is not missed.
-    this.watcher?.add(dir);
+    this.live?.add(dir);
     const record = await loadVolumeRecord(rootPath, dir);
-    if (!record) this.watcher?.remove(dir);
+    if (!record) this.live?.remove(dir);
     if (!record || !hasLeftovers(record)) this.leftovers.clean(dir);
     // Other directories of the same uid are read again too: one may have been moved here, or removed.
     const found = record ? [record] : [];
@@ -177,7 +168,6 @@ export class VolumeIndex {
     return this.table.version;
   }
 
-  /** The volume `uid` as last read (flagged `unavailable` while its root is, `copies` when in several directories). */
   /** Every directory record of `uid`: one, or each copy of a volume found in several roots. */
   copiesOf(uid: string): VolumeRecord[] {
     return this.table.copiesOf(uid);
@@ -188,6 +178,7 @@ export class VolumeIndex {
     return this.stamps.get(rootPath);
   }
 
+  /** The volume `uid` as last read (flagged `unavailable` while its root is, `copies` when in several directories). */
   get(uid: string): VolumeRecord | undefined {
     return this.table.get(uid);
   }
@@ -223,93 +214,29 @@ export class VolumeIndex {
     return this.table.broken();
   }
 
-  /** Starts watching the tree and the periodic rescan. */
+  /** Starts watching the tree and the periodic rescan (index-watch.ts). */
   async watch(rescanIntervalMs: number): Promise<void> {
-    this.watcher = new TreeWatcher(
-      (changed) => this.onChange(changed),
-      (dir, err) => this.log.warn('watcher error', { dir, ...errorFields(err) }),
-    );
-    this.watchTree();
-    this.upperWatcher = watchUpperTree([], { ignoreInitial: true, depth: 0, ignored: (p) => path.basename(p).startsWith('.') });
-    this.upperWatcher.on('all', (_event, p) => this.onChange(p));
-    this.upperWatcher.on('error', (err) => this.log.warn('watcher error', errorFields(err)));
-    const ready = new Promise<void>((resolve) => this.upperWatcher!.once('ready', () => resolve()));
-    this.watchUpperTree(this.lastLooked);
-    await ready;
-    if (rescanIntervalMs > 0) {
-      this.rescanTimer = setInterval(() => this.scanAll().catch((err) => this.log.error('rescan failed', errorFields(err))), rescanIntervalMs);
-      this.rescanTimer.unref();
-    }
+    const mnt = this.mnt;
+    this.live = new IndexWatch({
+      mnt,
+      log: this.log,
+      rootPaths: () => [...this.roots.keys()],
+      volumeDirs: () => this.volumeDirs(),
+      reloadChanged: async (dir) => {
+        const record = await this.reloadDir(dir);
+        if (record?.dir === dir && hasLeftovers(record)) this.leftovers.report([dir], false);
+      },
+      rescan: () => this.scanAll(),
+    });
+    await this.live.start(this.lastLooked, rescanIntervalMs);
   }
 
-  private lastLooked: string[] = [];
-
-  /**
-   * chokidar watches the upper tree, where roots appear and vanish: the mount directory and the
-   * directories one and two levels down that are not roots (depth 0: their own entries), and each
-   * root's settings.json. A root's own entries (its volumes) are the TreeWatcher's.
-   */
-  private watchUpperTree(looked: string[]): void {
-    this.lastLooked = looked;
-    if (!this.upperWatcher) return;
-    const wanted = new Set([...looked.filter((d) => !this.roots.has(d)), ...[...this.roots.keys()].map((r) => path.join(r, SETTINGS_FILE))]);
-    const gone = [...this.upperPaths].filter((p) => !wanted.has(p));
-    const added = [...wanted].filter((p) => !this.upperPaths.has(p));
-    if (gone.length) this.upperWatcher.unwatch(gone);
-    if (added.length) this.upperWatcher.add(added);
-    // A directory that just appeared may have got its settings.json before its watch: look once more.
-    const firstTime = this.upperPaths.size === 0;
-    this.upperPaths = wanted;
-    if (!firstTime && added.some((p) => path.basename(p) !== SETTINGS_FILE)) this.scheduleRootsRescan();
-  }
-
-  /** Points the watches at the roots of the last full scan and the volumes it found. */
-  private watchTree(): void {
-    if (!this.watcher) return;
-    const dirs = new Set(this.roots.keys());
-    for (const record of this.all()) for (const dir of record.copies ?? [record.dir]) dirs.add(dir);
-    this.watcher.sync(dirs);
-  }
-
-  private onChange(changed: string): void {
-    const base = path.basename(changed);
-    if (base === BIN_DIR || base === VOLUME_MUTEX || base === ROOT_MUTEX || base === USAGE_STAMP || isTempName(base)) return;
-    const parts = path.relative(this.mnt, changed).split(path.sep);
-    const at = parts.findIndex((p) => uidOfVolumeDir(p) !== null);
-    if (at >= 0) {
-      const dir = path.join(this.mnt, ...parts.slice(0, at + 1));
-      clearTimeout(this.pendingVolumes.get(dir));
-      this.pendingVolumes.set(
-        dir,
-        setTimeout(() => {
-          this.pendingVolumes.delete(dir);
-          this.reloadDir(dir)
-            .then((record) => record?.dir === dir && hasLeftovers(record) && this.leftovers.report([dir], false))
-            .catch((err) => this.log.warn('volume reload failed', { dir, ...errorFields(err) }));
-        }, VOLUME_DEBOUNCE_MS),
-      );
-      return;
-    }
-    // A settings.json or a directory near the top changed: the set of roots may have changed.
-    if (parts.length <= 3 && (parts.at(-1) === SETTINGS_FILE || parts.length <= 2)) this.scheduleRootsRescan();
-  }
-
-  private scheduleRootsRescan(): void {
-    if (this.rootsTimer) clearTimeout(this.rootsTimer);
-    this.rootsTimer = setTimeout(() => {
-      this.rootsTimer = null;
-      this.scanAll().catch((err) => this.log.error('rescan failed', errorFields(err)));
-    }, ROOTS_DEBOUNCE_MS);
+  private *volumeDirs(): Iterable<string> {
+    for (const record of this.all()) yield* record.copies ?? [record.dir];
   }
 
   async close(): Promise<void> {
-    if (this.rescanTimer) clearInterval(this.rescanTimer);
-    if (this.rootsTimer) clearTimeout(this.rootsTimer);
-    for (const t of this.pendingVolumes.values()) clearTimeout(t);
-    this.pendingVolumes.clear();
-    this.watcher?.close();
-    this.watcher = null;
-    await this.upperWatcher?.close();
-    this.upperWatcher = null;
+    await this.live?.close();
+    this.live = null;
   }
 }
