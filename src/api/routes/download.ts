@@ -63,7 +63,8 @@ function downloadError(err: SendError, vid: string): Error {
 /**
  * `GET /volumes/<vid>/data[?client_uid=<uid>]`: the volume's image, streamed, with HTTP Range
  * (resume, parallel chunks), ETag and Last-Modified. Visibility as `info`: a private volume is 404
- * to other clients. The open file stays valid if a convert replaces it meanwhile. A Ceph volume's
+ * to other clients. The open file stays valid if a convert replaces it meanwhile; what changes it in
+ * place (a snapshot, a qcow2's resize) is refused while it is read, and refuses it meanwhile. A Ceph volume's
  * image comes from its cluster (sendRbdImage).
  */
 export function downloadRoutes(ctx: StoreContext): Router {
@@ -76,6 +77,8 @@ export function downloadRoutes(ctx: StoreContext): Router {
     // Its file alone names a backing file outside any download: a backup of it would not stand alone.
     if (base)
       throw new ConflictError(`volume ${vid} is a linked clone reading through to volume ${base}: compact it (overlay/compact) to download a standalone image`, { vid, base });
+    // Counted until the answer ends: a snapshot or a resize rewriting the image in place waits for it (rewriteInPlace).
+    res.once('close', ctx.locks.beginRead(record.dir, vid));
     if (format === 'rbd') return void sendRbdImage(ctx, record, req, res, next).catch(next);
     // send follows links: the index refuses them when it reads a volume, and this looks again just before.
     requireNoLinks(record.dir, record.meta).then(() => sendDataFile(record.dir, vid, format, res, next), next);

@@ -1,0 +1,61 @@
+import { once } from 'node:events';
+import { promises as fs } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { expect } from 'chai';
+import { execa } from 'execa';
+import { daemonPerTest } from '../helpers/daemon.js';
+import { writePattern } from '../helpers/images.js';
+import { OWNER, seedCreateBody, waitFor } from '../helpers/tree.js';
+
+const MB = 1024 * 1024;
+
+/** Requests racing on one volume through one daemon: each ends whole, or refused with a 409 naming why. */
+describe('concurrent requests on one volume', function () {
+  this.timeout(120_000);
+  const t = daemonPerTest();
+
+  /** A download over a real socket that reads one chunk, then waits for `resume()` to read the rest. */
+  async function pausedDownload(vid: string) {
+    const listener = t.d.app.listen(0, '127.0.0.1');
+    await once(listener, 'listening');
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) =>
+      http.get({ host: '127.0.0.1', port: (listener.address() as AddressInfo).port, path: `/api/v1.0/volumes/${vid}/data` }, resolve).on('error', reject),
+    );
+    const chunks: Buffer[] = [await new Promise<Buffer>((resolve) => res.once('data', resolve))];
+    res.pause();
+    return {
+      status: res.statusCode,
+      async resume(): Promise<Buffer> {
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.resume();
+        await once(res, 'end');
+        listener.close();
+        return Buffer.concat(chunks);
+      },
+    };
+  }
+
+  it('a download under way refuses a snapshot or a resize, which would mix new qcow2 tables into the old bytes', async () => {
+    const { vid } = (await t.d.post('create', seedCreateBody({ format: 'qcow2', size: 1 })).expect(200)).body;
+    const data = path.join(t.mnt, 'a', `vid.${vid}.elimg`, 'data.qcow2');
+    for (let gb = 0; gb < 4; gb++) await writePattern(data, 'qcow2', 0x11 + gb, gb * 250 * MB, 16 * MB);
+    const before = await fs.readFile(data);
+
+    const download = await pausedDownload(vid);
+    expect(download.status).to.equal(200);
+    const refused = `volume ${vid} is being downloaded (1 download(s)) and cannot be`;
+    const snapshot = await t.d.post('snapshot/create', { vid, creatorID: OWNER, name: 's1' }).expect(409);
+    expect(snapshot.body).to.deep.equal({ error: `${refused} snapshotted until they end: its image would change under them`, code: 'conflict', vid });
+    const resize = await t.d.post('update/resize', { vid, creatorID: OWNER, size: 3 }).expect(409);
+    expect(resize.body.error).to.equal(`${refused} resized until they end: its image would change under them`);
+
+    const got = await download.resume();
+    expect(got.equals(before)).to.equal(true);
+    expect(await fs.readFile(data)).to.deep.equal(before);
+    await waitFor(async () => (await t.d.post('snapshot/create', { vid, creatorID: OWNER, name: 's1' })).status === 200, 5000, 'the snapshot once the download ended');
+    await t.d.post('update/resize', { vid, creatorID: OWNER, size: 3 }).expect(200);
+    await execa('qemu-img', ['check', '-q', data]);
+  });
+});
