@@ -26,6 +26,8 @@ export type RecoverFn = (dir: string, staleMarkers: string[]) => Promise<void>;
 
 export class LockManager {
   private readonly updateMs: number;
+  /** Volume directories whose lock this daemon holds, with the purpose: a refusal names it before its marker is written. */
+  private readonly held = new Map<string, string>();
   /** Volume directories whose lock holder is changing the data file in place, with what it does ("snapshotted"). */
   private readonly rewriting = new Map<string, string>();
   /** Downloads streaming a volume's data file, per volume directory. */
@@ -76,8 +78,11 @@ export class LockManager {
       if (code === 'ENOENT') throw new NotFoundError(`volume ${uid} does not exist`);
       if (code !== 'ELOCKED') throw err;
       const holders = (await this.markersIn(dir).catch(() => [])).map((m) => parseLockMarker(m)!.purpose);
+      const held = this.held.get(dir);
+      if (held && !holders.includes(held)) holders.push(held);
       throw new ConflictError(`volume ${uid} is locked by another operation (${holders.join(', ') || 'starting'})`, { vid: uid });
     }
+    this.held.set(dir, purpose);
     const operationUid = newUid();
     const marker = path.join(dir, lockMarkerName(purpose, operationUid));
     faultPoint('lock.after-mutex');
@@ -98,11 +103,13 @@ export class LockManager {
           this.rewriting.delete(dir);
           await fs.rm(marker, { force: true });
           faultPoint('lock.before-mutex-release');
+          this.held.delete(dir);
           await releaseMutex();
         },
       };
     } catch (err) {
       await fs.rm(marker, { force: true });
+      this.held.delete(dir);
       await releaseMutex();
       throw err;
     }

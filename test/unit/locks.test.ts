@@ -30,3 +30,22 @@ describe('volume locks and downloads', () => {
     locks.rewriteInPlace(dir, UID, 'resized');
   });
 });
+
+describe('volume lock refusals', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-locks-'));
+  });
+  afterEach(() => fs.rm(dir, { recursive: true, force: true }));
+
+  it('names the operation holding the lock even before its marker is written', async () => {
+    const locks = new LockManager(10_000, createLogger({ level: 'silent', format: 'json' }));
+    for (let i = 0; i < 20; i++) {
+      const [first, second] = await Promise.allSettled([locks.acquireVolume(dir, 'snapshot', UID), locks.acquireVolume(dir, 'destroy', UID)]);
+      const won = first.status === 'fulfilled' ? first.value : (second as PromiseFulfilledResult<Awaited<ReturnType<LockManager['acquireVolume']>>>).value;
+      const lost = (first.status === 'rejected' ? first.reason : (second as PromiseRejectedResult).reason) as Error;
+      expect(lost.message).to.equal(`volume ${UID} is locked by another operation (${won.purpose})`);
+      await won.release();
+    }
+  });
+});
