@@ -58,4 +58,26 @@ describe('concurrent requests on one volume', function () {
     await t.d.post('update/resize', { vid, creatorID: OWNER, size: 3 }).expect(200);
     await execa('qemu-img', ['check', '-q', data]);
   });
+
+  it('a volume a VM may write is not downloaded (its bytes would move mid-stream), and is not attached writable while a download runs', async () => {
+    const { vid } = (await t.d.post('create', seedCreateBody({ format: 'raw', size: 0.1 })).expect(200)).body;
+    const dir = path.join(t.mnt, 'a', `vid.${vid}.elimg`);
+    await fs.writeFile(path.join(dir, 'data.img'), Buffer.alloc(64 * MB, 0x42));
+    const attach = { volume_id: vid, client_uid: OWNER, node: 'node-1', vm_id: 7 };
+
+    const download = await pausedDownload(vid);
+    const busy = await t.d.post('attach', attach).expect(409);
+    expect(busy.body).to.deep.equal({ error: `volume ${vid} is being downloaded (1 download(s)) and cannot be attached writable until they end: its image would change under them`, code: 'conflict', vid });
+    expect((await download.resume()).equals(await fs.readFile(path.join(dir, 'data.img')))).to.equal(true);
+
+    await waitFor(async () => (await t.d.post('attach', attach)).status === 200, 5000, 'the attach once the download ended');
+    const refused = await t.d.api.get(`/api/v1.0/volumes/${vid}/data`).expect(409);
+    expect(refused.body).to.deep.equal({ error: `volume ${vid} is attached to a VM and cannot be downloaded while writable`, code: 'conflict', vid });
+    expect(refused.headers['content-disposition']).to.equal(undefined);
+    // Read-only, it holds still under the VM: the download goes on.
+    await t.d.post('detach', attach).expect(200);
+    await t.d.post('update', { vid, creatorID: OWNER, readonly: true }).expect(200);
+    await t.d.post('attach', attach).expect(200);
+    await t.d.api.get(`/api/v1.0/volumes/${vid}/data`).expect(200);
+  });
 });
