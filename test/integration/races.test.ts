@@ -81,3 +81,21 @@ describe('concurrent requests on one volume', function () {
     await t.d.api.get(`/api/v1.0/volumes/${vid}/data`).expect(200);
   });
 });
+
+describe('an operator editing a volume by hand while the daemon has not seen it yet', () => {
+  // No watcher: the index keeps what it read, as it does for a moment after any hand edit.
+  const t = daemonPerTest({ a: {} }, { watch: false });
+
+  it('meta.json broken or gone under an operation answers 409 naming why, not 500', async () => {
+    const { vid } = (await t.d.post('create', seedCreateBody({ format: 'raw', size: 0.1 })).expect(200)).body;
+    const meta = path.join(t.mnt, 'a', `vid.${vid}.elimg`, 'meta.json');
+    await fs.writeFile(meta, '{bad');
+    const broken = { error: `volume ${vid} is broken: meta.json is not valid JSON`, code: 'conflict', vid };
+    expect((await t.d.post('update', { vid, creatorID: OWNER, name: 'z' }).expect(409)).body).to.deep.equal(broken);
+    expect((await t.d.post('destroy', { volume_id: vid }).expect(409)).body).to.deep.equal(broken);
+    expect((await t.d.api.get(`/api/v1.0/volumes/${vid}/data`).expect(409)).body).to.deep.equal(broken);
+    const other = (await t.d.post('create', seedCreateBody({ format: 'raw', size: 0.1 })).expect(200)).body.vid;
+    await fs.rm(path.join(t.mnt, 'a', `vid.${other}.elimg`, 'meta.json'));
+    expect((await t.d.post('clone', { volume_id: other, creatorID: OWNER }).expect(409)).body.error).to.equal(`volume ${other} is broken: meta.json is missing`);
+  });
+});
