@@ -75,7 +75,7 @@ export class LockManager {
       releaseMutex = await lockfile.lock(dir, { ...this.mutexOptions(path.join(dir, VOLUME_MUTEX), dir), retries: 0 });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') throw new NotFoundError(`volume ${uid} does not exist`);
+      if (code === 'ENOENT') throw new NotFoundError(`volume ${uid} does not exist`, { vid: uid });
       if (code !== 'ELOCKED') throw err;
       const holders = (await this.markersIn(dir).catch(() => [])).map((m) => parseLockMarker(m)!.purpose);
       const held = this.held.get(dir);

@@ -52,8 +52,11 @@ export async function requireNoLinks(dir: string, meta: VolumeMeta): Promise<voi
  * reported yet) is 409 naming why, as findVolume answers once the index knows.
  */
 export async function readLockedMeta(dir: string, vid: string): Promise<VolumeMeta> {
-  const meta = await readMeta(dir, vid).catch((err) => {
-    throw err instanceof BrokenMetaError ? new ConflictError(`volume ${vid} is broken: ${err.message}`, { vid }) : err;
+  const meta = await readMeta(dir, vid).catch(async (err) => {
+    if (!(err instanceof BrokenMetaError)) throw err;
+    // Gone altogether (destroyed since a download, which takes no lock, looked it up): unknown, not broken.
+    if (!(await fs.lstat(dir).catch(() => null))) throw new NotFoundError(`volume ${vid} does not exist`, { vid });
+    throw new ConflictError(`volume ${vid} is broken: ${err.message}`, { vid });
   });
   await requireNoLinks(dir, meta);
   return meta;

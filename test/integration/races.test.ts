@@ -97,5 +97,10 @@ describe('an operator editing a volume by hand while the daemon has not seen it 
     const other = (await t.d.post('create', seedCreateBody({ format: 'raw', size: 0.1 })).expect(200)).body.vid;
     await fs.rm(path.join(t.mnt, 'a', `vid.${other}.elimg`, 'meta.json'));
     expect((await t.d.post('clone', { volume_id: other, creatorID: OWNER }).expect(409)).body.error).to.equal(`volume ${other} is broken: meta.json is missing`);
+    // Gone altogether (removed by hand, or destroyed since a download looked it up): unknown, not broken.
+    await fs.rm(path.join(t.mnt, 'a', `vid.${other}.elimg`), { recursive: true });
+    const gone = { error: `volume ${other} does not exist`, code: 'not_found', vid: other };
+    expect((await t.d.api.get(`/api/v1.0/volumes/${other}/data`).expect(404)).body).to.deep.equal(gone);
+    expect((await t.d.post('update', { vid: other, creatorID: OWNER, name: 'z' }).expect(404)).body).to.deep.equal(gone);
   });
 });
