@@ -107,6 +107,7 @@ export class JobRegistry {
 
   /** The job `id` as `viewer` (a client; undefined for an admin) may know it: another client's job does not exist. */
   private find(id: string, viewer?: string): Job {
+    this.prune();
     const job = this.jobs.get(id);
     if (!job || (viewer !== undefined && job.owner !== viewer)) throw new NotFoundError(`job ${id} does not exist`);
     return job;
@@ -114,7 +115,10 @@ export class JobRegistry {
 
   /** The public view of a job (`GET /jobs/<id>`). */
   describe(id: string, viewer?: string): Record<string, unknown> {
-    const job = this.find(id, viewer);
+    return this.view(this.find(id, viewer));
+  }
+
+  private view(job: Job): Record<string, unknown> {
     return {
       id: job.id,
       kind: job.kind,
@@ -130,7 +134,8 @@ export class JobRegistry {
   }
 
   list(viewer?: string): Record<string, unknown>[] {
-    return [...this.jobs.values()].filter((j) => viewer === undefined || j.owner === viewer).map((j) => this.describe(j.id));
+    this.prune();
+    return [...this.jobs.values()].filter((j) => viewer === undefined || j.owner === viewer).map((j) => this.view(j));
   }
 
   /** Cancels a running job (its tool is killed, its half-made output removed) and waits for it to end. */
@@ -149,6 +154,7 @@ export class JobRegistry {
     await Promise.all(running.map((j) => j.done));
   }
 
+  /** Finished jobs are kept an hour (the newest 1000 at most), then forgotten: checked at every look, not only when a job starts. */
   private prune(): void {
     const now = Date.now();
     const finished = [...this.jobs.values()].filter((j) => j.finishedAt);

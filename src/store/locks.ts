@@ -26,6 +26,12 @@ export type RecoverFn = (dir: string, staleMarkers: string[]) => Promise<void>;
 
 export class LockManager {
   private readonly updateMs: number;
+  /** Volume directories whose lock this daemon holds, with the purpose: a refusal names it before its marker is written. */
+  private readonly held = new Map<string, string>();
+  /** Volume directories whose lock holder is changing the data file in place, with what it does ("snapshotted"). */
+  private readonly rewriting = new Map<string, string>();
+  /** Downloads streaming a volume's data file, per volume directory. */
+  private readonly readers = new Map<string, number>();
   /** Locks of this daemon that another holder took over while held (should stay 0; shown in `status`). */
   compromised = 0;
 
@@ -69,11 +75,14 @@ export class LockManager {
       releaseMutex = await lockfile.lock(dir, { ...this.mutexOptions(path.join(dir, VOLUME_MUTEX), dir), retries: 0 });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') throw new NotFoundError(`volume ${uid} does not exist`);
+      if (code === 'ENOENT') throw new NotFoundError(`volume ${uid} does not exist`, { vid: uid });
       if (code !== 'ELOCKED') throw err;
       const holders = (await this.markersIn(dir).catch(() => [])).map((m) => parseLockMarker(m)!.purpose);
+      const held = this.held.get(dir);
+      if (held && !holders.includes(held)) holders.push(held);
       throw new ConflictError(`volume ${uid} is locked by another operation (${holders.join(', ') || 'starting'})`, { vid: uid });
     }
+    this.held.set(dir, purpose);
     const operationUid = newUid();
     const marker = path.join(dir, lockMarkerName(purpose, operationUid));
     faultPoint('lock.after-mutex');
@@ -91,16 +100,47 @@ export class LockManager {
         operationUid,
         purpose,
         release: async () => {
+          this.rewriting.delete(dir);
           await fs.rm(marker, { force: true });
           faultPoint('lock.before-mutex-release');
+          this.held.delete(dir);
           await releaseMutex();
         },
       };
     } catch (err) {
       await fs.rm(marker, { force: true });
+      this.held.delete(dir);
       await releaseMutex();
       throw err;
     }
+  }
+
+  /**
+   * Called under the volume's lock just before its data file is changed in place (a qcow2's tables by
+   * a snapshot or a resize): 409 while this daemon streams that file to a download, which would get
+   * old and new bytes mixed; from then until the lock's release, downloads of it are refused instead
+   * (beginRead). Both checks run without awaiting, so one of the two always sees the other.
+   */
+  rewriteInPlace(dir: string, uid: string, action: string): void {
+    const readers = this.readers.get(dir) ?? 0;
+    if (readers)
+      throw new ConflictError(`volume ${uid} is being downloaded (${readers} download(s)) and cannot be ${action} until they end: its image would change under them`, { vid: uid });
+    this.rewriting.set(dir, action);
+  }
+
+  /** A download of the volume's data file starts (see rewriteInPlace); answers the function that says it ended. */
+  beginRead(dir: string, uid: string): () => void {
+    const action = this.rewriting.get(dir);
+    if (action) throw new ConflictError(`volume ${uid} is being ${action}, which changes its image in place: download it once that is over`, { vid: uid });
+    this.readers.set(dir, (this.readers.get(dir) ?? 0) + 1);
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      const left = (this.readers.get(dir) ?? 1) - 1;
+      if (left) this.readers.set(dir, left);
+      else this.readers.delete(dir);
+    };
   }
 
   async withVolumeLock<T>(dir: string, purpose: string, uid: string, fn: (lock: LockHandle) => Promise<T>): Promise<T> {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { ConflictError, ForbiddenError, NotFoundError } from '../errors.js';
 import { dataFileName } from '../store/layout.js';
 import { QemuImgLayers } from '../tools/qemu-img-layers.js';
-import { readMeta, type VolumeMeta } from '../store/meta.js';
+import { BrokenMetaError, readMeta, type VolumeMeta } from '../store/meta.js';
 import { EXPORT_MARKER_RE, isCreating, unavailableError, type VolumeRecord } from '../store/volume-record.js';
 import type { Caller, StoreContext } from './context.js';
 
@@ -46,9 +46,18 @@ export async function requireNoLinks(dir: string, meta: VolumeMeta): Promise<voi
   }
 }
 
-/** A volume's meta.json read afresh under its lock, once its directory and data file are known not to be links. */
+/**
+ * A volume's meta.json read afresh (under its lock, or by a download), once its directory and data file
+ * are known not to be links. One broken or gone since the index read it (a hand edit the watcher has not
+ * reported yet) is 409 naming why, as findVolume answers once the index knows.
+ */
 export async function readLockedMeta(dir: string, vid: string): Promise<VolumeMeta> {
-  const meta = await readMeta(dir, vid);
+  const meta = await readMeta(dir, vid).catch(async (err) => {
+    if (!(err instanceof BrokenMetaError)) throw err;
+    // Gone altogether (destroyed since a download, which takes no lock, looked it up): unknown, not broken.
+    if (!(await fs.lstat(dir).catch(() => null))) throw new NotFoundError(`volume ${vid} does not exist`, { vid });
+    throw new ConflictError(`volume ${vid} is broken: ${err.message}`, { vid });
+  });
   await requireNoLinks(dir, meta);
   return meta;
 }

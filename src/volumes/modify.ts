@@ -98,6 +98,8 @@ export async function resizeVolume(ctx: StoreContext, req: { vid: string; creato
     if (newSize < meta.size)
       throw new BadRequestError(`volumes only grow: ${req.vid} has ${meta.size} bytes, more than the ${newSize} asked`, { field: 'size' });
     if (newSize === meta.size) return;
+    // A raw image only grows at its end (a download reads the old length); a qcow2's tables and an RBD image change in place.
+    if (meta.format !== 'raw') ctx.locks.rewriteInPlace(dir, req.vid, 'resized');
     await ctx.placement.grow(root, dir, meta.size, newSize, async () => {
       const grown =
         meta.format === 'rbd'

@@ -88,6 +88,8 @@ async function withSnapshots<T>(
     // a delete rewrites the tables that hypervisor has cached.
     if (!meta.readonly || action !== 'create') requireNotInUse(await fs.readdir(dir), meta, PAST[action]);
     requireNoOverlays(ctx, meta, PAST[action]);
+    // Each rewrites a qcow2's tables in place; of an RBD image's, only a rollback changes what a download reads.
+    if (meta.format !== 'rbd' || action === 'revert') ctx.locks.rewriteInPlace(dir, req.vid, PAST[action]);
     try {
       const done = await fn(store, await store.list(), meta);
       faultPoint(`snapshot.after-${action}`);

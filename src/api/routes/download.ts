@@ -1,3 +1,4 @@
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { ConflictError, PreconditionFailedError, RangeNotSatisfiableError } from '../../errors.js';
@@ -5,7 +6,7 @@ import type { VolumeMeta } from '../../store/meta.js';
 import type { VolumeRecord } from '../../store/volume-record.js';
 import { requireCeph } from '../../volumes/ceph.js';
 import { dataFileName } from '../../store/layout.js';
-import { findVolume, requireNoLinks } from '../../volumes/access.js';
+import { findVolume, readLockedMeta, requireNotInUse } from '../../volumes/access.js';
 import type { StoreContext } from '../../volumes/context.js';
 import { callerOf } from '../handler.js';
 
@@ -43,6 +44,18 @@ async function sendRbdImage(ctx: StoreContext, record: VolumeRecord & { meta: Vo
   });
 }
 
+/**
+ * The image holds still while it is read: a volume a hypervisor may write (exported or attached, and
+ * not read-only) is refused, as clone refuses it. Read afresh after beginRead, which an export or an
+ * attach being made refuses: what they change is on disk by the time they let it go. The directory and
+ * data file are looked at for links again (send follows them; the index refused them when it read the volume).
+ */
+async function requireNoWriter(dir: string, vid: string): Promise<VolumeMeta> {
+  const meta = await readLockedMeta(dir, vid);
+  if (!meta.readonly) requireNotInUse(await fs.readdir(dir), meta, 'downloaded while writable');
+  return meta;
+}
+
 type SendError = Error & { status?: number; code?: string; headers?: Record<string, unknown> };
 
 const DOWNLOAD_HEADERS = ['Content-Type', 'Content-Disposition', 'X-Image-Format', 'Accept-Ranges', 'Content-Range', 'Content-Length', 'ETag', 'Last-Modified'];
@@ -63,7 +76,8 @@ function downloadError(err: SendError, vid: string): Error {
 /**
  * `GET /volumes/<vid>/data[?client_uid=<uid>]`: the volume's image, streamed, with HTTP Range
  * (resume, parallel chunks), ETag and Last-Modified. Visibility as `info`: a private volume is 404
- * to other clients. The open file stays valid if a convert replaces it meanwhile. A Ceph volume's
+ * to other clients. The open file stays valid if a convert replaces it meanwhile; what changes it in
+ * place (a snapshot, a qcow2's resize) is refused while it is read, and refuses it meanwhile. A Ceph volume's
  * image comes from its cluster (sendRbdImage).
  */
 export function downloadRoutes(ctx: StoreContext): Router {
@@ -72,13 +86,16 @@ export function downloadRoutes(ctx: StoreContext): Router {
     const vid = String(req.params.vid).toLowerCase();
     const clientUid = typeof req.query.client_uid === 'string' ? req.query.client_uid.toLowerCase() : undefined;
     const record = findVolume(ctx, vid, callerOf(res, clientUid ? { client_uid: clientUid } : {}));
-    const { format, base } = record.meta;
+    const { base } = record.meta;
     // Its file alone names a backing file outside any download: a backup of it would not stand alone.
     if (base)
       throw new ConflictError(`volume ${vid} is a linked clone reading through to volume ${base}: compact it (overlay/compact) to download a standalone image`, { vid, base });
-    if (format === 'rbd') return void sendRbdImage(ctx, record, req, res, next).catch(next);
-    // send follows links: the index refuses them when it reads a volume, and this looks again just before.
-    requireNoLinks(record.dir, record.meta).then(() => sendDataFile(record.dir, vid, format, res, next), next);
+    // Counted until the answer ends: a snapshot or a resize rewriting the image in place waits for it (rewriteInPlace).
+    res.once('close', ctx.locks.beginRead(record.dir, vid));
+    // The format as meta.json says it now (a convert may have ended since the index read it).
+    requireNoWriter(record.dir, vid).then(
+      ({ format: now }) => (now === 'rbd' ? sendRbdImage(ctx, record, req, res, next) : sendDataFile(record.dir, vid, now, res, next)),
+    ).catch(next);
   });
   return r;
 }

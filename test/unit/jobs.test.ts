@@ -1,0 +1,38 @@
+import { expect } from 'chai';
+import { JobRegistry } from '../../src/jobs/registry.js';
+
+describe('the job registry', () => {
+  const realNow = Date.now;
+  afterEach(() => {
+    Date.now = realNow;
+  });
+
+  it('forgets a finished job after an hour even when no other job starts', async () => {
+    const jobs = new JobRegistry();
+    const { id, promise } = jobs.start('convert', 'a'.repeat(32), async () => 'ok');
+    await promise;
+    expect(jobs.list().map((j) => j.id)).to.deep.equal([id]);
+    expect(jobs.describe(id)).to.include({ state: 'done' });
+    Date.now = () => realNow() + 61 * 60 * 1000;
+    expect(jobs.list()).to.deep.equal([]);
+    expect(() => jobs.describe(id)).to.throw(`job ${id} does not exist`);
+  });
+
+  it('keeps a running job however old, and cancelling a finished one is 409 naming its state', async () => {
+    const jobs = new JobRegistry();
+    let finish = () => {};
+    const running = jobs.start('clone', null, () => new Promise<void>((resolve) => (finish = resolve)));
+    const done = jobs.start('convert', null, async () => undefined);
+    await done.promise;
+    try {
+      await jobs.cancel(done.id);
+      expect.fail('cancelled a finished job');
+    } catch (err) {
+      expect((err as Error).message).to.equal(`job ${done.id} has already ended (done)`);
+    }
+    Date.now = () => realNow() + 2 * 60 * 60 * 1000;
+    expect(jobs.list().map((j) => j.id)).to.deep.equal([running.id]);
+    finish();
+    await running.promise;
+  });
+});
