@@ -69,7 +69,7 @@ function cloneFields(source: VolumeMeta, req: CloneRequest, owner: string, alg: 
     clonable: source.clonable,
     alg: source.alg,
     bus: source.bus,
-    cloudinit: false,
+    cloudinit: source.cloudinit,
     ceph: false,
     labels: { ...source.labels, ...(req.labels ?? {}) },
     ...(source.iso_type !== undefined ? { iso_type: source.iso_type } : {}),
@@ -83,7 +83,9 @@ function checkClonable(source: VolumeMeta, files: string[], alg: CopyAlg | 'over
   if (!source.clonable) throw new ForbiddenError(`volume ${vid} is not clonable`, { vid });
   if (source.format === 'rbd' && alg !== 'cp')
     throw new BadRequestError(`a Ceph volume is cloned inside its cluster (alg cp, an rbd cp), not with ${alg}`, { field: 'alg' });
-  if (source.cloudinit) throw new BadRequestError(`a cloud-init volume cannot be cloned: create a new one with cloudinit/create`, { field: 'volume_id' });
+  // A cloud image (cloudinit/create) is a template like any other; a seed ISO's files are one VM's.
+  if (source.cloudinit && source.format === 'iso')
+    throw new BadRequestError('a cloud-init seed volume cannot be cloned: its files are for one VM; send a new set with cloudinit/metadata', { field: 'volume_id' });
   if (alg === 'overlay' && source.format !== 'raw' && source.format !== 'qcow2')
     throw new BadRequestError(`a linked clone needs a raw or qcow2 base, not ${source.format}`, { field: 'alg' });
   // A writer could change the image mid-copy: only a volume nobody writes gives a consistent copy.

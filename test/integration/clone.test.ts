@@ -74,6 +74,29 @@ describe('clone (real cp, rsync, rclone, qemu-img)', () => {
     expect(await snapshotTree(t.mnt)).to.deep.equal(before);
   });
 
+  it("clones a cloud image (cloudinit: true, the seed's own example meta.json) as a template, but not a cloud-init seed ISO", async () => {
+    const handMade = async (uid: string, meta: Record<string, unknown>, data: string) => {
+      await fs.mkdir(volDir(uid));
+      await fs.writeFile(path.join(volDir(uid), 'meta.json'), JSON.stringify(meta));
+      await execa('qemu-img', ['create', '-q', '-f', data.endsWith('.qcow2') ? 'qcow2' : 'raw', path.join(volDir(uid), data), '1M']);
+      await t.d.daemon.ctx.index.reloadDir(volDir(uid));
+    };
+    const image = 'c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1';
+    await handMade(image, {
+      creatorID: OWNER, name: 'cloudinit-ubuntu', private: false, bootable: true, readonly: false, shareable: false,
+      clonable: true, alg: 'cp', format: 'qcow2', bus: 'virtio', cloudinit: true, ceph: false,
+    }, 'data.qcow2');
+    const copy = (await t.d.post('clone', { volume_id: image, creatorID: OTHER, name: 'vm-disk' }).expect(200)).body;
+    expect(copy).to.include({ creatorID: OTHER, name: 'vm-disk', bootable: true, img_format: 'qcow2' });
+    expect((await t.d.post('info', { volume_id: copy.vid }).expect(200)).body).to.include({ cloudinit: true, bootable: true });
+
+    const seed = 'c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2';
+    await handMade(seed, { ...seedCreateBody(), format: 'iso', readonly: true, bus: 'sata', cloudinit: true, clonable: true, alg: 'cp', size: 1024 * 1024 }, 'data.iso');
+    const before = await snapshotTree(t.mnt);
+    expect((await t.d.post('clone', { volume_id: seed, creatorID: OWNER }).expect(400)).body.error).to.match(/^a cloud-init seed volume cannot be cloned/);
+    expect(await snapshotTree(t.mnt)).to.deep.equal(before);
+  });
+
   it('counts clones against the quota (507 when the root is full) and refuses a source exported read-write', async () => {
     const src = await sourceWithData();
     await t.d.post('clone', { volume_id: src, creatorID: OWNER }).expect(200);

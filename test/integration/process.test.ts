@@ -29,6 +29,27 @@ describe('the daemon process', () => {
       expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.have.length(1);
     });
 
+  it("npm start's command hands a SIGTERM to the daemon (npm forwards it to the script's shell)", async () => {
+    const pkg = JSON.parse(await fs.readFile(path.join(PROJECT_ROOT, 'package.json'), 'utf8'));
+    expect(pkg.scripts.start).to.include('dist/src/main.js');
+    // The same command line on the sources, run by sh as npm runs it.
+    const command = `${pkg.scripts.start.replace('dist/src/main.js', `--import tsx/esm ${MAIN}`)} --mnt ${mnt} --port 0 --log-format json`;
+    const shell = execa('sh', ['-c', command], { cwd: PROJECT_ROOT, reject: false, all: true });
+    const lines: string[] = [];
+    shell.all!.on('data', (chunk: Buffer) => lines.push(...chunk.toString().split('\n')));
+    await waitFor(async () => lines.some((l) => l.includes('"message":"listening"')), 20_000, 'the daemon to listen');
+    const children = await fs.readFile(`/proc/${shell.pid}/task/${shell.pid}/children`, 'utf8').catch(() => '');
+    const stopped = () => lines.some((l) => l.includes('"message":"stopped"'));
+    shell.kill('SIGTERM');
+    try {
+      await waitFor(stopped, 10_000, 'the daemon to stop');
+    } finally {
+      // A daemon the shell left orphaned holds the output pipe open: kill it, or the shell never ends.
+      if (!stopped()) for (const pid of children.split(' ').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+      await shell;
+    }
+  });
+
   it('takes its mount directory from ELEMENTO_MNT and refuses a bad port with a clear message', async () => {
     const { child, port } = await spawnDaemon([], { ELEMENTO_MNT: mnt });
     const status = await (await fetch(`http://127.0.0.1:${port}/api/v1.0/status`)).json();

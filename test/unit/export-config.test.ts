@@ -24,9 +24,19 @@ describe('export configuration', () => {
     expect(() => load({ ELEMENTO_EXPORTER: 'iet' })).to.throw(/^invalid configuration: 'exporter'/);
     expect(() => load({ ELEMENTO_ISCSI_PORTAL: '127.0.0.1' })).to.throw(/^invalid configuration: 'iscsiPortal'/);
     expect(() => load({ ELEMENTO_TGT_CONTROL_PORT: 'x' })).to.throw("ELEMENTO_TGT_CONTROL_PORT must be a whole number, not 'x'");
+    // A typo is not 'off' in silence: exports would answer 503 with no hint why.
+    expect(() => load({ ELEMENTO_TGT_MANAGE: 'on' })).to.throw("ELEMENTO_TGT_MANAGE must be 1 or 0, not 'on'");
+    expect(load({ ELEMENTO_TGT_MANAGE: '0' }).tgtManage).to.equal(false);
+    expect(load({ ELEMENTO_TGT_MANAGE: '' }).tgtManage).to.equal(false);
     const log = createLogger({ level: 'silent', format: 'json' });
     expect(() => createExporter(load({ ELEMENTO_EXPORTER: 'lio', ELEMENTO_TGT_MANAGE: '1' }), new RecordedRunner([]), log)).to.throw(
       'invalid configuration: ELEMENTO_TGT_MANAGE applies to the tgt exporter, not to LIO',
     );
+  });
+
+  it('takes an empty variable as unset, as a systemd unit writes it', () => {
+    const config = load({ ELEMENTO_LOG_LEVEL: '', ELEMENTO_LOG_FORMAT: '', ELEMENTO_EXPORTER: '', ELEMENTO_TGT_MANAGE: '' });
+    expect(config).to.include({ logLevel: 'info', tgtManage: false });
+    expect(config).to.not.have.property('logFormat');
   });
 });
