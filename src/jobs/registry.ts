@@ -10,8 +10,8 @@ export interface JobHandle {
   readonly id: string;
   readonly signal: AbortSignal;
   progress(percent: number, bytesDone?: number): void;
-  /** The operation passed its checks (the volume found, owned, locked; the new one claimed). */
-  started(): void;
+  /** The operation passed its checks (the volume found, owned, locked; the new one claimed, `made` its uid). */
+  started(made?: string): void;
 }
 
 /** The job the current code runs in, for the commit points that say it started (jobStarted). */
@@ -20,10 +20,11 @@ const currentJob = new AsyncLocalStorage<JobHandle>();
 /**
  * Called by an operation once its refusals are behind it (claimVolume, convert and compact after
  * their checks): an `async: true` request answers 202 from then on, and its own refusals before as
- * errors. Outside a job, nothing.
+ * errors. `made`: the uid of the volume it makes, which a job about no volume yet (an import) shows
+ * as its `vid` from then on. Outside a job, nothing.
  */
-export function jobStarted(): void {
-  currentJob.getStore()?.started();
+export function jobStarted(made?: string): void {
+  currentJob.getStore()?.started(made);
 }
 
 /** The options a long operation takes from its job. */
@@ -78,7 +79,10 @@ export class JobRegistry {
         if (bytesDone !== undefined) job.bytesDone = bytesDone;
         markStarted(); // bytes moving: its checks are behind it
       },
-      started: () => markStarted(),
+      started: (made) => {
+        if (made && job.vid === null) job.vid = made;
+        markStarted();
+      },
     };
     const promise = currentJob.run(handle, async () => run(handle)).then(
       (result) => {
@@ -169,16 +173,24 @@ export class JobRegistry {
  * room, answer as errors). Either way the operation runs as a job (listed in `status`, cancellable).
  * A synchronous request that makes a new volume (`makesVolume`) is cancelled when its client leaves:
  * nobody would learn that volume's id. One that changes a known volume (convert, compact) goes on.
+ * `answerWhen`: the 202 waits for it too (an upload's body must be read before its request is answered).
  */
 export async function runAsJob<T>(
   jobs: JobRegistry,
-  request: { async?: boolean; kind: string; vid: string | null; makesVolume: boolean; res: { once(event: 'close', fn: () => void): unknown; writableFinished: boolean } },
+  request: {
+    async?: boolean;
+    kind: string;
+    vid: string | null;
+    makesVolume: boolean;
+    res: { once(event: 'close', fn: () => void): unknown; writableFinished: boolean };
+    answerWhen?: Promise<void>;
+  },
   run: (job: JobHandle) => Promise<T>,
 ): Promise<{ status?: number; body: unknown }> {
   const { id, promise, started } = jobs.start(request.kind, request.vid, run);
   if (request.async) {
     promise.catch(() => undefined);
-    await Promise.race([started, promise]);
+    await Promise.race([request.answerWhen ? Promise.all([started, request.answerWhen]) : started, promise]);
     return { status: 202, body: { job: id } };
   }
   const { res } = request;

@@ -79,7 +79,7 @@ export async function claimVolume(
     },
     preferredRoot,
   );
-  jobStarted(); // the quotas said yes: a job making this volume has started
+  jobStarted(claimed.uid); // the quotas said yes: a job making this volume has started
   return claimed;
 }
 

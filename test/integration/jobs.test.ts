@@ -65,6 +65,41 @@ describe('jobs', () => {
     await d.api.delete(`/api/v1.0/jobs/${first}`).expect(200);
   });
 
+  it('an upload runs as a job: async: true answers 202 once the body is read, and the job ends done with the create answer', async () => {
+    const image = await fs.readFile(path.join(dir, 'data.img'));
+    const body = image.subarray(0, 64 * 1024 * 1024);
+    const raw = await d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}&format=qcow2&async=true`).set('Content-Type', 'application/octet-stream').send(body).expect(202);
+    const multipart = await d.api.post('/api/v1.0/create/upload').field('fields', JSON.stringify({ creatorID: OWNER, format: 'raw', async: true })).attach('file', body, 'disk.img').expect(202);
+    for (const { job } of [raw.body, multipart.body]) {
+      let last: Record<string, unknown> = {};
+      await waitFor(async () => {
+        last = (await d.api.get(`/api/v1.0/jobs/${job}`).expect(200)).body;
+        return last.state !== 'running';
+      }, 60_000, 'the upload job');
+      expect(last).to.include({ kind: 'upload', state: 'done', percent: 100 });
+      const made = last.result as { vid: string; img_format: string };
+      expect(last.vid).to.equal(made.vid);
+      const file = path.join(mnt, 'a', `vid.${made.vid}.elimg`, `data.${made.img_format === 'qcow2' ? 'qcow2' : 'img'}`);
+      expect(await hasPattern(file, made.img_format as 'raw' | 'qcow2', 0x5a, 0, 64 * 1024 * 1024)).to.equal(true);
+    }
+  });
+
+  it('an import job names the volume it makes as soon as it is claimed', async () => {
+    const src = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-jobs-'));
+    const server = await startImageServer(src);
+    try {
+      await execa('qemu-img', ['create', '-q', '-f', 'raw', path.join(src, 'disk.img'), '8M']);
+      const { job } = (await d.post('create/url', { ...seedCreateBody({ format: 'raw' }), url: server.url('stall/disk.img'), async: true }).expect(202)).body;
+      const seen = (await d.api.get(`/api/v1.0/jobs/${job}`).expect(200)).body;
+      expect(seen).to.include({ kind: 'import', state: 'running' });
+      expect(await fs.readdir(path.join(mnt, 'a'))).to.include(`vid.${seen.vid}.elimg`);
+      await d.api.delete(`/api/v1.0/jobs/${job}`).expect(200);
+    } finally {
+      await server.close();
+      await removeTree(src);
+    }
+  });
+
   it('a synchronous request whose job is cancelled answers 409 saying so; one whose client leaves is cancelled, leaving nothing', async () => {
     const running = d.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2' }).then((r) => r);
     let job = '';

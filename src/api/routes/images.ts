@@ -7,6 +7,7 @@ import { createIso, type IsoRequest } from '../../images/iso.js';
 import { assertComplete, streamToFile } from '../../images/transfer.js';
 import { jobOptions, runAsJob } from '../../jobs/registry.js';
 import { validateOrThrow } from '../../schemas.js';
+import type { StoreContext } from '../../volumes/context.js';
 import { requireOwnCallerFields, tokenClient } from '../auth.js';
 import { jsonEndpoint, normaliseIds } from '../handler.js';
 import { formValue, isMultipart, readMultipart, type IncomingFile } from '../multipart.js';
@@ -32,7 +33,7 @@ function contentLength(req: Request): number | undefined {
  * bytes), so an image no root can hold is refused before it is read. The bytes count only once the
  * whole request has been read without error: a part too many after the file fails the import.
  */
-const partSource = (file: IncomingFile, requestLength: number | undefined): ImageSource => ({
+const partSource = (file: IncomingFile, requestLength: number | undefined): ImageSource & { kind: 'stream' } => ({
   kind: 'stream',
   open: async () => requestLength,
   writeTo: async (target, limits) => {
@@ -43,7 +44,7 @@ const partSource = (file: IncomingFile, requestLength: number | undefined): Imag
 });
 
 /** The fastest upload: the request body is the image, the fields are query parameters (typed by formValue). */
-function rawBodySource(req: Request): ImageSource {
+function rawBodySource(req: Request): ImageSource & { kind: 'stream' } {
   const length = contentLength(req);
   return {
     kind: 'stream',
@@ -64,33 +65,48 @@ function queryFields(req: Request, schema: string): Record<string, unknown> {
 
 const isRawBody = (req: Request) => /^application\/octet-stream/i.test(req.headers['content-type'] ?? '');
 
-/** Runs `make` on an upload: a raw body (fields in the query) or multipart (fields, then the file part). */
-async function upload(req: Request, res: Response, schema: string, make: (body: Record<string, unknown>, source: ImageSource) => Promise<unknown>) {
-  if (isRawBody(req)) {
-    res.json(await make(checkedFields<Record<string, unknown>>(schema, queryFields(req, schema), res), rawBodySource(req)));
-    return;
-  }
-  await multipartUpload(req, res, schema, make);
-}
+type MakeFromUpload = (body: Record<string, unknown>, source: ImageSource, opts: ReturnType<typeof jobOptions>) => Promise<unknown>;
 
 /**
- * Reads a multipart upload whose fields (before the `file` part) are `schema`'s, and runs `make`
- * with the file streamed in. Answers `make`'s JSON.
+ * Runs `make` on an upload: a raw body (fields in the query) or multipart (fields, then the file part).
+ * It runs as a job (listed, cancellable, its bytes counted); with `async: true` the 202 comes once the
+ * body has been read, and the probe, conversion and growth go on in the job.
  */
-async function multipartUpload(req: Request, res: Response, schema: string, make: (body: Record<string, unknown>, source: ImageSource) => Promise<unknown>) {
-  let answer: unknown;
+async function upload(ctx: StoreContext, req: Request, res: Response, schema: string, make: MakeFromUpload) {
+  const asJob = (body: Record<string, unknown>, source: ImageSource & { kind: 'stream' }) => {
+    let received = () => {};
+    const answerWhen = new Promise<void>((resolve) => (received = resolve));
+    const counted: ImageSource = {
+      ...source,
+      writeTo: async (file, limits) => {
+        const bytes = await source.writeTo(file, limits);
+        received();
+        return bytes;
+      },
+    };
+    const request = { async: body.async === true, kind: 'upload', vid: null, makesVolume: true, res, answerWhen };
+    return runAsJob(ctx.jobs, request, (job) => make(body, counted, jobOptions(job)));
+  };
+  const { status, body } = isRawBody(req)
+    ? await asJob(checkedFields<Record<string, unknown>>(schema, queryFields(req, schema), res), rawBodySource(req))
+    : await multipartUpload(req, res, schema, asJob);
+  res.status(status ?? 200).json(body);
+}
+
+/** Reads a multipart upload whose fields (before the `file` part) are `schema`'s, and runs `make` with the file streamed in. */
+async function multipartUpload<T>(req: Request, res: Response, schema: string, make: (body: Record<string, unknown>, source: ImageSource & { kind: 'stream' }) => Promise<T>): Promise<T> {
+  let answer: T | undefined;
   await readMultipart(req, {
     schema,
     maxFileBytes: Number.MAX_SAFE_INTEGER,
     maxFiles: 1,
     onFile: async (file, fields) => {
       if (file.field !== 'file') throw new BadRequestError(`the image must come in a part named 'file', not '${file.field}'`, { field: file.field });
-      const body = checkedFields<Record<string, unknown>>(schema, fields, res);
-      answer = await make(body, partSource(file, contentLength(req)));
+      answer = await make(checkedFields<Record<string, unknown>>(schema, fields, res), partSource(file, contentLength(req)));
     },
   });
   if (answer === undefined) throw new BadRequestError("the multipart body has no 'file' part (send the fields first, then the file)", { field: 'file' });
-  res.json(answer);
+  return answer;
 }
 
 /** Images in: `create/url`, `create/upload`, `cloudinit/create`, `iso/create` (URL or upload). */
@@ -105,7 +121,7 @@ export function imageRoutes(daemon: Daemon): Router {
   r.post('/create/upload', async (req, res) => {
     if (!isMultipart(req) && !isRawBody(req))
       throw new BadRequestError('create/upload takes multipart/form-data (fields, then the file part) or an application/octet-stream body with the fields in the query; resumable uploads use /api/v1.0/files (tus)');
-    await upload(req, res, 'create-upload', (body, source) => importDisk(ctx, body as unknown as ImportRequest, source));
+    await upload(ctx, req, res, 'create-upload', (body, source, opts) => importDisk(ctx, body as unknown as ImportRequest, source, opts));
   });
 
   const isoFromUrl = jsonEndpoint<IsoRequest>('iso-create', (body, _req, res) => {
@@ -114,7 +130,7 @@ export function imageRoutes(daemon: Daemon): Router {
   });
   r.post('/iso/create', async (req, res, next) => {
     if (!isMultipart(req) && !isRawBody(req)) return isoFromUrl(req, res, next);
-    await upload(req, res, 'iso-create', (body, source) => createIso(ctx, body as unknown as IsoRequest, source));
+    await upload(ctx, req, res, 'iso-create', (body, source, opts) => createIso(ctx, body as unknown as IsoRequest, source, opts));
   });
   return r;
 }
