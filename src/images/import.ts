@@ -39,8 +39,6 @@ export interface ImportOptions {
 /** Share of the progress bar given to the transfer; conversion takes the rest. */
 const TRANSFER_SHARE = 90;
 
-/** Rounds up to a whole 512-byte sector, as every size of the store is. */
-
 /** A volume of size 0 is refused by `create`: an empty image (a wrong path given to curl, an empty file) too. */
 export function assertNotEmpty(bytes: number | undefined): void {
   if (bytes === 0) throw new BadRequestError('the image is empty (0 bytes)');
@@ -145,7 +143,9 @@ async function finishDisk(ctx: StoreContext, claimed: Claimed, incoming: string,
     await writeFlushed(tempData, ctx.qemuImg.convert(incoming, info.format, tempData, format, convertOpts));
     await fs.rm(incoming, { force: true });
   }
-  if (finalSize > info.virtualSize) await ctx.qemuImg.resize(tempData, format, finalSize);
+  // qemu reads a raw file's size rounded up to a whole sector: the file itself may still be shorter.
+  const size = format === 'raw' ? (await fs.stat(tempData)).size : info.virtualSize;
+  if (finalSize > size) await ctx.qemuImg.resize(tempData, format, finalSize);
 }
 
 /**

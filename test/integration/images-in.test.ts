@@ -220,9 +220,16 @@ describe('images in: create/url, create/upload, iso/create (real qemu-img, local
     expect(res.body).to.include({ img_format: 'raw', name: 'raw-up', private: true, size: 64 * MB / 1e9 });
     expect(res.body.labels).to.deep.equal({ os: 'none' });
     expect(await sameImage(path.join(src, 'cloud.qcow2'), dataOf(res.body.vid, 'img'))).to.equal(true);
+    // A raw image that is not a whole number of sectors is padded to the size meta.json promises.
+    const odd = Buffer.alloc(3_000_000, 7);
+    const oddRes = await d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw`).set('Content-Type', 'application/octet-stream').send(odd).expect(200);
+    const oddFile = await fs.readFile(dataOf(oddRes.body.vid, 'img'));
+    expect(oddFile.length).to.equal(3_000_320);
+    expect(oddFile.subarray(0, odd.length).equals(odd)).to.equal(true);
+    expect(JSON.parse(await fs.readFile(path.join(path.dirname(dataOf(oddRes.body.vid, 'img')), 'meta.json'), 'utf8')).size).to.equal(3_000_320);
     const bad = await d.api.post('/api/v1.0/create/upload?format=raw').set('Content-Type', 'application/octet-stream').send(Buffer.alloc(512)).expect(400);
     expect(bad.body).to.deep.equal({ error: "request was badly formatted. 'creatorID'", code: 'bad_request', field: 'creatorID' });
-    expect(await volumeDirs(mnt)).to.have.length(1);
+    expect(await volumeDirs(mnt)).to.have.length(2);
   });
 
   /** Starts an upload on a real socket, cuts it after 8 MB of 64, and waits for every trace to go. */
