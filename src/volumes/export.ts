@@ -71,7 +71,7 @@ export async function exportVolume(ctx: StoreContext, exports: ExportService, vi
       throw new NotSupportedError(`volume ${vid} lives in Ceph, and the ${exports.exporter.name} exporter does not serve RBD images`);
     checkExportRules(meta, client, exportedClients(files, vid));
     // A hypervisor writing to a base would corrupt every linked clone that reads through to it.
-    if (!meta.readonly) requireNoOverlays(ctx, meta, 'exported writable');
+    if (!meta.readonly) await requireNoOverlays(ctx, meta, 'exported writable');
     await exports.publish(dir, meta, client, iqnFor(client, vid));
     return meta;
   });

@@ -94,7 +94,7 @@ export async function resizeVolume(ctx: StoreContext, req: { vid: string; creato
     // A target's LUN keeps the size it was made with, and a hypervisor holding a qcow2 open
     // would write over the metadata a resize moves: unexport, resize, export again.
     requireNotInUse(await fs.readdir(dir), meta, 'resized');
-    requireNoOverlays(ctx, meta, 'resized');
+    await requireNoOverlays(ctx, meta, 'resized');
     if (newSize < meta.size)
       throw new BadRequestError(`volumes only grow: ${req.vid} has ${meta.size} bytes, more than the ${newSize} asked`, { field: 'size' });
     if (newSize === meta.size) return;
@@ -128,7 +128,7 @@ export async function convertVolume(
   await withOwnedVolume(ctx, req.vid, req.creatorID, 'convert', 'convert', async (dir, meta) => {
     assertDiskFormat(meta, 'converted');
     requireNotInUse(await fs.readdir(dir), meta, 'converted');
-    requireNoOverlays(ctx, meta, 'converted');
+    await requireNoOverlays(ctx, meta, 'converted');
     if (meta.format === req.format) return;
     const oldData = path.join(dir, dataFileName(meta.format));
     if (meta.format === 'qcow2') await requireNoSnapshots(ctx, oldData, req.vid, 'converting');

@@ -87,7 +87,7 @@ async function withSnapshots<T>(
     // Only taking a snapshot of a read-only volume leaves its image as a hypervisor reads it; a revert or
     // a delete rewrites the tables that hypervisor has cached.
     if (!meta.readonly || action !== 'create') requireNotInUse(await fs.readdir(dir), meta, PAST[action]);
-    requireNoOverlays(ctx, meta, PAST[action]);
+    await requireNoOverlays(ctx, meta, PAST[action]);
     try {
       const done = await fn(store, await store.list(), meta);
       faultPoint(`snapshot.after-${action}`);

@@ -149,6 +149,19 @@ for (const tree of TREES) {
       expect((await d1.post('info', { volume_id: vid })).body.size).to.equal(8e9);
     });
 
+    it("refuses to destroy or resize a base the other daemon has just made a linked clone of, before its own index hears of it", async () => {
+      const [d0, d1] = daemons;
+      const base = (await d0.post('create', seedCreateBody({ format: 'qcow2', size: 0.01, clonable: true }))).body.vid as string;
+      await waitFor(async () => (await d1.post('info', { volume_id: base })).status === 200, 5000, 'the other daemon to know the base');
+      const overlay = await d0.post('clone', { volume_id: base, creatorID: OWNER, alg: 'overlay' });
+      expect(overlay.status).to.equal(200);
+      const resized = await d1.post('update/resize', { vid: base, creatorID: OWNER, size: 0.02 });
+      const destroyed = await d1.post('destroy', { volume_id: base });
+      expect([resized.status, resized.body.overlays]).to.deep.equal([409, [overlay.body.vid]]);
+      expect([destroyed.status, destroyed.body.overlays]).to.deep.equal([409, [overlay.body.vid]]);
+      expect(await vidDirs(root())).to.include(`vid.${base}.elimg`);
+    });
+
     it('races creates and destroys from both daemons: the quota holds at every moment, each volume is destroyed once, no lock is broken', async () => {
       const count = countVolumesMeanwhile(root());
       for (let round = 0; round < 3; round++) {
