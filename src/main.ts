@@ -26,7 +26,7 @@ async function main(): Promise<void> {
     .option('--port <port>', 'HTTP port (ELEMENTO_PORT, default 7772)')
     .option('--host <address>', 'address to listen on (ELEMENTO_HOST, default 127.0.0.1)')
     .option('--mnt <dir>', 'mount directory holding the roots (ELEMENTO_MNT, default: the embedded data/mnt)')
-    .option('--log-level <level>', 'error, warn, info or debug (ELEMENTO_LOG_LEVEL)')
+    .option('--log-level <level>', 'error, warn, info, debug or silent (ELEMENTO_LOG_LEVEL, default info)')
     .option('--log-format <format>', 'json or pretty (ELEMENTO_LOG_FORMAT; default: pretty on a terminal)')
     .option('--tokens <file>', 'API token file; without it every caller is trusted (ELEMENTO_TOKENS)')
     .option('--allow-insecure', 'listen beyond loopback without API tokens (ELEMENTO_ALLOW_INSECURE=1)')
