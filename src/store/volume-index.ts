@@ -2,13 +2,13 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { watch as watchUpperTree, type FSWatcher as UpperTreeWatcher } from 'chokidar';
 import { errorFields, type Logger } from '../log.js';
-import { BIN_DIR, isTempName, ROOT_MUTEX, SETTINGS_FILE, USAGE_STAMP, VOLUME_MUTEX } from './layout.js';
+import { BIN_DIR, isTempName, ROOT_MUTEX, SETTINGS_FILE, uidOfDirName, USAGE_STAMP, VOLUME_MUTEX } from './layout.js';
 import { discoverRoots, type Root, type SkippedRoot } from './roots.js';
 import { hasLeftovers, LeftoverReports } from './leftovers.js';
 import { readUsageStamp } from './usage-stamp.js';
 import { asyncReader, firstScanReader, type TreeReader } from './tree-reader.js';
 import { TreeWatcher } from './tree-watcher.js';
-import { loadVolumeRecord, uidOfVolumeDir, type VolumeRecord } from './volume-record.js';
+import { isCreating, loadVolumeRecord, uidOfVolumeDir, type VolumeRecord } from './volume-record.js';
 import { VolumeTable } from './volume-table.js';
 
 const LOAD_CONCURRENCY = 64;
@@ -177,7 +177,24 @@ export class VolumeIndex {
     return this.table.version;
   }
 
-  /** The volume `uid` as last read (flagged `unavailable` while its root is, `copies` when in several directories). */
+  /**
+   * The volume `uid` as `get` answers it, read again while it looks still being created; one the index
+   * does not know is looked for in each root (one lstat per root) and read if found: a volume made a
+   * moment ago through another daemon sharing the tree, before this one's watcher or rescan saw its end
+   * (on Gluster, inotify sees no other host's writes).
+   */
+  async lookup(uid: string): Promise<VolumeRecord | undefined> {
+    const known = this.table.get(uid);
+    const name = `vid.${uid}.elimg`;
+    if (known && isCreating(known) && !known.unavailable && !known.copies) await this.reloadDir(known.dir);
+    if (known || !uidOfDirName(name)) return this.table.get(uid);
+    for (const root of this.roots.keys()) {
+      const dir = path.join(root, name);
+      if (await fs.lstat(dir).then(() => true, () => false)) await this.reloadDir(dir);
+    }
+    return this.table.get(uid);
+  }
+
   /** Every directory record of `uid`: one, or each copy of a volume found in several roots. */
   copiesOf(uid: string): VolumeRecord[] {
     return this.table.copiesOf(uid);
@@ -188,6 +205,7 @@ export class VolumeIndex {
     return this.stamps.get(rootPath);
   }
 
+  /** The volume `uid` as last read (flagged `unavailable` while its root is, `copies` when in several directories). */
   get(uid: string): VolumeRecord | undefined {
     return this.table.get(uid);
   }

@@ -15,10 +15,11 @@ export function canSee(meta: VolumeMeta, caller: Caller): boolean {
 /**
  * The volume `uid` as `caller` may know it: 404 when unknown or private to someone else (a private
  * volume is invisible, not forbidden), 409 while it is being created, when its meta.json is broken, or
- * when it is in several roots (naming each copy); 503 while its root is unavailable.
+ * when it is in several roots (naming each copy); 503 while its root is unavailable. A volume the index
+ * does not know yet (made through another daemon sharing the tree) is looked for on disk.
  */
-export function findVolume(ctx: StoreContext, uid: string, caller: Caller): VolumeRecord & { meta: VolumeMeta } {
-  const record = ctx.index.get(uid);
+export async function findVolume(ctx: StoreContext, uid: string, caller: Caller): Promise<VolumeRecord & { meta: VolumeMeta }> {
+  const record = await ctx.index.lookup(uid);
   if (record?.copies) throw new ConflictError(record.problem!, { vid: uid, dirs: record.copies });
   if (!record || (record.meta && !canSee(record.meta, caller))) throw new NotFoundError(`volume ${uid} does not exist`, { vid: uid });
   if (record.unavailable) throw unavailableError(record);

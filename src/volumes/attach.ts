@@ -57,7 +57,7 @@ function requireMayChange(meta: VolumeMeta, entry: Attachment | undefined, clien
  * index. `seenBy` looks the volume up as that client (a private volume of another is 404), or as the controller.
  */
 async function changeAttachments(ctx: StoreContext, vid: string, purpose: string, seenBy: Caller, fn: (meta: VolumeMeta, list: Attachment[]) => Promise<Attachment[] | null> | Attachment[] | null) {
-  const record = findVolume(ctx, vid, seenBy);
+  const record = await findVolume(ctx, vid, seenBy);
   try {
     await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => {
       const meta = await readLockedMeta(record.dir, vid);

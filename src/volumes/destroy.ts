@@ -12,7 +12,7 @@ import { faultPoint } from '../faults.js';
  * cut short is finished by the next start-up sweep).
  */
 export async function destroyVolume(ctx: StoreContext, vid: string, caller: Caller): Promise<{ vid: string }> {
-  const record = findVolume(ctx, vid, caller);
+  const record = await findVolume(ctx, vid, caller);
   requireOwner(record.meta, caller, 'destroy');
   const binned = await ctx.locks.withVolumeLock(record.dir, 'destroy', vid, async (lock) => {
     const meta = requireOwnedAfresh(await readLockedMeta(record.dir, vid), caller, 'destroy');

@@ -53,7 +53,7 @@ export async function withExportLock<T>(
   seenBy: Caller,
   fn: (dir: string, meta: VolumeMeta, files: string[]) => Promise<T>,
 ): Promise<T> {
-  const record = findVolume(ctx, vid, seenBy);
+  const record = await findVolume(ctx, vid, seenBy);
   try {
     return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => {
       const meta = await readLockedMeta(record.dir, vid);

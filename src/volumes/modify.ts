@@ -34,7 +34,7 @@ export async function withOwnedVolume<T>(
   action: string,
   fn: (dir: string, meta: VolumeMeta) => Promise<T>,
 ): Promise<T> {
-  const record = findVolume(ctx, vid, caller);
+  const record = await findVolume(ctx, vid, caller);
   requireOwner(record.meta, caller, action);
   try {
     return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => fn(record.dir, requireOwnedAfresh(await readLockedMeta(record.dir, vid), caller, action)));
@@ -86,7 +86,7 @@ function assertDiskFormat(meta: VolumeMeta, action: string): asserts meta is Vol
 /** `update/resize`: grows a volume (never shrinks), within its root's quotas. */
 export async function resizeVolume(ctx: StoreContext, req: { vid: string; creatorID: string; size: number }) {
   const newSize = gbToBytes(req.size);
-  const record = findVolume(ctx, req.vid, req.creatorID);
+  const record = await findVolume(ctx, req.vid, req.creatorID);
   const root = ctx.index.root(record.root);
   if (!root) throw new BadRequestError(`volume ${req.vid} is in a root that is not available`);
   await withOwnedVolume(ctx, req.vid, req.creatorID, 'resize', 'resize', async (dir, meta) => {

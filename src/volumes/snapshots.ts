@@ -138,6 +138,6 @@ export async function deleteSnapshot(ctx: StoreContext, req: SnapshotRequest, ca
 
 /** `snapshot/list`: read without the lock (`qemu-img info -U`, `rbd snap ls`), by anyone who may see the volume. */
 export async function listSnapshots(ctx: StoreContext, vid: string, caller: Caller) {
-  const record = findVolume(ctx, vid, caller);
+  const record = await findVolume(ctx, vid, caller);
   return { vid, snapshots: await (await snapshotStore(ctx, record.dir, record.meta)).list() };
 }

@@ -162,6 +162,16 @@ for (const tree of TREES) {
       expect(await vidDirs(root())).to.include(`vid.${base}.elimg`);
     });
 
+    it('finds a volume the other daemon has just made (info, has, update) before its own index hears of it', async () => {
+      const [d0, d1] = daemons;
+      const vid = (await d0.post('create', seedCreateBody({ format: 'raw', size: 0.01 }))).body.vid as string;
+      expect((await d1.post('has', { volume_id: vid })).body).to.deep.equal({ vid, has: true });
+      const info = await d1.post('info', { volume_id: vid });
+      expect(info.body, JSON.stringify(info.body)).to.include({ volumeID: vid });
+      expect((await d1.post('update', { vid, creatorID: OWNER, name: 'renamed' })).status).to.equal(200);
+      expect((await d0.post('destroy', { volume_id: vid })).status).to.equal(200);
+    });
+
     it('races creates and destroys from both daemons: the quota holds at every moment, each volume is destroyed once, no lock is broken', async () => {
       const count = countVolumesMeanwhile(root());
       for (let round = 0; round < 3; round++) {

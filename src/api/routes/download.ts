@@ -68,10 +68,10 @@ function downloadError(err: SendError, vid: string): Error {
  */
 export function downloadRoutes(ctx: StoreContext): Router {
   const r = Router();
-  r.get('/volumes/:vid/data', (req, res, next) => {
+  r.get('/volumes/:vid/data', async (req, res, next) => {
     const vid = String(req.params.vid).toLowerCase();
     const clientUid = typeof req.query.client_uid === 'string' ? req.query.client_uid.toLowerCase() : undefined;
-    const record = findVolume(ctx, vid, callerOf(res, clientUid ? { client_uid: clientUid } : {}));
+    const record = await findVolume(ctx, vid, callerOf(res, clientUid ? { client_uid: clientUid } : {}));
     const { format, base } = record.meta;
     // Its file alone names a backing file outside any download: a backup of it would not stand alone.
     if (base)
