@@ -172,6 +172,24 @@ for (const tree of TREES) {
       expect((await d0.post('destroy', { volume_id: vid })).status).to.equal(200);
     });
 
+    it('a cloud-init file set begun on one daemon and continued on the other is refused saying where it is received, then completes on the first', async () => {
+      const [d0, d1] = daemons;
+      const send = async (d: DaemonProcess, fields: object, name: string, first: boolean) => {
+        const form = new FormData();
+        if (first) form.append('fields', JSON.stringify(fields));
+        form.append('file', new Blob([name === 'user-data' ? '#cloud-config\n' : 'instance-id: vm1\n']), name);
+        const suffix = first ? '' : `/${Buffer.from(JSON.stringify(fields)).toString('base64')}`;
+        const res = await fetch(`http://127.0.0.1:${d.port}/api/v1.0/cloudinit/metadata${suffix}`, { method: 'POST', body: form });
+        return { status: res.status, body: await res.json() };
+      };
+      const begun = await send(d0, { creatorID: OWNER, name: 'seed', expectedFiles: 2 }, 'meta-data', true);
+      expect(begun.status).to.equal(206);
+      const vid = begun.body.vid as string;
+      const elsewhere = await send(d1, { creatorID: OWNER, vid }, 'user-data', false);
+      expect([elsewhere.status, elsewhere.body.error]).to.deep.equal([409, `the file set of volume ${vid} is being received by another daemon sharing this tree (host ${os.hostname()}): send its remaining files there`]);
+      expect((await send(d0, { creatorID: OWNER, vid }, 'user-data', false)).body).to.include({ status: 'OK', received: 2 });
+    });
+
     it('races creates and destroys from both daemons: the quota holds at every moment, each volume is destroyed once, no lock is broken', async () => {
       const count = countVolumesMeanwhile(root());
       for (let round = 0; round < 3; round++) {
