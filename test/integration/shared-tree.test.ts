@@ -172,6 +172,19 @@ for (const tree of TREES) {
       expect((await d0.post('destroy', { volume_id: vid })).status).to.equal(200);
     });
 
+    it("serves a download of the image as the other daemon has just converted it, and 404 once it destroyed it", async () => {
+      const [d0, d1] = daemons;
+      const vid = (await d0.post('create', seedCreateBody({ format: 'raw', size: 0.01 }))).body.vid as string;
+      await waitFor(async () => (await d1.post('info', { volume_id: vid })).status === 200, 5000, 'the other daemon to know the volume');
+      expect((await d0.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2' })).status).to.equal(200);
+      const download = () => fetch(`http://127.0.0.1:${d1.port}/api/v1.0/volumes/${vid}/data`);
+      const converted = await download();
+      expect([converted.status, converted.headers.get('x-image-format')]).to.deep.equal([200, 'qcow2']);
+      expect((await converted.arrayBuffer()).byteLength).to.equal((await fs.stat(path.join(root(), `vid.${vid}.elimg`, 'data.qcow2'))).size);
+      expect((await d0.post('destroy', { volume_id: vid })).status).to.equal(200);
+      expect((await download()).status).to.equal(404);
+    });
+
     it('a cloud-init file set begun on one daemon and continued on the other is refused saying where it is received, then completes on the first', async () => {
       const [d0, d1] = daemons;
       const send = async (d: DaemonProcess, fields: object, name: string, first: boolean) => {
