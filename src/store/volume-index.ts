@@ -178,16 +178,22 @@ export class VolumeIndex {
   }
 
   /**
-   * The volume `uid` as `get` answers it, read again while it looks still being created; one the index
-   * does not know is looked for in each root (one lstat per root) and read if found: a volume made a
-   * moment ago through another daemon sharing the tree, before this one's watcher or rescan saw its end
-   * (on Gluster, inotify sees no other host's writes).
+   * The volume `uid` as the tree holds it now, for lookups by uid: a known volume whose directory is gone
+   * (destroyed, or moved to another root by hand) or that looks still being created is read again, and
+   * one the index does not know is looked for in each root (one lstat per root): another daemon sharing
+   * the tree may have changed it before this one's watcher or rescan saw it (on Gluster, inotify sees no
+   * other host's writes). Costs one lstat for a volume the index knows.
    */
   async lookup(uid: string): Promise<VolumeRecord | undefined> {
     const known = this.table.get(uid);
     const name = `vid.${uid}.elimg`;
-    if (known && isCreating(known) && !known.unavailable && !known.copies) await this.reloadDir(known.dir);
-    if (known || !uidOfDirName(name)) return this.table.get(uid);
+    if (!uidOfDirName(name) || known?.unavailable || known?.copies) return known;
+    if (known) {
+      const there = await fs.lstat(known.dir).then(() => true, () => false);
+      if (there && !isCreating(known)) return known;
+      await this.reloadDir(known.dir);
+      if (there) return this.table.get(uid);
+    }
     for (const root of this.roots.keys()) {
       const dir = path.join(root, name);
       if (await fs.lstat(dir).then(() => true, () => false)) await this.reloadDir(dir);

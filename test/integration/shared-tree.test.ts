@@ -169,7 +169,25 @@ for (const tree of TREES) {
       const info = await d1.post('info', { volume_id: vid });
       expect(info.body, JSON.stringify(info.body)).to.include({ volumeID: vid });
       expect((await d1.post('update', { vid, creatorID: OWNER, name: 'renamed' })).status).to.equal(200);
+      await waitFor(async () => (await d0.post('info', { volume_id: vid })).body.name === 'renamed', 5000, 'the first daemon to see the rename');
       expect((await d0.post('destroy', { volume_id: vid })).status).to.equal(200);
+      expect((await d1.post('info', { volume_id: vid })).status).to.equal(404);
+      expect((await d1.post('has', { volume_id: vid })).body).to.deep.equal({ vid, has: false });
+    });
+
+    it('finds a volume an operator moved into another root through the other mount, at once', async () => {
+      const [d0, d1] = daemons;
+      const other = path.join(shared!.mnts[0], 'b');
+      await fs.mkdir(other);
+      await fs.writeFile(path.join(other, 'settings.json'), JSON.stringify({ 'max-volumes': 5 }));
+      for (const d of daemons) await waitFor(async () => (await d.get('status')).body.roots.length === 2, 5000, 'both daemons to know root b');
+      const vid = (await d1.post('create', seedCreateBody({ format: 'raw', size: 0.01 }))).body.vid as string;
+      const [from, to] = (await vidDirs(root())).length ? [root(), other] : [other, root()];
+      await fs.rename(path.join(from, `vid.${vid}.elimg`), path.join(to, `vid.${vid}.elimg`));
+      expect((await d1.post('update', { vid, creatorID: OWNER, name: 'moved' })).status).to.equal(200);
+      expect((await d1.post('info', { volume_id: vid })).body).to.include({ name: 'moved' });
+      expect((await d1.post('destroy', { volume_id: vid })).status).to.equal(200);
+      await fse.remove(other);
     });
 
     it("serves a download of the image as the other daemon has just converted it, and 404 once it destroyed it", async () => {
