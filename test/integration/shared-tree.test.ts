@@ -221,6 +221,19 @@ for (const tree of TREES) {
       expect((await send(d0, { creatorID: OWNER, vid }, 'user-data', false)).body).to.include({ status: 'OK', received: 2 });
     });
 
+    it("lists a volume's snapshots as the other daemon has just changed them in place", async () => {
+      const [d0, d1] = daemons;
+      const vid = (await d0.post('create', seedCreateBody({ format: 'qcow2', size: 0.01 }))).body.vid as string;
+      const snap = (d: DaemonProcess, action: string, name: string) => d.post(`snapshot/${action}`, { vid, creatorID: OWNER, name });
+      expect((await snap(d0, 'create', 'first')).status).to.equal(200);
+      expect((await snap(d0, 'create', 'second')).status).to.equal(200);
+      await waitFor(async () => (await d1.post('snapshot/list', { vid })).status === 200, 5000, 'the other daemon to list them');
+      expect((await snap(d0, 'delete', 'first')).status).to.equal(200);
+      expect((await d1.post('snapshot/list', { vid })).body.snapshots.map((s: { name: string }) => s.name)).to.deep.equal(['second']);
+      expect((await snap(d1, 'create', 'third')).status).to.equal(200);
+      expect((await d0.post('snapshot/list', { vid })).body.snapshots.map((s: { name: string }) => s.name)).to.deep.equal(['second', 'third']);
+    });
+
     it('races creates and destroys from both daemons: the quota holds at every moment, each volume is destroyed once, no lock is broken', async () => {
       const count = countVolumesMeanwhile(root());
       for (let round = 0; round < 3; round++) {
