@@ -221,6 +221,18 @@ for (const tree of TREES) {
       expect((await send(d0, { creatorID: OWNER, vid }, 'user-data', false)).body).to.include({ status: 'OK', received: 2 });
     });
 
+    it("applies at once a quota an operator lowered in settings.json through the other daemon's mount", async () => {
+      const [d0, d1] = daemons;
+      expect((await d1.post('create', seedCreateBody({ format: 'raw', size: 0.01 }))).status).to.equal(200);
+      await fs.writeFile(path.join(root(), 'settings.json'), JSON.stringify({ 'max-volumes': 1, 'max-total-size': '10G' }));
+      // Gluster's write-behind makes the other mount see the edit a moment later; the daemon's index sees it only at its rescan.
+      await waitFor(async () => (await fs.readFile(path.join(shared!.mnts[1], 'a', 'settings.json'), 'utf8')).includes('"max-volumes":1'), 5000, 'the edit to reach the other mount');
+      const refused = await d1.post('create', seedCreateBody({ format: 'raw', size: 0.01 }));
+      expect([refused.status, refused.body.reasons]).to.deep.equal([507, [`${path.join(shared!.mnts[1], 'a')} already holds its maximum of 1 volumes`]]);
+      expect((await d0.post('create', seedCreateBody({ format: 'raw', size: 0.01 }))).status).to.equal(507);
+      expect(await vidDirs(root())).to.have.length(1);
+    });
+
     it("lists a volume's snapshots as the other daemon has just changed them in place", async () => {
       const [d0, d1] = daemons;
       const vid = (await d0.post('create', seedCreateBody({ format: 'qcow2', size: 0.01 }))).body.vid as string;
