@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { validateOrThrow } from './schemas.js';
+import { validateOrThrow, validatorFor } from './schemas.js';
 
 export interface Config {
   readonly port: number;
@@ -71,6 +71,41 @@ function flagOrUndefined(name: string, value: string | undefined): boolean | und
   throw new Error(`${name} must be 1 or 0, not '${value}'`);
 }
 
+/** What the operator writes for each setting: its flag (when it has one) and its environment variable. */
+const NAMES: Record<string, [flag: keyof ConfigSources['flags'] | null, variable: string]> = {
+  port: ['port', 'ELEMENTO_PORT'],
+  host: ['host', 'ELEMENTO_HOST'],
+  mnt: ['mnt', 'ELEMENTO_MNT'],
+  logLevel: ['logLevel', 'ELEMENTO_LOG_LEVEL'],
+  logFormat: ['logFormat', 'ELEMENTO_LOG_FORMAT'],
+  lockStaleMs: [null, 'ELEMENTO_LOCK_STALE_MS'],
+  rescanIntervalMs: [null, 'ELEMENTO_RESCAN_MS'],
+  toolTimeoutMs: [null, 'ELEMENTO_TOOL_TIMEOUT_MS'],
+  exporter: [null, 'ELEMENTO_EXPORTER'],
+  iscsiPortal: [null, 'ELEMENTO_ISCSI_PORTAL'],
+  tgtControlPort: [null, 'ELEMENTO_TGT_CONTROL_PORT'],
+  exportHeartbeatMs: [null, 'ELEMENTO_EXPORT_HEARTBEAT_MS'],
+  exportStaleMs: [null, 'ELEMENTO_EXPORT_STALE_MS'],
+  shareableUserLimit: [null, 'ELEMENTO_SHAREABLE_USER_LIMIT'],
+  transferIdleTimeoutMs: [null, 'ELEMENTO_TRANSFER_IDLE_TIMEOUT_MS'],
+  uploadIdleTimeoutMs: [null, 'ELEMENTO_UPLOAD_IDLE_TIMEOUT_MS'],
+  tokensFile: ['tokens', 'ELEMENTO_TOKENS'],
+  cephPool: [null, 'ELEMENTO_CEPH_POOL'],
+  cephConf: [null, 'ELEMENTO_CEPH_CONF'],
+  cephId: [null, 'ELEMENTO_CEPH_ID'],
+};
+
+/** One sentence for the first schema error of `raw`, naming the flag or variable the operator set and the value refused. */
+function configError(raw: Record<string, unknown>, flags: ConfigSources['flags']): Error {
+  const err = validatorFor('config').errors![0];
+  const key = err.instancePath.replace(/^\//, '');
+  const [flag, variable] = NAMES[key] ?? [null, key];
+  const name = flag && flags[flag] !== undefined ? `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}` : variable;
+  const allowed = (err.params as { allowedValues?: unknown[] }).allowedValues;
+  const rule = allowed ? `must be one of ${allowed.join(', ')}` : err.keyword === 'pattern' ? 'is not of the accepted form' : (err.message ?? 'is invalid');
+  return new Error(`invalid configuration: ${name} ${rule}, not '${String(raw[key])}'`);
+}
+
 /** Builds the configuration, checks it against schemas/config.json and freezes it. */
 export function loadConfig({ flags, env, defaultMnt }: ConfigSources): Config {
   // An empty variable is unset (as in a systemd unit); an empty flag is a mistake, not the working directory.
@@ -101,11 +136,8 @@ export function loadConfig({ flags, env, defaultMnt }: ConfigSources): Config {
     cephId: env.ELEMENTO_CEPH_ID || undefined,
   };
   for (const key of Object.keys(raw)) if (raw[key] === undefined) delete raw[key];
-  try {
-    return Object.freeze(validateOrThrow<Config>('config', raw));
-  } catch (err) {
-    throw new Error(`invalid configuration: ${(err as Error).message.replace('request was badly formatted. ', '')}`);
-  }
+  if (!validatorFor('config')(raw)) throw configError(raw, flags);
+  return Object.freeze(raw as unknown as Config);
 }
 
 /** A full configuration for tests and embedding, with the defaults filled in. */

@@ -9,8 +9,7 @@ import { nowMs } from './stats.js';
 
 export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const MAIN = path.join(PROJECT_ROOT, 'dist', 'src', 'main.js');
-/** The daemon runs as scripts/elemento-storage.service runs it (NODE_OPTIONS there). */
-/** The service unit's NODE_OPTIONS (scripts/elemento-storage.service): the daemon measured as it runs. */
+/** The node flags of the service unit's ExecStart (scripts/elemento-storage.service): the daemon measured as it runs. */
 export const NODE_FLAGS = ['--max-semi-space-size=4', '--initial-heap-size=64'];
 export const API = '/api/v1.0';
 

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, PayloadTooLargeError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 import { writeFileAtomic } from '../store/atomic.js';
-import { tempNameFor } from '../store/layout.js';
+import { parseLockMarker, tempNameFor } from '../store/layout.js';
 import { buildSeedIso } from '../tools/cloud-localds.js';
 import { addFilesToIso } from '../tools/xorriso.js';
 import type { Caller, StoreContext } from '../volumes/context.js';
@@ -83,14 +83,26 @@ export class CloudInitSets {
       this.pending.acquire(item);
       return item;
     }
-    const record = this.ctx.index.get(vid);
+    const record = await this.ctx.index.lookup(vid);
     if (!record || !record.meta || (caller !== null && record.meta.private && record.meta.creatorID !== caller))
       throw new NotFoundError(`volume ${vid} does not exist`, { vid });
     if (!record.meta.cloudinit || record.meta.format !== 'iso') throw new BadRequestError(`volume ${vid} is not a cloud-init metadata volume`, { vid });
+    // Not pending here, and still being created: another daemon sharing the tree holds the set (its create lock).
+    const holder = await this.createHolder(record.dir);
+    if (holder !== null)
+      throw new ConflictError(`the file set of volume ${vid} is being received by another daemon sharing this tree (${holder || 'unknown host'}): send its remaining files there`, { vid });
     const tracker = (await fs.readdir(path.join(record.dir, METADATA_DIR)).catch(() => [] as string[])).find((n) => EXPECTED_RE.test(n));
     if (tracker)
       throw new ConflictError(`the file set of volume ${vid} is already complete (${tracker}); send a new set to a new volume`, { vid });
     throw new ConflictError(`volume ${vid} has no file set tracker (cloud-init-metadata/elemento.<n>.expected is missing)`, { vid });
+  }
+
+  /** The host named by a `create` lock marker in `dir` ('' when it cannot be read), or null when there is none. */
+  private async createHolder(dir: string): Promise<string | null> {
+    const marker = (await this.ctx.locks.markersIn(dir).catch(() => [] as string[])).find((m) => parseLockMarker(m)?.purpose === 'create');
+    if (!marker) return null;
+    const owner = await fs.readFile(path.join(dir, marker), 'utf8').then((t) => JSON.parse(t) as { host?: unknown }, () => null);
+    return typeof owner?.host === 'string' ? `host ${owner.host}` : '';
   }
 
   /**

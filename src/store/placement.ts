@@ -3,6 +3,7 @@ import path from 'node:path';
 import { NoRoomError, UnavailableError } from '../errors.js';
 import type { LockManager } from './locks.js';
 import { SETTINGS_FILE } from './layout.js';
+import { readSettings } from './settings.js';
 import { readUsageStamp, writeUsageStamp } from './usage-stamp.js';
 import { loadVolumeRecord, quotaBytes, uidOfVolumeDir } from './volume-record.js';
 import type { Root } from './roots.js';
@@ -115,8 +116,13 @@ export class Placement {
       let claiming = false;
       try {
         result = await this.locks.withRootLock(root.path, async () => {
-          if (!(await rootAvailable(root.path))) return unavailable(root);
-          const refusal = quotaRefusal(root, await this.usageOnDisk(root.path), sizeBytes, true);
+          const now = await rootAsItIs(root);
+          if (typeof now === 'string') {
+            reasons.push(now);
+            void this.index.scanAll().catch(() => undefined); // so that status reports it at once
+            return null;
+          }
+          const refusal = quotaRefusal(now, await this.usageOnDisk(root.path), sizeBytes, true);
           if (refusal) {
             reasons.push(refusal);
             return null;
@@ -147,8 +153,9 @@ export class Placement {
    */
   async grow<T>(root: Root, dir: string, oldSize: number, newSize: number, grow: () => Promise<T>): Promise<T> {
     return this.locks.withRootLock(root.path, async () => {
-      await assertRootAvailable(root.path);
-      const refusal = quotaRefusal(root, await this.usageOnDisk(root.path), newSize - oldSize, false, newSize);
+      const now = await rootAsItIs(root);
+      if (typeof now === 'string') throw new UnavailableError(`storage root ${now}`);
+      const refusal = quotaRefusal(now, await this.usageOnDisk(root.path), newSize - oldSize, false, newSize);
       if (refusal) throw new NoRoomError(`the volume cannot grow to ${newSize} bytes: ${refusal}`);
       // Stamped before the size changes: a crash in between only makes the others read the sizes again.
       const stamp = await writeUsageStamp(root.path);
@@ -170,8 +177,20 @@ export async function rootAvailable(rootPath: string): Promise<boolean> {
   );
 }
 
-export async function assertRootAvailable(rootPath: string): Promise<void> {
-  if (!(await rootAvailable(rootPath))) throw new UnavailableError(`storage root ${notAvailable(rootPath)}`);
+
+/**
+ * The root with its settings.json read now (root lock held): an operator may have changed the quotas
+ * through another host sharing the tree, which this daemon's watcher does not see. Answers why it
+ * cannot be used when settings.json is gone or no longer valid.
+ */
+async function rootAsItIs(root: Root): Promise<Root | string> {
+  try {
+    return { ...root, settings: await readSettings(root.path) };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return notAvailable(root.path);
+    return `${root.path} is not usable now (${code ? `settings.json cannot be read: ${code}` : (err as Error).message})`;
+  }
 }
 
 /** Why an error says a root cannot be written now, or null for any other error. */

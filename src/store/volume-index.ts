@@ -1,12 +1,13 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
+import { uidOfDirName, volumeDirName } from './layout.js';
 import { discoverRoots, type Root, type SkippedRoot } from './roots.js';
 import { hasLeftovers, LeftoverReports } from './leftovers.js';
 import { readUsageStamp } from './usage-stamp.js';
 import { asyncReader, firstScanReader, type TreeReader } from './tree-reader.js';
 import { IndexWatch } from './index-watch.js';
-import { loadVolumeRecord, uidOfVolumeDir, type VolumeRecord } from './volume-record.js';
+import { isCreating, loadVolumeRecord, uidOfVolumeDir, type VolumeRecord } from './volume-record.js';
 import { VolumeTable } from './volume-table.js';
 
 const LOAD_CONCURRENCY = 64;
@@ -166,6 +167,30 @@ export class VolumeIndex {
   /** A number that differs whenever what the index holds has changed (for caches of listings). */
   get version(): number {
     return this.table.version;
+  }
+
+  /**
+   * The volume `uid` as the tree holds it now, for lookups by uid: a known volume whose directory is gone
+   * (destroyed, or moved to another root by hand) or that looks still being created is read again, and
+   * one the index does not know is looked for in each root (one lstat per root): another daemon sharing
+   * the tree may have changed it before this one's watcher or rescan saw it (on Gluster, inotify sees no
+   * other host's writes). Costs one lstat for a volume the index knows.
+   */
+  async lookup(uid: string): Promise<VolumeRecord | undefined> {
+    const known = this.table.get(uid);
+    const name = volumeDirName(uid);
+    if (!uidOfDirName(name) || known?.unavailable || known?.copies) return known;
+    if (known) {
+      const there = await fs.lstat(known.dir).then(() => true, () => false);
+      if (there && !isCreating(known)) return known;
+      await this.reloadDir(known.dir);
+      if (there) return this.table.get(uid);
+    }
+    for (const root of this.roots.keys()) {
+      const dir = path.join(root, name);
+      if (await fs.lstat(dir).then(() => true, () => false)) await this.reloadDir(dir);
+    }
+    return this.table.get(uid);
   }
 
   /** Every directory record of `uid`: one, or each copy of a volume found in several roots. */

@@ -4,7 +4,7 @@ import { ConflictError, ForbiddenError, NotFoundError } from '../errors.js';
 import { dataFileName } from '../store/layout.js';
 import { QemuImgLayers } from '../tools/qemu-img-layers.js';
 import { BrokenMetaError, readMeta, type VolumeMeta } from '../store/meta.js';
-import { EXPORT_MARKER_RE, isCreating, unavailableError, type VolumeRecord } from '../store/volume-record.js';
+import { EXPORT_MARKER_RE, isCreating, loadVolumeRecord, uidOfVolumeDir, unavailableError, type VolumeRecord } from '../store/volume-record.js';
 import type { Caller, StoreContext } from './context.js';
 
 /** SPEC §2: a client sees its own volumes and every non-private one; the controller sees all. */
@@ -15,10 +15,11 @@ export function canSee(meta: VolumeMeta, caller: Caller): boolean {
 /**
  * The volume `uid` as `caller` may know it: 404 when unknown or private to someone else (a private
  * volume is invisible, not forbidden), 409 while it is being created, when its meta.json is broken, or
- * when it is in several roots (naming each copy); 503 while its root is unavailable.
+ * when it is in several roots (naming each copy); 503 while its root is unavailable. A volume the index
+ * does not know yet (made through another daemon sharing the tree) is looked for on disk.
  */
-export function findVolume(ctx: StoreContext, uid: string, caller: Caller): VolumeRecord & { meta: VolumeMeta } {
-  const record = ctx.index.get(uid);
+export async function findVolume(ctx: StoreContext, uid: string, caller: Caller): Promise<VolumeRecord & { meta: VolumeMeta }> {
+  const record = await ctx.index.lookup(uid);
   if (record?.copies) throw new ConflictError(record.problem!, { vid: uid, dirs: record.copies });
   if (!record || (record.meta && !canSee(record.meta, caller))) throw new NotFoundError(`volume ${uid} does not exist`, { vid: uid });
   if (record.unavailable) throw unavailableError(record);
@@ -83,14 +84,27 @@ export function requireNotInUse(files: string[], meta: VolumeMeta, action: strin
   if (attachments.length) throw new ConflictError(`volume ${meta.volumeID} is attached to a VM and cannot be ${action}`, { vid: meta.volumeID });
 }
 
-/** Volumes whose meta.json names `uid` as their `base` (linked clones reading through to it), from the index. */
-export function overlaysOf(ctx: StoreContext, uid: string): string[] {
-  return [...ctx.index.all()].filter((r) => r.meta?.base === uid).map((r) => r.uid);
+/**
+ * Volumes whose meta.json names `uid` as their `base` (linked clones reading through to it): those the
+ * index knows, and any volume directory of a root it has not read with its meta.json yet (one another
+ * daemon sharing the tree made a moment ago, before this daemon's watcher or rescan saw it). Called
+ * under the base's lock, which a linked clone of it holds until its meta.json is written.
+ */
+export async function overlaysOf(ctx: StoreContext, uid: string): Promise<string[]> {
+  const found = new Set([...ctx.index.all()].filter((r) => r.meta?.base === uid).map((r) => r.uid));
+  for (const root of ctx.index.rootList())
+    for (const name of await fs.readdir(root.path).catch(() => [] as string[])) {
+      const other = uidOfVolumeDir(name);
+      const dir = path.join(root.path, name);
+      if (!other || other === uid || ctx.index.copiesOf(other).some((r) => r.dir === dir && r.meta)) continue;
+      if ((await loadVolumeRecord(root.path, dir).catch(() => null))?.meta?.base === uid) found.add(other);
+    }
+  return [...found].sort();
 }
 
 /** A base with overlays cannot be destroyed or have its data changed: its overlays read through to it. */
-export function requireNoOverlays(ctx: StoreContext, meta: VolumeMeta, action: string): void {
-  const overlays = overlaysOf(ctx, meta.volumeID);
+export async function requireNoOverlays(ctx: StoreContext, meta: VolumeMeta, action: string): Promise<void> {
+  const overlays = await overlaysOf(ctx, meta.volumeID);
   if (overlays.length)
     throw new ConflictError(`volume ${meta.volumeID} is the base of ${overlays.length} linked clone(s) and cannot be ${action}`, { vid: meta.volumeID, overlays });
 }

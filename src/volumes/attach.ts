@@ -56,12 +56,18 @@ function requireMayChange(meta: VolumeMeta, entry: Attachment | undefined, clien
  * Changes a volume's attachments under its lock (meta.json re-read inside it), then reloads the
  * index. `seenBy` looks the volume up as that client (a private volume of another is 404), or as the controller.
  */
-async function changeAttachments(ctx: StoreContext, vid: string, purpose: string, seenBy: Caller, fn: (meta: VolumeMeta, list: Attachment[], dir: string) => Attachment[] | null) {
-  const record = findVolume(ctx, vid, seenBy);
+async function changeAttachments(
+  ctx: StoreContext,
+  vid: string,
+  purpose: string,
+  seenBy: Caller,
+  fn: (meta: VolumeMeta, list: Attachment[], dir: string) => Promise<Attachment[] | null> | Attachment[] | null,
+) {
+  const record = await findVolume(ctx, vid, seenBy);
   try {
     await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => {
       const meta = await readLockedMeta(record.dir, vid);
-      const next = fn(meta, attachmentsOf(meta), record.dir);
+      const next = await fn(meta, attachmentsOf(meta), record.dir);
       if (next) await writeMeta(record.dir, { ...meta, attachments: next });
       faultPoint(`${purpose}.after-meta`);
     });
@@ -77,13 +83,13 @@ async function changeAttachments(ctx: StoreContext, vid: string, purpose: string
 export async function attachVolume(ctx: StoreContext, req: AttachRequest) {
   const vmId = String(req.vm_id);
   // Looked up as the controller: a private volume of someone else is refused naming the rule, as an export is.
-  await changeAttachments(ctx, req.volume_id, 'attach', null, (meta, list, dir) => {
+  await changeAttachments(ctx, req.volume_id, 'attach', null, async (meta, list, dir) => {
     if (meta.private && req.client_uid !== meta.creatorID)
       throw new ForbiddenError(`volume ${meta.volumeID} is private and can only be attached by its owner`, { vid: meta.volumeID, rule: 'private' });
     requireMayChange(meta, list.find((a) => sameVm(a, req.node, vmId)), req.client_uid, 'change');
     // As for an export: a VM writing to a base would corrupt every linked clone reading through to it.
     if (!meta.readonly) {
-      requireNoOverlays(ctx, meta, 'attached writable');
+      await requireNoOverlays(ctx, meta, 'attached writable');
       // A download under way would get the bytes the VM writes mixed into the old ones.
       ctx.locks.rewriteInPlace(dir, meta.volumeID, 'attached writable');
     }

@@ -99,7 +99,7 @@ function checkClonable(source: VolumeMeta, files: string[], alg: CopyAlg | 'over
  * or cancel), in the source's root when a reflink or a linked clone is possible there.
  */
 export async function cloneVolume(ctx: StoreContext, req: CloneRequest, caller: Caller, opts: OperationOptions = {}) {
-  const found = findVolume(ctx, req.volume_id, caller);
+  const found = await findVolume(ctx, req.volume_id, caller);
   const copier = new FileCopier(ctx.runner, ctx.config.toolTimeoutMs);
   const claimed = await ctx.locks.withVolumeLock(found.dir, 'clone', found.uid, async () => {
     const source = await readLockedMeta(found.dir, found.uid);

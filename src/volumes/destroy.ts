@@ -12,12 +12,12 @@ import { faultPoint } from '../faults.js';
  * cut short is finished by the next start-up sweep).
  */
 export async function destroyVolume(ctx: StoreContext, vid: string, caller: Caller): Promise<{ vid: string }> {
-  const record = findVolume(ctx, vid, caller);
+  const record = await findVolume(ctx, vid, caller);
   requireOwner(record.meta, caller, 'destroy');
   const binned = await ctx.locks.withVolumeLock(record.dir, 'destroy', vid, async (lock) => {
     const meta = requireOwnedAfresh(await readLockedMeta(record.dir, vid), caller, 'destroy');
     requireNotInUse(await fs.readdir(record.dir), meta, 'destroyed');
-    requireNoOverlays(ctx, meta, 'destroyed');
+    await requireNoOverlays(ctx, meta, 'destroyed');
     // A hypervisor may open a Ceph volume's image directly (info shows it): the daemon sees it only as a watcher.
     if (meta.format === 'rbd' && ctx.rbd && (await ctx.rbd.inUse(await imageOf(record.dir, meta))))
       throw new ConflictError(`volume ${vid} is open by a client of its Ceph image and cannot be destroyed`, { vid });

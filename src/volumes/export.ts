@@ -53,7 +53,7 @@ export async function withExportLock<T>(
   seenBy: Caller,
   fn: (dir: string, meta: VolumeMeta, files: string[]) => Promise<T>,
 ): Promise<T> {
-  const record = findVolume(ctx, vid, seenBy);
+  const record = await findVolume(ctx, vid, seenBy);
   try {
     return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => {
       const meta = await readLockedMeta(record.dir, vid);
@@ -72,7 +72,7 @@ export async function exportVolume(ctx: StoreContext, exports: ExportService, vi
     checkExportRules(meta, client, exportedClients(files, vid));
     // A hypervisor writing to a base would corrupt every linked clone that reads through to it.
     if (!meta.readonly) {
-      requireNoOverlays(ctx, meta, 'exported writable');
+      await requireNoOverlays(ctx, meta, 'exported writable');
       // A download under way would get the bytes the hypervisor writes mixed into the old ones.
       ctx.locks.rewriteInPlace(dir, vid, 'exported writable');
     }

@@ -34,7 +34,7 @@ export async function withOwnedVolume<T>(
   action: string,
   fn: (dir: string, meta: VolumeMeta) => Promise<T>,
 ): Promise<T> {
-  const record = findVolume(ctx, vid, caller);
+  const record = await findVolume(ctx, vid, caller);
   requireOwner(record.meta, caller, action);
   try {
     return await ctx.locks.withVolumeLock(record.dir, purpose, vid, async () => fn(record.dir, requireOwnedAfresh(await readLockedMeta(record.dir, vid), caller, action)));
@@ -86,7 +86,7 @@ function assertDiskFormat(meta: VolumeMeta, action: string): asserts meta is Vol
 /** `update/resize`: grows a volume (never shrinks), within its root's quotas. */
 export async function resizeVolume(ctx: StoreContext, req: { vid: string; creatorID: string; size: number }) {
   const newSize = gbToBytes(req.size);
-  const record = findVolume(ctx, req.vid, req.creatorID);
+  const record = await findVolume(ctx, req.vid, req.creatorID);
   const root = ctx.index.root(record.root);
   if (!root) throw new BadRequestError(`volume ${req.vid} is in a root that is not available`);
   await withOwnedVolume(ctx, req.vid, req.creatorID, 'resize', 'resize', async (dir, meta) => {
@@ -94,7 +94,7 @@ export async function resizeVolume(ctx: StoreContext, req: { vid: string; creato
     // A target's LUN keeps the size it was made with, and a hypervisor holding a qcow2 open
     // would write over the metadata a resize moves: unexport, resize, export again.
     requireNotInUse(await fs.readdir(dir), meta, 'resized');
-    requireNoOverlays(ctx, meta, 'resized');
+    await requireNoOverlays(ctx, meta, 'resized');
     if (newSize < meta.size)
       throw new BadRequestError(`volumes only grow: ${req.vid} has ${meta.size} bytes, more than the ${newSize} asked`, { field: 'size' });
     if (newSize === meta.size) return;
@@ -130,7 +130,7 @@ export async function convertVolume(
   await withOwnedVolume(ctx, req.vid, req.creatorID, 'convert', 'convert', async (dir, meta) => {
     assertDiskFormat(meta, 'converted');
     requireNotInUse(await fs.readdir(dir), meta, 'converted');
-    requireNoOverlays(ctx, meta, 'converted');
+    await requireNoOverlays(ctx, meta, 'converted');
     if (meta.format === req.format) return;
     const oldData = path.join(dir, dataFileName(meta.format));
     if (meta.format === 'qcow2') await requireNoSnapshots(ctx, oldData, req.vid, 'converting');

@@ -71,13 +71,13 @@ function buildListing(ctx: StoreContext, client: string, labels?: Record<string,
 }
 
 /** `info`: one volume's description. */
-export function volumeInfo(ctx: StoreContext, vid: string, caller: Caller): Record<string, unknown> {
-  return describeVolume(findVolume(ctx, vid, caller));
+export async function volumeInfo(ctx: StoreContext, vid: string, caller: Caller): Promise<Record<string, unknown>> {
+  return describeVolume(await findVolume(ctx, vid, caller));
 }
 
 /** `has`: whether this server holds the volume (and the caller may know it); 503 while its root is unavailable (docs/decisions.md). */
-export function hasVolume(ctx: StoreContext, vid: string, caller: Caller): { vid: string; has: boolean } {
-  const record = ctx.index.get(vid);
+export async function hasVolume(ctx: StoreContext, vid: string, caller: Caller): Promise<{ vid: string; has: boolean }> {
+  const record = await ctx.index.lookup(vid);
   const has = Boolean(record && (!record.meta || canSee(record.meta, caller)));
   if (has && record!.unavailable) throw unavailableError(record!);
   return { vid, has };

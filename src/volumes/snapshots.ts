@@ -87,7 +87,7 @@ async function withSnapshots<T>(
     // Only taking a snapshot of a read-only volume leaves its image as a hypervisor reads it; a revert or
     // a delete rewrites the tables that hypervisor has cached.
     if (!meta.readonly || action !== 'create') requireNotInUse(await fs.readdir(dir), meta, PAST[action]);
-    requireNoOverlays(ctx, meta, PAST[action]);
+    await requireNoOverlays(ctx, meta, PAST[action]);
     // Each rewrites a qcow2's tables in place; of an RBD image's, only a rollback changes what a download reads.
     if (meta.format !== 'rbd' || action === 'revert') ctx.locks.rewriteInPlace(dir, req.vid, PAST[action]);
     try {
@@ -140,6 +140,6 @@ export async function deleteSnapshot(ctx: StoreContext, req: SnapshotRequest, ca
 
 /** `snapshot/list`: read without the lock (`qemu-img info -U`, `rbd snap ls`), by anyone who may see the volume. */
 export async function listSnapshots(ctx: StoreContext, vid: string, caller: Caller) {
-  const record = findVolume(ctx, vid, caller);
+  const record = await findVolume(ctx, vid, caller);
   return { vid, snapshots: await (await snapshotStore(ctx, record.dir, record.meta)).list() };
 }

@@ -92,6 +92,21 @@ describe('the daemon process', () => {
     expect([empty.exitCode, empty.stderr]).to.deep.equal([1, 'elemento-storage: invalid configuration: --mnt must not be empty']);
   });
 
+  it('starts from the systemd unit as written: its node flags and Environment lines are accepted, it serves and stops on SIGTERM', async () => {
+    const unit = await fs.readFile(path.join(PROJECT_ROOT, 'scripts', 'elemento-storage.service'), 'utf8');
+    const setting = (key: string) => unit.split('\n').filter((l) => l.startsWith(`${key}=`)).map((l) => l.slice(key.length + 1));
+    const env = Object.fromEntries(setting('Environment').map((e) => e.replace(/^"|"$/g, '')).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]));
+    const [node, ...args] = setting('ExecStart')[0].split(' ');
+    expect([node, args.slice(-5)]).to.deep.equal(['/usr/bin/node', ['dist/src/main.js', '--mnt', '/mnt', '--port', '7772']]);
+    // As systemd runs it, but from the sources, on a temp tree and a free port.
+    const daemon = execa(node, [...args.slice(0, -5), '--import', 'tsx/esm', MAIN, '--mnt', mnt, '--port', '0'], { env, cwd: PROJECT_ROOT, reject: false, all: true });
+    let output = '';
+    daemon.all!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await Promise.race([waitFor(async () => output.includes('"message":"listening"'), 20_000, 'the daemon to listen'), daemon.then((r) => Promise.reject(new Error(`exited ${r.exitCode}: ${output}`)))]);
+    daemon.kill('SIGTERM');
+    expect((await daemon).exitCode).to.equal(0);
+  });
+
   it('without tokens says in its log that it trusts its callers, and refuses a non-loopback address before listening', async () => {
     const { child, lines } = await spawnDaemon(['--mnt', mnt]);
     expect(lines.some((l) => l.includes('no API tokens configured') && l.includes('"level":"warn"'))).to.equal(true);

@@ -149,6 +149,103 @@ for (const tree of TREES) {
       expect((await d1.post('info', { volume_id: vid })).body.size).to.equal(8e9);
     });
 
+    it("refuses to destroy or resize a base the other daemon has just made a linked clone of, before its own index hears of it", async () => {
+      const [d0, d1] = daemons;
+      const base = (await d0.post('create', seedCreateBody({ format: 'qcow2', size: 0.01, clonable: true }))).body.vid as string;
+      await waitFor(async () => (await d1.post('info', { volume_id: base })).status === 200, 5000, 'the other daemon to know the base');
+      const overlay = await d0.post('clone', { volume_id: base, creatorID: OWNER, alg: 'overlay' });
+      expect(overlay.status).to.equal(200);
+      const resized = await d1.post('update/resize', { vid: base, creatorID: OWNER, size: 0.02 });
+      const destroyed = await d1.post('destroy', { volume_id: base });
+      expect([resized.status, resized.body.overlays]).to.deep.equal([409, [overlay.body.vid]]);
+      expect([destroyed.status, destroyed.body.overlays]).to.deep.equal([409, [overlay.body.vid]]);
+      expect(await vidDirs(root())).to.include(`vid.${base}.elimg`);
+    });
+
+    it('finds a volume the other daemon has just made (info, has, update) before its own index hears of it', async () => {
+      const [d0, d1] = daemons;
+      const vid = (await d0.post('create', seedCreateBody({ format: 'raw', size: 0.01 }))).body.vid as string;
+      expect((await d1.post('has', { volume_id: vid })).body).to.deep.equal({ vid, has: true });
+      const info = await d1.post('info', { volume_id: vid });
+      expect(info.body, JSON.stringify(info.body)).to.include({ volumeID: vid });
+      expect((await d1.post('update', { vid, creatorID: OWNER, name: 'renamed' })).status).to.equal(200);
+      await waitFor(async () => (await d0.post('info', { volume_id: vid })).body.name === 'renamed', 5000, 'the first daemon to see the rename');
+      expect((await d0.post('destroy', { volume_id: vid })).status).to.equal(200);
+      expect((await d1.post('info', { volume_id: vid })).status).to.equal(404);
+      expect((await d1.post('has', { volume_id: vid })).body).to.deep.equal({ vid, has: false });
+    });
+
+    it('finds a volume an operator moved into another root through the other mount, at once', async () => {
+      const [d0, d1] = daemons;
+      const other = path.join(shared!.mnts[0], 'b');
+      await fs.mkdir(other);
+      await fs.writeFile(path.join(other, 'settings.json'), JSON.stringify({ 'max-volumes': 5 }));
+      for (const d of daemons) await waitFor(async () => (await d.get('status')).body.roots.length === 2, 5000, 'both daemons to know root b');
+      const vid = (await d1.post('create', seedCreateBody({ format: 'raw', size: 0.01 }))).body.vid as string;
+      const [from, to] = (await vidDirs(root())).length ? [root(), other] : [other, root()];
+      await fs.rename(path.join(from, `vid.${vid}.elimg`), path.join(to, `vid.${vid}.elimg`));
+      expect((await d1.post('update', { vid, creatorID: OWNER, name: 'moved' })).status).to.equal(200);
+      expect((await d1.post('info', { volume_id: vid })).body).to.include({ name: 'moved' });
+      expect((await d1.post('destroy', { volume_id: vid })).status).to.equal(200);
+      await fse.remove(other);
+    });
+
+    it("serves a download of the image as the other daemon has just converted it, and 404 once it destroyed it", async () => {
+      const [d0, d1] = daemons;
+      const vid = (await d0.post('create', seedCreateBody({ format: 'raw', size: 0.01 }))).body.vid as string;
+      await waitFor(async () => (await d1.post('info', { volume_id: vid })).status === 200, 5000, 'the other daemon to know the volume');
+      expect((await d0.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2' })).status).to.equal(200);
+      const download = () => fetch(`http://127.0.0.1:${d1.port}/api/v1.0/volumes/${vid}/data`);
+      const converted = await download();
+      expect([converted.status, converted.headers.get('x-image-format')]).to.deep.equal([200, 'qcow2']);
+      expect((await converted.arrayBuffer()).byteLength).to.equal((await fs.stat(path.join(root(), `vid.${vid}.elimg`, 'data.qcow2'))).size);
+      expect((await d0.post('destroy', { volume_id: vid })).status).to.equal(200);
+      expect((await download()).status).to.equal(404);
+    });
+
+    it('a cloud-init file set begun on one daemon and continued on the other is refused saying where it is received, then completes on the first', async () => {
+      const [d0, d1] = daemons;
+      const send = async (d: DaemonProcess, fields: object, name: string, first: boolean) => {
+        const form = new FormData();
+        if (first) form.append('fields', JSON.stringify(fields));
+        form.append('file', new Blob([name === 'user-data' ? '#cloud-config\n' : 'instance-id: vm1\n']), name);
+        const suffix = first ? '' : `/${Buffer.from(JSON.stringify(fields)).toString('base64')}`;
+        const res = await fetch(`http://127.0.0.1:${d.port}/api/v1.0/cloudinit/metadata${suffix}`, { method: 'POST', body: form });
+        return { status: res.status, body: await res.json() };
+      };
+      const begun = await send(d0, { creatorID: OWNER, name: 'seed', expectedFiles: 2 }, 'meta-data', true);
+      expect(begun.status).to.equal(206);
+      const vid = begun.body.vid as string;
+      const elsewhere = await send(d1, { creatorID: OWNER, vid }, 'user-data', false);
+      expect([elsewhere.status, elsewhere.body.error]).to.deep.equal([409, `the file set of volume ${vid} is being received by another daemon sharing this tree (host ${os.hostname()}): send its remaining files there`]);
+      expect((await send(d0, { creatorID: OWNER, vid }, 'user-data', false)).body).to.include({ status: 'OK', received: 2 });
+    });
+
+    it("applies at once a quota an operator lowered in settings.json through the other daemon's mount", async () => {
+      const [d0, d1] = daemons;
+      expect((await d1.post('create', seedCreateBody({ format: 'raw', size: 0.01 }))).status).to.equal(200);
+      await fs.writeFile(path.join(root(), 'settings.json'), JSON.stringify({ 'max-volumes': 1, 'max-total-size': '10G' }));
+      // Gluster's write-behind makes the other mount see the edit a moment later; the daemon's index sees it only at its rescan.
+      await waitFor(async () => (await fs.readFile(path.join(shared!.mnts[1], 'a', 'settings.json'), 'utf8')).includes('"max-volumes":1'), 5000, 'the edit to reach the other mount');
+      const refused = await d1.post('create', seedCreateBody({ format: 'raw', size: 0.01 }));
+      expect([refused.status, refused.body.reasons]).to.deep.equal([507, [`${path.join(shared!.mnts[1], 'a')} already holds its maximum of 1 volumes`]]);
+      expect((await d0.post('create', seedCreateBody({ format: 'raw', size: 0.01 }))).status).to.equal(507);
+      expect(await vidDirs(root())).to.have.length(1);
+    });
+
+    it("lists a volume's snapshots as the other daemon has just changed them in place", async () => {
+      const [d0, d1] = daemons;
+      const vid = (await d0.post('create', seedCreateBody({ format: 'qcow2', size: 0.01 }))).body.vid as string;
+      const snap = (d: DaemonProcess, action: string, name: string) => d.post(`snapshot/${action}`, { vid, creatorID: OWNER, name });
+      expect((await snap(d0, 'create', 'first')).status).to.equal(200);
+      expect((await snap(d0, 'create', 'second')).status).to.equal(200);
+      await waitFor(async () => (await d1.post('snapshot/list', { vid })).status === 200, 5000, 'the other daemon to list them');
+      expect((await snap(d0, 'delete', 'first')).status).to.equal(200);
+      expect((await d1.post('snapshot/list', { vid })).body.snapshots.map((s: { name: string }) => s.name)).to.deep.equal(['second']);
+      expect((await snap(d1, 'create', 'third')).status).to.equal(200);
+      expect((await d0.post('snapshot/list', { vid })).body.snapshots.map((s: { name: string }) => s.name)).to.deep.equal(['second', 'third']);
+    });
+
     it('races creates and destroys from both daemons: the quota holds at every moment, each volume is destroyed once, no lock is broken', async () => {
       const count = countVolumesMeanwhile(root());
       for (let round = 0; round < 3; round++) {

@@ -82,10 +82,13 @@ function downloadError(err: SendError, vid: string): Error {
  */
 export function downloadRoutes(ctx: StoreContext): Router {
   const r = Router();
-  r.get('/volumes/:vid/data', (req, res, next) => {
+  r.get('/volumes/:vid/data', async (req, res, next) => {
     const vid = String(req.params.vid).toLowerCase();
     const clientUid = typeof req.query.client_uid === 'string' ? req.query.client_uid.toLowerCase() : undefined;
-    const record = findVolume(ctx, vid, callerOf(res, clientUid ? { client_uid: clientUid } : {}));
+    const caller = callerOf(res, clientUid ? { client_uid: clientUid } : {});
+    // Read again first: another daemon sharing the tree may have converted or destroyed it since the index read it.
+    await ctx.index.reloadDir((await findVolume(ctx, vid, caller)).dir);
+    const record = await findVolume(ctx, vid, caller);
     const { base } = record.meta;
     // Its file alone names a backing file outside any download: a backup of it would not stand alone.
     if (base)

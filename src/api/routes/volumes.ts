@@ -18,8 +18,8 @@ export function volumeRoutes(ctx: StoreContext): Router {
   r.post('/accessible', jsonEndpoint<{ client_uid: string; labels?: Record<string, string> }>('accessible', (body, _req, res) =>
     accessibleVolumes(ctx, callerOf(res, body) ?? body.client_uid, body.labels),
   ));
-  r.post('/info', jsonEndpoint<VolumeRef>('volume-ref', (body, _req, res) => {
-    const info = volumeInfo(ctx, body.volume_id, callerOf(res, body));
+  r.post('/info', jsonEndpoint<VolumeRef>('volume-ref', async (body, _req, res) => {
+    const info = await volumeInfo(ctx, body.volume_id, callerOf(res, body));
     return { body: info, headers: userLimitHeaders(ctx, ctx.index.get(body.volume_id)!.meta!) };
   }));
   r.post('/has', jsonEndpoint<VolumeRef>('volume-ref', (body, _req, res) => hasVolume(ctx, body.volume_id, callerOf(res, body))));
