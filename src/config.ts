@@ -58,52 +58,67 @@ export interface ConfigSources {
   defaultMnt: string;
 }
 
-function intOrUndefined(name: string, value: string | undefined): number | undefined {
-  if (value === undefined || value === '') return undefined;
-  if (!/^\d+$/.test(value)) throw new Error(`${name} must be a whole number, not '${value}'`);
-  return Number(value);
-}
+type Flags = ConfigSources['flags'];
 
-function flagOrUndefined(name: string, value: string | undefined): boolean | undefined {
-  if (value === undefined || value === '') return undefined;
-  if (/^(1|true|yes)$/i.test(value)) return true;
-  if (/^(0|false|no)$/i.test(value)) return false;
-  throw new Error(`${name} must be 1 or 0, not '${value}'`);
-}
-
-/** What the operator writes for each setting: its flag (when it has one) and its environment variable. */
-const NAMES: Record<string, [flag: keyof ConfigSources['flags'] | null, variable: string]> = {
-  port: ['port', 'ELEMENTO_PORT'],
-  host: ['host', 'ELEMENTO_HOST'],
-  mnt: ['mnt', 'ELEMENTO_MNT'],
-  logLevel: ['logLevel', 'ELEMENTO_LOG_LEVEL'],
-  logFormat: ['logFormat', 'ELEMENTO_LOG_FORMAT'],
-  lockStaleMs: [null, 'ELEMENTO_LOCK_STALE_MS'],
-  rescanIntervalMs: [null, 'ELEMENTO_RESCAN_MS'],
-  toolTimeoutMs: [null, 'ELEMENTO_TOOL_TIMEOUT_MS'],
-  exporter: [null, 'ELEMENTO_EXPORTER'],
-  iscsiPortal: [null, 'ELEMENTO_ISCSI_PORTAL'],
-  tgtControlPort: [null, 'ELEMENTO_TGT_CONTROL_PORT'],
-  exportHeartbeatMs: [null, 'ELEMENTO_EXPORT_HEARTBEAT_MS'],
-  exportStaleMs: [null, 'ELEMENTO_EXPORT_STALE_MS'],
-  shareableUserLimit: [null, 'ELEMENTO_SHAREABLE_USER_LIMIT'],
-  transferIdleTimeoutMs: [null, 'ELEMENTO_TRANSFER_IDLE_TIMEOUT_MS'],
-  uploadIdleTimeoutMs: [null, 'ELEMENTO_UPLOAD_IDLE_TIMEOUT_MS'],
-  tokensFile: ['tokens', 'ELEMENTO_TOKENS'],
-  cephPool: [null, 'ELEMENTO_CEPH_POOL'],
-  cephConf: [null, 'ELEMENTO_CEPH_CONF'],
-  cephId: [null, 'ELEMENTO_CEPH_ID'],
+/**
+ * Every setting: the environment variable (and the flag, which wins) the operator sets it with, how its
+ * text is read, and its value when unset (else the schema's default, or none).
+ */
+const SETTINGS: Record<string, { env: string; flag?: keyof Flags; read: 'int' | 'text' | 'path' | 'bool'; unset?: (defaultMnt: string) => unknown }> = {
+  port: { env: 'ELEMENTO_PORT', flag: 'port', read: 'int', unset: () => DEFAULT_PORT },
+  host: { env: 'ELEMENTO_HOST', flag: 'host', read: 'text', unset: () => DEFAULT_HOST },
+  mnt: { env: 'ELEMENTO_MNT', flag: 'mnt', read: 'path', unset: (defaultMnt) => path.resolve(defaultMnt) },
+  logLevel: { env: 'ELEMENTO_LOG_LEVEL', flag: 'logLevel', read: 'text', unset: () => 'info' },
+  logFormat: { env: 'ELEMENTO_LOG_FORMAT', flag: 'logFormat', read: 'text' },
+  lockStaleMs: { env: 'ELEMENTO_LOCK_STALE_MS', read: 'int' },
+  rescanIntervalMs: { env: 'ELEMENTO_RESCAN_MS', read: 'int' },
+  toolTimeoutMs: { env: 'ELEMENTO_TOOL_TIMEOUT_MS', read: 'int' },
+  exporter: { env: 'ELEMENTO_EXPORTER', read: 'text' },
+  iscsiPortal: { env: 'ELEMENTO_ISCSI_PORTAL', read: 'text' },
+  tgtControlPort: { env: 'ELEMENTO_TGT_CONTROL_PORT', read: 'int' },
+  tgtManage: { env: 'ELEMENTO_TGT_MANAGE', read: 'bool' },
+  exportHeartbeatMs: { env: 'ELEMENTO_EXPORT_HEARTBEAT_MS', read: 'int' },
+  exportStaleMs: { env: 'ELEMENTO_EXPORT_STALE_MS', read: 'int' },
+  shareableUserLimit: { env: 'ELEMENTO_SHAREABLE_USER_LIMIT', read: 'int' },
+  transferIdleTimeoutMs: { env: 'ELEMENTO_TRANSFER_IDLE_TIMEOUT_MS', read: 'int' },
+  uploadIdleTimeoutMs: { env: 'ELEMENTO_UPLOAD_IDLE_TIMEOUT_MS', read: 'int' },
+  tokensFile: { env: 'ELEMENTO_TOKENS', flag: 'tokens', read: 'path' },
+  allowInsecure: { env: 'ELEMENTO_ALLOW_INSECURE', flag: 'allowInsecure', read: 'bool' },
+  cephPool: { env: 'ELEMENTO_CEPH_POOL', read: 'text' },
+  cephConf: { env: 'ELEMENTO_CEPH_CONF', read: 'path' },
+  cephId: { env: 'ELEMENTO_CEPH_ID', read: 'text' },
 };
 
+/** The name the operator wrote a setting under: its flag when given, else its variable. */
+function nameOf(key: string, flags: Flags): string {
+  const { flag, env } = SETTINGS[key] ?? { env: key };
+  return flag && flags[flag] !== undefined ? `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}` : env;
+}
+
+/** A setting's text as its kind reads it; undefined when unset. */
+function readSetting(name: string, read: 'int' | 'text' | 'path' | 'bool', value: string | boolean | undefined): unknown {
+  if (typeof value === 'boolean') return value;
+  if (value === undefined || value === '') return undefined;
+  if (read === 'path') return path.resolve(value);
+  if (read === 'int') {
+    if (!/^\d+$/.test(value)) throw new Error(`invalid configuration: ${name} must be a whole number, not '${value}'`);
+    return Number(value);
+  }
+  if (read === 'bool') {
+    if (/^(1|true|yes)$/i.test(value)) return true;
+    if (/^(0|false|no)$/i.test(value)) return false;
+    throw new Error(`invalid configuration: ${name} must be 1 or 0, not '${value}'`);
+  }
+  return value;
+}
+
 /** One sentence for the first schema error of `raw`, naming the flag or variable the operator set and the value refused. */
-function configError(raw: Record<string, unknown>, flags: ConfigSources['flags']): Error {
+function configError(raw: Record<string, unknown>, flags: Flags): Error {
   const err = validatorFor('config').errors![0];
   const key = err.instancePath.replace(/^\//, '');
-  const [flag, variable] = NAMES[key] ?? [null, key];
-  const name = flag && flags[flag] !== undefined ? `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}` : variable;
   const allowed = (err.params as { allowedValues?: unknown[] }).allowedValues;
   const rule = allowed ? `must be one of ${allowed.join(', ')}` : err.keyword === 'pattern' ? 'is not of the accepted form' : (err.message ?? 'is invalid');
-  return new Error(`invalid configuration: ${name} ${rule}, not '${String(raw[key])}'`);
+  return new Error(`invalid configuration: ${nameOf(key, flags)} ${rule}, not '${String(raw[key])}'`);
 }
 
 /** Builds the configuration, checks it against schemas/config.json and freezes it. */
@@ -111,31 +126,12 @@ export function loadConfig({ flags, env, defaultMnt }: ConfigSources): Config {
   // An empty variable is unset (as in a systemd unit); an empty flag is a mistake, not the working directory.
   for (const [flag, value] of [['--port', flags.port], ['--host', flags.host], ['--mnt', flags.mnt]] as const)
     if (value === '') throw new Error(`invalid configuration: ${flag} must not be empty`);
-  const raw: Record<string, unknown> = {
-    port: intOrUndefined('the port', flags.port ?? env.ELEMENTO_PORT) ?? DEFAULT_PORT,
-    host: flags.host ?? (env.ELEMENTO_HOST || undefined) ?? DEFAULT_HOST,
-    mnt: path.resolve(flags.mnt ?? (env.ELEMENTO_MNT || undefined) ?? defaultMnt),
-    logLevel: flags.logLevel ?? (env.ELEMENTO_LOG_LEVEL || undefined) ?? 'info',
-    logFormat: flags.logFormat ?? (env.ELEMENTO_LOG_FORMAT || undefined),
-    lockStaleMs: intOrUndefined('ELEMENTO_LOCK_STALE_MS', env.ELEMENTO_LOCK_STALE_MS),
-    rescanIntervalMs: intOrUndefined('ELEMENTO_RESCAN_MS', env.ELEMENTO_RESCAN_MS),
-    toolTimeoutMs: intOrUndefined('ELEMENTO_TOOL_TIMEOUT_MS', env.ELEMENTO_TOOL_TIMEOUT_MS),
-    exporter: env.ELEMENTO_EXPORTER || undefined,
-    iscsiPortal: env.ELEMENTO_ISCSI_PORTAL || undefined,
-    tgtControlPort: intOrUndefined('ELEMENTO_TGT_CONTROL_PORT', env.ELEMENTO_TGT_CONTROL_PORT),
-    tgtManage: flagOrUndefined('ELEMENTO_TGT_MANAGE', env.ELEMENTO_TGT_MANAGE),
-    exportHeartbeatMs: intOrUndefined('ELEMENTO_EXPORT_HEARTBEAT_MS', env.ELEMENTO_EXPORT_HEARTBEAT_MS),
-    exportStaleMs: intOrUndefined('ELEMENTO_EXPORT_STALE_MS', env.ELEMENTO_EXPORT_STALE_MS),
-    shareableUserLimit: intOrUndefined('ELEMENTO_SHAREABLE_USER_LIMIT', env.ELEMENTO_SHAREABLE_USER_LIMIT),
-    transferIdleTimeoutMs: intOrUndefined('ELEMENTO_TRANSFER_IDLE_TIMEOUT_MS', env.ELEMENTO_TRANSFER_IDLE_TIMEOUT_MS),
-    uploadIdleTimeoutMs: intOrUndefined('ELEMENTO_UPLOAD_IDLE_TIMEOUT_MS', env.ELEMENTO_UPLOAD_IDLE_TIMEOUT_MS),
-    tokensFile: (flags.tokens ?? env.ELEMENTO_TOKENS) ? path.resolve(flags.tokens ?? env.ELEMENTO_TOKENS!) : undefined,
-    allowInsecure: flags.allowInsecure ?? flagOrUndefined('ELEMENTO_ALLOW_INSECURE', env.ELEMENTO_ALLOW_INSECURE),
-    cephPool: env.ELEMENTO_CEPH_POOL || undefined,
-    cephConf: env.ELEMENTO_CEPH_CONF ? path.resolve(env.ELEMENTO_CEPH_CONF) : undefined,
-    cephId: env.ELEMENTO_CEPH_ID || undefined,
-  };
-  for (const key of Object.keys(raw)) if (raw[key] === undefined) delete raw[key];
+  const raw: Record<string, unknown> = {};
+  for (const [key, setting] of Object.entries(SETTINGS)) {
+    const given = (setting.flag ? flags[setting.flag] : undefined) ?? env[setting.env];
+    const value = readSetting(nameOf(key, flags), setting.read, given) ?? setting.unset?.(defaultMnt);
+    if (value !== undefined) raw[key] = value;
+  }
   if (!validatorFor('config')(raw)) throw configError(raw, flags);
   return Object.freeze(raw as unknown as Config);
 }

@@ -58,7 +58,7 @@ describe('the daemon process', () => {
     await child;
     const bad = await execa('node', ['--import', 'tsx/esm', MAIN, '--mnt', mnt, '--port', 'seventy'], { reject: false });
     expect(bad.exitCode).to.equal(1);
-    expect(bad.stderr).to.equal("elemento-storage: the port must be a whole number, not 'seventy'");
+    expect(bad.stderr).to.equal("elemento-storage: invalid configuration: --port must be a whole number, not 'seventy'");
   });
 
   it('a tool the daemon started dies with a daemon killed with SIGKILL (no orphan goes on writing into the tree)', async () => {
