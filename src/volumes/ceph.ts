@@ -35,18 +35,15 @@ export async function imageOf(dir: string, meta: VolumeMeta): Promise<RbdImage> 
 
 /**
  * Fills a claimed Ceph volume: `make` creates the image named after the volume, then its pointer is
- * written to `temp` (fillClaim publishes it as data.rbd). An image made before a failure is removed.
+ * written to `temp` (fillClaim publishes it as data.rbd). An image made before a failure is removed by
+ * the purge of the abandoned claim (releaseCephImage), once: a second try here would double the wait
+ * on a cluster that does not answer.
  */
 export async function fillCephVolume(rbd: Rbd, claimed: Claimed, temp: string, make: (image: RbdImage) => Promise<void>): Promise<void> {
   const image = { pool: rbd.target.pool, image: imageNameOf(claimed.uid) };
-  try {
-    await make(image);
-    faultPoint('ceph.after-image');
-    await writeFileAtomic(temp, pointerText(image));
-  } catch (err) {
-    await rbd.remove(image).catch(() => undefined);
-    throw err;
-  }
+  await make(image);
+  faultPoint('ceph.after-image');
+  await writeFileAtomic(temp, pointerText(image));
 }
 
 /** meta.json's fields of a new Ceph volume: its format, and the pool its image is made in (kept for the purge). */

@@ -288,6 +288,23 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(await images()).to.deep.equal([]);
   });
 
+  it('a cluster that does not answer: create fails within its connect timeout with 503, no lock lost, no volume left in the root', async () => {
+    // A ceph.conf whose monitor is a port nobody listens on: every rbd call waits out client_mount_timeout (10 s).
+    const deadConf = path.join(cephBase, 'dead.conf');
+    await fs.writeFile(deadConf, (await fs.readFile(ceph.conf, 'utf8')).replace(/^mon host = .*$/m, 'mon host = [v1:127.0.0.1:9]'));
+    await d.stop();
+    d = await startTestDaemon(mnt, { ...cephConfig(), cephConf: deadConf });
+    const started = Date.now();
+    const res = await d.post('create', seedCreateBody({ ceph: true, format: 'raw', size: 0.01 }));
+    expect(res.body).to.include({ error: 'the Ceph cluster does not answer', code: 'unavailable' });
+    expect(res.status).to.equal(503);
+    // rbd create, then the purge of the abandoned claim: 10 s each.
+    expect(Date.now() - started).to.be.below(25_000);
+    const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.locksCompromised).to.equal(0);
+    expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.deep.equal([]);
+  });
+
   it('clones a Ceph volume inside the cluster: equal bytes, then independent', async () => {
     const src = await create();
     await writePattern(url(imageOf(src)), 'raw', 0xab, 0, MB);
