@@ -45,7 +45,7 @@ export class Daemon {
     const rbd = config.cephPool ? new Rbd(runner, { conf: config.cephConf, id: config.cephId, pool: config.cephPool }, config.toolTimeoutMs) : null;
     const purger = new Purger(log.child({ module: 'purge' }), (binned) => releaseCephImage(rbd, binned));
     const locks = new LockManager(config.lockStaleMs, log.child({ module: 'locks' }));
-    const recovery = { qemuImg, rbd, log: log.child({ module: 'recovery' }), purge: (binned: string) => purger.now(binned) };
+    const recovery = { qemuImg, rbd, log: log.child({ module: 'recovery' }), purge: (binned: string) => purger.later(binned) };
     locks.setRecovery((dir, markers) => recoverVolume(dir, markers, recovery));
     const index = new VolumeIndex(config.mnt, log.child({ module: 'index' }));
     const placement = new Placement(index, locks);

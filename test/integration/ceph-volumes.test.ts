@@ -288,12 +288,16 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(await images()).to.deep.equal([]);
   });
 
-  it('a cluster that does not answer: create fails within its connect timeout with 503, no lock lost, no volume left in the root', async () => {
-    // A ceph.conf whose monitor is a port nobody listens on: every rbd call waits out client_mount_timeout (10 s).
+  /** A daemon on the tree whose ceph.conf names a monitor nobody listens on: every rbd call waits out client_mount_timeout (10 s). */
+  async function daemonOnDeadCluster(): Promise<TestDaemon> {
     const deadConf = path.join(cephBase, 'dead.conf');
     await fs.writeFile(deadConf, (await fs.readFile(ceph.conf, 'utf8')).replace(/^mon host = .*$/m, 'mon host = [v1:127.0.0.1:9]'));
+    return startTestDaemon(mnt, { ...cephConfig(), cephConf: deadConf });
+  }
+
+  it('a cluster that does not answer: create fails within its connect timeout with 503, no lock lost, no volume left in the root', async () => {
     await d.stop();
-    d = await startTestDaemon(mnt, { ...cephConfig(), cephConf: deadConf });
+    d = await daemonOnDeadCluster();
     const started = Date.now();
     const res = await d.post('create', seedCreateBody({ ceph: true, format: 'raw', size: 0.01 }));
     expect(res.body).to.include({ error: 'the Ceph cluster does not answer', code: 'unavailable' });
@@ -329,6 +333,24 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     await d.daemon.ctx.purger.idle();
     expect(await fs.stat(volDir(vid)).then(() => true, () => false)).to.equal(false);
     expect(await images()).to.deep.equal([]);
+  });
+
+  it('a create that died, found while the cluster does not answer: it leaves the root at once, no lock lost, and its image goes once the cluster is back', async () => {
+    const vid = await create();
+    await d.stop();
+    await fs.rm(path.join(volDir(vid), 'data.rbd'));
+    await fs.writeFile(path.join(volDir(vid), `elemento.create.${'1'.repeat(32)}.ignore`), '');
+    d = await daemonOnDeadCluster();
+    expect(await fs.stat(volDir(vid)).then(() => true, () => false)).to.equal(false);
+    await d.daemon.ctx.purger.idle();
+    const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.locksCompromised).to.equal(0);
+    expect(status.purgeFailures).to.have.length(1);
+    await d.stop();
+    d = await startTestDaemon(mnt, cephConfig());
+    await d.daemon.ctx.purger.idle();
+    expect(await images()).to.deep.equal([]);
+    expect(await fs.readdir(path.join(mnt, 'a', '.elemento-bin'))).to.deep.equal([]);
   });
 
   it('a destroy that died before its purge: the next start removes the bin entry and its image', async () => {
