@@ -102,8 +102,9 @@ export async function cloneVolume(ctx: StoreContext, req: CloneRequest, caller: 
   const claimed = await ctx.locks.withVolumeLock(found.dir, 'clone', found.uid, async () => {
     const source = await readLockedMeta(found.dir, found.uid);
     if (!canSee(source, caller)) throw new NotFoundError(`volume ${found.uid} does not exist`, { vid: found.uid });
-    // The request's alg (schemas/clone.json never lets 'no' through), else the source's meta.json says how.
-    const alg = req.alg ?? (source.alg === 'no' ? 'cp' : source.alg);
+    // The request's alg (schemas/clone.json never lets 'no' through), else the source's meta.json says
+    // how; a Ceph volume has one way only (rbd cp), whatever alg it was given.
+    const alg = req.alg ?? (source.alg === 'no' || source.format === 'rbd' ? 'cp' : source.alg);
     checkClonable(source, await fs.readdir(found.dir), alg);
     const rbd = source.format === 'rbd' ? requireCeph(ctx) : null;
     if (!rbd && alg !== 'overlay') copier.requireTool(alg);

@@ -323,6 +323,13 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(rsync.body.error).to.equal('a Ceph volume is cloned inside its cluster (alg cp, an rbd cp), not with rsync');
   });
 
+  it('a Ceph volume whose meta.json says alg rsync is still cloned by a clone that names no alg (rbd cp is its only way)', async () => {
+    const src = await create({ alg: 'rsync' });
+    const res = await d.post('clone', { volume_id: src, creatorID: OWNER }).expect(200);
+    expect(res.body).to.include({ img_format: 'rbd', alg: 'rsync' });
+    expect(await images()).to.include(imageOf(res.body.vid));
+  });
+
   it('a create that died between `rbd create` and its pointer is removed at the next start, image included', async () => {
     const vid = await create();
     await d.stop();
