@@ -34,6 +34,17 @@ export async function imageOf(dir: string, meta: VolumeMeta): Promise<RbdImage> 
 }
 
 /**
+ * Refuses (409) to act on a Ceph volume whose image a client has open: a hypervisor may open it
+ * directly (info shows it), and the daemon sees it only as a watcher. For what would change or copy
+ * bytes under a running VM (destroy, a snapshot revert, a clone of a writable volume).
+ */
+export async function requireImageUnused(ctx: StoreContext, dir: string, meta: VolumeMeta, action: string): Promise<void> {
+  if (meta.format !== 'rbd' || !ctx.rbd) return;
+  if (await ctx.rbd.inUse(await imageOf(dir, meta)))
+    throw new ConflictError(`volume ${meta.volumeID} is open by a client of its Ceph image and cannot be ${action}`, { vid: meta.volumeID });
+}
+
+/**
  * Fills a claimed Ceph volume: `make` creates the image named after the volume, then its pointer is
  * written to `temp` (fillClaim publishes it as data.rbd). An image made before a failure is removed by
  * the purge of the abandoned claim (releaseCephImage), once: a second try here would double the wait

@@ -213,6 +213,32 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect((await d.api.get('/api/v1.0/status').expect(200)).body.purgeFailures).to.deep.equal([]);
   });
 
+  it('refuses to revert, or to clone while writable, a Ceph volume whose image a client has open (a watcher): its VM would see bytes change under it', async () => {
+    const vid = await create();
+    await writePattern(url(imageOf(vid)), 'raw', 0x11, 0, MB);
+    await d.post('snapshot/create', { vid, creatorID: OWNER, name: 'before' }).expect(200);
+    await writePattern(url(imageOf(vid)), 'raw', 0x22, 0, MB);
+    const holder = execa('qemu-io', ['-f', 'raw', url(imageOf(vid))], { stdin: 'pipe', reject: false });
+    try {
+      await waitFor(async () => JSON.parse((await rbd('status', '--format', 'json', `${ceph.pool}/${imageOf(vid)}`)).stdout).watchers.length > 0, 10_000, 'a watcher');
+      const revert = await d.post('snapshot/revert', { vid, creatorID: OWNER, name: 'before' }).expect(409);
+      expect(revert.body.error).to.equal(`volume ${vid} is open by a client of its Ceph image and cannot be reverted to a snapshot`);
+      expect(await hasPattern(url(imageOf(vid)), 'raw', 0x22, 0, MB)).to.equal(true);
+      const clone = await d.post('clone', { volume_id: vid, creatorID: OWNER }).expect(409);
+      expect(clone.body.error).to.equal(`volume ${vid} is open by a client of its Ceph image and cannot be cloned while writable`);
+      expect(await images()).to.deep.equal([imageOf(vid)]);
+      // Snapshots of a running image are what RBD is made for (crash-consistent): still taken.
+      await d.post('snapshot/create', { vid, creatorID: OWNER, name: 'live' }).expect(200);
+      await d.post('update', { vid, creatorID: OWNER, readonly: true }).expect(200);
+      await d.post('clone', { volume_id: vid, creatorID: OWNER }).expect(200);
+    } finally {
+      holder.stdin!.end('quit\n');
+      await holder;
+    }
+    await d.post('snapshot/revert', { vid, creatorID: OWNER, name: 'before' }).expect(200);
+    expect(await hasPattern(url(imageOf(vid)), 'raw', 0x11, 0, MB)).to.equal(true);
+  });
+
   it('two daemons on one tree and one pool: concurrent creates fill the root exactly, concurrent destroys remove each image once', async () => {
     const other = await startTestDaemon(mnt, cephConfig());
     try {
