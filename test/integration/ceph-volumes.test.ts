@@ -314,11 +314,15 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(await images()).to.deep.equal([]);
   });
 
-  /** A daemon on the tree whose ceph.conf names a monitor nobody listens on: every rbd call waits out client_mount_timeout (10 s). */
-  async function daemonOnDeadCluster(): Promise<TestDaemon> {
+  /**
+   * A daemon on the tree whose ceph.conf names a monitor nobody listens on, and sets no client timeout
+   * (as a production one: a client then waits 300 s): every rbd call waits out its client_mount_timeout (10 s).
+   */
+  async function daemonOnDeadCluster(overrides: Partial<Parameters<typeof startTestDaemon>[1]> = {}): Promise<TestDaemon> {
     const deadConf = path.join(cephBase, 'dead.conf');
-    await fs.writeFile(deadConf, (await fs.readFile(ceph.conf, 'utf8')).replace(/^mon host = .*$/m, 'mon host = [v1:127.0.0.1:9]'));
-    return startTestDaemon(mnt, { ...cephConfig(), cephConf: deadConf });
+    const conf = (await fs.readFile(ceph.conf, 'utf8')).replace(/^mon host = .*$/m, 'mon host = [v1:127.0.0.1:9]');
+    await fs.writeFile(deadConf, conf.replace(/^(client mount timeout|rados mon op timeout|rados osd op timeout) = .*\n/gm, ''));
+    return startTestDaemon(mnt, { ...cephConfig(), cephConf: deadConf, ...overrides });
   }
 
   it('a cluster that does not answer: create fails within its connect timeout with 503, no lock lost, no volume left in the root', async () => {
@@ -396,6 +400,28 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     await d.daemon.ctx.purger.idle();
     expect(await fs.readdir(bin)).to.deep.equal([]);
     expect(await images()).to.deep.equal([]);
+  });
+
+  it('exporting a Ceph volume while its cluster does not answer: 503 within the rbd timeouts, and tgtd is never asked (it would wait 300 s in its one thread, every LUN with it)', async function () {
+    const missing = missingIscsiTool();
+    if (missing) skipBecause(this, missing);
+    const vid = await create();
+    const tgtd = await startTgtd();
+    try {
+      await d.stop();
+      d = await daemonOnDeadCluster({ exporter: 'tgt', tgtControlPort: tgtd.controlPort, iscsiPortal: tgtd.portal });
+      const started = Date.now();
+      const res = await d.post('export', { volume_id: vid, client_uid: OTHER });
+      expect(res.body).to.include({ error: 'the Ceph cluster does not answer', code: 'unavailable' });
+      expect(Date.now() - started).to.be.below(20_000);
+      const asked = Date.now();
+      expect(await tgtd.targets()).to.deep.equal([]);
+      expect(Date.now() - asked).to.be.below(5_000);
+      expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.rbd', 'meta.json']);
+    } finally {
+      await d.stop();
+      await tgtd.stop();
+    }
   });
 
   it('exports a Ceph volume over iSCSI through tgt\'s rbd backing store: bytes written by the initiator are in the image; a live migration reaches it from both sides', async function () {
