@@ -63,25 +63,26 @@ export function cephFields(rbd: Rbd): { format: 'rbd'; ceph: true; ceph_pool: st
 }
 
 /**
- * The image a volume directory leaving the tree (a bin entry) still holds in the cluster, or null.
- * Only ever the one named after the entry's own volume, `elemento-<uid>`, whatever its files say;
- * in the pool its valid pointer names, else the one meta.json recorded at its claim (a create that
- * died before its pointer), else this host's.
+ * The images a volume directory leaving the tree (a bin entry) may still hold in the cluster. Only
+ * ever the one named after the entry's own volume, `elemento-<uid>`, whatever its files say: in the
+ * pool its valid pointer names and in the one meta.json recorded at its claim (a pointer edited to
+ * another pool must not leak the image its create made), else this host's.
  */
-async function leftImage(entry: string, pool: string | undefined): Promise<RbdImage | null> {
+async function leftImages(entry: string, pool: string | undefined): Promise<RbdImage[]> {
   const uid = uidOfBinEntry(path.basename(entry));
-  if (!uid || !(await fs.stat(entry)).isDirectory()) return null;
+  if (!uid || !(await fs.stat(entry)).isDirectory()) return [];
   const pointer = await readPointer(path.join(entry, RBD_POINTER_FILE), uid).catch(() => null);
   const meta = await readMeta(entry, uid).catch((err) => {
     if (err instanceof BrokenMetaError) return null;
     throw err;
   });
   const files = await fs.readdir(entry);
-  if (!pointer && !meta?.ceph && meta?.format !== 'rbd' && !files.includes(RBD_POINTER_FILE)) return null;
+  if (!pointer && !meta?.ceph && meta?.format !== 'rbd' && !files.includes(RBD_POINTER_FILE)) return [];
   const recorded = typeof meta?.ceph_pool === 'string' ? meta.ceph_pool : undefined;
-  const from = pointer?.pool ?? recorded ?? pool;
-  if (!from) throw new NotSupportedError(`${entry} is a Ceph volume but no Ceph pool is known to remove its image from`);
-  return { pool: from, image: imageNameOf(uid) };
+  const pools = new Set([pointer?.pool, recorded].filter((p): p is string => Boolean(p)));
+  if (!pools.size && pool) pools.add(pool);
+  if (!pools.size) throw new NotSupportedError(`${entry} is a Ceph volume but no Ceph pool is known to remove its image from`);
+  return [...pools].map((from) => ({ pool: from, image: imageNameOf(uid) }));
 }
 
 /**
@@ -89,8 +90,8 @@ async function leftImage(entry: string, pool: string | undefined): Promise<RbdIm
  * step). Throws when the cluster cannot be reached: the entry then stays in the bin for the next try.
  */
 export async function releaseCephImage(rbd: Rbd | null, entry: string): Promise<void> {
-  const image = await leftImage(entry, rbd?.target.pool);
-  if (!image) return;
-  if (!rbd) throw new NotSupportedError(`${entry} holds the RBD image ${image.pool}/${image.image} but no Ceph cluster is configured`);
-  await rbd.remove(image);
+  for (const image of await leftImages(entry, rbd?.target.pool)) {
+    if (!rbd) throw new NotSupportedError(`${entry} holds the RBD image ${image.pool}/${image.image} but no Ceph cluster is configured`);
+    await rbd.remove(image);
+  }
 }

@@ -188,6 +188,22 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect((await d.api.get('/api/v1.0/status').expect(200)).body.purgeFailures).to.deep.equal([]);
   });
 
+  it('a pointer edited to name another pool: destroy removes the volume\'s own image from the pool its create recorded too (none is leaked)', async () => {
+    const vid = await create();
+    await execa('ceph', ['-c', ceph.conf, '--id', ceph.id, 'osd', 'pool', 'create', 'edited', '8']);
+    try {
+      await rbd('pool', 'init', 'edited');
+      await fs.writeFile(path.join(volDir(vid), 'data.rbd'), JSON.stringify({ pool: 'edited', image: imageOf(vid) }));
+      await waitFor(async () => (await d.post('info', { volume_id: vid })).body.rbd?.pool === 'edited', 5000, 'the index to read the edited pointer');
+      await d.post('destroy', { volume_id: vid }).expect(200);
+      await d.daemon.ctx.purger.idle();
+      expect(await images()).to.deep.equal([]);
+      expect((await d.api.get('/api/v1.0/status').expect(200)).body.purgeFailures).to.deep.equal([]);
+    } finally {
+      await execa('ceph', ['-c', ceph.conf, '--id', ceph.id, 'osd', 'pool', 'rm', 'edited', 'edited', '--yes-i-really-really-mean-it'], { reject: false });
+    }
+  });
+
   it('refuses to destroy a Ceph volume whose image a client has open (a watcher); its purge waits and is retried until it is closed', async () => {
     const vid = await create();
     const holder = execa('qemu-io', ['-f', 'raw', url(imageOf(vid))], { stdin: 'pipe', reject: false });
