@@ -188,6 +188,18 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect((await d.api.get('/api/v1.0/status').expect(200)).body.purgeFailures).to.deep.equal([]);
   });
 
+  it('a start while the cluster does not answer waits for it once, not once per Ceph volume a crash left to recover; they are recovered once it is back', async () => {
+    const vids = [await create(), await create(), await create()];
+    await d.stop();
+    for (const vid of vids) await fs.writeFile(path.join(volDir(vid), `elemento.resize.${'5'.repeat(32)}.ignore`), '');
+    const started = Date.now();
+    d = await daemonOnDeadCluster();
+    expect(Date.now() - started).to.be.below(18_000);
+    await d.stop();
+    d = await startTestDaemon(mnt, cephConfig());
+    for (const vid of vids) expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.rbd', 'meta.json']);
+  });
+
   it('a pointer edited to name another pool: destroy removes the volume\'s own image from the pool its create recorded too (none is leaked)', async () => {
     const vid = await create();
     await execa('ceph', ['-c', ceph.conf, '--id', ceph.id, 'osd', 'pool', 'create', 'edited', '8']);
