@@ -45,6 +45,18 @@ export async function requireImageUnused(ctx: StoreContext, dir: string, meta: V
 }
 
 /**
+ * What destroy checks of a Ceph volume's image: no client has it open, and no snapshot of it is
+ * protected (an operator's `rbd snap protect`, usually for clones of it): the purge could not remove it.
+ */
+export async function requireImageRemovable(ctx: StoreContext, dir: string, meta: VolumeMeta): Promise<void> {
+  await requireImageUnused(ctx, dir, meta, 'destroyed');
+  if (meta.format !== 'rbd' || !ctx.rbd) return;
+  const guarded = await ctx.rbd.protectedSnapshots(await imageOf(dir, meta));
+  if (guarded.length)
+    throw new ConflictError(`volume ${meta.volumeID} has a protected RBD snapshot (${guarded.join(', ')}: rbd snap unprotect) and cannot be destroyed`, { vid: meta.volumeID });
+}
+
+/**
  * Fills a claimed Ceph volume: `make` creates the image named after the volume, then its pointer is
  * written to `temp` (fillClaim publishes it as data.rbd). An image made before a failure is removed by
  * the purge of the abandoned claim (releaseCephImage), once: a second try here would double the wait

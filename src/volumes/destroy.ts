@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { moveToBin } from '../store/recovery.js';
 import { findVolume, readLockedMeta, requireNoOverlays, requireNotInUse, requireOwnedAfresh, requireOwner } from './access.js';
-import { requireImageUnused } from './ceph.js';
+import { requireImageRemovable } from './ceph.js';
 import type { Caller, StoreContext } from './context.js';
 import { faultPoint } from '../faults.js';
 
@@ -17,7 +17,7 @@ export async function destroyVolume(ctx: StoreContext, vid: string, caller: Call
     const meta = requireOwnedAfresh(await readLockedMeta(record.dir, vid), caller, 'destroy');
     requireNotInUse(await fs.readdir(record.dir), meta, 'destroyed');
     requireNoOverlays(ctx, meta, 'destroyed');
-    await requireImageUnused(ctx, record.dir, meta, 'destroyed');
+    await requireImageRemovable(ctx, record.dir, meta);
     faultPoint('destroy.before-bin-rename');
     const binned = await moveToBin(record.dir, lock.operationUid);
     faultPoint('destroy.after-bin-rename');

@@ -161,6 +161,25 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(await images()).to.deep.equal([]);
   });
 
+  it('a snapshot an operator protected (rbd snap protect): its delete and the volume\'s destroy answer 409 saying so, and nothing changes', async () => {
+    const vid = await create();
+    await d.post('snapshot/create', { vid, creatorID: OWNER, name: 'golden' }).expect(200);
+    await rbd('snap', 'protect', `${ceph.pool}/${imageOf(vid)}@golden`);
+    try {
+      const del = await d.post('snapshot/delete', { vid, creatorID: OWNER, name: 'golden' }).expect(409);
+      expect(del.body.error).to.equal('the RBD snapshot golden is protected (rbd snap unprotect): it cannot be removed');
+      const destroy = await d.post('destroy', { volume_id: vid }).expect(409);
+      expect(destroy.body.error).to.equal(`volume ${vid} has a protected RBD snapshot (golden: rbd snap unprotect) and cannot be destroyed`);
+      expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.rbd', 'meta.json']);
+      expect((await d.post('snapshot/list', { vid, client_uid: OWNER }).expect(200)).body.snapshots.map((s: { name: string }) => s.name)).to.deep.equal(['golden']);
+    } finally {
+      await rbd('snap', 'unprotect', `${ceph.pool}/${imageOf(vid)}@golden`);
+    }
+    await d.post('destroy', { volume_id: vid }).expect(200);
+    await d.daemon.ctx.purger.idle();
+    expect(await images()).to.deep.equal([]);
+  });
+
   it('a revert to a snapshot taken before a resize keeps the volume\'s size (volumes only grow)', async () => {
     const vid = await create();
     await writePattern(url(imageOf(vid)), 'raw', 0x21, 0, MB);
