@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { loadConfig } from '../../src/config.js';
 import { ToolError } from '../../src/errors.js';
 import { imageNameOf, parsePointer, uidOfImageName } from '../../src/store/rbd-pointer.js';
 import { rbdFailure } from '../../src/tools/rbd.js';
@@ -37,6 +38,12 @@ describe('Ceph pointers and rbd failures', () => {
       if (status === null) expect(mapped).to.equal(null);
       else expect(mapped).to.include({ status, message });
     });
+
+  it('refuses a ceph.conf path that the rbd: address (`:`) or tgt\'s bsopts (`;`) would cut', () => {
+    const load = (conf: string) => loadConfig({ flags: {}, env: { ELEMENTO_CEPH_POOL: 'elemento', ELEMENTO_CEPH_CONF: conf }, defaultMnt: '/tmp' });
+    expect(load('/etc/ceph/ceph.conf').cephConf).to.equal('/etc/ceph/ceph.conf');
+    for (const conf of ['/etc/ceph/a:b.conf', '/etc/ceph/a;b.conf']) expect(() => load(conf), conf).to.throw(/^invalid configuration: 'cephConf'/);
+  });
 
   it('a cancelled call, or anything but a tool failure, is left as it is', () => {
     expect(rbdFailure(Object.assign(new ToolError('rbd was cancelled', 'timed out', -1), { cancelled: true }))).to.equal(null);
