@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { ConflictError, NotSupportedError } from '../errors.js';
+import { ConflictError, NotSupportedError, UnavailableError } from '../errors.js';
 import { writeFileAtomic } from '../store/atomic.js';
 import { BrokenMetaError, readMeta, type VolumeMeta } from '../store/meta.js';
 import { imageNameOf, pointerText, readPointer, RBD_POINTER_FILE } from '../store/rbd-pointer.js';
@@ -59,7 +59,7 @@ export async function requireImageRemovable(ctx: StoreContext, dir: string, meta
 /**
  * Fills a claimed Ceph volume: `make` creates the image named after the volume, then its pointer is
  * written to `temp` (fillClaim publishes it as data.rbd). An image made before a failure is removed by
- * the purge of the abandoned claim (releaseCephImage), once: a second try here would double the wait
+ * the purge of the abandoned claim (cephImageReleaser), once: a second try here would double the wait
  * on a cluster that does not answer.
  */
 export async function fillCephVolume(rbd: Rbd, claimed: Claimed, temp: string, make: (image: RbdImage) => Promise<void>): Promise<void> {
@@ -97,13 +97,26 @@ async function leftImages(entry: string, pool: string | undefined): Promise<RbdI
   return [...pools].map((from) => ({ pool: from, image: imageNameOf(uid) }));
 }
 
+/** How long the purge leaves the cluster alone after it did not answer. */
+const CLUSTER_PAUSE_MS = 30_000;
+
 /**
- * Removes the RBD image of a bin entry before the entry itself is removed (the Purger's release
- * step). Throws when the cluster cannot be reached: the entry then stays in the bin for the next try.
+ * The Purger's release step: removes the RBD images of a bin entry before the entry itself is
+ * removed. Throws when the cluster cannot be reached: the entry then stays in the bin for the next
+ * try. Once the cluster did not answer, the next entries fail at once for a while instead of each
+ * waiting out rbd's timeout, with every purge queued behind them (a file volume's freed space too).
  */
-export async function releaseCephImage(rbd: Rbd | null, entry: string): Promise<void> {
-  for (const image of await leftImages(entry, rbd?.target.pool)) {
-    if (!rbd) throw new NotSupportedError(`${entry} holds the RBD image ${image.pool}/${image.image} but no Ceph cluster is configured`);
-    await rbd.remove(image);
-  }
+export function cephImageReleaser(rbd: Rbd | null, pauseMs = CLUSTER_PAUSE_MS): (entry: string) => Promise<void> {
+  let down: { until: number; err: UnavailableError } | null = null;
+  return async (entry) => {
+    const images = await leftImages(entry, rbd?.target.pool);
+    if (images.length && down && Date.now() < down.until) throw down.err;
+    for (const image of images) {
+      if (!rbd) throw new NotSupportedError(`${entry} holds the RBD image ${image.pool}/${image.image} but no Ceph cluster is configured`);
+      await rbd.remove(image).catch((err) => {
+        if (err instanceof UnavailableError) down = { until: Date.now() + pauseMs, err };
+        throw err;
+      });
+    }
+  };
 }

@@ -219,6 +219,29 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     for (const vid of vids) expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.rbd', 'meta.json']);
   });
 
+  it('purges while the cluster does not answer wait for it once, not once per Ceph volume, and never hold up the purge of a file volume', async () => {
+    const vids = [await create(), await create(), await create()];
+    await d.stop();
+    // Destroys that died before their purge.
+    const bin = path.join(mnt, 'a', '.elemento-bin');
+    await fs.mkdir(bin, { recursive: true });
+    for (const vid of vids) await fs.rename(volDir(vid), path.join(bin, `vid.${vid}.elimg.${'9'.repeat(32)}`));
+    const fileEntry = path.join(bin, `vid.${'4'.repeat(32)}.elimg.${'9'.repeat(32)}`);
+    await fs.mkdir(fileEntry);
+    await fs.writeFile(path.join(fileEntry, 'data.img'), 'bytes');
+    d = await daemonOnDeadCluster();
+    const started = Date.now();
+    await d.daemon.ctx.purger.idle();
+    expect(Date.now() - started).to.be.below(18_000);
+    expect(await fs.readdir(bin)).to.not.include(path.basename(fileEntry));
+    expect((await d.api.get('/api/v1.0/status').expect(200)).body.purgeFailures).to.have.length(3);
+    await d.stop();
+    d = await startTestDaemon(mnt, cephConfig());
+    await d.daemon.ctx.purger.idle();
+    expect(await fs.readdir(bin)).to.deep.equal([]);
+    expect(await images()).to.deep.equal([]);
+  });
+
   it('a pointer edited to name another pool: destroy removes the volume\'s own image from the pool its create recorded too (none is leaked)', async () => {
     const vid = await create();
     await execa('ceph', ['-c', ceph.conf, '--id', ceph.id, 'osd', 'pool', 'create', 'edited', '8']);
