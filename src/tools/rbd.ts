@@ -39,9 +39,8 @@ export function rbdFailure(err: unknown): UnavailableError | ConflictError | nul
     return new UnavailableError('the Ceph cluster does not answer');
   const image = /error opening image ([^:\s]+)|error reading header from ([^:\s]+)/.exec(err.toolOutput);
   if (image) return new ConflictError(`the RBD image ${image[1] ?? image[2]} does not exist: the volume is broken`);
-  // rbd exits EBUSY for a protected snapshot too: told apart by stderr.
-  const snapshot = /snapshot '([^']+)' is protected/.exec(err.toolOutput)?.[1];
-  if (snapshot) return new ConflictError(`the RBD snapshot ${snapshot} is protected (rbd snap unprotect): it cannot be removed`);
+  // rbd exits EBUSY for a protected snapshot too: told apart by stderr (whose last line may be rbd's or librbd's).
+  if (/snapshot .*is protected/.test(err.toolOutput)) return new ConflictError('the RBD snapshot is protected (rbd snap unprotect): it cannot be removed');
   if (err.exitCode === EBUSY || /still has watchers/.test(err.toolOutput)) return new ConflictError('the RBD image is open by a client (it has watchers)');
   return null;
 }

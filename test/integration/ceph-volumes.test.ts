@@ -167,7 +167,7 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     await rbd('snap', 'protect', `${ceph.pool}/${imageOf(vid)}@golden`);
     try {
       const del = await d.post('snapshot/delete', { vid, creatorID: OWNER, name: 'golden' }).expect(409);
-      expect(del.body.error).to.equal('the RBD snapshot golden is protected (rbd snap unprotect): it cannot be removed');
+      expect(del.body.error).to.equal('the RBD snapshot is protected (rbd snap unprotect): it cannot be removed');
       const destroy = await d.post('destroy', { volume_id: vid }).expect(409);
       expect(destroy.body.error).to.equal(`volume ${vid} has a protected RBD snapshot (golden: rbd snap unprotect) and cannot be destroyed`);
       expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.rbd', 'meta.json']);

@@ -29,7 +29,8 @@ describe('Ceph pointers and rbd failures', () => {
     ['monclient(hunting): authenticate timed out after 3', 110, 503, 'the Ceph cluster does not answer'],
     ['rbd: error opening image elemento-x: (2) No such file or directory', 2, 409, 'the RBD image elemento-x does not exist: the volume is broken'],
     ['rbd: error: image still has watchers', 16, 409, 'the RBD image is open by a client (it has watchers)'],
-    ["rbd: snapshot 'golden' is protected from removal.", 16, 409, 'the RBD snapshot golden is protected (rbd snap unprotect): it cannot be removed'],
+    ["rbd: snapshot 'golden' is protected from removal.", 16, 409, 'the RBD snapshot is protected (rbd snap unprotect): it cannot be removed'],
+    ['2026-11-26T23:09:11.895+0000 7f68fd6ed6c0 -1 librbd::Operations: snapshot is protected', 16, 409, 'the RBD snapshot is protected (rbd snap unprotect): it cannot be removed'],
     ['rbd: create error: (17) File exists', 17, null, null],
   ];
   for (const [stderr, exitCode, status, message] of table)
