@@ -36,7 +36,8 @@ export function rbdFailure(err: unknown): UnavailableError | ConflictError | nul
   const pool = /error opening pool '?([^':\s]+)'?/.exec(err.toolOutput)?.[1];
   if (pool) return new UnavailableError(`the Ceph pool ${pool} cannot be opened (it does not exist, or the client may not use it)`);
   if (/timed out|failed to connect|couldn't connect|Connection refused|error connecting/i.test(err.toolOutput))
-    return new UnavailableError('the Ceph cluster does not answer');
+    // rbd says the same when the monitors do not answer and when they refuse the client (an id or key they do not know).
+    return new UnavailableError("the Ceph cluster cannot be reached: it does not answer, or refuses this host's client (ELEMENTO_CEPH_CONF, ELEMENTO_CEPH_ID)");
   const image = /error opening image ([^:\s]+)|error reading header from ([^:\s]+)/.exec(err.toolOutput);
   if (image) return new ConflictError(`the RBD image ${image[1] ?? image[2]} does not exist: the volume is broken`);
   // rbd exits EBUSY for a protected snapshot too: told apart by stderr (whose last line may be rbd's or librbd's).

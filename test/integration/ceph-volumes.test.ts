@@ -12,6 +12,7 @@ import { iscsiUrl, missingIscsiTool, qemuIo, startTgtd } from '../helpers/tgt.js
 import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, skipBecause, snapshotTree, waitFor } from '../helpers/tree.js';
 
 const MB = 1024 * 1024;
+const CLUSTER_UNREACHABLE = "the Ceph cluster cannot be reached: it does not answer, or refuses this host's client (ELEMENTO_CEPH_CONF, ELEMENTO_CEPH_ID)";
 
 describe('Ceph volumes on a host without a Ceph pool', () => {
   const t = daemonPerTest();
@@ -374,6 +375,14 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(await fs.readdir(path.join(mnt, 'a', '.elemento-bin'))).to.deep.equal([]);
   });
 
+  it('a client id the cluster does not know: create answers 503 at once, naming the client configuration as a suspect', async () => {
+    await d.stop();
+    d = await startTestDaemon(mnt, { ...cephConfig(), cephId: 'nobody' });
+    const res = await d.post('create', seedCreateBody({ ceph: true, format: 'raw', size: 0.01 })).expect(503);
+    expect(res.body.error).to.equal(CLUSTER_UNREACHABLE);
+    expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.deep.equal([]);
+  });
+
   it('a failed create (the pool does not exist) answers an error and leaves neither directory nor image', async () => {
     await d.stop();
     d = await startTestDaemon(mnt, { ...cephConfig(), cephPool: 'no-such-pool' });
@@ -400,7 +409,7 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     d = await daemonOnDeadCluster();
     const started = Date.now();
     const res = await d.post('create', seedCreateBody({ ceph: true, format: 'raw', size: 0.01 }));
-    expect(res.body).to.include({ error: 'the Ceph cluster does not answer', code: 'unavailable' });
+    expect(res.body).to.include({ error: CLUSTER_UNREACHABLE, code: 'unavailable' });
     expect(res.status).to.equal(503);
     // rbd create, then the purge of the abandoned claim: 10 s each.
     expect(Date.now() - started).to.be.below(25_000);
@@ -482,7 +491,7 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
       d = await daemonOnDeadCluster({ exporter: 'tgt', tgtControlPort: tgtd.controlPort, iscsiPortal: tgtd.portal });
       const started = Date.now();
       const res = await d.post('export', { volume_id: vid, client_uid: OTHER });
-      expect(res.body).to.include({ error: 'the Ceph cluster does not answer', code: 'unavailable' });
+      expect(res.body).to.include({ error: CLUSTER_UNREACHABLE, code: 'unavailable' });
       expect(Date.now() - started).to.be.below(20_000);
       const asked = Date.now();
       expect(await tgtd.targets()).to.deep.equal([]);

@@ -25,8 +25,8 @@ describe('Ceph pointers and rbd failures', () => {
   // What rbd prints (LC_ALL=C), as the runner's ToolError carries it: "<args>: <last stderr line>".
   const table: Array<[string, number, number | null, string | null]> = [
     ["rbd: error opening pool 'nopool': (2) No such file or directory", 2, 503, 'the Ceph pool nopool cannot be opened (it does not exist, or the client may not use it)'],
-    ['rbd: couldn\'t connect to the cluster!', 110, 503, 'the Ceph cluster does not answer'],
-    ['monclient(hunting): authenticate timed out after 3', 110, 503, 'the Ceph cluster does not answer'],
+    ['rbd: couldn\'t connect to the cluster!', 110, 503, "the Ceph cluster cannot be reached: it does not answer, or refuses this host's client (ELEMENTO_CEPH_CONF, ELEMENTO_CEPH_ID)"],
+    ['monclient(hunting): authenticate timed out after 3', 110, 503, "the Ceph cluster cannot be reached: it does not answer, or refuses this host's client (ELEMENTO_CEPH_CONF, ELEMENTO_CEPH_ID)"],
     ['rbd: error opening image elemento-x: (2) No such file or directory', 2, 409, 'the RBD image elemento-x does not exist: the volume is broken'],
     ['rbd: error: image still has watchers', 16, 409, 'the RBD image is open by a client (it has watchers)'],
     ["rbd: snapshot 'golden' is protected from removal.", 16, 409, 'the RBD snapshot is protected (rbd snap unprotect): it cannot be removed'],
