@@ -136,6 +136,12 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     const convert = await d.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2' }).expect(400);
     expect(convert.body.error).to.equal('a volume of format rbd cannot be converted');
     expect(await imageSize(imageOf(vid))).to.equal(20_000_256);
+    // Grown outside the daemon past what a resize then asks: 409 saying so, and nothing changes.
+    await rbd('resize', '--no-progress', '--size', '40000000B', `${ceph.pool}/${imageOf(vid)}`);
+    const behind = await d.post('update/resize', { vid, creatorID: OWNER, size: 0.03 }).expect(409);
+    expect(behind.body.error).to.equal('the RBD image is larger than the size asked (it was resized outside the daemon): ask at least its size');
+    expect(await imageSize(imageOf(vid))).to.equal(40_000_000);
+    expect((await d.post('info', { volume_id: vid }).expect(200)).body.size).to.equal(20_000_256);
   });
 
   it('snapshots a Ceph volume with RBD snapshots: create, list, revert brings the old bytes back, delete; destroy purges them', async () => {

@@ -31,6 +31,7 @@ describe('Ceph pointers and rbd failures', () => {
     ['rbd: error: image still has watchers', 16, 409, 'the RBD image is open by a client (it has watchers)'],
     ["rbd: snapshot 'golden' is protected from removal.", 16, 409, 'the RBD snapshot is protected (rbd snap unprotect): it cannot be removed'],
     ['2026-11-26T23:09:11.895+0000 7f68fd6ed6c0 -1 librbd::Operations: snapshot is protected', 16, 409, 'the RBD snapshot is protected (rbd snap unprotect): it cannot be removed'],
+    ['rbd: shrinking an image is only allowed with the --allow-shrink flag', 22, 409, 'the RBD image is larger than the size asked (it was resized outside the daemon): ask at least its size'],
     ['rbd: create error: (17) File exists', 17, null, null],
   ];
   for (const [stderr, exitCode, status, message] of table)
