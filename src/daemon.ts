@@ -13,7 +13,7 @@ import { BlankImages } from './tools/blank-images.js';
 import { QemuImg } from './tools/qemu-img.js';
 import { Rbd } from './tools/rbd.js';
 import { ExecaRunner, TOOL_NAMES, type CommandRunner } from './tools/runner.js';
-import { releaseCephImage } from './volumes/ceph.js';
+import { cephImageReleaser } from './volumes/ceph.js';
 import type { StoreContext } from './volumes/context.js';
 
 /** How often purges that failed are tried again. */
@@ -43,14 +43,14 @@ export class Daemon {
   ) {
     const qemuImg = new QemuImg(runner, config.toolTimeoutMs);
     const rbd = config.cephPool ? new Rbd(runner, { conf: config.cephConf, id: config.cephId, pool: config.cephPool }, config.toolTimeoutMs) : null;
-    const purger = new Purger(log.child({ module: 'purge' }), (binned) => releaseCephImage(rbd, binned));
+    const purger = new Purger(log.child({ module: 'purge' }), cephImageReleaser(rbd));
     const locks = new LockManager(config.lockStaleMs, log.child({ module: 'locks' }));
-    const recovery = { qemuImg, rbd, log: log.child({ module: 'recovery' }), purge: (binned: string) => purger.now(binned) };
+    const recovery = { qemuImg, rbd, log: log.child({ module: 'recovery' }), purge: (binned: string) => purger.later(binned) };
     locks.setRecovery((dir, markers) => recoverVolume(dir, markers, recovery));
     const index = new VolumeIndex(config.mnt, log.child({ module: 'index' }));
     const placement = new Placement(index, locks);
     this.ctx = { config, log: log.child({ module: 'volumes' }), index, locks, placement, runner, qemuImg, rbd, blankImages: new BlankImages(qemuImg), jobs: new JobRegistry(), purger };
-    this.exports = new ExportService(createExporter(config, runner, log.child({ module: 'exporter' })), index, config, log.child({ module: 'exports' }));
+    this.exports = new ExportService(createExporter(config, runner, log.child({ module: 'exporter' })), index, config, log.child({ module: 'exports' }), rbd);
   }
 
   async start(): Promise<void> {

@@ -1,12 +1,14 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config.js';
+import { ConflictError, NotSupportedError } from '../errors.js';
 import { errorFields, type Logger } from '../log.js';
 import { faultPoint } from '../faults.js';
 import { isOwnMarker, markerPath, readMarker, removeMarker, touchMarker, writeMarker } from '../store/export-marker.js';
 import { dataFileName, isInside } from '../store/layout.js';
 import { readPointer, uidOfImageName } from '../store/rbd-pointer.js';
 import type { VolumeMeta } from '../store/meta.js';
+import type { Rbd } from '../tools/rbd.js';
 import type { VolumeIndex } from '../store/volume-index.js';
 import { EXPORT_MARKER_RE } from '../store/volume-record.js';
 import { SerialQueue, type ExistingTarget, type Exporter, type TargetSpec } from './base.js';
@@ -45,6 +47,8 @@ export class ExportService {
     private readonly index: VolumeIndex,
     private readonly config: Config,
     private readonly log: Logger,
+    /** The Ceph pool's tool; null on a host without Ceph (its Ceph volumes are then not exported). */
+    private readonly rbd: Rbd | null = null,
   ) {}
 
   /** Starts the backend, reconciles once, then heartbeats and reconciles every exportHeartbeatMs. */
@@ -89,7 +93,7 @@ export class ExportService {
       await writeMarker(dir, iqn, { client_uid: client, portal: this.config.iscsiPortal });
       faultPoint('publish.after-marker');
       try {
-        await this.exporter.ensure(await targetSpec(dir, meta, iqn, this.config));
+        await this.ensureTarget(await targetSpec(dir, meta, iqn, this.config));
       } catch (err) {
         if (!existed) await removeMarker(dir, iqn);
         throw err;
@@ -195,6 +199,21 @@ export class ExportService {
     return (uid && this.index.get(uid)?.dir) || null;
   }
 
+  /**
+   * Makes a target. A Ceph volume's image is first looked up with rbd: tgtd opens it in its one
+   * thread with ceph.conf's timeouts (300 s by default), so a cluster that does not answer would
+   * hold tgtd, and every LUN it serves, that long; rbd's own calls are bounded (src/tools/rbd.ts).
+   */
+  private async ensureTarget(spec: TargetSpec): Promise<void> {
+    if (spec.rbd) {
+      if (!this.rbd) throw new NotSupportedError('this storage host has no Ceph pool configured (ELEMENTO_CEPH_POOL)');
+      const [pool, image] = spec.file.split('/');
+      if ((await this.rbd.size({ pool, image })) === null)
+        throw new ConflictError(`the RBD image ${spec.file} does not exist: the volume is broken`);
+    }
+    await this.exporter.ensure(spec);
+  }
+
   /** One marker against its target (queue held). Returns what was done, or null for another host's marker. */
   private async reconcileMarker(dir: string, meta: VolumeMeta, iqn: string, target: ExistingTarget | undefined) {
     const file = markerPath(dir, iqn);
@@ -210,7 +229,7 @@ export class ExportService {
       }
       // A target that lost its LUN or serves another file is made again.
       if (target) await this.exporter.remove(iqn);
-      await this.exporter.ensure(spec);
+      await this.ensureTarget(spec);
       outcome = 'recreated';
       this.log.info('export target recreated for its marker', { vid: meta.volumeID, iqn });
     }

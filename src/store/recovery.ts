@@ -28,7 +28,8 @@ export interface RecoveryTools {
   /** The Ceph pool's tool, null on a host without Ceph. */
   rbd: Rbd | null;
   log: Logger;
-  purge: (binned: string) => Promise<void>;
+  /** Queues a bin entry's purge, not awaited: a slow one (a Ceph cluster that does not answer) must not outlive the lock, whose mutex left with the directory. */
+  purge: (binned: string) => void;
 }
 
 /**
@@ -55,7 +56,7 @@ async function removeDeadCreate(dir: string, uid: string, { log, purge }: Recove
   log.warn('removing a volume whose creation died', { vid: uid });
   const binned = await moveToBin(dir, newUid());
   faultPoint('recovery.after-bin-rename');
-  await purge(binned);
+  purge(binned);
   throw new NotFoundError(`volume ${uid} does not exist (its creation never finished)`);
 }
 

@@ -1,11 +1,12 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import fse from 'fs-extra';
-import { ConflictError, NotFoundError } from '../errors.js';
+import { ConflictError, NotFoundError, UnavailableError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 import { errorFields, type Logger } from '../log.js';
-import { BIN_DIR, isDeadClaimCandidate, isTempName, newUid, parseLockMarker, uidOfDirName } from './layout.js';
+import { BIN_DIR, isDeadClaimCandidate, isTempName, META_FILE, newUid, parseLockMarker, uidOfDirName } from './layout.js';
 import type { LockManager } from './locks.js';
+import { RBD_POINTER_FILE } from './rbd-pointer.js';
 import { moveToBin } from './recovery.js';
 import type { Root } from './roots.js';
 
@@ -83,16 +84,8 @@ export async function sweepRoots(roots: Root[], locks: LockManager, log: Logger,
       });
       for (const entry of binned) purge(path.join(bin, entry));
       const names = suspects ? suspects.filter((d) => path.dirname(d) === root.path).map((d) => path.basename(d)) : await fs.readdir(root.path);
-      for (const name of names) {
-        if (!uidOfDirName(name)) continue;
-        const dir = path.join(root.path, name);
-        // One volume that cannot be swept now is tried again later; it never stops the others'.
-        const outcome = await sweepVolume(dir, locks, log, false).catch((err) => {
-          log.warn('sweep of a volume failed; trying again later', { dir, ...errorFields(err) });
-          return 'later' as const;
-        });
-        if (outcome === 'later') later.push(dir);
-      }
+      const dirs = names.filter((name) => uidOfDirName(name)).map((name) => path.join(root.path, name));
+      later.push(...(await sweepEach(dirs, locks, log, false)));
     } catch (err) {
       log.error('start-up sweep of a root failed', { root: root.path, ...errorFields(err) });
     }
@@ -101,15 +94,38 @@ export async function sweepRoots(roots: Root[], locks: LockManager, log: Logger,
 }
 
 /** A later pass over what the start-up sweep left; answers what is still left. */
-export async function sweepAgain(dirs: string[], locks: LockManager, log: Logger): Promise<string[]> {
+export function sweepAgain(dirs: string[], locks: LockManager, log: Logger): Promise<string[]> {
+  return sweepEach(dirs, locks, log, true);
+}
+
+/**
+ * Sweeps `dirs` one after the other and answers those left for a later pass. One volume that cannot be
+ * swept now never stops the others'; once a Ceph cluster did not answer (503), the Ceph volumes left in
+ * the pass wait for the next one untried, so that a start never waits out rbd's timeout once per volume.
+ */
+async function sweepEach(dirs: string[], locks: LockManager, log: Logger, withRootLock: boolean): Promise<string[]> {
   const later: string[] = [];
+  let clusterDown = false;
   for (const dir of dirs) {
-    try {
-      if ((await sweepVolume(dir, locks, log, true)) === 'later') later.push(dir);
-    } catch (err) {
-      log.warn('sweep of a volume failed; trying again later', { dir, ...errorFields(err) });
-      later.push(dir);
-    }
+    const outcome =
+      clusterDown && (await isCephVolume(dir))
+        ? 'later'
+        : await sweepVolume(dir, locks, log, withRootLock).catch((err) => {
+            log.warn('sweep of a volume failed; trying again later', { dir, ...errorFields(err) });
+            if (err instanceof UnavailableError) clusterDown = true;
+            return 'later' as const;
+          });
+    if (outcome === 'later') later.push(dir);
   }
   return later;
+}
+
+/** Whether a volume directory holds a Ceph volume (its pointer, or meta.json's format): its recovery may ask the cluster. */
+async function isCephVolume(dir: string): Promise<boolean> {
+  if (await fs.stat(path.join(dir, RBD_POINTER_FILE)).then(() => true, () => false)) return true;
+  try {
+    return JSON.parse(await fs.readFile(path.join(dir, META_FILE), 'utf8')).format === 'rbd';
+  } catch {
+    return false;
+  }
 }

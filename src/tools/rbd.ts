@@ -36,9 +36,14 @@ export function rbdFailure(err: unknown): UnavailableError | ConflictError | nul
   const pool = /error opening pool '?([^':\s]+)'?/.exec(err.toolOutput)?.[1];
   if (pool) return new UnavailableError(`the Ceph pool ${pool} cannot be opened (it does not exist, or the client may not use it)`);
   if (/timed out|failed to connect|couldn't connect|Connection refused|error connecting/i.test(err.toolOutput))
-    return new UnavailableError('the Ceph cluster does not answer');
+    // rbd says the same when the monitors do not answer and when they refuse the client (an id or key they do not know).
+    return new UnavailableError("the Ceph cluster cannot be reached: it does not answer, or refuses this host's client (ELEMENTO_CEPH_CONF, ELEMENTO_CEPH_ID)");
   const image = /error opening image ([^:\s]+)|error reading header from ([^:\s]+)/.exec(err.toolOutput);
   if (image) return new ConflictError(`the RBD image ${image[1] ?? image[2]} does not exist: the volume is broken`);
+  if (/shrinking an image is only allowed/.test(err.toolOutput))
+    return new ConflictError('the RBD image is larger than the size asked (it was resized outside the daemon): ask at least its size');
+  // rbd exits EBUSY for a protected snapshot too: told apart by stderr (whose last line may be rbd's or librbd's).
+  if (/snapshot .*is protected/.test(err.toolOutput)) return new ConflictError('the RBD snapshot is protected (rbd snap unprotect): it cannot be removed');
   if (err.exitCode === EBUSY || /still has watchers/.test(err.toolOutput)) return new ConflictError('the RBD image is open by a client (it has watchers)');
   return null;
 }
@@ -106,13 +111,25 @@ export class Rbd {
 
   /** The image's snapshots, oldest first (`rbd snap ls`; the date is when it was taken). */
   async snapshots(image: RbdImage): Promise<ImageSnapshot[]> {
-    const { stdout } = await this.run(['snap', 'ls', '--format', 'json', this.spec(image)]);
-    return (JSON.parse(stdout) as { id: number; name: string; timestamp: string }[]).map((s) => ({
+    return (await this.listSnapshots(image)).map((s) => ({
       id: String(s.id),
       name: s.name,
       // rbd prints the host's local time without a zone (`Thu Nov 26 18:55:49 2026`), as Date reads it.
       date: new Date(s.timestamp).toISOString(),
     }));
+  }
+
+  /**
+   * The names of the image's protected snapshots (`rbd snap protect`, an operator's: the image cannot
+   * be removed with them); none for an image that does not exist.
+   */
+  async protectedSnapshots(image: RbdImage): Promise<string[]> {
+    return (await this.listSnapshots(image, true)).filter((s) => s.protected === 'true').map((s) => s.name);
+  }
+
+  private async listSnapshots(image: RbdImage, absentOk = false): Promise<{ id: number; name: string; timestamp: string; protected?: string }[]> {
+    const { stdout, exitCode } = await this.run(['snap', 'ls', '--format', 'json', this.spec(image)], { absentOk });
+    return exitCode === ENOENT ? [] : JSON.parse(stdout);
   }
 
   async createSnapshot(image: RbdImage, name: string): Promise<void> {

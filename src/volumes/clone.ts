@@ -12,7 +12,7 @@ import { MAX_LABELS } from '../schemas.js';
 import { canSee, findVolume, readLockedMeta, requireNotInUse } from './access.js';
 import type { Caller, StoreContext } from './context.js';
 import { claimVolume, createResponse, fillClaim, type Claimed } from './create.js';
-import { cephFields, fillCephVolume, imageOf, requireCeph } from './ceph.js';
+import { cephFields, fillCephVolume, imageOf, requireCeph, requireImageUnused } from './ceph.js';
 
 /** The body of `clone` (schemas/clone.json): the source, and the requester who will own the copy. */
 export type CloneRequest = {
@@ -104,9 +104,11 @@ export async function cloneVolume(ctx: StoreContext, req: CloneRequest, caller: 
   const claimed = await ctx.locks.withVolumeLock(found.dir, 'clone', found.uid, async () => {
     const source = await readLockedMeta(found.dir, found.uid);
     if (!canSee(source, caller)) throw new NotFoundError(`volume ${found.uid} does not exist`, { vid: found.uid });
-    // The request's alg (schemas/clone.json never lets 'no' through), else the source's meta.json says how.
-    const alg = req.alg ?? (source.alg === 'no' ? 'cp' : source.alg);
+    // The request's alg (schemas/clone.json never lets 'no' through), else the source's meta.json says
+    // how; a Ceph volume has one way only (rbd cp), whatever alg it was given.
+    const alg = req.alg ?? (source.alg === 'no' || source.format === 'rbd' ? 'cp' : source.alg);
     checkClonable(source, await fs.readdir(found.dir), alg);
+    if (!source.readonly) await requireImageUnused(ctx, found.dir, source, 'cloned while writable');
     const rbd = source.format === 'rbd' ? requireCeph(ctx) : null;
     if (!rbd && alg !== 'overlay') copier.requireTool(alg);
     const reflink = !rbd && alg === 'cp' && (await canReflink(found.dir));

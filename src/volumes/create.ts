@@ -88,14 +88,20 @@ export async function publishData(claimed: Claimed, tempData: string): Promise<v
   await renameDurable(tempData, path.join(claimed.dir, dataFileName(claimed.meta.format)));
 }
 
-/** Undoes a claim whose filling failed: the directory leaves the root in one rename, then is purged. */
+/**
+ * Undoes a claim whose filling failed: the directory leaves the root in one rename, then is purged.
+ * The lock goes before the purge: its mutex left with the directory, and a purge slower than the
+ * mutex's refresh (a large file, a Ceph cluster that does not answer) would have it found lost.
+ */
 export async function abandonClaim(ctx: StoreContext, claimed: Claimed): Promise<void> {
+  let binned: string;
   try {
-    await ctx.purger.now(await moveToBin(claimed.dir, claimed.lock.operationUid));
+    binned = await moveToBin(claimed.dir, claimed.lock.operationUid);
   } finally {
     await claimed.lock.release();
     ctx.index.forget(claimed.uid);
   }
+  await ctx.purger.now(binned);
 }
 
 /** Runs `fill` on a claimed volume; on success publishes it, on failure removes every trace. */

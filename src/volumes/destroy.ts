@@ -1,8 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { moveToBin } from '../store/recovery.js';
-import { ConflictError } from '../errors.js';
 import { findVolume, readLockedMeta, requireNoOverlays, requireNotInUse, requireOwnedAfresh, requireOwner } from './access.js';
-import { imageOf } from './ceph.js';
+import { requireImageRemovable } from './ceph.js';
 import type { Caller, StoreContext } from './context.js';
 import { faultPoint } from '../faults.js';
 
@@ -18,9 +17,7 @@ export async function destroyVolume(ctx: StoreContext, vid: string, caller: Call
     const meta = requireOwnedAfresh(await readLockedMeta(record.dir, vid), caller, 'destroy');
     requireNotInUse(await fs.readdir(record.dir), meta, 'destroyed');
     await requireNoOverlays(ctx, meta, 'destroyed');
-    // A hypervisor may open a Ceph volume's image directly (info shows it): the daemon sees it only as a watcher.
-    if (meta.format === 'rbd' && ctx.rbd && (await ctx.rbd.inUse(await imageOf(record.dir, meta))))
-      throw new ConflictError(`volume ${vid} is open by a client of its Ceph image and cannot be destroyed`, { vid });
+    await requireImageRemovable(ctx, record.dir, meta);
     faultPoint('destroy.before-bin-rename');
     const binned = await moveToBin(record.dir, lock.operationUid);
     faultPoint('destroy.after-bin-rename');

@@ -6,7 +6,7 @@ import type { VolumeMeta } from '../store/meta.js';
 import { faultPoint } from '../faults.js';
 import { QemuImgLayers, type ImageSnapshot } from '../tools/qemu-img-layers.js';
 import { findVolume, requireNoOverlays, requireNotInUse } from './access.js';
-import { imageOf, requireCeph } from './ceph.js';
+import { imageOf, requireCeph, requireImageUnused } from './ceph.js';
 import type { Caller, StoreContext } from './context.js';
 import { withOwnedVolume } from './modify.js';
 
@@ -87,6 +87,8 @@ async function withSnapshots<T>(
     // Only taking a snapshot of a read-only volume leaves its image as a hypervisor reads it; a revert or
     // a delete rewrites the tables that hypervisor has cached.
     if (!meta.readonly || action !== 'create') requireNotInUse(await fs.readdir(dir), meta, PAST[action]);
+    // A Ceph image may also be open by a hypervisor directly; RBD itself snapshots and forgets snapshots of a live image.
+    if (action === 'revert') await requireImageUnused(ctx, dir, meta, PAST[action]);
     await requireNoOverlays(ctx, meta, PAST[action]);
     // Each rewrites a qcow2's tables in place; of an RBD image's, only a rollback changes what a download reads.
     if (meta.format !== 'rbd' || action === 'revert') ctx.locks.rewriteInPlace(dir, req.vid, PAST[action]);

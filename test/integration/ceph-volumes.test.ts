@@ -12,6 +12,7 @@ import { iscsiUrl, missingIscsiTool, qemuIo, startTgtd } from '../helpers/tgt.js
 import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, skipBecause, snapshotTree, waitFor } from '../helpers/tree.js';
 
 const MB = 1024 * 1024;
+const CLUSTER_UNREACHABLE = "the Ceph cluster cannot be reached: it does not answer, or refuses this host's client (ELEMENTO_CEPH_CONF, ELEMENTO_CEPH_ID)";
 
 describe('Ceph volumes on a host without a Ceph pool', () => {
   const t = daemonPerTest();
@@ -135,6 +136,12 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     const convert = await d.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2' }).expect(400);
     expect(convert.body.error).to.equal('a volume of format rbd cannot be converted');
     expect(await imageSize(imageOf(vid))).to.equal(20_000_256);
+    // Grown outside the daemon past what a resize then asks: 409 saying so, and nothing changes.
+    await rbd('resize', '--no-progress', '--size', '40000000B', `${ceph.pool}/${imageOf(vid)}`);
+    const behind = await d.post('update/resize', { vid, creatorID: OWNER, size: 0.03 }).expect(409);
+    expect(behind.body.error).to.equal('the RBD image is larger than the size asked (it was resized outside the daemon): ask at least its size');
+    expect(await imageSize(imageOf(vid))).to.equal(40_000_000);
+    expect((await d.post('info', { volume_id: vid }).expect(200)).body.size).to.equal(20_000_256);
   });
 
   it('snapshots a Ceph volume with RBD snapshots: create, list, revert brings the old bytes back, delete; destroy purges them', async () => {
@@ -156,6 +163,25 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
 
     // An image with snapshots is removed with them when its volume is destroyed.
     await d.post('snapshot/create', { vid, creatorID: OWNER, name: 'kept' }).expect(200);
+    await d.post('destroy', { volume_id: vid }).expect(200);
+    await d.daemon.ctx.purger.idle();
+    expect(await images()).to.deep.equal([]);
+  });
+
+  it('a snapshot an operator protected (rbd snap protect): its delete and the volume\'s destroy answer 409 saying so, and nothing changes', async () => {
+    const vid = await create();
+    await d.post('snapshot/create', { vid, creatorID: OWNER, name: 'golden' }).expect(200);
+    await rbd('snap', 'protect', `${ceph.pool}/${imageOf(vid)}@golden`);
+    try {
+      const del = await d.post('snapshot/delete', { vid, creatorID: OWNER, name: 'golden' }).expect(409);
+      expect(del.body.error).to.equal('the RBD snapshot is protected (rbd snap unprotect): it cannot be removed');
+      const destroy = await d.post('destroy', { volume_id: vid }).expect(409);
+      expect(destroy.body.error).to.equal(`volume ${vid} has a protected RBD snapshot (golden: rbd snap unprotect) and cannot be destroyed`);
+      expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.rbd', 'meta.json']);
+      expect((await d.post('snapshot/list', { vid, client_uid: OWNER }).expect(200)).body.snapshots.map((s: { name: string }) => s.name)).to.deep.equal(['golden']);
+    } finally {
+      await rbd('snap', 'unprotect', `${ceph.pool}/${imageOf(vid)}@golden`);
+    }
     await d.post('destroy', { volume_id: vid }).expect(200);
     await d.daemon.ctx.purger.idle();
     expect(await images()).to.deep.equal([]);
@@ -188,6 +214,57 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect((await d.api.get('/api/v1.0/status').expect(200)).body.purgeFailures).to.deep.equal([]);
   });
 
+  it('a start while the cluster does not answer waits for it once, not once per Ceph volume a crash left to recover; they are recovered once it is back', async () => {
+    const vids = [await create(), await create(), await create()];
+    await d.stop();
+    for (const vid of vids) await fs.writeFile(path.join(volDir(vid), `elemento.resize.${'5'.repeat(32)}.ignore`), '');
+    const started = Date.now();
+    d = await daemonOnDeadCluster();
+    expect(Date.now() - started).to.be.below(18_000);
+    await d.stop();
+    d = await startTestDaemon(mnt, cephConfig());
+    for (const vid of vids) expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.rbd', 'meta.json']);
+  });
+
+  it('purges while the cluster does not answer wait for it once, not once per Ceph volume, and never hold up the purge of a file volume', async () => {
+    const vids = [await create(), await create(), await create()];
+    await d.stop();
+    // Destroys that died before their purge.
+    const bin = path.join(mnt, 'a', '.elemento-bin');
+    await fs.mkdir(bin, { recursive: true });
+    for (const vid of vids) await fs.rename(volDir(vid), path.join(bin, `vid.${vid}.elimg.${'9'.repeat(32)}`));
+    const fileEntry = path.join(bin, `vid.${'4'.repeat(32)}.elimg.${'9'.repeat(32)}`);
+    await fs.mkdir(fileEntry);
+    await fs.writeFile(path.join(fileEntry, 'data.img'), 'bytes');
+    d = await daemonOnDeadCluster();
+    const started = Date.now();
+    await d.daemon.ctx.purger.idle();
+    expect(Date.now() - started).to.be.below(18_000);
+    expect(await fs.readdir(bin)).to.not.include(path.basename(fileEntry));
+    expect((await d.api.get('/api/v1.0/status').expect(200)).body.purgeFailures).to.have.length(3);
+    await d.stop();
+    d = await startTestDaemon(mnt, cephConfig());
+    await d.daemon.ctx.purger.idle();
+    expect(await fs.readdir(bin)).to.deep.equal([]);
+    expect(await images()).to.deep.equal([]);
+  });
+
+  it('a pointer edited to name another pool: destroy removes the volume\'s own image from the pool its create recorded too (none is leaked)', async () => {
+    const vid = await create();
+    await execa('ceph', ['-c', ceph.conf, '--id', ceph.id, 'osd', 'pool', 'create', 'edited', '8']);
+    try {
+      await rbd('pool', 'init', 'edited');
+      await fs.writeFile(path.join(volDir(vid), 'data.rbd'), JSON.stringify({ pool: 'edited', image: imageOf(vid) }));
+      await waitFor(async () => (await d.post('info', { volume_id: vid })).body.rbd?.pool === 'edited', 5000, 'the index to read the edited pointer');
+      await d.post('destroy', { volume_id: vid }).expect(200);
+      await d.daemon.ctx.purger.idle();
+      expect(await images()).to.deep.equal([]);
+      expect((await d.api.get('/api/v1.0/status').expect(200)).body.purgeFailures).to.deep.equal([]);
+    } finally {
+      await execa('ceph', ['-c', ceph.conf, '--id', ceph.id, 'osd', 'pool', 'rm', 'edited', 'edited', '--yes-i-really-really-mean-it'], { reject: false });
+    }
+  });
+
   it('refuses to destroy a Ceph volume whose image a client has open (a watcher); its purge waits and is retried until it is closed', async () => {
     const vid = await create();
     const holder = execa('qemu-io', ['-f', 'raw', url(imageOf(vid))], { stdin: 'pipe', reject: false });
@@ -211,6 +288,32 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     await d.daemon.ctx.purger.idle();
     expect(await images()).to.deep.equal([]);
     expect((await d.api.get('/api/v1.0/status').expect(200)).body.purgeFailures).to.deep.equal([]);
+  });
+
+  it('refuses to revert, or to clone while writable, a Ceph volume whose image a client has open (a watcher): its VM would see bytes change under it', async () => {
+    const vid = await create();
+    await writePattern(url(imageOf(vid)), 'raw', 0x11, 0, MB);
+    await d.post('snapshot/create', { vid, creatorID: OWNER, name: 'before' }).expect(200);
+    await writePattern(url(imageOf(vid)), 'raw', 0x22, 0, MB);
+    const holder = execa('qemu-io', ['-f', 'raw', url(imageOf(vid))], { stdin: 'pipe', reject: false });
+    try {
+      await waitFor(async () => JSON.parse((await rbd('status', '--format', 'json', `${ceph.pool}/${imageOf(vid)}`)).stdout).watchers.length > 0, 10_000, 'a watcher');
+      const revert = await d.post('snapshot/revert', { vid, creatorID: OWNER, name: 'before' }).expect(409);
+      expect(revert.body.error).to.equal(`volume ${vid} is open by a client of its Ceph image and cannot be reverted to a snapshot`);
+      expect(await hasPattern(url(imageOf(vid)), 'raw', 0x22, 0, MB)).to.equal(true);
+      const clone = await d.post('clone', { volume_id: vid, creatorID: OWNER }).expect(409);
+      expect(clone.body.error).to.equal(`volume ${vid} is open by a client of its Ceph image and cannot be cloned while writable`);
+      expect(await images()).to.deep.equal([imageOf(vid)]);
+      // Snapshots of a running image are what RBD is made for (crash-consistent): still taken.
+      await d.post('snapshot/create', { vid, creatorID: OWNER, name: 'live' }).expect(200);
+      await d.post('update', { vid, creatorID: OWNER, readonly: true }).expect(200);
+      await d.post('clone', { volume_id: vid, creatorID: OWNER }).expect(200);
+    } finally {
+      holder.stdin!.end('quit\n');
+      await holder;
+    }
+    await d.post('snapshot/revert', { vid, creatorID: OWNER, name: 'before' }).expect(200);
+    expect(await hasPattern(url(imageOf(vid)), 'raw', 0x11, 0, MB)).to.equal(true);
   });
 
   it('two daemons on one tree and one pool: concurrent creates fill the root exactly, concurrent destroys remove each image once', async () => {
@@ -278,6 +381,14 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(await fs.readdir(path.join(mnt, 'a', '.elemento-bin'))).to.deep.equal([]);
   });
 
+  it('a client id the cluster does not know: create answers 503 at once, naming the client configuration as a suspect', async () => {
+    await d.stop();
+    d = await startTestDaemon(mnt, { ...cephConfig(), cephId: 'nobody' });
+    const res = await d.post('create', seedCreateBody({ ceph: true, format: 'raw', size: 0.01 })).expect(503);
+    expect(res.body.error).to.equal(CLUSTER_UNREACHABLE);
+    expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.deep.equal([]);
+  });
+
   it('a failed create (the pool does not exist) answers an error and leaves neither directory nor image', async () => {
     await d.stop();
     d = await startTestDaemon(mnt, { ...cephConfig(), cephPool: 'no-such-pool' });
@@ -286,6 +397,31 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(res.body).to.include({ error: 'the Ceph pool no-such-pool cannot be opened (it does not exist, or the client may not use it)', code: 'unavailable' });
     expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.deep.equal([]);
     expect(await images()).to.deep.equal([]);
+  });
+
+  /**
+   * A daemon on the tree whose ceph.conf names a monitor nobody listens on, and sets no client timeout
+   * (as a production one: a client then waits 300 s): every rbd call waits out its client_mount_timeout (10 s).
+   */
+  async function daemonOnDeadCluster(overrides: Partial<Parameters<typeof startTestDaemon>[1]> = {}): Promise<TestDaemon> {
+    const deadConf = path.join(cephBase, 'dead.conf');
+    const conf = (await fs.readFile(ceph.conf, 'utf8')).replace(/^mon host = .*$/m, 'mon host = [v1:127.0.0.1:9]');
+    await fs.writeFile(deadConf, conf.replace(/^(client mount timeout|rados mon op timeout|rados osd op timeout) = .*\n/gm, ''));
+    return startTestDaemon(mnt, { ...cephConfig(), cephConf: deadConf, ...overrides });
+  }
+
+  it('a cluster that does not answer: create fails within its connect timeout with 503, no lock lost, no volume left in the root', async () => {
+    await d.stop();
+    d = await daemonOnDeadCluster();
+    const started = Date.now();
+    const res = await d.post('create', seedCreateBody({ ceph: true, format: 'raw', size: 0.01 }));
+    expect(res.body).to.include({ error: CLUSTER_UNREACHABLE, code: 'unavailable' });
+    expect(res.status).to.equal(503);
+    // rbd create, then the purge of the abandoned claim: 10 s each.
+    expect(Date.now() - started).to.be.below(25_000);
+    const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.locksCompromised).to.equal(0);
+    expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.deep.equal([]);
   });
 
   it('clones a Ceph volume inside the cluster: equal bytes, then independent', async () => {
@@ -302,6 +438,13 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(rsync.body.error).to.equal('a Ceph volume is cloned inside its cluster (alg cp, an rbd cp), not with rsync');
   });
 
+  it('a Ceph volume whose meta.json says alg rsync is still cloned by a clone that names no alg (rbd cp is its only way)', async () => {
+    const src = await create({ alg: 'rsync' });
+    const res = await d.post('clone', { volume_id: src, creatorID: OWNER }).expect(200);
+    expect(res.body).to.include({ img_format: 'rbd', alg: 'rsync' });
+    expect(await images()).to.include(imageOf(res.body.vid));
+  });
+
   it('a create that died between `rbd create` and its pointer is removed at the next start, image included', async () => {
     const vid = await create();
     await d.stop();
@@ -314,6 +457,24 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(await images()).to.deep.equal([]);
   });
 
+  it('a create that died, found while the cluster does not answer: it leaves the root at once, no lock lost, and its image goes once the cluster is back', async () => {
+    const vid = await create();
+    await d.stop();
+    await fs.rm(path.join(volDir(vid), 'data.rbd'));
+    await fs.writeFile(path.join(volDir(vid), `elemento.create.${'1'.repeat(32)}.ignore`), '');
+    d = await daemonOnDeadCluster();
+    expect(await fs.stat(volDir(vid)).then(() => true, () => false)).to.equal(false);
+    await d.daemon.ctx.purger.idle();
+    const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.locksCompromised).to.equal(0);
+    expect(status.purgeFailures).to.have.length(1);
+    await d.stop();
+    d = await startTestDaemon(mnt, cephConfig());
+    await d.daemon.ctx.purger.idle();
+    expect(await images()).to.deep.equal([]);
+    expect(await fs.readdir(path.join(mnt, 'a', '.elemento-bin'))).to.deep.equal([]);
+  });
+
   it('a destroy that died before its purge: the next start removes the bin entry and its image', async () => {
     const vid = await create();
     await d.stop();
@@ -324,6 +485,28 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     await d.daemon.ctx.purger.idle();
     expect(await fs.readdir(bin)).to.deep.equal([]);
     expect(await images()).to.deep.equal([]);
+  });
+
+  it('exporting a Ceph volume while its cluster does not answer: 503 within the rbd timeouts, and tgtd is never asked (it would wait 300 s in its one thread, every LUN with it)', async function () {
+    const missing = missingIscsiTool();
+    if (missing) skipBecause(this, missing);
+    const vid = await create();
+    const tgtd = await startTgtd();
+    try {
+      await d.stop();
+      d = await daemonOnDeadCluster({ exporter: 'tgt', tgtControlPort: tgtd.controlPort, iscsiPortal: tgtd.portal });
+      const started = Date.now();
+      const res = await d.post('export', { volume_id: vid, client_uid: OTHER });
+      expect(res.body).to.include({ error: CLUSTER_UNREACHABLE, code: 'unavailable' });
+      expect(Date.now() - started).to.be.below(20_000);
+      const asked = Date.now();
+      expect(await tgtd.targets()).to.deep.equal([]);
+      expect(Date.now() - asked).to.be.below(5_000);
+      expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.rbd', 'meta.json']);
+    } finally {
+      await d.stop();
+      await tgtd.stop();
+    }
   });
 
   it('exports a Ceph volume over iSCSI through tgt\'s rbd backing store: bytes written by the initiator are in the image; a live migration reaches it from both sides', async function () {

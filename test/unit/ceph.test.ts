@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { loadConfig } from '../../src/config.js';
 import { ToolError } from '../../src/errors.js';
 import { imageNameOf, parsePointer, uidOfImageName } from '../../src/store/rbd-pointer.js';
 import { rbdFailure } from '../../src/tools/rbd.js';
@@ -24,10 +25,13 @@ describe('Ceph pointers and rbd failures', () => {
   // What rbd prints (LC_ALL=C), as the runner's ToolError carries it: "<args>: <last stderr line>".
   const table: Array<[string, number, number | null, string | null]> = [
     ["rbd: error opening pool 'nopool': (2) No such file or directory", 2, 503, 'the Ceph pool nopool cannot be opened (it does not exist, or the client may not use it)'],
-    ['rbd: couldn\'t connect to the cluster!', 110, 503, 'the Ceph cluster does not answer'],
-    ['monclient(hunting): authenticate timed out after 3', 110, 503, 'the Ceph cluster does not answer'],
+    ['rbd: couldn\'t connect to the cluster!', 110, 503, "the Ceph cluster cannot be reached: it does not answer, or refuses this host's client (ELEMENTO_CEPH_CONF, ELEMENTO_CEPH_ID)"],
+    ['monclient(hunting): authenticate timed out after 3', 110, 503, "the Ceph cluster cannot be reached: it does not answer, or refuses this host's client (ELEMENTO_CEPH_CONF, ELEMENTO_CEPH_ID)"],
     ['rbd: error opening image elemento-x: (2) No such file or directory', 2, 409, 'the RBD image elemento-x does not exist: the volume is broken'],
     ['rbd: error: image still has watchers', 16, 409, 'the RBD image is open by a client (it has watchers)'],
+    ["rbd: snapshot 'golden' is protected from removal.", 16, 409, 'the RBD snapshot is protected (rbd snap unprotect): it cannot be removed'],
+    ['2026-11-26T23:09:11.895+0000 7f68fd6ed6c0 -1 librbd::Operations: snapshot is protected', 16, 409, 'the RBD snapshot is protected (rbd snap unprotect): it cannot be removed'],
+    ['rbd: shrinking an image is only allowed with the --allow-shrink flag', 22, 409, 'the RBD image is larger than the size asked (it was resized outside the daemon): ask at least its size'],
     ['rbd: create error: (17) File exists', 17, null, null],
   ];
   for (const [stderr, exitCode, status, message] of table)
@@ -36,6 +40,12 @@ describe('Ceph pointers and rbd failures', () => {
       if (status === null) expect(mapped).to.equal(null);
       else expect(mapped).to.include({ status, message });
     });
+
+  it('refuses a ceph.conf path that the rbd: address (`:`) or tgt\'s bsopts (`;`) would cut', () => {
+    const load = (conf: string) => loadConfig({ flags: {}, env: { ELEMENTO_CEPH_POOL: 'elemento', ELEMENTO_CEPH_CONF: conf }, defaultMnt: '/tmp' });
+    expect(load('/etc/ceph/ceph.conf').cephConf).to.equal('/etc/ceph/ceph.conf');
+    for (const conf of ['/etc/ceph/a:b.conf', '/etc/ceph/a;b.conf']) expect(() => load(conf), conf).to.throw(/^invalid configuration: 'cephConf'/);
+  });
 
   it('a cancelled call, or anything but a tool failure, is left as it is', () => {
     expect(rbdFailure(Object.assign(new ToolError('rbd was cancelled', 'timed out', -1), { cancelled: true }))).to.equal(null);
