@@ -44,7 +44,7 @@ describe('Ceph pointers and rbd failures', () => {
   it('refuses a ceph.conf path that the rbd: address (`:`) or tgt\'s bsopts (`;`) would cut', () => {
     const load = (conf: string) => loadConfig({ flags: {}, env: { ELEMENTO_CEPH_POOL: 'elemento', ELEMENTO_CEPH_CONF: conf }, defaultMnt: '/tmp' });
     expect(load('/etc/ceph/ceph.conf').cephConf).to.equal('/etc/ceph/ceph.conf');
-    for (const conf of ['/etc/ceph/a:b.conf', '/etc/ceph/a;b.conf']) expect(() => load(conf), conf).to.throw(/^invalid configuration: 'cephConf'/);
+    for (const conf of ['/etc/ceph/a:b.conf', '/etc/ceph/a;b.conf']) expect(() => load(conf), conf).to.throw(/^invalid configuration: ELEMENTO_CEPH_CONF is not of the accepted form/);
   });
 
   it('a cancelled call, or anything but a tool failure, is left as it is', () => {
