@@ -1,19 +1,29 @@
+import { createHash } from 'node:crypto';
 import { NotSupportedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Targetcli } from '../tools/targetcli.js';
 import { SerialQueue, type ExistingTarget, type Exporter, type TargetSpec } from './base.js';
-import { IQN_PREFIX, splitPortal } from './iqn.js';
+import { splitPortal } from './iqn.js';
 
-/** The fileio backstore of a target: named after the target so that it can be found again. */
-export function backstoreName(iqn: string): string {
-  return `elemento_${iqn.startsWith(IQN_PREFIX) ? iqn.slice(IQN_PREFIX.length) : iqn.replace(/[^A-Za-z0-9]/g, '_')}`;
+/** The prefix of the fileio storage objects this daemon makes: unused ones are its to delete. */
+export const BACKSTORE_PREFIX = 'elemento_';
+
+/**
+ * The fileio backstore of a file, named after the file: targetcli refuses a second storage object on a
+ * file that already backs one (targetcli-fb ui_backstore.py, UIFileIOBackstore.ui_command_create:
+ * "storage object for <file> already exists"), so the targets of one volume (a shareable volume, a
+ * migration's destination) share it, each with its own LUN and its own write protection.
+ */
+export function backstoreName(file: string): string {
+  return BACKSTORE_PREFIX + createHash('sha256').update(file).digest('hex').slice(0, 32);
 }
 
 /**
- * The LIO backend (targetcli), the production backend: a fileio backstore per volume, a target
- * with one LUN (LUN 0) and one portal, demo-mode access, and `saveconfig` after every change so that
+ * The LIO backend (targetcli), the production backend: a fileio backstore per volume file (shared by
+ * the volume's targets), a target with one LUN (LUN 0) and one portal, demo-mode access, and `saveconfig` after every change so that
  * the kernel's targets come back after a reboot. State is always read back from targetcli, never
- * remembered. Verified on this project only against recorded command sequences (no configfs here).
+ * remembered. Verified on this project only against recorded command sequences and a fake targetcli
+ * written from targetcli-fb's sources (no configfs here), never against a kernel.
  */
 export class LioExporter implements Exporter {
   readonly name = 'lio' as const;
@@ -38,7 +48,7 @@ export class LioExporter implements Exporter {
   list(): Promise<ExistingTarget[]> {
     return this.queue.run(async () => {
       const files = new Map((await this.targetcli.fileioBackstores()).map((b) => [b.name, b.file]));
-      return (await this.targetcli.targets()).map((iqn) => ({ iqn, file: files.get(backstoreName(iqn)) ?? '' }));
+      return (await this.targetcli.targets()).map((t) => ({ iqn: t.iqn, file: files.get(t.backstores[0] ?? '') ?? '' }));
     });
   }
 
@@ -46,43 +56,55 @@ export class LioExporter implements Exporter {
     // LIO would need the image mapped by the kernel (`rbd map`) or tcmu-runner: neither is set up by this daemon.
     if (spec.rbd) return Promise.reject(new NotSupportedError('the LIO exporter does not serve Ceph volumes (use the tgt exporter with tgt-rbd)'));
     return this.queue.run(async () => {
-      if ((await this.targetcli.targets()).includes(spec.iqn)) return;
-      const name = backstoreName(spec.iqn);
-      // A backstore without its target was left by a failed or interrupted ensure: replace it.
-      if ((await this.targetcli.fileioBackstores()).some((b) => b.name === name)) await this.targetcli.deleteFileio(name);
+      if ((await this.targetcli.targets()).some((t) => t.iqn === spec.iqn)) return;
+      // The file's backstore when it has one: another target of the volume's, or one left unused by
+      // an ensure that was interrupted.
+      const existing = (await this.targetcli.fileioBackstores()).find((b) => b.file === spec.file);
+      const name = existing?.name ?? backstoreName(spec.file);
       const { address, port } = splitPortal(this.portal);
-      let made: 'none' | 'backstore' | 'target' = 'none';
+      let madeBackstore = false;
+      let madeTarget = false;
       try {
-        await this.targetcli.createFileio(name, spec.file);
-        made = 'backstore';
+        if (!existing) {
+          await this.targetcli.createFileio(name, spec.file);
+          madeBackstore = true;
+        }
         await this.targetcli.createTarget(spec.iqn);
-        made = 'target';
+        madeTarget = true;
         await this.targetcli.createLun(spec.iqn, name);
         await this.targetcli.createPortal(spec.iqn, address, port);
         await this.targetcli.openTpg(spec.iqn, spec.readonly);
         await this.targetcli.saveconfig();
       } catch (err) {
-        this.log.warn('undoing a half-made LIO target', { iqn: spec.iqn, made });
-        if (made === 'target') await this.targetcli.deleteTarget(spec.iqn).catch(() => undefined);
-        if (made !== 'none') await this.targetcli.deleteFileio(name).catch(() => undefined);
+        if (!madeBackstore && !madeTarget) throw err;
+        this.log.warn('undoing a half-made LIO target', { iqn: spec.iqn, madeBackstore, madeTarget });
+        if (madeTarget) await this.targetcli.deleteTarget(spec.iqn).catch(() => undefined);
+        // Only a backstore made here: deleting a storage object deletes the LUNs of other targets on it.
+        if (madeBackstore) await this.targetcli.deleteFileio(name).catch(() => undefined);
         await this.targetcli.saveconfig().catch(() => undefined);
         throw err;
       }
     });
   }
 
+  /**
+   * Deletes the target, then every backstore of ours that no target uses any more: the target's own
+   * when it was the last on its file, and any left by an ensure that was interrupted.
+   */
   remove(iqn: string): Promise<void> {
     return this.queue.run(async () => {
-      const name = backstoreName(iqn);
+      const targets = await this.targetcli.targets();
       let changed = false;
-      if ((await this.targetcli.targets()).includes(iqn)) {
+      if (targets.some((t) => t.iqn === iqn)) {
         await this.targetcli.deleteTarget(iqn);
         changed = true;
       }
-      if ((await this.targetcli.fileioBackstores()).some((b) => b.name === name)) {
-        await this.targetcli.deleteFileio(name);
-        changed = true;
-      }
+      const used = new Set(targets.filter((t) => t.iqn !== iqn).flatMap((t) => t.backstores));
+      for (const b of await this.targetcli.fileioBackstores())
+        if (b.name.startsWith(BACKSTORE_PREFIX) && !used.has(b.name)) {
+          await this.targetcli.deleteFileio(b.name);
+          changed = true;
+        }
       if (changed) await this.targetcli.saveconfig();
     });
   }

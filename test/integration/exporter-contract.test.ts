@@ -123,6 +123,22 @@ for (const factory of [tgt, lio])
       expect(await b.isReadonly(spec(1).iqn)).to.equal(true);
     });
 
+    it('exports one file to two targets (a shareable volume), each with its own write protection; removing one keeps the other', async () => {
+      const first = spec(0);
+      const second = { ...spec(0), iqn: iqnFor(OTHER, vids[0]), readonly: true };
+      await b.exporter.ensure(first);
+      await b.exporter.ensure(second);
+      const byIqn = (x: { iqn: string }, y: { iqn: string }) => (x.iqn < y.iqn ? -1 : 1);
+      expect((await b.exporter.list()).sort(byIqn)).to.deep.equal([first, second].map(({ iqn, file }) => ({ iqn, file })).sort(byIqn));
+      expect(await b.isReadonly(first.iqn)).to.equal(false);
+      expect(await b.isReadonly(second.iqn)).to.equal(true);
+      await b.exporter.remove(first.iqn);
+      expect(await b.exporter.list()).to.deep.equal([{ iqn: second.iqn, file: second.file }]);
+      await b.exporter.remove(second.iqn);
+      expect(await b.exporter.list()).to.deep.equal([]);
+      expect(b.unsaved()).to.equal(0);
+    });
+
     it('keeps concurrent calls apart (one at a time): every target made, none twice', async () => {
       await Promise.all(vids.map((_, i) => b.exporter.ensure(spec(i))));
       const listed = await b.exporter.list();

@@ -7,17 +7,17 @@ import { freeTid, TgtExporter } from '../../src/exporters/tgt.js';
 import { configWith } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import type { VolumeMeta } from '../../src/store/meta.js';
-import { parseFileioBackstores, parseIscsiTargets, Targetcli } from '../../src/tools/targetcli.js';
+import { parseFileioBackstores, parseIscsiTree, parseTree, Targetcli } from '../../src/tools/targetcli.js';
 import { parseTgtTargets, Tgtadm } from '../../src/tools/tgtadm.js';
 import { checkExportRules } from '../../src/volumes/export-rules.js';
-import { lsFileio, lsIscsi, RecordedRunner } from '../helpers/fake-runner.js';
+import { lsFileio, lsIscsi, RecordedRunner, renderTree } from '../helpers/fake-runner.js';
 
 const log = createLogger({ level: 'silent', format: 'json' });
 const VID = '00112233445566778899aabbccddeeff';
 const CLIENT = 'ffffffffffffffffffffffffffffffff';
 const IQN = iqnFor(CLIENT, VID);
-const BS = backstoreName(IQN);
 const FILE = `/mnt/a/vid.${VID}.elimg/data.img`;
+const BS = backstoreName(FILE);
 
 describe('target names', () => {
   it('XORs the client and volume uids into the IQN, and undoes it', () => {
@@ -25,7 +25,9 @@ describe('target names', () => {
     expect(IQN).to.equal('iqn.2004-10.cloud.elemento:01:ffeeddccbbaa99887766554433221100');
     expect(clientOfIqn(IQN, VID)).to.equal(CLIENT);
     expect(clientOfIqn('iqn.2003-01.org.linux-iscsi.x:sn.1', VID)).to.equal(null);
-    expect(backstoreName(IQN)).to.equal('elemento_ffeeddccbbaa99887766554433221100');
+    expect(BS).to.match(/^elemento_[0-9a-f]{32}$/);
+    expect(backstoreName(FILE)).to.equal(BS);
+    expect(backstoreName('/mnt/a/other/data.img')).to.not.equal(BS);
     expect(splitPortal('127.0.0.1:13260')).to.deep.equal({ address: '127.0.0.1', port: 13260 });
     expect(splitPortal('[::1]:3260')).to.deep.equal({ address: '::1', port: 3260 });
   });
@@ -162,14 +164,51 @@ describe('tgt backend (tgtadm)', () => {
 
 describe('LIO backend (targetcli), against recorded command sequences', () => {
   const make = (runner: RecordedRunner) => new LioExporter(new Targetcli(runner), '10.0.0.5:3260', log);
+  const OTHER_IQN = iqnFor('0123456789abcdef0123456789abcdef', VID);
+  const target = (iqn: string, backstore = BS) => ({ iqn, backstore, file: FILE, portal: '10.0.0.5:3260' });
 
-  it('parses targetcli ls of /iscsi and /backstores/fileio', () => {
-    expect(parseIscsiTargets(lsIscsi([IQN, 'iqn.2003-01.org.linux-iscsi.host:sn.1']))).to.deep.equal([IQN, 'iqn.2003-01.org.linux-iscsi.host:sn.1']);
+  it('parses targetcli ls of /iscsi (4 levels) and /backstores/fileio', () => {
+    expect(parseIscsiTree(lsIscsi([target(IQN), { iqn: 'iqn.2003-01.org.linux-iscsi.host:sn.1' }]))).to.deep.equal([
+      { iqn: 'iqn.2003-01.org.linux-iscsi.host:sn.1', backstores: [] },
+      { iqn: IQN, backstores: [BS] },
+    ]);
     expect(parseFileioBackstores(lsFileio([{ name: BS, file: FILE }]))).to.deep.equal([{ name: BS, file: FILE }]);
-    expect(parseIscsiTargets(lsIscsi([]))).to.deep.equal([]);
+    expect(parseIscsiTree(lsIscsi([]))).to.deep.equal([]);
+    expect(parseFileioBackstores(lsFileio([]))).to.deep.equal([]);
   });
 
-  it('start turns off the default 0.0.0.0:3260 portal', async () => {
+  it('parses the tree as configshell prints it: margins with pipes, no dots on a long line, colours, no root line', () => {
+    // Lines as targetcli-fb 2.1.53 prints them (margins and summaries from configshell-fb node.py and ui_target.py).
+    const text = [
+      'o- iscsi .............................................................................................................. [Targets: 2]',
+      `  o- ${IQN} ............................................................................... [TPGs: 2]`,
+      '  | o- tpg1 ............................................................................................... [gen-acls, no-auth]',
+      '  | | o- acls ............................................................................................................ [ACLs: 1]',
+      '  | | | o- iqn.1994-05.com.redhat:client ......................................................................... [Mapped LUNs: 1]',
+      '  | | o- luns ............................................................................................................ [LUNs: 2]',
+      `  | | | o- lun0 ....................... [fileio/${BS} (/mnt/a/a very long directory name/of a volume/data.img) (default_tg_pt_gp)]`,
+      '  | | | o- lun1 ................................................. [block/disk1 (/dev/sdb) (default_tg_pt_gp)]',
+      '  | | o- portals ...................................................................................................... [Portals: 1]',
+      '  | |   o- 10.0.0.5:3260 ........................................................................................................ [OK]',
+      '  | o- tpg2 ........................................................................................................... [disabled]',
+      '  |   o- luns ............................................................................................................ [LUNs: 1]',
+      '  |     o- lun0 ......................................................................... [fileio/elemento_x (/x) (default_tg_pt_gp)]',
+      '  o- iqn.2003-01.org.linux-iscsi.host:sn.1 ............................................................................. [TPGs: 1]',
+    ].join('\n');
+    expect(parseIscsiTree(text)).to.deep.equal([
+      { iqn: IQN, backstores: [BS, 'elemento_x'] },
+      { iqn: 'iqn.2003-01.org.linux-iscsi.host:sn.1', backstores: [] },
+    ]);
+    const long = `/mnt/a/${'d'.repeat(90)}/data.img`;
+    const fileio = renderTree({ name: 'fileio', summary: 'Storage Objects: 1', children: [{ name: BS, summary: `${long} (10.0GiB) write-thru deactivated` }] }, 1);
+    expect(fileio).to.include(`o- ${BS}  [${long}`);
+    expect(parseFileioBackstores(fileio)).to.deep.equal([{ name: BS, file: long }]);
+    const coloured = '\x1b[1m\x1b[4mo- fileio\x1b[0m ..... [Storage Objects: 1]\n  o- \x1b[1mname\x1b[0m ..... [/a b/c (1.0MiB) write-back activated]\n';
+    expect(parseFileioBackstores(coloured)).to.deep.equal([{ name: 'name', file: '/a b/c' }]);
+    expect(parseTree(`o- ${IQN} ... [TPGs: 1]\n  o- tpg1 ... [gen-acls]\n`, 'iscsi').map((n) => n.depth)).to.deep.equal([1, 2]);
+  });
+
+  it('start turns off the default portal on every address', async () => {
     const runner = new RecordedRunner([{ cmd: 'targetcli set global auto_add_default_portal=false' }]);
     await make(runner).start();
     expect(runner.done).to.equal(true);
@@ -177,7 +216,7 @@ describe('LIO backend (targetcli), against recorded command sequences', () => {
 
   it('ensure: backstore, target, LUN, portal, demo-mode attributes, then saveconfig', async () => {
     const runner = new RecordedRunner([
-      { cmd: 'targetcli ls /iscsi 1', stdout: lsIscsi([]) },
+      { cmd: 'targetcli ls /iscsi 4', stdout: lsIscsi([]) },
       { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([]) },
       { cmd: `targetcli /backstores/fileio create name=${BS} file_or_dev=${FILE}` },
       { cmd: `targetcli /iscsi create ${IQN}` },
@@ -187,6 +226,32 @@ describe('LIO backend (targetcli), against recorded command sequences', () => {
       { cmd: 'targetcli saveconfig' },
     ]);
     await make(runner).ensure({ iqn: IQN, file: FILE, readonly: true });
+    expect(runner.done).to.equal(true);
+  });
+
+  it('a second target of the same file uses the backstore of the first (targetcli refuses a second one on a file)', async () => {
+    const runner = new RecordedRunner([
+      { cmd: 'targetcli ls /iscsi 4', stdout: lsIscsi([target(IQN, 'elemento_legacy')]) },
+      { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([{ name: 'elemento_legacy', file: FILE }]) },
+      { cmd: `targetcli /iscsi create ${OTHER_IQN}` },
+      { cmd: `targetcli /iscsi/${OTHER_IQN}/tpg1/luns create /backstores/fileio/elemento_legacy` },
+      { cmd: `targetcli /iscsi/${OTHER_IQN}/tpg1/portals create 10.0.0.5 3260`, fail: { exitCode: 1, stderr: 'Could not create NetworkPortal in configFS' } },
+      { cmd: `targetcli /iscsi delete ${OTHER_IQN}` },
+      { cmd: 'targetcli saveconfig' },
+    ]);
+    const err = await make(runner).ensure({ iqn: OTHER_IQN, file: FILE, readonly: false }).catch((e) => e);
+    expect(err?.message).to.equal('targetcli failed');
+    expect(runner.done).to.equal(true);
+  });
+
+  it('refuses a file name targetcli cannot take as one value, before running anything that changes', async () => {
+    const runner = new RecordedRunner([
+      { cmd: 'targetcli ls /iscsi 4', stdout: lsIscsi([]) },
+      { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([]) },
+    ]);
+    const err = await make(runner).ensure({ iqn: IQN, file: '/mnt/my volumes/data.img', readonly: false }).catch((e) => e);
+    expect(err).to.include({ status: 501 });
+    expect(err.message).to.match(/cannot pass the file name "\/mnt\/my volumes\/data.img" to targetcli/);
     expect(runner.done).to.equal(true);
   });
 
@@ -200,16 +265,27 @@ describe('LIO backend (targetcli), against recorded command sequences', () => {
   });
 
   it('ensure of a target that exists runs nothing else', async () => {
-    const runner = new RecordedRunner([{ cmd: 'targetcli ls /iscsi 1', stdout: lsIscsi([IQN]) }]);
+    const runner = new RecordedRunner([{ cmd: 'targetcli ls /iscsi 4', stdout: lsIscsi([target(IQN)]) }]);
     await make(runner).ensure({ iqn: IQN, file: FILE, readonly: false });
     expect(runner.done).to.equal(true);
   });
 
-  it('ensure replaces a stray backstore, and undoes what it made when a step fails (then saves)', async () => {
+  it('ensure reuses a stray backstore of the file, and undoes what it made when a step fails (then saves)', async () => {
     const runner = new RecordedRunner([
-      { cmd: 'targetcli ls /iscsi 1', stdout: lsIscsi([]) },
+      { cmd: 'targetcli ls /iscsi 4', stdout: lsIscsi([]) },
       { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([{ name: BS, file: FILE, used: false }]) },
-      { cmd: `targetcli /backstores/fileio delete ${BS}` },
+      { cmd: `targetcli /iscsi create ${IQN}` },
+      { cmd: `targetcli /iscsi/${IQN}/tpg1/luns create /backstores/fileio/${BS}` },
+      { cmd: `targetcli /iscsi/${IQN}/tpg1/portals create 10.0.0.5 3260` },
+      { cmd: `targetcli /iscsi/${IQN}/tpg1 set attribute authentication=0 generate_node_acls=1 cache_dynamic_acls=1 demo_mode_write_protect=0` },
+      { cmd: 'targetcli saveconfig' },
+    ]);
+    await make(runner).ensure({ iqn: IQN, file: FILE, readonly: false });
+    expect(runner.done).to.equal(true);
+    // A backstore this ensure made is deleted with the half-made target.
+    const failing = new RecordedRunner([
+      { cmd: 'targetcli ls /iscsi 4', stdout: lsIscsi([]) },
+      { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([]) },
       { cmd: `targetcli /backstores/fileio create name=${BS} file_or_dev=${FILE}` },
       { cmd: `targetcli /iscsi create ${IQN}` },
       { cmd: `targetcli /iscsi/${IQN}/tpg1/luns create /backstores/fileio/${BS}` },
@@ -219,20 +295,21 @@ describe('LIO backend (targetcli), against recorded command sequences', () => {
       { cmd: 'targetcli saveconfig' },
     ]);
     let error: Error | undefined;
-    await make(runner).ensure({ iqn: IQN, file: FILE, readonly: false }).catch((err) => (error = err));
+    await make(failing).ensure({ iqn: IQN, file: FILE, readonly: false }).catch((err) => (error = err));
     expect(error?.message).to.equal('targetcli failed');
-    expect(runner.done).to.equal(true);
+    expect(failing.done).to.equal(true);
   });
 
-  it('remove: target, backstore, saveconfig; nothing at all for an unknown target', async () => {
+  it('remove: target, then the backstores of ours no target uses, saveconfig; nothing at all for an unknown target', async () => {
     const runner = new RecordedRunner([
-      { cmd: 'targetcli ls /iscsi 1', stdout: lsIscsi([IQN]) },
+      { cmd: 'targetcli ls /iscsi 4', stdout: lsIscsi([target(IQN)]) },
       { cmd: `targetcli /iscsi delete ${IQN}` },
-      { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([{ name: BS, file: FILE, used: false }]) },
+      { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([{ name: BS, file: FILE }, { name: 'elemento_stray', file: '/mnt/a/x/data.img', used: false }, { name: 'theirs', file: '/srv/disk.img', used: false }]) },
       { cmd: `targetcli /backstores/fileio delete ${BS}` },
+      { cmd: 'targetcli /backstores/fileio delete elemento_stray' },
       { cmd: 'targetcli saveconfig' },
-      { cmd: 'targetcli ls /iscsi 1', stdout: lsIscsi([]) },
-      { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([]) },
+      { cmd: 'targetcli ls /iscsi 4', stdout: lsIscsi([]) },
+      { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([{ name: 'theirs', file: '/srv/disk.img', used: false }]) },
     ]);
     const exporter = make(runner);
     await exporter.remove(IQN);
@@ -240,14 +317,27 @@ describe('LIO backend (targetcli), against recorded command sequences', () => {
     expect(runner.done).to.equal(true);
   });
 
-  it('list maps each target to its backstore file', async () => {
+  it('remove keeps the backstore another target of the file still uses', async () => {
+    const runner = new RecordedRunner([
+      { cmd: 'targetcli ls /iscsi 4', stdout: lsIscsi([target(IQN), target(OTHER_IQN)]) },
+      { cmd: `targetcli /iscsi delete ${IQN}` },
+      { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([{ name: BS, file: FILE }]) },
+      { cmd: 'targetcli saveconfig' },
+    ]);
+    await make(runner).remove(IQN);
+    expect(runner.done).to.equal(true);
+  });
+
+  it('list maps each target to the file of its LUN 0', async () => {
     const runner = new RecordedRunner([
       { cmd: 'targetcli ls /backstores/fileio 1', stdout: lsFileio([{ name: BS, file: FILE }]) },
-      { cmd: 'targetcli ls /iscsi 1', stdout: lsIscsi([IQN, 'iqn.2003-01.org.linux-iscsi.host:sn.1']) },
+      { cmd: 'targetcli ls /iscsi 4', stdout: lsIscsi([target(IQN), target(OTHER_IQN), { iqn: 'iqn.2003-01.org.linux-iscsi.host:sn.1' }]) },
     ]);
+    // In configshell's order: by name, a trailing number compared as a number.
     expect(await make(runner).list()).to.deep.equal([
-      { iqn: IQN, file: FILE },
       { iqn: 'iqn.2003-01.org.linux-iscsi.host:sn.1', file: '' },
+      { iqn: OTHER_IQN, file: FILE },
+      { iqn: IQN, file: FILE },
     ]);
   });
 
