@@ -188,9 +188,14 @@ export async function runAsJob<T>(
   run: (job: JobHandle) => Promise<T>,
 ): Promise<{ status?: number; body: unknown }> {
   const { id, promise, started } = jobs.start(request.kind, request.vid, run);
+  // A job cancelled before its answer (an async upload's body still arriving, or any synchronous one) says so.
+  const cancelled = (err: unknown) => {
+    if (jobs.wasCancelled(id)) throw new ConflictError(`the ${request.kind} was cancelled (DELETE /api/v1.0/jobs/${id})`, { job: id });
+    throw err;
+  };
   if (request.async) {
     promise.catch(() => undefined);
-    await Promise.race([request.answerWhen ? Promise.all([started, request.answerWhen]) : started, promise]);
+    await Promise.race([request.answerWhen ? Promise.all([started, request.answerWhen]) : started, promise]).catch(cancelled);
     return { status: 202, body: { job: id } };
   }
   const { res } = request;
@@ -198,10 +203,5 @@ export async function runAsJob<T>(
     res.once('close', () => {
       if (!res.writableFinished) void jobs.cancel(id).catch(() => undefined);
     });
-  try {
-    return { body: await promise };
-  } catch (err) {
-    if (jobs.wasCancelled(id)) throw new ConflictError(`the ${request.kind} was cancelled (DELETE /api/v1.0/jobs/${id})`, { job: id });
-    throw err;
-  }
+  return { body: await promise.catch(cancelled) };
 }

@@ -84,6 +84,80 @@ describe('jobs', () => {
     }
   });
 
+  /** An upload over a real socket whose body the test sends piece by piece. */
+  async function slowUpload(urlPath: string, contentType: string, length: number) {
+    const listener = d.app.listen(0, '127.0.0.1');
+    await once(listener, 'listening');
+    const req = http.request({ host: '127.0.0.1', port: (listener.address() as AddressInfo).port, method: 'POST', path: urlPath, headers: { 'content-type': contentType, 'content-length': length } });
+    const answer = new Promise<{ status: number; body: Record<string, unknown> } | 'cut'>((resolve) => {
+      req.on('error', () => resolve('cut'));
+      req.on('response', (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
+      });
+    });
+    return {
+      write: (chunk: Buffer) => new Promise<void>((resolve) => (req.write(chunk) ? resolve() : req.once('drain', resolve))),
+      destroy: () => req.destroy(),
+      answer: answer.finally(() => listener.close()),
+    };
+  }
+
+  const runningUpload = async () => {
+    let found: Record<string, unknown> | undefined;
+    await waitFor(async () => {
+      const jobs = (await d.api.get('/api/v1.0/jobs').expect(200)).body as Array<Record<string, unknown>>;
+      found = jobs.find((j) => j.kind === 'upload' && j.state === 'running' && (j.bytes as number) > 0);
+      return found !== undefined;
+    }, 10_000, 'the upload job to count bytes');
+    return found!;
+  };
+
+  const volumeDirs = async () => (await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'));
+
+  it('an async upload cancelled while its body arrives answers 409 saying so (not 500), and leaves nothing', async () => {
+    const MB = 1024 * 1024;
+    const up = await slowUpload(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw&async=true`, 'application/octet-stream', 64 * MB);
+    for (let i = 0; i < 8; i++) await up.write(Buffer.alloc(MB, 0x5a));
+    const job = await runningUpload();
+    await d.api.delete(`/api/v1.0/jobs/${job.id}`).expect(200);
+    const answer = await up.answer;
+    up.destroy();
+    expect(answer).to.deep.equal({ status: 409, body: { error: `the upload was cancelled (DELETE /api/v1.0/jobs/${job.id})`, code: 'conflict', job: job.id } });
+    expect((await d.api.get(`/api/v1.0/jobs/${job.id}`).expect(200)).body).to.include({ state: 'cancelled', error: 'cancelled' });
+    expect(await volumeDirs()).to.deep.equal([`vid.${vid}.elimg`]);
+  });
+
+  it('an async upload shows its percent while its body arrives (raw and multipart), and one whose client leaves fails saying so, leaving nothing', async () => {
+    const MB = 1024 * 1024;
+    const boundary = 'XXBOUNDARY';
+    const head = Buffer.from(
+      `--${boundary}\r\nContent-Disposition: form-data; name="fields"\r\n\r\n${JSON.stringify({ creatorID: OWNER, format: 'raw', async: true })}\r\n` +
+        `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="disk.img"\r\nContent-Type: application/octet-stream\r\n\r\n`,
+    );
+    const uploads = [
+      { path: `/api/v1.0/create/upload?creatorID=${OWNER}&format=raw&async=true`, type: 'application/octet-stream', head: Buffer.alloc(0), extra: 0 },
+      { path: '/api/v1.0/create/upload', type: `multipart/form-data; boundary=${boundary}`, head, extra: head.length + `\r\n--${boundary}--\r\n`.length },
+    ];
+    for (const u of uploads) {
+      const up = await slowUpload(u.path, u.type, u.extra + 64 * MB);
+      await up.write(u.head);
+      for (let i = 0; i < 16; i++) await up.write(Buffer.alloc(MB, 0x5a));
+      const job = await runningUpload();
+      expect(job.percent, `${u.type}: percent after a quarter of the body`).to.be.above(0);
+      up.destroy();
+      expect(await up.answer).to.equal('cut');
+      let last: Record<string, unknown> = {};
+      await waitFor(async () => {
+        last = (await d.api.get(`/api/v1.0/jobs/${job.id}`).expect(200)).body;
+        return last.state !== 'running';
+      }, 10_000, 'the upload job to end');
+      expect(last, u.type).to.include({ state: 'failed', error: 'the upload was cut short: the client closed the connection' });
+      expect(await volumeDirs()).to.deep.equal([`vid.${vid}.elimg`]);
+    }
+  });
+
   it('an import job names the volume it makes as soon as it is claimed', async () => {
     const src = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-jobs-'));
     const server = await startImageServer(src);

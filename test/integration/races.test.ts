@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { promises as fs } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -57,6 +58,35 @@ describe('concurrent requests on one volume', function () {
     await waitFor(async () => (await t.d.post('snapshot/create', { vid, creatorID: OWNER, name: 's1' })).status === 200, 5000, 'the snapshot once the download ended');
     await t.d.post('update/resize', { vid, creatorID: OWNER, size: 3 }).expect(200);
     await execa('qemu-img', ['check', '-q', data]);
+  });
+
+  it('a download whose client left while the volume was being looked up does not stay counted: snapshots and resizes are allowed after', async () => {
+    const { vid } = (await t.d.post('create', seedCreateBody({ format: 'qcow2', size: 1 })).expect(200)).body;
+    // The lookup reads the disk (a stat, the volume directory again): a client may leave meanwhile.
+    const index = t.d.daemon.ctx.index;
+    const reloadDir = index.reloadDir.bind(index);
+    let gone = () => {};
+    const left = new Promise<void>((resolve) => (gone = resolve));
+    index.reloadDir = async (dir: string) => {
+      await left;
+      return reloadDir(dir);
+    };
+    const listener = t.d.app.listen(0, '127.0.0.1');
+    await once(listener, 'listening');
+    const socket = net.connect((listener.address() as AddressInfo).port, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.on('error', () => undefined);
+    socket.write(`GET /api/v1.0/volumes/${vid}/data HTTP/1.1\r\nHost: x\r\n\r\n`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    socket.resetAndDestroy();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    gone();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    index.reloadDir = reloadDir;
+    listener.close();
+
+    await t.d.post('snapshot/create', { vid, creatorID: OWNER, name: 's1' }).expect(200);
+    await t.d.post('update/resize', { vid, creatorID: OWNER, size: 2 }).expect(200);
   });
 
   it('a volume a VM may write is not downloaded (its bytes would move mid-stream), and is not attached writable while a download runs', async () => {

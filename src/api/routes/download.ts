@@ -21,6 +21,7 @@ async function sendRbdImage(ctx: StoreContext, record: VolumeRecord & { meta: Vo
   // Listened for before the first cluster call: a client that leaves meanwhile must stop the export too.
   const gone = new AbortController();
   res.on('close', () => gone.abort());
+  if (res.closed) gone.abort(); // it left before (the lookups and meta.json read awaited first)
   const size = await rbd.size(record.rbd);
   if (gone.signal.aborted) return;
   if (size === null) throw new ConflictError(`volume ${record.uid} is broken: its RBD image ${record.rbd.pool}/${record.rbd.image} does not exist`, { vid: record.uid });
@@ -94,7 +95,10 @@ export function downloadRoutes(ctx: StoreContext): Router {
     if (base)
       throw new ConflictError(`volume ${vid} is a linked clone reading through to volume ${base}: compact it (overlay/compact) to download a standalone image`, { vid, base });
     // Counted until the answer ends: a snapshot or a resize rewriting the image in place waits for it (rewriteInPlace).
-    res.once('close', ctx.locks.beginRead(record.dir, vid));
+    // A client that left during the lookups above fired 'close' already: counted, it would refuse them for ever.
+    const ended = ctx.locks.beginRead(record.dir, vid);
+    res.once('close', ended);
+    if (res.closed) return ended();
     // The format as meta.json says it now (a convert may have ended since the index read it).
     requireNoWriter(record.dir, vid).then(
       ({ format: now }) => (now === 'rbd' ? sendRbdImage(ctx, record, req, res, next) : sendDataFile(record.dir, vid, now, res, next)),

@@ -1,6 +1,6 @@
 import { Router, type Request, type Response } from 'express';
 import type { Daemon } from '../../daemon.js';
-import { BadRequestError } from '../../errors.js';
+import { ApiError, BadRequestError } from '../../errors.js';
 import { importDisk, urlSource, type ImportRequest } from '../../images/disk-import.js';
 import type { ImageSource } from '../../images/import.js';
 import { createIso, type IsoRequest } from '../../images/iso.js';
@@ -37,7 +37,8 @@ const partSource = (file: IncomingFile, requestLength: number | undefined): Imag
   kind: 'stream',
   open: async () => requestLength,
   writeTo: async (target, limits) => {
-    const bytes = await streamToFile(file.stream, target, limits);
+    // The request's length bounds the part's: the job's percent moves as the body arrives.
+    const bytes = await streamToFile(file.stream, target, { ...limits, total: requestLength });
     await file.requestRead;
     return bytes;
   },
@@ -50,7 +51,12 @@ function rawBodySource(req: Request): ImageSource & { kind: 'stream' } {
     kind: 'stream',
     open: async () => length,
     writeTo: async (file, limits) => {
-      const bytes = await streamToFile(req, file, { ...limits, total: length });
+      const bytes = await streamToFile(req, file, { ...limits, total: length }).catch((err: unknown) => {
+        // The client gone mid-body: node says only 'aborted', which the job would show as its error.
+        if (!(err instanceof ApiError) && !limits.signal?.aborted && !req.complete)
+          throw new BadRequestError('the upload was cut short: the client closed the connection');
+        throw err;
+      });
       assertComplete(bytes, length, 'the upload');
       return bytes;
     },
