@@ -57,7 +57,9 @@ export async function openDownload(rawUrl: string, opts: { idleMs: number; signa
     return opts.signal?.aborted ? err : upstreamFailure(url, err, stalled);
   };
   kick();
-  const res = await fetch(url, { signal, redirect: 'follow' }).catch((err: unknown) => {
+  // One connection per import: a socket kept alive from an earlier import may be closed by the server just
+  // as it is reused (fetch's pool times its idle sockets coarsely), which would fail the import with 502.
+  const res = await fetch(url, { signal, redirect: 'follow', headers: { connection: 'close' } }).catch((err: unknown) => {
     throw failure(err);
   });
   if (!res.ok || !res.body) {
