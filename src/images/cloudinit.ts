@@ -3,6 +3,7 @@ import path from 'node:path';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, PayloadTooLargeError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 import { writeFileAtomic } from '../store/atomic.js';
+import { readMarkerOwner } from '../store/locks.js';
 import { parseLockMarker, tempNameFor } from '../store/layout.js';
 import { buildSeedIso } from '../tools/cloud-localds.js';
 import { addFilesToIso } from '../tools/xorriso.js';
@@ -101,7 +102,7 @@ export class CloudInitSets {
   private async createHolder(dir: string): Promise<string | null> {
     const marker = (await this.ctx.locks.markersIn(dir).catch(() => [] as string[])).find((m) => parseLockMarker(m)?.purpose === 'create');
     if (!marker) return null;
-    const owner = await fs.readFile(path.join(dir, marker), 'utf8').then((t) => JSON.parse(t) as { host?: unknown }, () => null);
+    const owner = await readMarkerOwner(dir, marker);
     return typeof owner?.host === 'string' ? `host ${owner.host}` : '';
   }
 

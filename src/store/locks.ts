@@ -187,7 +187,7 @@ export class LockManager {
     if (!markers.length) return false;
     for (const marker of markers) {
       // A marker cut short by the kill (empty, half-written) proves nothing: the mutex then goes stale.
-      const owner = await fs.readFile(path.join(dir, marker), 'utf8').then(parseOwner, () => null);
+      const owner = await readMarkerOwner(dir, marker);
       if (!owner || owner.host !== hostname() || typeof owner.pid !== 'number' || isAlive(owner.pid)) return false;
     }
     const age = await fs.stat(mutex).then((st) => Date.now() - st.mtimeMs, () => Infinity);
@@ -214,9 +214,10 @@ function isAlive(pid: number): boolean {
   }
 }
 
-function parseOwner(text: string): { host?: string; pid?: number } | null {
+/** Who wrote a lock marker (its host and pid), or null when it cannot be read or is cut short. */
+export async function readMarkerOwner(dir: string, marker: string): Promise<{ host?: string; pid?: number } | null> {
   try {
-    return JSON.parse(text);
+    return JSON.parse(await fs.readFile(path.join(dir, marker), 'utf8'));
   } catch {
     return null;
   }
