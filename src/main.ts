@@ -15,7 +15,12 @@ import { startServer } from './server.js';
  */
 async function embeddedMnt(): Promise<string> {
   const target = path.join(PROJECT_ROOT, 'data', 'mnt');
-  if (!existsSync(target)) await fse.copy(path.join(PROJECT_ROOT, 'examples', 'mnt'), target);
+  if (existsSync(target)) return target;
+  // Seeded beside and renamed into place: a start killed mid-copy must not leave a half tree that
+  // every later start would take for the seeded one.
+  const staging = `${target}.seeding-${process.pid}`;
+  await fse.copy(path.join(PROJECT_ROOT, 'examples', 'mnt'), staging);
+  await fs.rename(staging, target);
   return target;
 }
 
