@@ -181,22 +181,25 @@ export class ExportService {
    * Whether an unclaimed target's file is ours and certainly unclaimed: under the mount directory,
    * in a root that is available, in a volume directory that can be read (or is gone) and holds no
    * marker for it. A root unmounted for a moment, or a volume whose meta.json is broken, keeps its exports.
+   * An RBD image (`pool/elemento-<uid>`) is found by its uid; one whose volume no root holds any more
+   * (its directory removed by hand) is an orphan only while every root is there to say so.
    */
   private async isOrphan(file: string, iqn: string): Promise<boolean> {
-    const dir = path.isAbsolute(file) ? path.dirname(file) : this.cephVolumeDir(file);
-    if (!dir || !isInside(this.config.mnt, dir)) return false;
+    let dir = path.dirname(file);
+    if (!path.isAbsolute(file)) {
+      const uid = uidOfImageName(file.split('/').at(-1) ?? '');
+      if (!uid) return false;
+      const record = await this.index.lookup(uid);
+      if (!record) return this.index.everyRootAvailable();
+      dir = record.dir;
+    }
+    if (!isInside(this.config.mnt, dir)) return false;
     if (!this.index.root(path.dirname(dir))) return false;
     try {
       return !(await fs.readdir(dir)).includes(path.basename(markerPath(dir, iqn)));
     } catch (err) {
       return (err as NodeJS.ErrnoException).code === 'ENOENT';
     }
-  }
-
-  /** The directory of the known volume whose RBD image is `pool/image`, or null (not ours, or its volume not seen now). */
-  private cephVolumeDir(poolImage: string): string | null {
-    const uid = uidOfImageName(poolImage.split('/').at(-1) ?? '');
-    return (uid && this.index.get(uid)?.dir) || null;
   }
 
   /**

@@ -221,6 +221,11 @@ export class VolumeIndex {
     return [...this.roots.values()];
   }
 
+  /** Whether every root seen since start is available now (none unmounted or lost its settings.json). */
+  everyRootAvailable(): boolean {
+    return [...this.everSeen].every((rootPath) => this.roots.has(rootPath));
+  }
+
   root(rootPath: string): Root | undefined {
     return this.roots.get(rootPath);
   }

@@ -537,6 +537,13 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
       expect((await d.daemon.exports.reconcile())).to.include({ kept: 0, removed: 1 });
       expect(await tgtd.targets()).to.deep.equal([]);
       await d.post('unexport', { volume_id: vid, client_uid: OTHER }).expect(200);
+      // A volume directory the operator removed while exported: no root holds the volume, so its target goes
+      // (else tgtd keeps the image open for ever, and the image can never be purged).
+      await d.post('export', { volume_id: vid, client_uid: OTHER }).expect(200);
+      await fs.rm(volDir(vid), { recursive: true });
+      await d.daemon.ctx.index.scanAll();
+      expect((await d.daemon.exports.reconcile())).to.include({ kept: 0, removed: 1 });
+      expect(await tgtd.targets()).to.deep.equal([]);
     } finally {
       await d.stop();
       await tgtd.stop();
