@@ -53,7 +53,7 @@ const KEEP_FINISHED_MS = 60 * 60 * 1000;
 const KEEP_FINISHED_MAX = 1000;
 
 /**
- * Long operations (convert, clone, compact, import, upload) run as jobs. A job outlives the HTTP
+ * Long operations (convert, clone, compact, import, upload, download) run as jobs. A job outlives the HTTP
  * request that started it; the synchronous API simply waits for it. Jobs live in memory: a restart
  * ends them, and the start-up recovery cleans up what they half-made.
  */

@@ -9,7 +9,14 @@ import { expect } from 'chai';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { hasPattern, writePattern } from '../helpers/images.js';
 import { startImageServer } from '../helpers/image-server.js';
+import { pausedDownload } from '../helpers/download.js';
 import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
+
+const binary = (res: NodeJS.ReadableStream, cb: (err: Error | null, body: Buffer) => void) => {
+  const chunks: Buffer[] = [];
+  res.on('data', (c: Buffer) => chunks.push(c));
+  res.on('end', () => cb(null, Buffer.concat(chunks)));
+};
 
 describe('jobs', () => {
   let mnt: string;
@@ -207,5 +214,37 @@ describe('jobs', () => {
       await server.close();
       await removeTree(src);
     }
+  });
+
+  it('a download is a job: X-Job names it, GET /jobs shows its bytes and percent, DELETE cuts it (the volume free again), a client that leaves fails it', async () => {
+
+    const first = await pausedDownload(d.app, vid);
+    const job = String(first.headers['x-job']);
+    expect(job).to.match(/^[0-9a-f]{32}$/);
+    const running = (await d.api.get(`/api/v1.0/jobs/${job}`).expect(200)).body;
+    expect(running).to.include({ id: job, kind: 'download', vid, state: 'running' });
+    expect(running.bytes).to.be.greaterThan(0);
+    expect(running.percent).to.be.within(0, 100);
+    const cancelled = (await d.api.delete(`/api/v1.0/jobs/${job}`).expect(200)).body;
+    expect(cancelled).to.include({ state: 'cancelled', error: 'cancelled' });
+    expect(await first.resume().then(() => 'whole', () => 'cut')).to.equal('cut');
+    // Grown, so that the next download is longer than what the socket buffers hold.
+    await d.post('update/resize', { vid, creatorID: OWNER, size: 2 }).expect(200);
+
+    const left = await pausedDownload(d.app, vid);
+    left.leave();
+    await waitFor(async () => (await d.api.get(`/api/v1.0/jobs/${left.headers['x-job']}`).expect(200)).body.state === 'failed', 10_000, 'the left download to fail');
+    expect((await d.api.get(`/api/v1.0/jobs/${left.headers['x-job']}`)).body.error).to.match(/^the connection closed after \d+ of 2000000000 bytes$/);
+
+    // A whole answer, here one range of it: percent is of what this answer sends.
+    const part = await d.api.get(`/api/v1.0/volumes/${vid}/data`).set('Range', 'bytes=0-1048575').buffer(true).parse(binary).expect(206);
+    expect(part.body).to.have.length(1048576);
+    const done = (await d.api.get(`/api/v1.0/jobs/${part.headers['x-job']}`).expect(200)).body;
+    expect(done).to.include({ kind: 'download', vid, state: 'done', percent: 100, bytes: 1048576 });
+    expect(done.result).to.deep.equal({ vid, bytes: 1048576 });
+    // A refused download is a failed job naming why.
+    const refused = await d.api.get(`/api/v1.0/volumes/${vid}/data`).set('Range', 'bytes=3000000000-').expect(416);
+    expect((await d.api.get(`/api/v1.0/jobs/${refused.headers['x-job']}`).expect(200)).body).to.include({ state: 'failed', error: refused.body.error });
+
   });
 });

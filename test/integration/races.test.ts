@@ -1,12 +1,12 @@
 import { once } from 'node:events';
 import { promises as fs } from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
 import { daemonPerTest } from '../helpers/daemon.js';
+import { pausedDownload as pausedDownloadOf } from '../helpers/download.js';
 import { writePattern } from '../helpers/images.js';
 import { OWNER, seedCreateBody, waitFor } from '../helpers/tree.js';
 
@@ -17,26 +17,7 @@ describe('concurrent requests on one volume', function () {
   this.timeout(120_000);
   const t = daemonPerTest();
 
-  /** A download over a real socket that reads one chunk, then waits for `resume()` to read the rest. */
-  async function pausedDownload(vid: string) {
-    const listener = t.d.app.listen(0, '127.0.0.1');
-    await once(listener, 'listening');
-    const res = await new Promise<http.IncomingMessage>((resolve, reject) =>
-      http.get({ host: '127.0.0.1', port: (listener.address() as AddressInfo).port, path: `/api/v1.0/volumes/${vid}/data` }, resolve).on('error', reject),
-    );
-    const chunks: Buffer[] = [await new Promise<Buffer>((resolve) => res.once('data', resolve))];
-    res.pause();
-    return {
-      status: res.statusCode,
-      async resume(): Promise<Buffer> {
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.resume();
-        await once(res, 'end');
-        listener.close();
-        return Buffer.concat(chunks);
-      },
-    };
-  }
+  const pausedDownload = (vid: string) => pausedDownloadOf(t.d.app, vid);
 
   it('a download under way refuses a snapshot or a resize, which would mix new qcow2 tables into the old bytes', async () => {
     const { vid } = (await t.d.post('create', seedCreateBody({ format: 'qcow2', size: 1 })).expect(200)).body;

@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { ConflictError, PreconditionFailedError, RangeNotSatisfiableError } from '../../errors.js';
+import type { JobRegistry } from '../../jobs/registry.js';
 import type { VolumeMeta } from '../../store/meta.js';
 import type { VolumeRecord } from '../../store/volume-record.js';
 import { requireCeph } from '../../volumes/ceph.js';
@@ -100,11 +101,46 @@ export function downloadRoutes(ctx: StoreContext): Router {
     res.once('close', ended);
     if (res.closed) return ended();
     // The format as meta.json says it now (a convert may have ended since the index read it).
-    requireNoWriter(record.dir, vid).then(
-      ({ format: now }) => (now === 'rbd' ? sendRbdImage(ctx, record, req, res, next) : sendDataFile(record.dir, vid, now, res, next)),
-    ).catch(next);
+    requireNoWriter(record.dir, vid).then(({ format: now }) => {
+      const failed = req.method === 'HEAD' ? next : downloadJob(ctx.jobs, vid, res, next);
+      return now === 'rbd' ? sendRbdImage(ctx, record, req, res, failed) : sendDataFile(record.dir, vid, now, res, failed);
+    }).catch(next);
   });
   return r;
+}
+
+/**
+ * A download runs as a job (SPEC §2: long operations report progress): `GET /jobs` lists it (kind
+ * `download`, bytes sent, percent of the answer's Content-Length), its id is in the `X-Job` header, and
+ * `DELETE /jobs/<id>` cuts its connection. It is done once the last byte has left, failed when the answer
+ * was an error or the connection closed first. Returns the `next` that records a refusal as the job's failure.
+ */
+function downloadJob(jobs: JobRegistry, vid: string, res: Response, next: NextFunction): NextFunction {
+  let fail: (err: unknown) => void = () => {};
+  const { promise } = jobs.start('download', vid, (job) => new Promise((resolve, reject) => {
+    fail = reject;
+    res.setHeader('X-Job', job.id);
+    let sent = 0;
+    const write = res.write;
+    // Counted where the bytes leave, whoever streams them (send's file stream, rbd export's stdout).
+    res.write = function (this: Response, chunk: unknown, ...rest: unknown[]) {
+      sent += typeof chunk === 'string' ? Buffer.byteLength(chunk) : (chunk as Uint8Array).byteLength;
+      const total = Number(res.getHeader('Content-Length'));
+      job.progress(total > 0 ? (100 * sent) / total : 0, sent);
+      return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
+    } as Response['write'];
+    job.signal.addEventListener('abort', () => res.destroy(), { once: true });
+    job.started();
+    res.once('close', () => {
+      if (res.writableFinished) resolve({ vid, bytes: sent });
+      else reject(new Error(`the connection closed after ${sent} of ${res.getHeader('Content-Length') ?? '?'} bytes`));
+    });
+  }));
+  promise.catch(() => undefined);
+  return (err?: unknown) => {
+    fail(err);
+    next(err);
+  };
 }
 
 /** A volume's data file, streamed by express's send (Range, ETag, Last-Modified); its refusals as the catalogue's errors. */
