@@ -1,0 +1,62 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { expect } from 'chai';
+import { execa } from 'execa';
+import { daemonPerTest } from '../helpers/daemon.js';
+import { OWNER, snapshotTree } from '../helpers/tree.js';
+
+/**
+ * Trees written by others: the original Elemento daemon, an operator by hand, another tool. What the
+ * daemon serves from them as they are, and what it reports broken, naming why.
+ */
+describe('trees written by others', () => {
+  const env = daemonPerTest({ a: {} });
+  const root = () => path.join(env.mnt, 'a');
+
+  /** A volume directory made by hand with `meta` (text, as written) and a data file made by `qemu-img create -f <kind>`. */
+  async function handMade(uid: string, meta: string, dataName: string, kind: 'raw' | 'qcow2', size = '1M'): Promise<string> {
+    const dir = path.join(root(), `vid.${uid}.elimg`);
+    await fs.mkdir(dir);
+    await execa('qemu-img', ['create', '-q', '-f', kind, path.join(dir, dataName), size]);
+    await fs.writeFile(path.join(dir, 'meta.json'), meta);
+    await env.d.daemon.ctx.index.reloadDir(dir);
+    return dir;
+  }
+
+  it('answers 409 naming the lie when data.qcow2 is not a qcow2 image, and never lets qemu-img guess', async () => {
+    const uid = '1'.repeat(32);
+    const dir = await handMade(uid, JSON.stringify({ creatorID: OWNER, format: 'qcow2', size: 1048576 }), 'data.qcow2', 'raw');
+    const before = await snapshotTree(env.mnt);
+    const why = `volume ${uid} is broken: data.qcow2 is not a qcow2 image, as its name and meta.json's format say: correct one or the other by hand`;
+    for (const [endpoint, body] of [
+      ['update/resize', { vid: uid, creatorID: OWNER, size: 0.002 }],
+      ['update/convert', { vid: uid, creatorID: OWNER, format: 'raw' }],
+      ['clone', { volume_id: uid, creatorID: OWNER, name: 'copy' }],
+      ['clone', { volume_id: uid, creatorID: OWNER, name: 'linked', alg: 'overlay' }],
+      ['snapshot/create', { vid: uid, creatorID: OWNER, name: 's1' }],
+      ['snapshot/list', { vid: uid, creatorID: OWNER }],
+    ] as const) {
+      const res = await env.d.post(endpoint, body);
+      expect([endpoint, res.status, res.body.error]).to.deep.equal([endpoint, 409, why]);
+    }
+    const download = await env.d.api.get(`/api/v1.0/volumes/${uid}/data`);
+    expect([download.status, download.body.error]).to.deep.equal([409, why]);
+    expect(await snapshotTree(env.mnt)).to.deep.equal(before);
+    expect((await fs.readdir(dir)).sort()).to.deep.equal(['data.qcow2', 'meta.json']);
+  });
+
+  it('serves a qcow2 image an operator named data.img (format raw) as the raw bytes it holds, never as qcow2', async () => {
+    const uid = '2'.repeat(32);
+    await handMade(uid, JSON.stringify({ creatorID: OWNER, format: 'raw' }), 'data.img', 'qcow2', '1G');
+    const info = (await env.d.post('info', { volume_id: uid }).expect(200)).body;
+    const length = (await fs.stat(path.join(root(), `vid.${uid}.elimg`, 'data.img'))).size;
+    expect(info).to.include({ format: 'raw', size: length });
+    const download = await env.d.api.get(`/api/v1.0/volumes/${uid}/data`).buffer(true).parse((res, cb) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => cb(null, Buffer.concat(chunks)));
+    }).expect(200);
+    expect(download.headers['x-image-format']).to.equal('raw');
+    expect((download.body as Buffer).length).to.equal(length);
+  });
+});
