@@ -60,3 +60,24 @@ describe('trees written by others', () => {
     expect((download.body as Buffer).length).to.equal(length);
   });
 });
+
+describe('meta.json and settings.json as editors write them', () => {
+  const BOM = '\ufeff';
+  const env = daemonPerTest({ a: `${BOM}{\r\n  "max-volumes": 6,\r\n  "max-total-size": "200G"\r\n}\r\n` });
+
+  it('reads both with a byte order mark, CRLF line ends and indentation (a Windows editor), and keeps what it does not know on update', async () => {
+    const status = (await env.d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.skipped).to.deep.equal([]);
+    expect(status.roots.map((r: { maxVolumes: number }) => r.maxVolumes)).to.deep.equal([6]);
+    const uid = '3'.repeat(32);
+    const dir = path.join(env.mnt, 'a', `vid.${uid}.elimg`);
+    await fs.mkdir(dir);
+    await execa('qemu-img', ['create', '-q', '-f', 'raw', path.join(dir, 'data.img'), '1M']);
+    await fs.writeFile(path.join(dir, 'meta.json'), `${BOM}{\r\n  "creatorID": "${OWNER}",\r\n  "name": "café disk",\r\n  "host_note": {"by": "ops"}\r\n}\r\n`);
+    await env.d.daemon.ctx.index.reloadDir(dir);
+    expect((await env.d.post('info', { volume_id: uid }).expect(200)).body).to.include({ name: 'café disk', size: 1048576 });
+    await env.d.post('update', { vid: uid, creatorID: OWNER, name: 'renamed' }).expect(200);
+    const written = await fs.readFile(path.join(dir, 'meta.json'), 'utf8');
+    expect(JSON.parse(written)).to.deep.include({ name: 'renamed', host_note: { by: 'ops' } });
+  });
+});
