@@ -37,12 +37,20 @@ async function settingsState(dir: string): Promise<'present' | 'absent' | string
   }
 }
 
+/**
+ * The directories in `dir`, a symbolic link to one included: the mount directory and its first levels
+ * are the operator's configuration, as `--mnt` is (`/mnt/pool -> /srv/pool` was silently no root, its
+ * volumes unknown). Links inside a root stay refused (src/store/volume-record.ts).
+ */
 async function subdirs(dir: string): Promise<string[]> {
   const entries = await fs.readdir(dir, { withFileTypes: true });
-  return entries
-    .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
-    .map((e) => path.join(dir, e.name))
-    .sort();
+  const found: string[] = [];
+  for (const e of entries) {
+    if (e.name.startsWith('.')) continue;
+    const full = path.join(dir, e.name);
+    if (e.isDirectory() || (e.isSymbolicLink() && (await fs.stat(full).then((st) => st.isDirectory(), () => false)))) found.push(full);
+  }
+  return found.sort();
 }
 
 /**
@@ -58,6 +66,8 @@ export async function discoverRoots(mnt: string, known: ReadonlySet<string> = ne
   const skipped: SkippedRoot[] = [];
   const looked: string[] = [mnt];
   const positions = new Set<string>(known);
+  /** Each root's directory by device and inode: one reached twice (a link, a bind mount) is one root. */
+  const identities = new Map<string, string>();
   const consider = async (dir: string): Promise<boolean> => {
     const state = await settingsState(dir);
     if (state !== 'present') {
@@ -65,6 +75,14 @@ export async function discoverRoots(mnt: string, known: ReadonlySet<string> = ne
       skipped.push({ path: dir, reason: state === 'absent' ? GONE : `unavailable: settings.json cannot be read (${state})` });
       return true;
     }
+    const st = await fs.stat(dir).catch(() => null);
+    const identity = st ? `${st.dev}:${st.ino}` : dir;
+    const first = identities.get(identity);
+    if (first) {
+      skipped.push({ path: dir, reason: `the same directory as the root ${first} (a link or a second mount of it)` });
+      return true;
+    }
+    identities.set(identity, dir);
     try {
       roots.push({ path: dir, settings: await readSettings(dir) });
     } catch (err) {

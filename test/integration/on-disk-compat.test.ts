@@ -1,8 +1,9 @@
 import { promises as fs } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
-import { daemonPerTest } from '../helpers/daemon.js';
+import { daemonPerTest, startTestDaemon } from '../helpers/daemon.js';
 import { OWNER, snapshotTree } from '../helpers/tree.js';
 
 /**
@@ -79,5 +80,44 @@ describe('meta.json and settings.json as editors write them', () => {
     await env.d.post('update', { vid: uid, creatorID: OWNER, name: 'renamed' }).expect(200);
     const written = await fs.readFile(path.join(dir, 'meta.json'), 'utf8');
     expect(JSON.parse(written)).to.deep.include({ name: 'renamed', host_note: { by: 'ops' } });
+  });
+});
+
+describe('roots an operator linked or mounted twice', () => {
+  let outside: string;
+  const env = daemonPerTest({ a: {} });
+  beforeEach(async () => {
+    outside = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-outside-'));
+  });
+  afterEach(() => fs.rm(outside, { recursive: true, force: true }));
+
+  it('serves a root that is a symbolic link (/mnt/pool -> /srv/pool) as a root, with its volumes', async () => {
+    const target = path.join(outside, 'pool');
+    await fs.mkdir(target);
+    await fs.writeFile(path.join(target, 'settings.json'), '{"max-volumes": 3}');
+    const uid = '4'.repeat(32);
+    const dir = path.join(target, `vid.${uid}.elimg`);
+    await fs.mkdir(dir);
+    await execa('qemu-img', ['create', '-q', '-f', 'raw', path.join(dir, 'data.img'), '1M']);
+    await fs.writeFile(path.join(dir, 'meta.json'), JSON.stringify({ creatorID: OWNER }));
+    await fs.symlink(target, path.join(env.mnt, 'pool'));
+    await env.d.stop();
+    env.d = await startTestDaemon(env.mnt);
+    const status = (await env.d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.roots.map((r: { path: string }) => r.path).sort()).to.deep.equal([path.join(env.mnt, 'a'), path.join(env.mnt, 'pool')]);
+    expect((await env.d.post('has', { volume_id: uid }).expect(200)).body.has).to.equal(true);
+    await env.d.post('update/resize', { vid: uid, creatorID: OWNER, size: 0.002 }).expect(200);
+  });
+
+  it('takes a directory reached twice (a link to a root beside it) as one root, and says why the other is left out', async () => {
+    const { vid } = (await env.d.post('create', { creatorID: OWNER, name: 'v', size: 0.001, format: 'raw' }).expect(200)).body;
+    await fs.symlink(path.join(env.mnt, 'a'), path.join(env.mnt, 'b'));
+    await env.d.stop();
+    env.d = await startTestDaemon(env.mnt);
+    const status = (await env.d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.roots.map((r: { path: string }) => r.path)).to.deep.equal([path.join(env.mnt, 'a')]);
+    expect(status.skipped).to.deep.equal([{ path: path.join(env.mnt, 'b'), reason: `the same directory as the root ${path.join(env.mnt, 'a')} (a link or a second mount of it)` }]);
+    expect(status.broken).to.deep.equal([]);
+    await env.d.post('info', { volume_id: vid }).expect(200);
   });
 });
