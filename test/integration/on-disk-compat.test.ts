@@ -121,3 +121,47 @@ describe('roots an operator linked or mounted twice', () => {
     await env.d.post('info', { volume_id: vid }).expect(200);
   });
 });
+
+describe('data files that disagree with meta.json', () => {
+  const env = daemonPerTest({ a: {} });
+  const root = () => path.join(env.mnt, 'a');
+
+  async function volume(uid: string, meta: object, files: Record<string, 'raw' | 'qcow2' | string>, size = '10M'): Promise<string> {
+    const dir = path.join(root(), `vid.${uid}.elimg`);
+    await fs.mkdir(dir);
+    for (const [name, kind] of Object.entries(files))
+      if (kind === 'raw' || kind === 'qcow2') await execa('qemu-img', ['create', '-q', '-f', kind, path.join(dir, name), size]);
+      else await fs.writeFile(path.join(dir, name), kind);
+    await fs.writeFile(path.join(dir, 'meta.json'), JSON.stringify({ creatorID: OWNER, ...meta }));
+    await env.d.daemon.ctx.index.reloadDir(dir);
+    return dir;
+  }
+
+  for (const format of ['raw', 'qcow2'] as const)
+    it(`refuses (409, naming both sizes) to resize a ${format} volume whose image an operator grew past meta.json's size, and leaves the image whole`, async () => {
+      const uid = (format === 'raw' ? '5' : '6').repeat(32);
+      const name = format === 'raw' ? 'data.img' : 'data.qcow2';
+      const dir = await volume(uid, { format, size: 1048576 }, { [name]: format });
+      const res = await env.d.post('update/resize', { vid: uid, creatorID: OWNER, size: 0.002 });
+      expect([res.status, res.body.error]).to.deep.equal([
+        409,
+        `volume ${uid}: ${name} holds 10485760 bytes, more than the 1048576 of meta.json and the 2000384 asked; volumes only grow: ask for 0.01048576 GB or more, or correct meta.json's size by hand`,
+      ]);
+      const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', '-f', format, path.join(dir, name)])).stdout);
+      expect(info['virtual-size']).to.equal(10485760);
+      await env.d.post('update/resize', { vid: uid, creatorID: OWNER, size: 0.02 }).expect(200);
+      expect(JSON.parse(await fs.readFile(path.join(dir, 'meta.json'), 'utf8')).size).to.equal(20000256);
+    });
+
+  it("refuses to convert onto a data file of the target format an operator left in the volume, which the convert would replace", async () => {
+    const uid = '7'.repeat(32);
+    const dir = await volume(uid, { format: 'raw' }, { 'data.img': 'raw', 'data.qcow2': 'an operator backup' }, '1M');
+    const res = await env.d.post('update/convert', { vid: uid, creatorID: OWNER, format: 'qcow2' });
+    expect([res.status, res.body.error]).to.deep.equal([
+      409,
+      `volume ${uid} holds a data.qcow2 that its meta.json does not name (format raw): move it out of the volume first, the convert would replace it`,
+    ]);
+    expect(await fs.readFile(path.join(dir, 'data.qcow2'), 'utf8')).to.equal('an operator backup');
+    expect(JSON.parse(await fs.readFile(path.join(dir, 'meta.json'), 'utf8')).format).to.equal('raw');
+  });
+});
