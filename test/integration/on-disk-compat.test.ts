@@ -165,3 +165,28 @@ describe('data files that disagree with meta.json', () => {
     expect(JSON.parse(await fs.readFile(path.join(dir, 'meta.json'), 'utf8')).format).to.equal('raw');
   });
 });
+
+describe('meta.json values typed otherwise than the seed types them', () => {
+  const env = daemonPerTest({ a: {} });
+
+  it('lists the volume broken naming the field, what it must be and the value found (never coerced: "false" is true to the original daemon)', async () => {
+    const cases: Array<[string, object, string]> = [
+      ['8'.repeat(32), { private: 'false' }, `'private' must be boolean, not "false"`],
+      ['9'.repeat(32), { bootable: 1 }, `'bootable' must be boolean, not 1`],
+      ['a'.repeat(32), { size: '4000000000' }, `'size' must be integer, not "4000000000"`],
+      ['b'.repeat(32), { format: 'rdb' }, `'format' must be one of raw, qcow2, iso, rbd, not "rdb"`],
+      ['c'.repeat(32), { bus: 'VIRTIO' }, `'bus' must be one of virtio, scsi, sata, ide, not "VIRTIO"`],
+    ];
+    for (const [uid, fields] of cases) {
+      const dir = path.join(env.mnt, 'a', `vid.${uid}.elimg`);
+      await fs.mkdir(dir);
+      await execa('qemu-img', ['create', '-q', '-f', 'raw', path.join(dir, 'data.img'), '1M']);
+      await fs.writeFile(path.join(dir, 'meta.json'), JSON.stringify({ creatorID: OWNER, ...fields }));
+      await env.d.daemon.ctx.index.reloadDir(dir);
+    }
+    const broken = (await env.d.api.get('/api/v1.0/status').expect(200)).body.broken as Array<{ vid: string; problem: string }>;
+    expect(broken.map((b) => [b.vid, b.problem]).sort()).to.deep.equal(cases.map(([uid, , why]) => [uid, `meta.json is invalid: ${why}`]).sort());
+    const info = await env.d.post('info', { volume_id: cases[0][0] }).expect(409);
+    expect(info.body.error).to.equal(`volume ${cases[0][0]} is broken: meta.json is invalid: ${cases[0][2]}`);
+  });
+});
