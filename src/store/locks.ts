@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { readFileSync, promises as fs } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -30,6 +30,20 @@ export interface LockHandle {
 }
 
 export type RecoverFn = (dir: string, staleMarkers: string[]) => Promise<void>;
+
+/**
+ * This boot of this host (Linux's random boot id), written in each lock marker beside the host name and
+ * pid: a pid proves a holder dead only on the boot that ran it. Host names alone are not enough: hosts
+ * sharing a tree may have been cloned with theirs, and a live lock of the other one, whose pid does not
+ * run here, was broken at once. Null where the kernel does not say: no holder is then proved dead.
+ */
+export const BOOT_ID: string | null = (() => {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || null;
+  } catch {
+    return null;
+  }
+})();
 
 /** proper-lockfile's own stale check (mtime against this host's clock) never fires: `staleness` decides. */
 const NEVER_STALE = Number.MAX_SAFE_INTEGER;
@@ -144,7 +158,7 @@ export class LockManager {
       const stale = await this.markersIn(dir);
       // Our marker goes in before the recovery of the dead ones, so that no sweep of this host
       // takes the mutex for a dead holder's while we recover (breakIfHolderDead).
-      await fs.writeFile(marker, JSON.stringify({ purpose, host: hostname(), pid: process.pid, started: new Date().toISOString() }), { flag: 'wx' });
+      await fs.writeFile(marker, JSON.stringify({ purpose, host: hostname(), boot: BOOT_ID, pid: process.pid, started: new Date().toISOString() }), { flag: 'wx' });
       faultPoint('lock.after-marker');
       if (stale.length) {
         this.log.warn('recovering a volume left locked by a dead operation', { vid: uid, markers: stale });
@@ -246,7 +260,7 @@ export class LockManager {
     for (const marker of markers) {
       // A marker cut short by the kill (empty, half-written) proves nothing: the mutex then goes stale.
       const owner = await readMarkerOwner(dir, marker);
-      if (!owner || owner.host !== hostname() || typeof owner.pid !== 'number' || isAlive(owner.pid)) return false;
+      if (!owner || owner.host !== hostname() || !BOOT_ID || owner.boot !== BOOT_ID || typeof owner.pid !== 'number' || isAlive(owner.pid)) return false;
     }
     const age = await fs.stat(mutex).then((st) => Date.now() - st.mtimeMs, () => Infinity);
     if (age > this.staleMs / 2) return false;
@@ -273,7 +287,7 @@ function isAlive(pid: number): boolean {
 }
 
 /** Who wrote a lock marker (its host and pid), or null when it cannot be read or is cut short. */
-export async function readMarkerOwner(dir: string, marker: string): Promise<{ host?: string; pid?: number } | null> {
+export async function readMarkerOwner(dir: string, marker: string): Promise<{ host?: string; boot?: string; pid?: number } | null> {
   try {
     return JSON.parse(await fs.readFile(path.join(dir, marker), 'utf8'));
   } catch {
