@@ -7,6 +7,9 @@ import type { RbdImage } from '../tools/rbd.js';
 import { parsePointer } from './rbd-pointer.js';
 import { DATA_FILE_NAMES, dataFileName, isDeadClaimCandidate, META_FILE, parseLockMarker, uidOfDirName } from './layout.js';
 
+/** A meta.json is a few hundred bytes; 64 labels of the longest make ~75 kB. */
+const MAX_META_BYTES = 1024 * 1024;
+
 export const EXPORT_MARKER_RE = /^(iqn\.2004-10\.cloud\.elemento:01:[0-9a-f]{32})\.exported$/;
 
 /** What the index knows of one volume directory: read from the tree, never from memory of it. */
@@ -95,6 +98,12 @@ export async function loadVolumeRecord(root: string, dir: string, reader: TreeRe
       record.problem = `${name} ${st.isSymbolicLink() ? LINK_REFUSED : 'is not a plain file'}`;
       return record;
     }
+  const metaBytes = stats.get(META_FILE)?.size ?? 0;
+  if (metaBytes > MAX_META_BYTES) {
+    // Read whole, it took its size in memory at every rescan (600 MB: 1.3 GB resident).
+    record.problem = `meta.json is ${metaBytes} bytes, too large for a volume description (at most ${MAX_META_BYTES}): was an image copied over it?`;
+    return record;
+  }
   try {
     record.meta = await readMeta(dir, uid, reader);
   } catch (err) {

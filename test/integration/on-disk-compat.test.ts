@@ -190,3 +190,20 @@ describe('meta.json values typed otherwise than the seed types them', () => {
     expect(info.body.error).to.equal(`volume ${cases[0][0]} is broken: meta.json is invalid: ${cases[0][2]}`);
   });
 });
+
+describe('a meta.json that is not a description', () => {
+  const env = daemonPerTest({ a: {} });
+
+  it('is listed broken by its size, without being read whole (an image copied over it by mistake)', async () => {
+    const uid = 'd'.repeat(32);
+    const dir = path.join(env.mnt, 'a', `vid.${uid}.elimg`);
+    await fs.mkdir(dir);
+    await execa('qemu-img', ['create', '-q', '-f', 'raw', path.join(dir, 'data.img'), '1M']);
+    await execa('truncate', ['-s', '600M', path.join(dir, 'meta.json')]);
+    await env.d.daemon.ctx.index.reloadDir(dir);
+    const broken = (await env.d.api.get('/api/v1.0/status').expect(200)).body.broken;
+    expect(broken).to.deep.equal([
+      { vid: uid, dir, problem: 'meta.json is 629145600 bytes, too large for a volume description (at most 1048576): was an image copied over it?' },
+    ]);
+  });
+});
