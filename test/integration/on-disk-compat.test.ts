@@ -109,14 +109,22 @@ describe('roots an operator linked or mounted twice', () => {
     await env.d.post('update/resize', { vid: uid, creatorID: OWNER, size: 0.002 }).expect(200);
   });
 
-  it('takes a directory reached twice (a link to a root beside it) as one root, and says why the other is left out', async () => {
+  it('serves a directory reached under two names (a link into the mount directory, links to nested directories) once, and says why not the other', async () => {
     const { vid } = (await env.d.post('create', { creatorID: OWNER, name: 'v', size: 0.001, format: 'raw' }).expect(200)).body;
     await fs.symlink(path.join(env.mnt, 'a'), path.join(env.mnt, 'b'));
+    await fs.mkdir(path.join(outside, 'pool', 'sub'), { recursive: true });
+    await fs.writeFile(path.join(outside, 'pool', 'settings.json'), '{}');
+    await fs.writeFile(path.join(outside, 'pool', 'sub', 'settings.json'), '{}');
+    await fs.symlink(path.join(outside, 'pool'), path.join(env.mnt, 'p'));
+    await fs.symlink(path.join(outside, 'pool', 'sub'), path.join(env.mnt, 'q'));
     await env.d.stop();
     env.d = await startTestDaemon(env.mnt);
     const status = (await env.d.api.get('/api/v1.0/status').expect(200)).body;
-    expect(status.roots.map((r: { path: string }) => r.path)).to.deep.equal([path.join(env.mnt, 'a')]);
-    expect(status.skipped).to.deep.equal([{ path: path.join(env.mnt, 'b'), reason: `the same directory as the root ${path.join(env.mnt, 'a')} (a link or a second mount of it)` }]);
+    expect(status.roots.map((r: { path: string }) => r.path)).to.deep.equal([path.join(env.mnt, 'a'), path.join(env.mnt, 'p')]);
+    expect(status.skipped).to.deep.equal([
+      { path: path.join(env.mnt, 'b'), reason: `a symbolic link to ${path.join(await fs.realpath(env.mnt), 'a')}, which is inside the mount directory: not followed (it would serve a directory under two names)` },
+      { path: path.join(env.mnt, 'q'), reason: `the same directory as the root ${path.join(env.mnt, 'p')}, or one nested with it (a link or a second mount)` },
+    ]);
     expect(status.broken).to.deep.equal([]);
     await env.d.post('info', { volume_id: vid }).expect(200);
   });
