@@ -52,7 +52,15 @@ export async function updateVolume(ctx: StoreContext, req: UpdateRequest): Promi
       throw new BadRequestError(`whether a volume is a cloud-init volume cannot be changed`, { field: 'cloudinit' });
     const next: VolumeMeta = { ...current };
     for (const key of UPDATABLE) if (req[key] !== undefined) (next as Record<string, unknown>)[key] = req[key];
+    // A rule broken by a hand-written meta.json, which this request does not touch, is not the request's fault.
+    if (next.bootable && next.shareable && req.bootable === undefined && req.shareable === undefined)
+      throw new ConflictError(
+        `volume ${req.vid} is both bootable and shareable, as its meta.json says (the daemon never makes one so): send bootable or shareable false with the update, or correct meta.json by hand`,
+        { vid: req.vid },
+      );
     assertConsistent(next);
+    if (next.format === 'iso' && !next.readonly && req.readonly === undefined)
+      throw new ConflictError(`volume ${req.vid} is an ISO image that its meta.json says is not read-only: send readonly true with the update, or correct meta.json by hand`, { vid: req.vid });
     if (next.format === 'iso' && !next.readonly) throw new BadRequestError(`volume ${req.vid} is an ISO image, which is read-only`, { field: 'readonly' });
     // The export rules and the LUN's mode were decided on these: they change only when no one uses the volume.
     const inUseFlags = IN_USE_FLAGS.filter((key) => next[key] !== current[key]);

@@ -215,3 +215,36 @@ describe('a meta.json that is not a description', () => {
     ]);
   });
 });
+
+describe('a meta.json that breaks a rule the daemon keeps', () => {
+  const env = daemonPerTest({ a: {} });
+
+  async function handMade(uid: string, meta: object, data: string, kind: 'raw' | 'iso'): Promise<string> {
+    const dir = path.join(env.mnt, 'a', `vid.${uid}.elimg`);
+    await fs.mkdir(dir);
+    if (kind === 'raw') await execa('qemu-img', ['create', '-q', '-f', 'raw', path.join(dir, data), '1M']);
+    else await fs.writeFile(path.join(dir, data), Buffer.alloc(2048));
+    await fs.writeFile(path.join(dir, 'meta.json'), JSON.stringify({ creatorID: OWNER, ...meta }));
+    await env.d.daemon.ctx.index.reloadDir(dir);
+    return dir;
+  }
+
+  it('answers an update that does not touch the broken rule with 409 naming meta.json, not a 400 blaming the request', async () => {
+    const both = 'e'.repeat(32);
+    await handMade(both, { bootable: true, shareable: true }, 'data.img', 'raw');
+    const rename = await env.d.post('update', { vid: both, creatorID: OWNER, name: 'renamed' });
+    expect([rename.status, rename.body.error]).to.deep.equal([
+      409,
+      `volume ${both} is both bootable and shareable, as its meta.json says (the daemon never makes one so): send bootable or shareable false with the update, or correct meta.json by hand`,
+    ]);
+    await env.d.post('update', { vid: both, creatorID: OWNER, shareable: false, name: 'renamed' }).expect(200);
+    const writable = 'f'.repeat(32);
+    await handMade(writable, { format: 'iso', readonly: false }, 'data.iso', 'iso');
+    const relabel = await env.d.post('update', { vid: writable, creatorID: OWNER, labels: { os: 'debian' } });
+    expect([relabel.status, relabel.body.error]).to.deep.equal([
+      409,
+      `volume ${writable} is an ISO image that its meta.json says is not read-only: send readonly true with the update, or correct meta.json by hand`,
+    ]);
+    await env.d.post('update', { vid: writable, creatorID: OWNER, labels: { os: 'debian' }, readonly: true }).expect(200);
+  });
+});
