@@ -248,3 +248,25 @@ describe('a meta.json that breaks a rule the daemon keeps', () => {
     await env.d.post('update', { vid: writable, creatorID: OWNER, labels: { os: 'debian' }, readonly: true }).expect(200);
   });
 });
+
+describe('a linked clone whose backing file an operator pointed elsewhere', () => {
+  const env = daemonPerTest({ a: {} });
+
+  it('is not copied (409 before anything is claimed): the copy would read its meta.json base, not the file its source reads', async () => {
+    const base = (await env.d.post('create', { creatorID: OWNER, name: 'tmpl', size: 0.01, format: 'qcow2' }).expect(200)).body.vid;
+    const overlay = (await env.d.post('clone', { volume_id: base, creatorID: OWNER, name: 'ov', alg: 'overlay' }).expect(200)).body.vid;
+    const other = path.join(env.mnt, 'other-template.qcow2');
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', other, '10000384']);
+    const image = path.join(env.mnt, 'a', `vid.${overlay}.elimg`, 'data.qcow2');
+    await execa('qemu-img', ['rebase', '-u', '-b', other, '-F', 'qcow2', image]);
+    const before = await snapshotTree(env.mnt);
+    const res = await env.d.post('clone', { volume_id: overlay, creatorID: OWNER, name: 'copy' });
+    expect([res.status, res.body.error]).to.deep.equal([
+      409,
+      `volume ${overlay} is a linked clone of ${base} (its meta.json's base), but its image reads through another file: its backing file was changed by hand; correct meta.json's base or the image before cloning it`,
+    ]);
+    expect(await snapshotTree(env.mnt)).to.deep.equal(before);
+    // Its own linked clone reads through it, whatever it reads through: still made.
+    await env.d.post('clone', { volume_id: overlay, creatorID: OWNER, name: 'ov2', alg: 'overlay' }).expect(200);
+  });
+});
