@@ -47,6 +47,16 @@ describe('recovery of what a crash left', () => {
     await d.post('create', seedCreateBody()).expect(200);
   });
 
+  it("keeps an operator's second data file when the operation that died was no convert (only a convert makes one)", async () => {
+    const vid = await createThenStop({ format: 'raw', size: 0.01 });
+    const dir = path.join(root(), `vid.${vid}.elimg`);
+    await fs.writeFile(path.join(dir, 'data.qcow2'), 'an operator backup');
+    await fs.writeFile(path.join(dir, `elemento.update.${DEAD_OP}.ignore`), '{}');
+    d = await startTestDaemon(mnt);
+    expect((await fs.readdir(dir)).sort()).to.deep.equal(['data.img', 'data.qcow2', 'meta.json']);
+    expect(await fs.readFile(path.join(dir, 'data.qcow2'), 'utf8')).to.equal('an operator backup');
+  });
+
   it('finishes a convert that died after the new image was renamed in (meta.json decides)', async () => {
     const vid = await createThenStop({ format: 'raw', size: 0.01 });
     const dir = path.join(root(), `vid.${vid}.elimg`);
