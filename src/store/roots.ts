@@ -110,6 +110,12 @@ export async function discoverRoots(mnt: string, known: ReadonlySet<string> = ne
     return { roots, skipped: all, looked, unavailable: all.filter((s) => positions.has(s.path)) };
   };
   const missing = () => [...known].filter((k) => !roots.some((r) => r.path === k) && !skipped.some((s) => s.path === k)).map((k) => ({ path: k, reason: GONE }));
+  // Seed 002 lets /mnt itself be a location; SPEC §3 does not: said, rather than its volumes silently unknown.
+  if ((await settingsState(mnt)) === 'present')
+    skipped.push({
+      path: mnt,
+      reason: 'the mount directory holds a settings.json, but roots are the directories one or two levels below it (SPEC §3): the volumes beside it are not served; move them and settings.json into a directory below it',
+    });
   let level1: string[];
   try {
     level1 = await subdirs(mnt, realMnt, skipped);

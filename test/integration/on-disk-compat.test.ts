@@ -270,3 +270,21 @@ describe('a linked clone whose backing file an operator pointed elsewhere', () =
     await env.d.post('clone', { volume_id: overlay, creatorID: OWNER, name: 'ov2', alg: 'overlay' }).expect(200);
   });
 });
+
+describe('a mount directory laid out as its own root (the seed allows /mnt itself, SPEC §3 does not)', () => {
+  const env = daemonPerTest({});
+
+  it('is no root, and status says why instead of nothing', async () => {
+    await fs.writeFile(path.join(env.mnt, 'settings.json'), '{}');
+    await env.d.stop();
+    env.d = await startTestDaemon(env.mnt);
+    const status = (await env.d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.roots).to.deep.equal([]);
+    expect(status.skipped).to.deep.equal([
+      {
+        path: env.mnt,
+        reason: 'the mount directory holds a settings.json, but roots are the directories one or two levels below it (SPEC §3): the volumes beside it are not served; move them and settings.json into a directory below it',
+      },
+    ]);
+  });
+});
