@@ -42,9 +42,14 @@ export function unavailableError(record: VolumeRecord): UnavailableError {
   return new UnavailableError(`volume ${record.uid} is on storage root ${record.root}, which is not available (${record.unavailable!.replace(/^unavailable: /, '')})`, { vid: record.uid });
 }
 
-/** The bytes a volume counts against its root's total: its size, or its data file's length when meta.json cannot say. */
+/**
+ * The bytes a volume counts against its root's total: its size, or its data file's length when meta.json
+ * cannot say. A raw image's length is its size: a raw volume counts at least that, so that a meta.json
+ * whose size is smaller (written in GB by hand, `"size": 4` for a 4 GB image) does not free its quota.
+ */
 export function quotaBytes(record: VolumeRecord): number {
-  return record.meta?.size ?? record.dataBytes;
+  if (!record.meta) return record.dataBytes;
+  return record.meta.format === 'raw' ? Math.max(record.meta.size, record.dataBytes) : record.meta.size;
 }
 
 /**

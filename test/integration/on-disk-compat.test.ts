@@ -288,3 +288,19 @@ describe('a mount directory laid out as its own root (the seed allows /mnt itsel
     ]);
   });
 });
+
+describe('a meta.json size written in GB instead of bytes', () => {
+  const env = daemonPerTest({ a: { 'max-total-size': '2M' } });
+
+  it('counts a raw volume by its data file at least, so a size of 4 for a 4 GB image does not free the quota', async () => {
+    const uid = '1'.repeat(31) + '2';
+    const dir = path.join(env.mnt, 'a', `vid.${uid}.elimg`);
+    await fs.mkdir(dir);
+    await execa('qemu-img', ['create', '-q', '-f', 'raw', path.join(dir, 'data.img'), '1500000']);
+    await fs.writeFile(path.join(dir, 'meta.json'), JSON.stringify({ creatorID: OWNER, size: 1 }));
+    await env.d.daemon.ctx.index.reloadDir(dir);
+    const status = (await env.d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.roots[0].usedBytes).to.equal(1500160); // qemu-img rounds up to whole sectors
+    await env.d.post('create', { creatorID: OWNER, name: 'n', size: 0.001, format: 'raw' }).expect(507);
+  });
+});
