@@ -304,3 +304,53 @@ describe('a meta.json size written in GB instead of bytes', () => {
     await env.d.post('create', { creatorID: OWNER, name: 'n', size: 0.001, format: 'raw' }).expect(507);
   });
 });
+
+/** Removes the backing format header extension from a qcow2 (what an overlay made before qemu 6.1 lacks). */
+async function dropBackingFormat(file: string): Promise<void> {
+  const d = await fs.readFile(file);
+  const headerLength = d.readUInt32BE(100);
+  for (let off = headerLength; ; ) {
+    const magic = d.readUInt32BE(off);
+    const length = d.readUInt32BE(off + 4);
+    if (magic === 0) throw new Error('no backing format extension');
+    const next = off + 8 + Math.ceil(length / 8) * 8;
+    if (magic === 0xe2792aca) {
+      d.copy(d, off, next);
+      d.writeBigUInt64BE(d.readBigUInt64BE(8) - BigInt(next - off), 8);
+      await fs.writeFile(file, d);
+      return;
+    }
+    off = next;
+  }
+}
+
+describe('an overlay made by an older qemu, without its backing format', () => {
+  const env = daemonPerTest({ a: {} });
+
+  it("is not converted or compacted (409): qemu-img would probe its backing file, and a guest's raw bytes can name a host file", async () => {
+    const secret = path.join(env.mnt, 'host-secret.txt');
+    await fs.writeFile(secret, 'TOP SECRET of the storage host'.padEnd(1048576, '.'));
+    const base = (await env.d.post('create', { creatorID: OWNER, name: 'guest disk', size: 0.001048576, format: 'raw' }).expect(200)).body.vid;
+    const baseData = path.join(env.mnt, 'a', `vid.${base}.elimg`, 'data.img');
+    // What a guest may write into its own raw disk: a qcow2 header whose backing file is a host file.
+    const forged = path.join(env.mnt, 'forged.qcow2');
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', secret, '-F', 'raw', forged, '1M']);
+    await execa('dd', [`if=${forged}`, `of=${baseData}`, 'conv=notrunc', 'status=none']);
+    const uid = '3'.repeat(31) + '4';
+    const dir = path.join(env.mnt, 'a', `vid.${uid}.elimg`);
+    await fs.mkdir(dir);
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', `../vid.${base}.elimg/data.img`, '-F', 'raw', path.join(dir, 'data.qcow2'), '1M']);
+    await dropBackingFormat(path.join(dir, 'data.qcow2'));
+    await fs.writeFile(path.join(dir, 'meta.json'), JSON.stringify({ creatorID: OWNER, format: 'qcow2', base }));
+    await env.d.daemon.ctx.index.reloadDir(dir);
+    const why = `volume ${uid} reads through a backing file whose format its image does not record: qemu-img would guess it, which a guest's bytes can fool; record it by hand (qemu-img rebase -u -F <format> -b <same backing file>)`;
+    for (const [endpoint, body] of [
+      ['update/convert', { vid: uid, creatorID: OWNER, format: 'raw' }],
+      ['overlay/compact', { vid: uid, creatorID: OWNER }],
+    ] as const) {
+      const res = await env.d.post(endpoint, body);
+      expect([endpoint, res.status, res.body.error]).to.deep.equal([endpoint, 409, why]);
+    }
+    for (const name of await fs.readdir(dir)) expect(await fs.readFile(path.join(dir, name), 'latin1')).to.not.include('TOP SECRET');
+  });
+});
