@@ -354,3 +354,19 @@ describe('an overlay made by an older qemu, without its backing format', () => {
     for (const name of await fs.readdir(dir)) expect(await fs.readFile(path.join(dir, name), 'latin1')).to.not.include('TOP SECRET');
   });
 });
+
+describe('names in a root that look like volumes and are not', () => {
+  const env = daemonPerTest({ a: { 'max-volumes': 1 } });
+
+  it('neither lists nor counts them: a file named vid.<uid>.elimg, vid..elimg, vid.x.elimg', async () => {
+    await fs.writeFile(path.join(env.mnt, 'a', `vid.${'5'.repeat(32)}.elimg`), 'a tarball of a volume, say');
+    await fs.mkdir(path.join(env.mnt, 'a', 'vid..elimg'));
+    await fs.writeFile(path.join(env.mnt, 'a', 'vid.x.elimg'), '');
+    await env.d.stop();
+    env.d = await startTestDaemon(env.mnt);
+    const status = (await env.d.api.get('/api/v1.0/status').expect(200)).body;
+    expect([status.volumes, status.roots[0].volumes, status.broken]).to.deep.equal([0, 0, []]);
+    expect((await env.d.post('cancreate', { size: 0.001 }).expect(200)).body.cancreate).to.equal(true);
+    await env.d.post('create', { creatorID: OWNER, name: 'the one', size: 0.001, format: 'raw' }).expect(200);
+  });
+});
