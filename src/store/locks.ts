@@ -45,7 +45,11 @@ export const BOOT_ID: string | null = (() => {
   }
 })();
 
-/** proper-lockfile's own stale check (mtime against this host's clock) never fires: `staleness` decides. */
+/**
+ * proper-lockfile's own stale check (mtime against this host's clock) never fires: `staleness` decides.
+ * A holder's refresh still reports its lock compromised when the mutex is gone or its mtime is no longer
+ * the one it set (another took it over); refreshes that merely fail are retried instead of being counted.
+ */
 const NEVER_STALE = Number.MAX_SAFE_INTEGER;
 /** How long a quota decision waits for another holder of the root's lock before answering 409. */
 const ROOT_LOCK_WAIT_MS = 30_000;
