@@ -94,5 +94,24 @@ export function checkDocument(name: string, doc: unknown): string | null {
   if (validate(doc)) return null;
   const err = validate.errors![0];
   const field = fieldOf(err);
-  return `${field ? `'${field}' ` : ''}${err.keyword === 'required' ? 'is missing' : err.message}`;
+  const at = field ? `'${field}' ` : '';
+  if (err.keyword === 'required') return `${at}is missing`;
+  // An operator fixing the file by hand needs what was found and what may stand there (never a token's).
+  const found = name === 'tokens' ? '' : `, not ${shown(valueAt(doc, err.instancePath))}`;
+  if (err.keyword === 'enum') return `${at}must be one of ${(err.params as { allowedValues: unknown[] }).allowedValues.join(', ')}${found}`;
+  if (err.keyword === 'type') return `${at}${err.message}${found}`;
+  return `${at}${err.message}`;
+}
+
+/** The value at a JSON pointer of `doc` (ajv's instancePath). */
+function valueAt(doc: unknown, pointer: string): unknown {
+  let value = doc;
+  for (const key of pointer.split('/').slice(1)) value = (value as Record<string, unknown>)?.[key.replace(/~1/g, '/').replace(/~0/g, '~')];
+  return value;
+}
+
+/** A value as JSON, cut short: enough to find it in the file. */
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 40 ? `${text.slice(0, 40)}…` : text;
 }

@@ -2,7 +2,7 @@ import { constants as fsConstants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { checkDocument } from '../schemas.js';
 import { writeJsonAtomic } from './atomic.js';
-import { asyncReader, type TreeReader } from './tree-reader.js';
+import { asyncReader, parseTreeJson, type TreeReader } from './tree-reader.js';
 import { dataFileName, META_FILE, type VolumeFormat } from './layout.js';
 
 /** meta.json (SPEC §3), field names as the seed writes them. */
@@ -68,7 +68,7 @@ export async function readMeta(dir: string, uid: string, reader: TreeReader = as
   }
   let doc: Record<string, unknown>;
   try {
-    doc = JSON.parse(text);
+    doc = parseTreeJson(text) as Record<string, unknown>;
   } catch {
     throw new BrokenMetaError('meta.json is not valid JSON');
   }

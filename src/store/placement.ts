@@ -54,9 +54,11 @@ export class Placement {
     const indexTrusted = stamp === (this.seenStamps.get(rootPath) ?? this.index.scannedStamp(rootPath));
     const usage: Usage = { volumes: 0, bytes: 0 };
     // Counted as the index counts (volume-record.ts): a broken volume by its data file, an upper-case name too.
-    for (const name of await fs.readdir(rootPath)) {
+    for (const entry of await fs.readdir(rootPath, { withFileTypes: true })) {
+      const name = entry.name;
       const uid = uidOfVolumeDir(name);
-      if (!uid) continue;
+      // A file with a volume's name is no volume, for the index either (a link is one, broken).
+      if (!uid || entry.isFile()) continue;
       usage.volumes += 1;
       const dir = path.join(rootPath, name);
       const known = this.index.copiesOf(uid).find((copy) => copy.dir === dir);

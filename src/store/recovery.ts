@@ -65,7 +65,8 @@ async function removeDeadCreate(dir: string, uid: string, { log, purge }: Recove
  * volume's mutex held, before a new operation starts, with the markers the dead one left:
  * - a create that never published its data file: the volume is removed;
  * - temp files: removed;
- * - a convert that died between its steps: meta.json is the truth, the other data file goes;
+ * - a convert that died between its steps: meta.json is the truth, the other data file goes (only then:
+ *   another data file beside another dead operation is an operator's);
  * - a resize that died before meta.json was rewritten: meta.json takes the image's real size;
  * - a migration step (prepare, conclude, revert) that died half-way: reverted or finished;
  * - a compact that died after its data's rename: meta.json loses the `base` the image no longer has;
@@ -91,7 +92,8 @@ export async function recoverVolume(dir: string, staleMarkers: string[], tools: 
   const data = meta ? dataFileName(meta.format) : null;
   if (meta && purposes.includes('create') && !files.includes(data!)) return removeDeadCreate(dir, uid, tools);
   if (meta && files.includes(data!)) {
-    for (const stray of DATA_FILE_NAMES.filter((n) => n !== data && files.includes(n))) {
+    // Only a convert makes a second data file: beside any other dead operation, it is an operator's.
+    for (const stray of purposes.includes('convert') ? DATA_FILE_NAMES.filter((n) => n !== data && files.includes(n)) : []) {
       log.warn('removing a data file left by an interrupted convert', { vid: uid, file: stray });
       await fs.rm(path.join(dir, stray), { force: true });
     }

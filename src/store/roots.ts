@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { SETTINGS_FILE } from './layout.js';
+import { isInside, SETTINGS_FILE } from './layout.js';
 import { readSettings, type RootSettings } from './settings.js';
 
 export interface Root {
@@ -37,12 +37,29 @@ async function settingsState(dir: string): Promise<'present' | 'absent' | string
   }
 }
 
-async function subdirs(dir: string): Promise<string[]> {
+/**
+ * The directories in `dir`, a symbolic link to one included: the mount directory and its first levels
+ * are the operator's configuration, as `--mnt` is (`/mnt/pool -> /srv/pool` was silently no root, its
+ * volumes unknown). A link into the mount directory, or to a directory holding it, is not followed
+ * (`refused` says why): it would serve a directory under two names. Links inside a root stay refused
+ * (src/store/volume-record.ts).
+ */
+async function subdirs(dir: string, realMnt: string, refused: SkippedRoot[]): Promise<string[]> {
   const entries = await fs.readdir(dir, { withFileTypes: true });
-  return entries
-    .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
-    .map((e) => path.join(dir, e.name))
-    .sort();
+  const found: string[] = [];
+  for (const e of entries) {
+    if (e.name.startsWith('.')) continue;
+    const full = path.join(dir, e.name);
+    if (e.isDirectory()) found.push(full);
+    else if (e.isSymbolicLink()) {
+      const real = await fs.realpath(full).catch(() => null);
+      if (!real || !(await fs.stat(real).then((st) => st.isDirectory(), () => false))) continue;
+      if (isInside(realMnt, real) || isInside(real, realMnt))
+        refused.push({ path: full, reason: `a symbolic link to ${real}, which ${isInside(realMnt, real) ? 'is inside' : 'holds'} the mount directory: not followed (it would serve a directory under two names)` });
+      else found.push(full);
+    }
+  }
+  return found.sort();
 }
 
 /**
@@ -58,6 +75,11 @@ export async function discoverRoots(mnt: string, known: ReadonlySet<string> = ne
   const skipped: SkippedRoot[] = [];
   const looked: string[] = [mnt];
   const positions = new Set<string>(known);
+  /** Each root's directory by device and inode: one reached twice (a link, a bind mount) is one root. */
+  const identities = new Map<string, string>();
+  /** Each root's real path: one inside another, reached through links, is not a second root. */
+  const reals = new Map<string, string>();
+  const realMnt = await fs.realpath(mnt).catch(() => mnt);
   const consider = async (dir: string): Promise<boolean> => {
     const state = await settingsState(dir);
     if (state !== 'present') {
@@ -65,6 +87,16 @@ export async function discoverRoots(mnt: string, known: ReadonlySet<string> = ne
       skipped.push({ path: dir, reason: state === 'absent' ? GONE : `unavailable: settings.json cannot be read (${state})` });
       return true;
     }
+    const st = await fs.stat(dir).catch(() => null);
+    const identity = st ? `${st.dev}:${st.ino}` : dir;
+    const real = await fs.realpath(dir).catch(() => dir);
+    const first = identities.get(identity) ?? [...reals].find(([, r]) => isInside(r, real) || isInside(real, r))?.[0];
+    if (first) {
+      skipped.push({ path: dir, reason: `the same directory as the root ${first}, or one nested with it (a link or a second mount)` });
+      return true;
+    }
+    identities.set(identity, dir);
+    reals.set(dir, real);
     try {
       roots.push({ path: dir, settings: await readSettings(dir) });
     } catch (err) {
@@ -78,9 +110,15 @@ export async function discoverRoots(mnt: string, known: ReadonlySet<string> = ne
     return { roots, skipped: all, looked, unavailable: all.filter((s) => positions.has(s.path)) };
   };
   const missing = () => [...known].filter((k) => !roots.some((r) => r.path === k) && !skipped.some((s) => s.path === k)).map((k) => ({ path: k, reason: GONE }));
+  // Seed 002 lets /mnt itself be a location; SPEC §3 does not: said, rather than its volumes silently unknown.
+  if ((await settingsState(mnt)) === 'present')
+    skipped.push({
+      path: mnt,
+      reason: 'the mount directory holds a settings.json, but roots are the directories one or two levels below it (SPEC §3): the volumes beside it are not served; move them and settings.json into a directory below it',
+    });
   let level1: string[];
   try {
-    level1 = await subdirs(mnt);
+    level1 = await subdirs(mnt, realMnt, skipped);
   } catch (err) {
     skipped.push({ path: mnt, reason: `the mount directory cannot be read (${(err as NodeJS.ErrnoException).code})` });
     return done();
@@ -90,7 +128,7 @@ export async function discoverRoots(mnt: string, known: ReadonlySet<string> = ne
     if (await consider(dir)) continue;
     let level2: string[];
     try {
-      level2 = await subdirs(dir);
+      level2 = await subdirs(dir, realMnt, skipped);
     } catch (err) {
       skipped.push({ path: dir, reason: `directory cannot be read (${(err as NodeJS.ErrnoException).code})` });
       continue;

@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { checkDocument, validatorFor } from '../schemas.js';
 import { BYTES_PER_GB, decimalBytes, SETTINGS_FILE } from './layout.js';
+import { parseTreeJson } from './tree-reader.js';
 
 /** A root's quotas in bytes and counts; absent means unlimited. */
 export interface RootSettings {
@@ -54,7 +55,7 @@ type SettingsJson = {
 export function parseSettings(text: string): RootSettings {
   let doc: unknown;
   try {
-    doc = JSON.parse(text);
+    doc = parseTreeJson(text);
   } catch (err) {
     throw new Error(`settings.json is not valid JSON (${(err as Error).message})`);
   }

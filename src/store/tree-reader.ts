@@ -57,3 +57,12 @@ export async function firstScanReader(rootPath: string): Promise<TreeReader> {
   const type = await fs.promises.statfs(rootPath).then((st) => st.type, () => -1);
   return NETWORK_FILESYSTEMS.has(type) ? asyncReader : blockingReader;
 }
+
+/**
+ * JSON as an operator's editor writes it: a leading byte order mark (Windows editors put one in UTF-8
+ * files) is not JSON's, and made a hand-edited settings.json skip its whole root and a meta.json break
+ * its volume. CRLF line ends and indentation are JSON's whitespace already.
+ */
+export function parseTreeJson(text: string): unknown {
+  return JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+}

@@ -7,6 +7,9 @@ import type { RbdImage } from '../tools/rbd.js';
 import { parsePointer } from './rbd-pointer.js';
 import { DATA_FILE_NAMES, dataFileName, isDeadClaimCandidate, META_FILE, parseLockMarker, uidOfDirName } from './layout.js';
 
+/** A meta.json is a few hundred bytes; 64 labels of the longest make ~75 kB. */
+const MAX_META_BYTES = 1024 * 1024;
+
 export const EXPORT_MARKER_RE = /^(iqn\.2004-10\.cloud\.elemento:01:[0-9a-f]{32})\.exported$/;
 
 /** What the index knows of one volume directory: read from the tree, never from memory of it. */
@@ -39,9 +42,14 @@ export function unavailableError(record: VolumeRecord): UnavailableError {
   return new UnavailableError(`volume ${record.uid} is on storage root ${record.root}, which is not available (${record.unavailable!.replace(/^unavailable: /, '')})`, { vid: record.uid });
 }
 
-/** The bytes a volume counts against its root's total: its size, or its data file's length when meta.json cannot say. */
+/**
+ * The bytes a volume counts against its root's total: its size, or its data file's length when meta.json
+ * cannot say. A raw image's length is its size: a raw volume counts at least that, so that a meta.json
+ * whose size is smaller (written in GB by hand, `"size": 4` for a 4 GB image) does not free its quota.
+ */
 export function quotaBytes(record: VolumeRecord): number {
-  return record.meta?.size ?? record.dataBytes;
+  if (!record.meta) return record.dataBytes;
+  return record.meta.format === 'raw' ? Math.max(record.meta.size, record.dataBytes) : record.meta.size;
 }
 
 /**
@@ -95,6 +103,12 @@ export async function loadVolumeRecord(root: string, dir: string, reader: TreeRe
       record.problem = `${name} ${st.isSymbolicLink() ? LINK_REFUSED : 'is not a plain file'}`;
       return record;
     }
+  const metaBytes = stats.get(META_FILE)?.size ?? 0;
+  if (metaBytes > MAX_META_BYTES) {
+    // Read whole, it took its size in memory at every rescan (600 MB: 1.3 GB resident).
+    record.problem = `meta.json is ${metaBytes} bytes, too large for a volume description (at most ${MAX_META_BYTES}): was an image copied over it?`;
+    return record;
+  }
   try {
     record.meta = await readMeta(dir, uid, reader);
   } catch (err) {

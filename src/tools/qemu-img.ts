@@ -6,6 +6,8 @@ export interface ImageInfo {
   virtualSize: number;
   actualSize: number;
   backingFilename?: string;
+  /** The backing file's format as the image records it; absent, qemu would probe the backing file for it. */
+  backingFormat?: string;
   /** qcow2 external data file, which a foreign image must not have. */
   dataFile?: string;
   /** Number of extents (vmdk split images); more than one is refused for foreign images. */
@@ -23,6 +25,7 @@ interface InfoJson {
   'virtual-size': number;
   'actual-size'?: number;
   'backing-filename'?: string;
+  'backing-filename-format'?: string;
   encrypted?: boolean;
   'format-specific'?: { data?: { 'data-file'?: string; extents?: { filename?: string }[]; encrypt?: object } };
 }
@@ -51,6 +54,7 @@ export class QemuImg {
       virtualSize: json['virtual-size'],
       actualSize: json['actual-size'] ?? 0,
       ...(json['backing-filename'] ? { backingFilename: json['backing-filename'] } : {}),
+      ...(json['backing-filename-format'] ? { backingFormat: json['backing-filename-format'] } : {}),
       ...(specific?.['data-file'] ? { dataFile: specific['data-file'] } : {}),
       extents: specific?.extents?.length ?? 1,
       extentFiles: (specific?.extents ?? []).map((e) => e.filename ?? ''),

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { constants as fsConstants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ConflictError, ForbiddenError, NotFoundError } from '../errors.js';
 import { dataFileName } from '../store/layout.js';
@@ -47,6 +47,29 @@ export async function requireNoLinks(dir: string, meta: VolumeMeta): Promise<voi
   }
 }
 
+/** The first bytes of every qcow2 image (QEMU's docs/interop/qcow2.txt). */
+const QCOW2_MAGIC = Buffer.from('QFI\xfb', 'latin1');
+
+/**
+ * Under the volume's lock: a data.qcow2 is a qcow2 image. qemu-img is always told the format meta.json
+ * names (never left to probe), so a file that lies (an operator's raw image renamed data.qcow2) made every
+ * operation fail in qemu-img with a 500 that named nothing. A raw volume's bytes are the guest's and may
+ * be anything, a qcow2 header included: nothing is checked for it.
+ */
+export async function requireImageOfItsFormat(dir: string, meta: VolumeMeta): Promise<void> {
+  if (meta.format !== 'qcow2') return;
+  const name = dataFileName(meta.format);
+  const handle = await fs.open(path.join(dir, name), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW).catch(() => null);
+  if (!handle) return;
+  try {
+    const { bytesRead, buffer } = await handle.read(Buffer.alloc(4), 0, 4, 0);
+    if (bytesRead < 4 || !buffer.equals(QCOW2_MAGIC))
+      throw new ConflictError(`volume ${meta.volumeID} is broken: ${name} is not a qcow2 image, as its name and meta.json's format say: correct one or the other by hand`, { vid: meta.volumeID });
+  } finally {
+    await handle.close();
+  }
+}
+
 /**
  * A volume's meta.json read afresh (under its lock, or by a download), once its directory and data file
  * are known not to be links. One broken or gone since the index read it (a hand edit the watcher has not
@@ -60,6 +83,7 @@ export async function readLockedMeta(dir: string, vid: string): Promise<VolumeMe
     throw new ConflictError(`volume ${vid} is broken: ${err.message}`, { vid });
   });
   await requireNoLinks(dir, meta);
+  await requireImageOfItsFormat(dir, meta);
   return meta;
 }
 

@@ -77,6 +77,21 @@ function cloneFields(source: VolumeMeta, req: CloneRequest, owner: string, alg: 
   };
 }
 
+/**
+ * A copy of a linked clone is pointed at its base's data file (qemu-img rebase -u), trusting meta.json's
+ * `base`: when an operator rebased the image onto another file by hand, the copy read another base's bytes
+ * than its source, silently. Refused before anything is claimed.
+ */
+async function requireBackingIsBase(ctx: StoreContext, dir: string, source: VolumeMeta): Promise<void> {
+  const base = knownBase(ctx, source.base as string);
+  const { backingFilename } = await ctx.qemuImg.info(dataOf(dir, source), 'qcow2');
+  if (!backingFilename || path.resolve(dir, backingFilename) !== path.resolve(dataOf(base.dir, base.meta)))
+    throw new ConflictError(
+      `volume ${source.volumeID} is a linked clone of ${source.base} (its meta.json's base), but its image reads through ${backingFilename ? 'another file' : 'nothing'}: its backing file was changed by hand; correct meta.json's base or the image before cloning it`,
+      { vid: source.volumeID },
+    );
+}
+
 /** What may be cloned, and how: refusals come before anything is claimed. */
 function checkClonable(source: VolumeMeta, files: string[], alg: CopyAlg | 'overlay'): void {
   const vid = source.volumeID;
@@ -108,6 +123,7 @@ export async function cloneVolume(ctx: StoreContext, req: CloneRequest, caller: 
     // how; a Ceph volume has one way only (rbd cp), whatever alg it was given.
     const alg = req.alg ?? (source.alg === 'no' || source.format === 'rbd' ? 'cp' : source.alg);
     checkClonable(source, await fs.readdir(found.dir), alg);
+    if (alg !== 'overlay' && source.format === 'qcow2' && source.base) await requireBackingIsBase(ctx, found.dir, source);
     if (!source.readonly) await requireImageUnused(ctx, found.dir, source, 'cloned while writable');
     const rbd = source.format === 'rbd' ? requireCeph(ctx) : null;
     if (!rbd && alg !== 'overlay') copier.requireTool(alg);

@@ -1,8 +1,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { errorFields } from '../log.js';
-import { BadRequestError, translateErrno } from '../errors.js';
-import { dataFileName, gbToBytes } from '../store/layout.js';
+import { BadRequestError, ConflictError, translateErrno } from '../errors.js';
+import { BYTES_PER_GB, dataFileName, gbToBytes } from '../store/layout.js';
 import { writeMeta, type VolumeMeta } from '../store/meta.js';
 import type { DiskFormat } from '../tools/qemu-img.js';
 import { findVolume, readLockedMeta, requireNoOverlays, requireNoSnapshots, requireNotInUse, requireOwnedAfresh, requireOwner } from './access.js';
@@ -52,7 +52,15 @@ export async function updateVolume(ctx: StoreContext, req: UpdateRequest): Promi
       throw new BadRequestError(`whether a volume is a cloud-init volume cannot be changed`, { field: 'cloudinit' });
     const next: VolumeMeta = { ...current };
     for (const key of UPDATABLE) if (req[key] !== undefined) (next as Record<string, unknown>)[key] = req[key];
+    // A rule broken by a hand-written meta.json, which this request does not touch, is not the request's fault.
+    if (next.bootable && next.shareable && req.bootable === undefined && req.shareable === undefined)
+      throw new ConflictError(
+        `volume ${req.vid} is both bootable and shareable, as its meta.json says (the daemon never makes one so): send bootable or shareable false with the update, or correct meta.json by hand`,
+        { vid: req.vid },
+      );
     assertConsistent(next);
+    if (next.format === 'iso' && !next.readonly && req.readonly === undefined)
+      throw new ConflictError(`volume ${req.vid} is an ISO image that its meta.json says is not read-only: send readonly true with the update, or correct meta.json by hand`, { vid: req.vid });
     if (next.format === 'iso' && !next.readonly) throw new BadRequestError(`volume ${req.vid} is an ISO image, which is read-only`, { field: 'readonly' });
     // The export rules and the LUN's mode were decided on these: they change only when no one uses the volume.
     const inUseFlags = IN_USE_FLAGS.filter((key) => next[key] !== current[key]);
@@ -98,6 +106,7 @@ export async function resizeVolume(ctx: StoreContext, req: { vid: string; creato
     if (newSize < meta.size)
       throw new BadRequestError(`volumes only grow: ${req.vid} has ${meta.size} bytes, more than the ${newSize} asked`, { field: 'size' });
     if (newSize === meta.size) return;
+    if (meta.format !== 'rbd') await requireImageWithin(ctx, dir, meta as VolumeMeta & { format: DiskFormat }, newSize);
     // A raw image only grows at its end (a download reads the old length); a qcow2's tables and an RBD image change in place.
     if (meta.format !== 'raw') ctx.locks.rewriteInPlace(dir, req.vid, 'resized');
     await ctx.placement.grow(root, dir, meta.size, newSize, async () => {
@@ -118,6 +127,21 @@ export async function resizeVolume(ctx: StoreContext, req: { vid: string; creato
 }
 
 /**
+ * An image an operator grew by hand (`qemu-img resize`) past meta.json's size is not shrunk back to
+ * a size between the two: qemu-img refuses it (500 "qemu-img failed"), and a shrink would cut data.
+ */
+async function requireImageWithin(ctx: StoreContext, dir: string, meta: VolumeMeta & { format: DiskFormat }, newSize: number): Promise<void> {
+  const name = dataFileName(meta.format);
+  const file = path.join(dir, name);
+  const held = meta.format === 'raw' ? (await fs.stat(file)).size : (await ctx.qemuImg.info(file, 'qcow2')).virtualSize;
+  if (held > newSize)
+    throw new ConflictError(
+      `volume ${meta.volumeID}: ${name} holds ${held} bytes, more than the ${meta.size} of meta.json and the ${newSize} asked; volumes only grow: ask for ${held / BYTES_PER_GB} GB or more, or correct meta.json's size by hand`,
+      { vid: meta.volumeID },
+    );
+}
+
+/**
  * `update/convert`: rewrites the image in another format, keeping the data. Steps, each safe to
  * die after: convert into a temp file; rename it to `data.<new>`; meta.json names the new format
  * (the commit point); the old data file goes. recoverVolume finishes any of them.
@@ -133,6 +157,12 @@ export async function convertVolume(
     await requireNoOverlays(ctx, meta, 'converted');
     if (meta.format === req.format) return;
     const oldData = path.join(dir, dataFileName(meta.format));
+    // Under the lock no convert of ours is half done (recovery removed its leftovers): the file is an operator's.
+    if ((await fs.readdir(dir)).includes(dataFileName(req.format)))
+      throw new ConflictError(
+        `volume ${req.vid} holds a ${dataFileName(req.format)} that its meta.json does not name (format ${meta.format}): move it out of the volume first, the convert would replace it`,
+        { vid: req.vid },
+      );
     if (meta.format === 'qcow2') await requireNoSnapshots(ctx, oldData, req.vid, 'converting');
     jobStarted();
     const newData = path.join(dir, dataFileName(req.format));

@@ -5,7 +5,7 @@ import { dataFileName } from '../store/layout.js';
 import type { VolumeMeta } from '../store/meta.js';
 import { faultPoint } from '../faults.js';
 import { QemuImgLayers, type ImageSnapshot } from '../tools/qemu-img-layers.js';
-import { findVolume, requireNoOverlays, requireNotInUse } from './access.js';
+import { findVolume, requireImageOfItsFormat, requireNoOverlays, requireNotInUse } from './access.js';
 import { imageOf, requireCeph, requireImageUnused } from './ceph.js';
 import type { Caller, StoreContext } from './context.js';
 import { withOwnedVolume } from './modify.js';
@@ -46,6 +46,8 @@ async function snapshotStore(ctx: StoreContext, dir: string, meta: VolumeMeta): 
   }
   if (meta.format !== 'qcow2')
     throw new BadRequestError(`only qcow2 and Ceph volumes have snapshots; volume ${meta.volumeID} is ${meta.format}`, { field: 'vid' });
+  // snapshot/list reads without the lock, so without readLockedMeta's check.
+  await requireImageOfItsFormat(dir, meta);
   const layers = new QemuImgLayers(ctx.runner, ctx.config.toolTimeoutMs);
   const data = path.join(dir, dataFileName(meta.format));
   return {

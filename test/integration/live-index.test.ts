@@ -86,7 +86,7 @@ describe('the live index', () => {
     const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
     expect(status.roots.map((r: { path: string }) => r.path)).to.deep.equal([path.join(mnt, 'a'), path.join(mnt, 'nested', 'b')]);
     expect(status.skipped).to.deep.equal([
-      { path: path.join(mnt, 'bad'), reason: "settings.json is invalid: 'max-volumes' must be integer" },
+      { path: path.join(mnt, 'bad'), reason: "settings.json is invalid: 'max-volumes' must be integer, not \"many\"" },
       {
         path: path.join(mnt, 'typo'),
         reason: "settings.json is invalid: 'max_volumes' is not a key of settings.json (its keys: max-volumes, max-volume-size, max-total-size, max-size, file-system)",
@@ -136,7 +136,7 @@ describe('the live index', () => {
     await fs.writeFile(path.join(mnt, 'a', 'settings.json'), '{"max-volumes": "many"}');
     d = await startTestDaemon(mnt);
     const res = await d.post('info', { volume_id: HAND_MADE }).expect(503);
-    expect(res.body.error).to.equal(`volume ${HAND_MADE} is on storage root ${path.join(mnt, 'a')}, which is not available (settings.json is invalid: 'max-volumes' must be integer)`);
+    expect(res.body.error).to.equal(`volume ${HAND_MADE} is on storage root ${path.join(mnt, 'a')}, which is not available (settings.json is invalid: 'max-volumes' must be integer, not "many")`);
     await d.post('has', { volume_id: HAND_MADE }).expect(503);
     expect(await accessibleIds()).to.deep.equal([]);
   });

@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { execa } from 'execa';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { imageInfo } from '../helpers/images.js';
-import { makeTree, OWNER, removeTree, seedCreateBody } from '../helpers/tree.js';
+import { makeTree, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
 const DEAD_OP = '0000000000000000000000000000dead';
 
@@ -47,6 +47,16 @@ describe('recovery of what a crash left', () => {
     await d.post('create', seedCreateBody()).expect(200);
   });
 
+  it("keeps an operator's second data file when the operation that died was no convert (only a convert makes one)", async () => {
+    const vid = await createThenStop({ format: 'raw', size: 0.01 });
+    const dir = path.join(root(), `vid.${vid}.elimg`);
+    await fs.writeFile(path.join(dir, 'data.qcow2'), 'an operator backup');
+    await fs.writeFile(path.join(dir, `elemento.update.${DEAD_OP}.ignore`), '{}');
+    d = await startTestDaemon(mnt);
+    expect((await fs.readdir(dir)).sort()).to.deep.equal(['data.img', 'data.qcow2', 'meta.json']);
+    expect(await fs.readFile(path.join(dir, 'data.qcow2'), 'utf8')).to.equal('an operator backup');
+  });
+
   it('finishes a convert that died after the new image was renamed in (meta.json decides)', async () => {
     const vid = await createThenStop({ format: 'raw', size: 0.01 });
     const dir = path.join(root(), `vid.${vid}.elimg`);
@@ -71,12 +81,15 @@ describe('recovery of what a crash left', () => {
     const vid = await createThenStop({ format: 'raw', size: 0.01 });
     const dir = path.join(root(), `vid.${vid}.elimg`);
     d = await startTestDaemon(mnt, { lockStaleMs: 2000 });
-    // A dead holder's mutex, refreshed long ago, and its marker.
+    // A dead holder's mutex, refreshed long ago, and its marker. Its mtime was set by the holder's
+    // clock, which may be another host's: the lock is stale once it has not changed for lockStaleMs
+    // of this daemon's time, so the first request meets it held, and a later one finds it recovered.
     await fs.mkdir(path.join(dir, '.elemento.lock'));
     const old = new Date(Date.now() - 60_000);
     await fs.utimes(path.join(dir, '.elemento.lock'), old, old);
     await fs.writeFile(path.join(dir, `elemento.update.${DEAD_OP}.ignore`), '{}');
-    await d.post('update', { vid, creatorID: OWNER, name: 'after-crash' }).expect(200);
+    await d.post('update', { vid, creatorID: OWNER, name: 'after-crash' }).expect(409);
+    await waitFor(async () => (await d.post('update', { vid, creatorID: OWNER, name: 'after-crash' })).status === 200, 8000, 'the stale lock to be recovered');
     expect((await fs.readdir(dir)).sort()).to.deep.equal(['data.img', 'meta.json']);
   });
 

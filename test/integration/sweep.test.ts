@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
+import { BOOT_ID } from '../../src/store/locks.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { makeTree, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
@@ -45,14 +46,22 @@ describe('the sweep of what a killed daemon left a moment ago', function () {
   }
 
   it('breaks at once a fresh lock whose marker names a process of this host that no longer runs', async () => {
-    const dir = await lockedByDeadDaemon(JSON.stringify({ purpose: 'update', host: hostname(), pid: await deadPid() }));
+    const dir = await lockedByDeadDaemon(JSON.stringify({ purpose: 'update', host: hostname(), boot: BOOT_ID, pid: await deadPid() }));
     d = await startTestDaemon(mnt, { lockStaleMs: 10_000 });
     expect((await fs.readdir(dir)).sort()).to.deep.equal(['data.img', 'meta.json']);
   });
 
+  it('does not break at once a lock of a host that has the same name but not this boot (another host sharing the tree, cloned with its name)', async () => {
+    const marker = JSON.stringify({ purpose: 'update', host: hostname(), boot: '00000000-0000-4000-8000-000000000000', pid: await deadPid() });
+    const dir = await lockedByDeadDaemon(marker);
+    d = await startTestDaemon(mnt, { lockStaleMs: 10_000 });
+    await new Promise((r) => setTimeout(r, 1000));
+    expect((await fs.readdir(dir)).sort()).to.deep.equal(['.elemento.lock', 'data.img', `elemento.update.${DEAD_OP}.ignore`, 'meta.json']);
+  });
+
   it('recovers a fresh lock whose marker was cut short once it is stale, and does not hold up the other volumes', async () => {
     const cutShort = await lockedByDeadDaemon('');
-    const provable = await lockedByDeadDaemon(JSON.stringify({ purpose: 'update', host: hostname(), pid: await deadPid() }));
+    const provable = await lockedByDeadDaemon(JSON.stringify({ purpose: 'update', host: hostname(), boot: BOOT_ID, pid: await deadPid() }));
     d = await startTestDaemon(mnt, { lockStaleMs: 2000 });
     expect((await fs.readdir(provable)).sort()).to.deep.equal(['data.img', 'meta.json']);
     await waitFor(async () => (await fs.readdir(cutShort)).length === 2, 8000, 'the stale lock to be recovered');

@@ -44,7 +44,7 @@ describe('API token file', () => {
     ['a client without client_uid', { tokens: [{ role: 'client', token: TOKEN }] }, "is invalid: 'tokens.0.client_uid' is missing"],
     ['an admin with a client_uid', { tokens: [{ role: 'admin', token: TOKEN, client_uid: OWNER }] }, "is invalid: 'tokens.0' must give either token or sha256, not both, and a client_uid only with role client"],
     ['both token and sha256', { tokens: [{ role: 'admin', token: TOKEN, sha256: 'a'.repeat(64) }] }, "is invalid: 'tokens.0' must give either token or sha256, not both, and a client_uid only with role client"],
-    ['an unknown role', { tokens: [{ role: 'root', token: TOKEN }] }, "is invalid: 'tokens.0.role' must be equal to one of the allowed values"],
+    ['an unknown role', { tokens: [{ role: 'root', token: TOKEN }] }, "is invalid: 'tokens.0.role' must be one of admin, client"],
     ['the same token twice', { tokens: [{ role: 'admin', token: TOKEN }, { role: 'client', client_uid: OWNER, sha256: createHash('sha256').update(TOKEN).digest('hex') }] }, "gives the same token twice (again at 'client#1')"],
   ];
   for (const [what, doc, reason] of bad)

@@ -49,3 +49,74 @@ describe('volume lock refusals', () => {
     }
   });
 });
+
+/**
+ * Hosts sharing a tree (Gluster) whose clocks differ: a mutex's mtime is set by its holder's clock
+ * (proper-lockfile's refresh), so it says nothing about staleness to another host. A holder is dead
+ * when its mutex stops changing, as this daemon's own clock measures it.
+ */
+describe('volume and root locks between hosts whose clocks differ', () => {
+  const STALE = 2000;
+  let dir: string;
+  let refresher: NodeJS.Timeout | undefined;
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-locks-'));
+  });
+  afterEach(async () => {
+    clearInterval(refresher);
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  /** A live holder on a host whose clock is `skewMs` off: it makes the mutex and refreshes it with its own time. */
+  async function holdWithSkewedClock(mutex: string, skewMs: number): Promise<void> {
+    await fs.mkdir(mutex);
+    const touch = () => fs.utimes(mutex, new Date(Date.now() + skewMs), new Date(Date.now() + skewMs)).catch(() => undefined);
+    await touch();
+    refresher = setInterval(touch, STALE / 4);
+  }
+
+  it('never takes over a live volume lock refreshed by a host whose clock is 10 minutes behind', async () => {
+    await holdWithSkewedClock(path.join(dir, '.elemento.lock'), -600_000);
+    const locks = new LockManager(STALE, createLogger({ level: 'silent', format: 'json' }));
+    for (let i = 0; i < 4; i++) {
+      await locks.acquireVolume(dir, 'update', UID).then(
+        () => expect.fail('a live lock was taken over'),
+        (err: Error) => expect(err).to.be.instanceOf(ConflictError),
+      );
+      await new Promise((r) => setTimeout(r, STALE / 2));
+    }
+    expect(locks.compromised).to.equal(0);
+  });
+
+  it('recovers the volume lock of a dead host whose clock was 10 minutes ahead once it stops changing', async () => {
+    const mutex = path.join(dir, '.elemento.lock');
+    await fs.mkdir(mutex);
+    const ahead = new Date(Date.now() + 600_000);
+    await fs.utimes(mutex, ahead, ahead);
+    const locks = new LockManager(STALE, createLogger({ level: 'silent', format: 'json' }));
+    await locks.acquireVolume(dir, 'update', UID).then(
+      () => expect.fail('a lock just seen was taken over at once'),
+      (err: Error) => expect(err).to.be.instanceOf(ConflictError),
+    );
+    expect(await locks.isVolumeMutexHeld(dir)).to.equal(true);
+    await new Promise((r) => setTimeout(r, STALE + 200));
+    expect(await locks.isVolumeMutexHeld(dir)).to.equal(false);
+    const lock = await locks.acquireVolume(dir, 'update', UID);
+    await lock.release();
+  });
+
+  it('waits for a live root lock of a host whose clock is behind instead of taking it over', async () => {
+    const mutex = path.join(dir, '.elemento-root.lock');
+    await holdWithSkewedClock(mutex, -600_000);
+    const locks = new LockManager(STALE, createLogger({ level: 'silent', format: 'json' }));
+    let releasedAt = 0;
+    setTimeout(async () => {
+      clearInterval(refresher);
+      await fs.rmdir(mutex);
+      releasedAt = Date.now();
+    }, STALE);
+    const ranAt = await locks.withRootLock(dir, async () => Date.now());
+    expect(releasedAt).to.be.greaterThan(0);
+    expect(ranAt).to.be.at.least(releasedAt);
+  });
+});
