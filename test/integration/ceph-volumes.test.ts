@@ -105,7 +105,8 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     expect(Buffer.compare(res.body as Buffer, await fs.readFile(exported))).to.equal(0);
     expect((res.body as Buffer).subarray(2 * MB, 3 * MB).every((b) => b === 0x3c)).to.equal(true);
     // A job like a file volume's download (GET /jobs), its bytes counted as rbd export's output left.
-    expect((await d.api.get(`/api/v1.0/jobs/${res.headers['x-job']}`).expect(200)).body).to.include({ kind: 'download', vid, state: 'done', bytes: 10000384, percent: 100 });
+    const dl = (await d.api.get(`/api/v1.0/jobs/${res.headers['x-job']}`).expect(200)).body;
+    expect(dl).to.include({ kind: 'download', vid, state: 'done', bytes: 10000384, percent: 100 });
     const head = await d.api.head(`/api/v1.0/volumes/${vid}/data`).expect(200);
     expect(head.headers['content-length']).to.equal('10000384');
 

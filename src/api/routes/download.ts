@@ -132,7 +132,8 @@ function downloadJob(jobs: JobRegistry, vid: string, res: Response, next: NextFu
     job.signal.addEventListener('abort', () => res.destroy(), { once: true });
     job.started();
     res.once('close', () => {
-      if (res.writableFinished) resolve({ vid, bytes: sent });
+      // Every byte sent is done, even when the client closed before the stream's own end (rbd export's exit).
+      if (res.writableFinished || sent === Number(res.getHeader('Content-Length'))) resolve({ vid, bytes: sent });
       else reject(new Error(`the connection closed after ${sent} of ${res.getHeader('Content-Length') ?? '?'} bytes`));
     });
   }));
