@@ -119,8 +119,10 @@ async function multipartUpload<T>(req: Request, res: Response, schema: string, m
 export function imageRoutes(daemon: Daemon): Router {
   const ctx = daemon.ctx;
   const r = Router();
+  // A tenant (client token) may not make the daemon fetch from this host or its private networks (SSRF).
+  const source = (url: string, res: Response) => urlSource(ctx, url, tokenClient(res) !== undefined);
   const fromUrl = (body: ImportRequest & { url: string }, res: Response) =>
-    runAsJob(ctx.jobs, { async: body.async, kind: 'import', vid: null, makesVolume: true, res }, (job) => importDisk(ctx, body, urlSource(ctx, body.url), jobOptions(job)));
+    runAsJob(ctx.jobs, { async: body.async, kind: 'import', vid: null, makesVolume: true, res }, (job) => importDisk(ctx, body, source(body.url, res), jobOptions(job)));
   r.post('/create/url', jsonEndpoint<ImportRequest & { url: string }>('create-url', (body, _req, res) => fromUrl(body, res)));
   r.post('/cloudinit/create', jsonEndpoint<ImportRequest & { url: string }>('cloudinit-create', (body, _req, res) => fromUrl({ ...body, cloudinit: true }, res)));
 
@@ -132,7 +134,7 @@ export function imageRoutes(daemon: Daemon): Router {
 
   const isoFromUrl = jsonEndpoint<IsoRequest>('iso-create', (body, _req, res) => {
     if (!body.url) throw new BadRequestError("request was badly formatted. 'url'", { field: 'url' });
-    return runAsJob(ctx.jobs, { async: body.async, kind: 'import', vid: null, makesVolume: true, res }, (job) => createIso(ctx, body, urlSource(ctx, body.url!), jobOptions(job)));
+    return runAsJob(ctx.jobs, { async: body.async, kind: 'import', vid: null, makesVolume: true, res }, (job) => createIso(ctx, body, source(body.url!, res), jobOptions(job)));
   });
   r.post('/iso/create', async (req, res, next) => {
     if (!isMultipart(req) && !isRawBody(req)) return isoFromUrl(req, res, next);

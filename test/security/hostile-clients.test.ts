@@ -1,0 +1,104 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { expect } from 'chai';
+import { bearer, TOKENS, writeTokenFile } from '../helpers/auth.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { makeTree, OWNER, removeTree, snapshotTree } from '../helpers/tree.js';
+
+/**
+ * What an authenticated but hostile tenant (a client token), or a careless client, gets from the
+ * requests docs/SECURITY.md says are refused: the answer, and a tree left as it was.
+ */
+describe('hostile and careless clients (API tokens)', () => {
+  let mnt: string;
+  let d: TestDaemon;
+  let server: http.Server;
+  let port: number;
+  const hits: string[] = [];
+  /** The disk image a local service would hand out: 1 MiB of raw bytes. */
+  const secret = Buffer.alloc(1024 * 1024, 's');
+
+  before(async () => {
+    mnt = await makeTree({ a: { 'max-total-size': '1G' } });
+    d = await startTestDaemon(mnt, { tokensFile: await writeTokenFile(mnt) });
+    // A service on this host: /secret is the bytes, /to/<url> redirects there.
+    server = http.createServer((req, res) => {
+      hits.push(req.url ?? '');
+      const to = /^\/to\/(.+)$/.exec(req.url ?? '')?.[1];
+      if (to) res.writeHead(302, { Location: decodeURIComponent(to) }).end();
+      else if (req.url === '/secret') res.writeHead(200, { 'Content-Length': secret.length }).end(secret);
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  after(async () => {
+    await d.stop();
+    await new Promise((resolve) => server.close(resolve));
+    await removeTree(mnt);
+  });
+  beforeEach(() => void hits.splice(0));
+
+  describe('imports from a URL (SSRF)', () => {
+    const importAs = (token: string, endpoint: string, url: string, extra: object = {}) =>
+      d.post(endpoint, { creatorID: OWNER, url, format: 'raw', private: true, ...extra }).set(bearer(token));
+
+    for (const host of ['127.0.0.1', 'localhost', '[::1]', '[::ffff:127.0.0.1]', '2130706433', '0x7f.1', '169.254.169.254', '10.0.0.1', '192.168.1.1', '0.0.0.0'])
+      it(`refuses a client token's create/url from http://${host}/ (403), before connecting, and makes nothing`, async () => {
+        const before = await snapshotTree(mnt);
+        const res = await importAs(TOKENS.owner, 'create/url', `http://${host}:${port}/secret`);
+        expect(res.status, JSON.stringify(res.body)).to.equal(403);
+        expect(res.body.code).to.equal('forbidden');
+        expect(res.body.field).to.equal('url');
+        expect(res.body.error).to.match(/is not a public address: a client token may import only from public addresses$/);
+        expect(hits).to.deep.equal([]);
+        expect(await snapshotTree(mnt)).to.deep.equal(before);
+      });
+
+    it('refuses the same for cloudinit/create and iso/create', async () => {
+      const before = await snapshotTree(mnt);
+      await importAs(TOKENS.owner, 'cloudinit/create', `http://127.0.0.1:${port}/secret`).expect(403);
+      const iso = { creatorID: OWNER, url: `http://127.0.0.1:${port}/secret`, isotype: 'tool', os_family: 'linux' };
+      await d.post('iso/create', iso).set(bearer(TOKENS.owner)).expect(403);
+      expect(hits).to.deep.equal([]);
+      expect(await snapshotTree(mnt)).to.deep.equal(before);
+    });
+
+    it('still lets the controller (admin token) import from its private network, through a redirect', async () => {
+      const res = await importAs(TOKENS.admin, 'create/url', `http://127.0.0.1:${port}/to/${encodeURIComponent('/secret')}`).expect(200);
+      expect(hits).to.deep.equal([`/to/${encodeURIComponent('/secret')}`, '/secret']);
+      const data = await d.api.get(`/api/v1.0/volumes/${res.body.vid}/data`).set(bearer(TOKENS.owner)).buffer(true).parse((r, cb) => {
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => cb(null, Buffer.concat(chunks)));
+      });
+      expect(Buffer.compare(data.body as Buffer, secret)).to.equal(0);
+      await d.post('destroy', { volume_id: res.body.vid }).set(bearer(TOKENS.admin)).expect(200);
+    });
+
+    for (const target of ['file:///etc/passwd', 'ftp://127.0.0.1/x', 'gopher://127.0.0.1:70/x', 'http://u:p@127.0.0.1/x'])
+      it(`answers 502 to a redirect to ${target}, without following it`, async () => {
+        const before = await snapshotTree(mnt);
+        const res = await importAs(TOKENS.admin, 'create/url', `http://127.0.0.1:${port}/to/${encodeURIComponent(target)}`).expect(502);
+        expect(res.body.error).to.equal(`the download from 127.0.0.1:${port} was redirected to a URL that cannot be imported (only http and https, without credentials)`);
+        expect(hits).to.have.length(1);
+        expect(await snapshotTree(mnt)).to.deep.equal(before);
+      });
+
+    it('answers 502 to a redirect loop after 10 hops', async () => {
+      let loop = '/secret';
+      for (let i = 0; i < 12; i++) loop = `/to/${encodeURIComponent(loop)}`;
+      const res = await importAs(TOKENS.admin, 'create/url', `http://127.0.0.1:${port}${loop}`).expect(502);
+      expect(res.body.error).to.equal(`the download from 127.0.0.1:${port} was redirected more than 10 times`);
+      expect(hits).to.have.length(11);
+    });
+
+    it('refuses a URL with credentials (400) without echoing them, where it was a 502 "connection lost"', async () => {
+      const before = await snapshotTree(mnt);
+      const res = await importAs(TOKENS.admin, 'create/url', `http://user:hunter2@127.0.0.1:${port}/secret`).expect(400);
+      expect(res.body).to.deep.equal({ error: 'a URL with credentials (user:password@) cannot be imported; use a URL that needs none', code: 'bad_request', field: 'url' });
+      expect(hits).to.deep.equal([]);
+      expect(await snapshotTree(mnt)).to.deep.equal(before);
+    });
+  });
+});
