@@ -30,6 +30,10 @@ export interface MultipartOptions {
   onFile(file: IncomingFile, fields: Record<string, unknown>): Promise<void>;
 }
 
+/** The most text fields a multipart request may carry, and the largest one (more is refused, never dropped). */
+const MAX_FIELDS = 100;
+const MAX_FIELD_BYTES = 1024 * 1024;
+
 export function isMultipart(req: Request): boolean {
   return /^multipart\/form-data/i.test(req.headers['content-type'] ?? '');
 }
@@ -59,7 +63,7 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
     let bb: busboy.Busboy;
     try {
       // 1 MB buffers, as the raw body's file stream: busboy's 16 KB defaults made it pause the socket every 16 KB.
-      bb = busboy({ headers: req.headers, highWaterMark: 1024 * 1024, fileHwm: 1024 * 1024, limits: { fileSize: opts.maxFileBytes, files: opts.maxFiles, fields: 100, fieldSize: 1024 * 1024 } });
+      bb = busboy({ headers: req.headers, highWaterMark: 1024 * 1024, fileHwm: 1024 * 1024, limits: { fileSize: opts.maxFileBytes, files: opts.maxFiles, fields: MAX_FIELDS, fieldSize: MAX_FIELD_BYTES } });
     } catch {
       return reject(new BadRequestError('the multipart body has no boundary'));
     }
@@ -87,7 +91,8 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
         () => reject(err),
       );
     };
-    bb.on('field', (name, value) => {
+    bb.on('field', (name, value, info) => {
+      if (info.valueTruncated) return fail(new PayloadTooLargeError(`field '${name.slice(0, 64)}' is larger than the ${MAX_FIELD_BYTES} bytes accepted`));
       const parsed = formValue(opts.schema, name, value);
       if (name === 'fields' && parsed && typeof parsed === 'object' && !Array.isArray(parsed)) Object.assign(fields, parsed);
       else fields[name] = parsed;
@@ -104,6 +109,8 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
       });
       chain.catch(fail);
     });
+    // busboy drops the fields past its limit silently: a 'private=true' after 100 others would be lost.
+    bb.on('fieldsLimit', () => fail(new BadRequestError(`a request may carry at most ${MAX_FIELDS} fields`)));
     bb.on('filesLimit', () => fail(new BadRequestError(`a request may carry at most ${opts.maxFiles} files`)));
     bb.on('error', (err) => fail(new BadRequestError(`the multipart body could not be read (${(err as Error).message})`)));
     bb.on('close', () => {

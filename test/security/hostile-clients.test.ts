@@ -101,4 +101,28 @@ describe('hostile and careless clients (API tokens)', () => {
       expect(await snapshotTree(mnt)).to.deep.equal(before);
     });
   });
+
+  describe('multipart requests', () => {
+    const raw = Buffer.alloc(1024 * 1024);
+
+    it('refuses fields past the 100th (400) rather than dropping them: a private=true after 100 others made a public volume', async () => {
+      const before = await snapshotTree(mnt);
+      const req = d.api.post('/api/v1.0/create/upload').set(bearer(TOKENS.owner)).field('creatorID', OWNER);
+      for (let i = 0; i < 100; i++) req.field('name', 'x');
+      const res = await req.field('private', 'true').field('format', 'raw').attach('file', raw, 'disk.img');
+      expect(res.status, JSON.stringify(res.body)).to.equal(400);
+      expect(res.body).to.deep.equal({ error: 'a request may carry at most 100 fields', code: 'bad_request' });
+      expect(await snapshotTree(mnt)).to.deep.equal(before);
+      expect((await d.post('accessible', { client_uid: OWNER }).set(bearer(TOKENS.owner)).expect(200)).body).to.deep.equal([]);
+    });
+
+    it('refuses a field past 1 MB (413) rather than cutting it', async () => {
+      const before = await snapshotTree(mnt);
+      const res = await d.api.post('/api/v1.0/create/upload').set(bearer(TOKENS.owner)).field('creatorID', OWNER)
+        .field('name', 'n'.repeat(1024 * 1024 + 1)).attach('file', raw, 'disk.img');
+      expect(res.status, JSON.stringify(res.body)).to.equal(413);
+      expect(res.body).to.deep.equal({ error: "field 'name' is larger than the 1048576 bytes accepted", code: 'payload_too_large' });
+      expect(await snapshotTree(mnt)).to.deep.equal(before);
+    });
+  });
 });
