@@ -70,7 +70,10 @@ export async function setClaimedSize(ctx: StoreContext, claimed: Claimed, size: 
   if (size === claimed.meta.size) return;
   const next = { ...claimed.meta, size };
   if (size > claimed.meta.size) await ctx.placement.grow(claimed.root, claimed.dir, claimed.meta.size, size, () => writeMeta(claimed.dir, next));
-  else await writeMeta(claimed.dir, next);
+  else {
+    await writeMeta(claimed.dir, next);
+    await ctx.index.reloadDir(claimed.dir); // the quota use shown and decided on drops at once, not at the watcher's next event
+  }
   claimed.meta = next;
 }
 

@@ -1,8 +1,10 @@
+import { promises as fs } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import { expect } from 'chai';
 import { bearer, TOKENS, writeTokenFile } from '../helpers/auth.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { daemonPerTest, startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { makeTree, OWNER, removeTree, snapshotTree } from '../helpers/tree.js';
 
 /**
@@ -124,5 +126,40 @@ describe('hostile and careless clients (API tokens)', () => {
       expect(res.body).to.deep.equal({ error: "field 'name' is larger than the 1048576 bytes accepted", code: 'payload_too_large' });
       expect(await snapshotTree(mnt)).to.deep.equal(before);
     });
+  });
+});
+
+describe('cloud-init file sets and the quota', function () {
+  this.timeout(60_000);
+  const env = daemonPerTest({ a: { 'max-total-size': '10M' } });
+  const send = (fields: object, ...files: [string, number][]) => {
+    let req = env.d.api.post('/api/v1.0/cloudinit/metadata').field('fields', JSON.stringify(fields));
+    for (const [name, size] of files) req = req.attach('file', Buffer.alloc(size, 'x'), name);
+    return req;
+  };
+  const usedBytes = async () => (await env.d.api.get('/api/v1.0/status').expect(200)).body.roots[0].usedBytes as number;
+  const MB4 = 4_000_000;
+
+  it('counts a pending set\'s files against the quota as they arrive: past it 507, and the set is as it was', async () => {
+    const first = await send({ creatorID: OWNER, expectedFiles: 5 }, ['user-data', 100]).expect(206);
+    const vid = first.body.vid as string;
+    expect(await usedBytes()).to.equal(100);
+    await send({ creatorID: OWNER, vid }, ['a.sh', MB4], ['b.sh', MB4]).expect(206);
+    expect(await usedBytes()).to.equal(100 + 2 * MB4);
+    const dir = path.join(env.mnt, 'a', `vid.${vid}.elimg`, 'cloud-init-metadata');
+    const before = (await fs.readdir(dir)).sort();
+    // 10 MB of quota: a third 4 MB file does not fit, and the call takes back what it stored.
+    const res = await send({ creatorID: OWNER, vid }, ['c.sh', 100], ['d.sh', MB4]).expect(507);
+    expect(res.body.code).to.equal('no_room');
+    expect(res.body.error).to.match(/^the volume cannot grow to 12000200 bytes: /);
+    expect((await fs.readdir(dir)).sort()).to.deep.equal(before);
+    expect(await usedBytes()).to.equal(100 + 2 * MB4);
+    // Nor can a second set take what the first holds.
+    await send({ creatorID: OWNER, expectedFiles: 2 }, ['user-data', MB4]).expect(507);
+    // The set completes; the volume then counts its ISO.
+    const done = await send({ creatorID: OWNER, vid }, ['c.sh', 100], ['meta-data', 100]).expect(200);
+    expect(done.body).to.include({ status: 'OK', received: 5, expected: 5 });
+    const size = (await env.d.post('info', { volume_id: vid }).expect(200)).body.size as number;
+    expect(await usedBytes()).to.equal(size);
   });
 });
