@@ -1,11 +1,15 @@
 import { promises as fs } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { expect } from 'chai';
+import { configWith } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import { startServer, type RunningServer } from '../../src/server.js';
 import { bearer, TOKENS, writeTokenFile } from '../helpers/auth.js';
 import { daemonPerTest, startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { makeTree, OWNER, removeTree, snapshotTree } from '../helpers/tree.js';
+import { rawRequest } from '../helpers/hostile.js';
+import { makeTree, OWNER, removeTree, snapshotTree, waitFor } from '../helpers/tree.js';
 
 /**
  * What an authenticated but hostile tenant (a client token), or a careless client, gets from the
@@ -161,5 +165,69 @@ describe('cloud-init file sets and the quota', function () {
     expect(done.body).to.include({ status: 'OK', received: 5, expected: 5 });
     const size = (await env.d.post('info', { volume_id: vid }).expect(200)).body.size as number;
     expect(await usedBytes()).to.equal(size);
+  });
+});
+
+describe('slow and stalled request bodies (a real server)', function () {
+  this.timeout(30_000);
+  let mnt: string;
+  let running: RunningServer;
+  const auth = `Authorization: Bearer ${TOKENS.owner}\r\n`;
+  const volumeDirs = async () => (await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'));
+
+  before(async () => {
+    mnt = await makeTree({ a: {} });
+    const config = configWith({ mnt, port: 0, host: '127.0.0.1', logLevel: 'silent', rescanIntervalMs: 0, exporter: 'none', transferIdleTimeoutMs: 1000, tokensFile: await writeTokenFile(mnt) });
+    running = await startServer(config, createLogger({ level: 'silent', format: 'json' }));
+  });
+  after(async () => {
+    await running.stop();
+    await removeTree(mnt);
+  });
+
+  it("sets no whole-request limit: Node's 300 s requestTimeout answered 408 to any upload longer than five minutes", () => {
+    expect(running.server.requestTimeout).to.equal(0);
+  });
+
+  it('takes an upload that trickles in for longer than the idle timeout, as long as bytes keep coming', async () => {
+    const chunk = Buffer.alloc(256 * 1024);
+    const socket = net.connect(running.port, '127.0.0.1');
+    const answer = new Promise<string>((resolve) => {
+      let text = '';
+      socket.on('data', (c) => (text += c.toString()));
+      socket.on('close', () => resolve(text));
+    });
+    socket.write(`POST /api/v1.0/create/upload?creatorID=${OWNER}&format=raw HTTP/1.1\r\nHost: x\r\n${auth}Content-Type: application/octet-stream\r\nContent-Length: ${chunk.length * 5}\r\nConnection: close\r\n\r\n`);
+    for (let i = 0; i < 5; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 600)); // 3 s in all, never 1 s without a byte
+      socket.write(chunk);
+    }
+    const text = await answer;
+    expect(text).to.match(/^HTTP\/1\.1 200 /);
+    expect(JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)).size).to.equal(0.00131072);
+  });
+
+  it('answers 408 to a JSON body that does not arrive within the timeout, closes the connection, changes nothing', async () => {
+    const before = await snapshotTree(mnt);
+    const body = JSON.stringify({ creatorID: OWNER, size: 0.001 });
+    const started = Date.now();
+    const res = await rawRequest(running.port, `POST /api/v1.0/create HTTP/1.1\r\nHost: x\r\n${auth}Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`);
+    expect(Date.now() - started).to.be.within(900, 4000);
+    expect(res?.status).to.equal(408);
+    expect(res?.headers.connection).to.equal('close');
+    expect(JSON.parse(res!.body)).to.deep.equal({ error: 'the request body did not arrive within 1 s', code: 'request_timeout' });
+    expect(await snapshotTree(mnt)).to.deep.equal(before);
+  });
+
+  it('ends an upload that stalls (nothing for the idle timeout): the connection is closed and its volume removed', async () => {
+    const before = await volumeDirs();
+    const started = Date.now();
+    const res = await rawRequest(running.port, Buffer.concat([
+      Buffer.from(`POST /api/v1.0/create/upload?creatorID=${OWNER}&format=raw HTTP/1.1\r\nHost: x\r\n${auth}Content-Type: application/octet-stream\r\nContent-Length: 2097152\r\n\r\n`),
+      Buffer.alloc(1024 * 1024),
+    ]));
+    expect(res).to.equal(null); // no answer: the connection was closed
+    expect(Date.now() - started).to.be.within(900, 4000);
+    await waitFor(async () => (await volumeDirs()).length === before.length, 5000, 'the half-made volume to be removed');
   });
 });

@@ -1,0 +1,36 @@
+import type { RequestHandler } from 'express';
+import { RequestTimeoutError } from '../errors.js';
+
+/**
+ * How long a request body may take, in place of Node's `requestTimeout` (off, server.ts), which cuts
+ * every request whose body is not in after 300 s: a disk image uploaded for longer than five minutes
+ * was answered 408 midway. A JSON body (1 MB at most) must arrive whole within `ms` of the headers, else
+ * 408 and the connection is closed (a trickling client holds nothing past that); an upload's body (any
+ * other) may take as long as it needs but fails once it sends nothing for `ms`: its connection is closed,
+ * which its handler takes as a client that left (the half-made volume is removed). Once the body is in,
+ * no limit applies: a synchronous import may convert for as long as it takes before it answers.
+ */
+export function bodyTimeouts(ms: number): RequestHandler {
+  const seconds = ms / 1000;
+  return (req, res, next) => {
+    if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) return next();
+    let timer: NodeJS.Timeout | undefined;
+    const done = () => {
+      clearTimeout(timer);
+      req.setTimeout(0);
+    };
+    if (req.is('application/json')) {
+      timer = setTimeout(() => {
+        if (res.headersSent) return req.destroy();
+        const err = new RequestTimeoutError(`the request body did not arrive within ${seconds} s`);
+        res.status(err.status).set('Connection', 'close').json({ error: err.message, code: err.code });
+        res.once('finish', () => req.destroy());
+      }, ms);
+    } else {
+      req.setTimeout(ms, () => req.destroy(new RequestTimeoutError(`the upload sent nothing for ${seconds} s`)));
+    }
+    req.once('end', done);
+    res.once('close', done);
+    next();
+  };
+}
