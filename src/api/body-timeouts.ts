@@ -17,7 +17,8 @@ export function bodyTimeouts(ms: number): RequestHandler {
     let timer: NodeJS.Timeout | undefined;
     const done = () => {
       clearTimeout(timer);
-      req.setTimeout(0);
+      // Once the answer is sent the socket may be gone already (IncomingMessage.setTimeout would throw).
+      req.socket?.setTimeout(0);
     };
     if (req.is('application/json')) {
       timer = setTimeout(() => {
