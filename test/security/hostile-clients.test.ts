@@ -231,3 +231,63 @@ describe('slow and stalled request bodies (a real server)', function () {
     await waitFor(async () => (await volumeDirs()).length === before.length, 5000, 'the half-made volume to be removed');
   });
 });
+
+describe('concurrent uploads of unannounced length and the quota', function () {
+  this.timeout(60_000);
+  const env = daemonPerTest({ a: { 'max-total-size': '100M' } });
+
+  /** Bytes of every file under `dir`. */
+  const bytesUnder = async (dir: string): Promise<number> => {
+    let total = 0;
+    for (const e of await fs.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) total += await bytesUnder(p);
+      else total += (await fs.stat(p).catch(() => ({ size: 0 }))).size;
+    }
+    return total;
+  };
+
+  it('counts each chunked upload against the quota as its bytes arrive: three of 50 MiB in a root of 100 MB never hold more than 100 MB', async () => {
+    const server = env.d.app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    const port = (server.address() as AddressInfo).port;
+    let most = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        most = Math.max(most, await bytesUnder(path.join(env.mnt, 'a')));
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    })();
+    const chunk = Buffer.alloc(1024 * 1024, 'z');
+    const upload = () =>
+      new Promise<{ status: number; body: Record<string, unknown> }>((resolve, reject) => {
+        // No Content-Length: the request is chunked, its length unknown until it ends.
+        const req = http.request({ port, method: 'POST', path: `/api/v1.0/create/upload?creatorID=${OWNER}&format=raw`, headers: { 'Content-Type': 'application/octet-stream' } }, (res) => {
+          let text = '';
+          res.on('data', (c) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+        });
+        req.on('error', reject);
+        void (async () => {
+          for (let i = 0; i < 50 && !req.destroyed; i++) {
+            if (!req.write(chunk)) await new Promise((r) => req.once('drain', r));
+            await new Promise((r) => setTimeout(r, 10));
+          }
+          req.end();
+        })();
+      });
+    try {
+      const answers = await Promise.all([upload(), upload(), upload()]);
+      expect(answers.map((a) => a.status).sort(), JSON.stringify(answers)).to.deep.equal([200, 507, 507]);
+      for (const a of answers.filter((x) => x.status === 507)) expect(a.body.error).to.match(/^the volume cannot grow to \d+ bytes: /);
+    } finally {
+      sampling = false;
+      await sampler;
+      server.close();
+    }
+    expect(most).to.be.at.most(100_000_000 + 64 * 1024);
+    const vids = (await fs.readdir(path.join(env.mnt, 'a'))).filter((n) => n.startsWith('vid.'));
+    expect(vids).to.have.length(1);
+  });
+});
