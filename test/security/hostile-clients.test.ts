@@ -9,7 +9,7 @@ import { startServer, type RunningServer } from '../../src/server.js';
 import { bearer, TOKENS, writeTokenFile } from '../helpers/auth.js';
 import { daemonPerTest, startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { rawRequest } from '../helpers/hostile.js';
-import { makeTree, OWNER, removeTree, snapshotTree, waitFor } from '../helpers/tree.js';
+import { makeTree, OTHER, OWNER, removeTree, snapshotTree, waitFor } from '../helpers/tree.js';
 
 /**
  * What an authenticated but hostile tenant (a client token), or a careless client, gets from the
@@ -105,6 +105,22 @@ describe('hostile and careless clients (API tokens)', () => {
       expect(res.body).to.deep.equal({ error: 'a URL with credentials (user:password@) cannot be imported; use a URL that needs none', code: 'bad_request', field: 'url' });
       expect(hits).to.deep.equal([]);
       expect(await snapshotTree(mnt)).to.deep.equal(before);
+    });
+  });
+
+  describe('jobs', () => {
+    it("keeps a client's finished job while another client floods the daemon with 1,001 refused clones (each a job)", async function () {
+      this.timeout(120_000);
+      const vid = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'raw', private: true }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
+      const job = (await d.post('update/convert', { vid, creatorID: OWNER, format: 'qcow2', async: true }).set(bearer(TOKENS.owner)).expect(202)).body.job;
+      await waitFor(async () => (await d.api.get(`/api/v1.0/jobs/${job}`).set(bearer(TOKENS.owner))).body.state === 'done', 10_000, 'the convert');
+      const unknown = '0'.repeat(32);
+      for (let i = 0; i < 1001; i += 50)
+        await Promise.all(Array.from({ length: Math.min(50, 1001 - i) }, () => d.post('clone', { volume_id: unknown, creatorID: OTHER }).set(bearer(TOKENS.other)).expect(404)));
+      expect((await d.api.get('/api/v1.0/jobs').set(bearer(TOKENS.other)).expect(200)).body).to.have.length(1000);
+      const mine = await d.api.get(`/api/v1.0/jobs/${job}`).set(bearer(TOKENS.owner)).expect(200);
+      expect(mine.body).to.include({ id: job, state: 'done', vid });
+      await d.post('destroy', { volume_id: vid }).set(bearer(TOKENS.owner)).expect(200);
     });
   });
 
