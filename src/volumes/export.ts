@@ -64,9 +64,12 @@ export async function withExportLock<T>(
   }
 }
 
-/** `export`: SPEC §4's rules, then the marker and the target. A repeat for the same client answers the same. */
-export async function exportVolume(ctx: StoreContext, exports: ExportService, vid: string, client: string): Promise<ExportAnswer> {
-  const meta = await withExportLock(ctx, vid, 'export', null, async (dir, meta, files) => {
+/**
+ * `export`: SPEC §4's rules, then the marker and the target. A repeat for the same client answers the same.
+ * `seenBy`: a client token's client, to whom another's private volume does not exist (404, not the rule's 403).
+ */
+export async function exportVolume(ctx: StoreContext, exports: ExportService, vid: string, client: string, seenBy: Caller = null): Promise<ExportAnswer> {
+  const meta = await withExportLock(ctx, vid, 'export', seenBy, async (dir, meta, files) => {
     if (meta.format === 'rbd' && !exports.exporter.capabilities.rbdLuns)
       throw new NotSupportedError(`volume ${vid} lives in Ceph, and the ${exports.exporter.name} exporter does not serve RBD images`);
     checkExportRules(meta, client, exportedClients(files, vid));

@@ -124,6 +124,22 @@ describe('hostile and careless clients (API tokens)', () => {
     });
   });
 
+  describe("another client's private volume", () => {
+    it('does not exist to a client token on export and attach (404, as everywhere), where it was a 403 saying it is private', async () => {
+      const vid = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'raw', private: true }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
+      const before = await snapshotTree(mnt);
+      for (const endpoint of ['export', 'attach']) {
+        const res = await d.post(endpoint, { volume_id: vid, client_uid: OTHER, node: 'n1', vm_id: '7' }).set(bearer(TOKENS.other));
+        expect([endpoint, res.status, res.body]).to.deep.equal([endpoint, 404, { error: `volume ${vid} does not exist`, code: 'not_found', vid }]);
+      }
+      // The controller, exporting to a client that is not the owner, is told the rule.
+      const ruled = await d.post('attach', { volume_id: vid, client_uid: OTHER, node: 'n1', vm_id: '7' }).set(bearer(TOKENS.admin)).expect(403);
+      expect(ruled.body.rule).to.equal('private');
+      expect(await snapshotTree(mnt)).to.deep.equal(before);
+      await d.post('destroy', { volume_id: vid }).set(bearer(TOKENS.owner)).expect(200);
+    });
+  });
+
   describe('multipart requests', () => {
     const raw = Buffer.alloc(1024 * 1024);
 
