@@ -219,6 +219,8 @@ describe('slow and stalled request bodies (a real server)', function () {
 
   it("sets no whole-request limit: Node's 300 s requestTimeout answered 408 to any upload longer than five minutes", () => {
     expect(running.server.requestTimeout).to.equal(0);
+    // Headers must still come within 60 s (Node's headersTimeout defaults to min(60 s, requestTimeout): 0, none).
+    expect(running.server.headersTimeout).to.equal(60_000);
   });
 
   it('takes an upload that trickles in for longer than the idle timeout, as long as bytes keep coming', async () => {
