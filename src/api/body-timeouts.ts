@@ -8,30 +8,40 @@ import { RequestTimeoutError } from '../errors.js';
  * 408 and the connection is closed (a trickling client holds nothing past that); an upload's body (any
  * other) may take as long as it needs but fails once it sends nothing for `ms`: its connection is closed,
  * which its handler takes as a client that left (the half-made volume is removed). Once the body is in,
- * no limit applies: a synchronous import may convert for as long as it takes before it answers.
+ * no limit applies: a synchronous import may convert for as long as it takes before it answers. A body
+ * still arriving after its answer (a refusal: 401, 413, 507) is discarded for `ms` more, then the
+ * connection is closed: an anonymous client trickling a body would otherwise hold it for ever.
  */
 export function bodyTimeouts(ms: number): RequestHandler {
   const seconds = ms / 1000;
   return (req, res, next) => {
     if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) return next();
     let timer: NodeJS.Timeout | undefined;
-    const done = () => {
+    const later = (fn: () => void) => {
       clearTimeout(timer);
-      // Once the answer is sent the socket may be gone already (IncomingMessage.setTimeout would throw).
-      req.socket?.setTimeout(0);
+      timer = setTimeout(fn, ms).unref();
     };
     if (req.is('application/json')) {
-      timer = setTimeout(() => {
+      later(() => {
         if (res.headersSent) return req.destroy();
         const err = new RequestTimeoutError(`the request body did not arrive within ${seconds} s`);
         res.status(err.status).set('Connection', 'close').json({ error: err.message, code: err.code });
         res.once('finish', () => req.destroy());
-      }, ms);
+      });
     } else {
       req.setTimeout(ms, () => req.destroy(new RequestTimeoutError(`the upload sent nothing for ${seconds} s`)));
     }
-    req.once('end', done);
-    res.once('close', done);
+    req.once('end', () => {
+      clearTimeout(timer);
+      // The socket may be gone already once the answer is sent (IncomingMessage.setTimeout would throw).
+      req.socket?.setTimeout(0);
+    });
+    res.once('finish', () => {
+      if (!req.complete) later(() => req.destroy());
+    });
+    res.once('close', () => {
+      if (!res.writableFinished) clearTimeout(timer); // the connection died: nothing left to time
+    });
     next();
   };
 }

@@ -253,6 +253,27 @@ describe('slow and stalled request bodies (a real server)', function () {
     expect(await snapshotTree(mnt)).to.deep.equal(before);
   });
 
+  it('closes the connection of a body still trickling in after its answer (an anonymous 401) once the timeout has passed', async () => {
+    const socket = net.connect(running.port, '127.0.0.1');
+    let text = '';
+    let answeredAt = 0;
+    socket.on('data', (c) => {
+      text += c.toString();
+      if (!answeredAt && text.includes('\r\n\r\n')) answeredAt = Date.now();
+    });
+    const closed = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now())));
+    socket.on('error', () => undefined);
+    socket.write(`POST /api/v1.0/create/upload?creatorID=${OWNER} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n`);
+    // A byte every 300 ms: never idle for the 1 s timeout, and never done.
+    const trickle = setInterval(() => !socket.destroyed && socket.write('x'), 300);
+    const giveUp = setTimeout(() => socket.destroy(), 8000);
+    const closedAt = await closed;
+    clearInterval(trickle);
+    clearTimeout(giveUp);
+    expect(text).to.match(/^HTTP\/1\.1 401 /);
+    expect(closedAt - answeredAt).to.be.within(500, 3000);
+  });
+
   it('ends an upload that stalls (nothing for the idle timeout): the connection is closed and its volume removed', async () => {
     const before = await volumeDirs();
     const started = Date.now();
