@@ -140,6 +140,16 @@ describe('hostile and careless clients (API tokens)', () => {
     });
   });
 
+  describe('ids in paths', () => {
+    for (const segment of ['%2e%2e', '..%2f..%2fsettings.json', `${OWNER}%00`, `${OWNER}0`, 'x'.repeat(300)])
+      it(`answers GET volumes/${segment.slice(0, 40)}/data with 404, where it was a 500`, async () => {
+        const res = await d.api.get(`/api/v1.0/volumes/${segment}/data`).set(bearer(TOKENS.owner));
+        expect(res.status, JSON.stringify(res.body)).to.equal(404);
+        expect(res.body.code).to.equal('not_found');
+        expect(res.body.error).to.match(/^volume .* does not exist$/);
+      });
+  });
+
   describe('multipart requests', () => {
     const raw = Buffer.alloc(1024 * 1024);
 
