@@ -140,6 +140,35 @@ describe('hostile and careless clients (API tokens)', () => {
     });
   });
 
+  describe('linked clones of another client\'s volume', () => {
+    it('refuses a client token a linked clone of another client\'s writable volume (403): it would pin it, its owner unable to destroy it', async () => {
+      const vid = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'qcow2', private: false, clonable: true }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
+      const before = await snapshotTree(mnt);
+      const res = await d.post('clone', { volume_id: vid, creatorID: OTHER, alg: 'overlay', private: true }).set(bearer(TOKENS.other)).expect(403);
+      expect(res.body).to.deep.equal({
+        error: `volume ${vid} belongs to another client and is not read-only: a linked clone would keep its owner from destroying, resizing or converting it (clone it with alg cp)`,
+        code: 'forbidden', vid, field: 'alg',
+      });
+      expect(await snapshotTree(mnt)).to.deep.equal(before);
+      // A full copy is fine, and the owner keeps its volume.
+      const copy = (await d.post('clone', { volume_id: vid, creatorID: OTHER, alg: 'cp' }).set(bearer(TOKENS.other)).expect(200)).body.vid;
+      await d.post('destroy', { volume_id: vid }).set(bearer(TOKENS.owner)).expect(200);
+      await d.post('destroy', { volume_id: copy }).set(bearer(TOKENS.other)).expect(200);
+    });
+
+    it('lets a client token link another client\'s read-only volume (a template), its own, and the controller anything', async () => {
+      const template = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'qcow2', readonly: true }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
+      const writable = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'qcow2' }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
+      const made = [
+        (await d.post('clone', { volume_id: template, creatorID: OTHER, alg: 'overlay' }).set(bearer(TOKENS.other)).expect(200)).body.vid,
+        (await d.post('clone', { volume_id: writable, creatorID: OWNER, alg: 'overlay' }).set(bearer(TOKENS.owner)).expect(200)).body.vid,
+        (await d.post('clone', { volume_id: writable, creatorID: OTHER, alg: 'overlay' }).set(bearer(TOKENS.admin)).expect(200)).body.vid,
+      ];
+      for (const vid of made) await d.post('destroy', { volume_id: vid }).set(bearer(TOKENS.admin)).expect(200);
+      for (const vid of [template, writable]) await d.post('destroy', { volume_id: vid }).set(bearer(TOKENS.owner)).expect(200);
+    });
+  });
+
   describe('ids in paths', () => {
     for (const segment of ['%2e%2e', '..%2f..%2fsettings.json', `${OWNER}%00`, `${OWNER}0`, 'x'.repeat(300)])
       it(`answers GET volumes/${segment.slice(0, 40)}/data with 404, where it was a 500`, async () => {
