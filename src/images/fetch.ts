@@ -22,12 +22,12 @@ export function checkUrl(raw: string): URL {
 /**
  * What a client token's import may not reach (SSRF): this host, link-local (cloud metadata at
  * 169.254.169.254), private, shared (CGNAT), benchmark, multicast and reserved ranges, in IPv4 and IPv6
- * (IPv4-mapped IPv6 addresses are checked as their IPv4 address).
+ * (IPv4-mapped IPv6 addresses are checked as their IPv4 address; the deprecated IPv4-compatible ::/96 is refused whole).
  */
 const NOT_PUBLIC = new BlockList();
 for (const [net, prefix] of [['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 3]] as const)
   NOT_PUBLIC.addSubnet(net, prefix, 'ipv4');
-for (const [net, prefix] of [['::', 127], ['64:ff9b::', 96], ['100::', 64], ['2002::', 16], ['fc00::', 7], ['fe80::', 10], ['fec0::', 10], ['ff00::', 8]] as const)
+for (const [net, prefix] of [['::', 96], ['64:ff9b::', 96], ['100::', 64], ['2002::', 16], ['fc00::', 7], ['fe80::', 10], ['fec0::', 10], ['ff00::', 8]] as const)
   NOT_PUBLIC.addSubnet(net, prefix, 'ipv6');
 
 /** 403 unless every address `url`'s host resolves to is public (a failed resolution is the download's 502). */

@@ -49,7 +49,7 @@ describe('hostile and careless clients (API tokens)', () => {
     const importAs = (token: string, endpoint: string, url: string, extra: object = {}) =>
       d.post(endpoint, { creatorID: OWNER, url, format: 'raw', private: true, ...extra }).set(bearer(token));
 
-    for (const host of ['127.0.0.1', 'localhost', '[::1]', '[::ffff:127.0.0.1]', '2130706433', '0x7f.1', '169.254.169.254', '10.0.0.1', '192.168.1.1', '0.0.0.0'])
+    for (const host of ['127.0.0.1', 'localhost', '[::1]', '[::ffff:127.0.0.1]', '[::127.0.0.1]', '2130706433', '0x7f.1', '169.254.169.254', '10.0.0.1', '192.168.1.1', '0.0.0.0'])
       it(`refuses a client token's create/url from http://${host}/ (403), before connecting, and makes nothing`, async () => {
         const before = await snapshotTree(mnt);
         const res = await importAs(TOKENS.owner, 'create/url', `http://${host}:${port}/secret`);
