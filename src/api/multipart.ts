@@ -91,13 +91,17 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
         () => reject(err),
       );
     };
+    let fileSeen = false;
     bb.on('field', (name, value, info) => {
+      // Read after the file was handed on, it could no longer apply: a 'private=true' sent last made a public volume.
+      if (fileSeen) return fail(new BadRequestError(`field '${name.slice(0, 64)}' comes after a file part: send the fields first, then the file`, { field: name.slice(0, 64) }));
       if (info.valueTruncated) return fail(new PayloadTooLargeError(`field '${name.slice(0, 64)}' is larger than the ${MAX_FIELD_BYTES} bytes accepted`));
       const parsed = formValue(opts.schema, name, value);
       if (name === 'fields' && parsed && typeof parsed === 'object' && !Array.isArray(parsed)) Object.assign(fields, parsed);
       else fields[name] = parsed;
     });
     bb.on('file', (field, stream, info) => {
+      fileSeen = true;
       // The consumer (pipeline, for await) sees a destroyed stream's error; this keeps it from being uncaught.
       stream.on('error', () => undefined);
       stream.on('limit', () => stream.destroy(new PayloadTooLargeError(`file '${info.filename}' is larger than the ${opts.maxFileBytes} bytes accepted`)));

@@ -193,6 +193,18 @@ describe('hostile and careless clients (API tokens)', () => {
       expect((await d.post('accessible', { client_uid: OWNER }).set(bearer(TOKENS.owner)).expect(200)).body).to.deep.equal([]);
     });
 
+    it('refuses a field after the file part (400) rather than ignoring it: a private=true sent last made a public volume', async () => {
+      const before = await snapshotTree(mnt);
+      const res = await d.api.post('/api/v1.0/create/upload').set(bearer(TOKENS.owner)).field('creatorID', OWNER).attach('file', raw, 'disk.img').field('private', 'true');
+      expect(res.status, JSON.stringify(res.body)).to.equal(400);
+      expect(res.body).to.deep.equal({ error: "field 'private' comes after a file part: send the fields first, then the file", code: 'bad_request', field: 'private' });
+      expect(await snapshotTree(mnt)).to.deep.equal(before);
+      const set = await d.api.post('/api/v1.0/cloudinit/metadata').set(bearer(TOKENS.owner)).field('creatorID', OWNER).field('expectedFiles', '2')
+        .attach('file', Buffer.from('#cloud-config\n'), 'user-data').field('private', 'true');
+      expect(set.status, JSON.stringify(set.body)).to.equal(400);
+      expect(await snapshotTree(mnt)).to.deep.equal(before);
+    });
+
     it('refuses a field past 1 MB (413) rather than cutting it', async () => {
       const before = await snapshotTree(mnt);
       const res = await d.api.post('/api/v1.0/create/upload').set(bearer(TOKENS.owner)).field('creatorID', OWNER)
