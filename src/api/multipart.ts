@@ -59,7 +59,8 @@ export function formValue(schema: string, key: string, text: string): unknown {
  */
 export function readMultipart(req: Request, opts: MultipartOptions): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
-    const fields: Record<string, unknown> = {};
+    // No prototype: a part named __proto__ is a field like any other, never this object's prototype.
+    const fields: Record<string, unknown> = Object.create(null);
     let bb: busboy.Busboy;
     try {
       // 1 MB buffers, as the raw body's file stream: busboy's 16 KB defaults made it pause the socket every 16 KB.
@@ -97,8 +98,11 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
       if (fileSeen) return fail(new BadRequestError(`field '${name.slice(0, 64)}' comes after a file part: send the fields first, then the file`, { field: name.slice(0, 64) }));
       if (info.valueTruncated) return fail(new PayloadTooLargeError(`field '${name.slice(0, 64)}' is larger than the ${MAX_FIELD_BYTES} bytes accepted`));
       const parsed = formValue(opts.schema, name, value);
-      if (name === 'fields' && parsed && typeof parsed === 'object' && !Array.isArray(parsed)) Object.assign(fields, parsed);
-      else fields[name] = parsed;
+      const given = name === 'fields' && parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : { [name]: parsed };
+      // One value per field, as in a JSON body: which of two would be meant is anyone's guess.
+      const twice = Object.keys(given).find((key) => Object.hasOwn(fields, key));
+      if (twice !== undefined) return fail(new BadRequestError(`field '${twice.slice(0, 64)}' is given more than once`, { field: twice.slice(0, 64) }));
+      Object.assign(fields, given);
     });
     bb.on('file', (field, stream, info) => {
       fileSeen = true;

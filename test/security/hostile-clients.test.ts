@@ -182,10 +182,10 @@ describe('hostile and careless clients (API tokens)', () => {
   describe('multipart requests', () => {
     const raw = Buffer.alloc(1024 * 1024);
 
-    it('refuses fields past the 100th (400) rather than dropping them: a private=true after 100 others made a public volume', async () => {
+    it('refuses fields past the 100th (400) rather than dropping them: a private=true after 100 others was dropped (a public volume)', async () => {
       const before = await snapshotTree(mnt);
       const req = d.api.post('/api/v1.0/create/upload').set(bearer(TOKENS.owner)).field('creatorID', OWNER);
-      for (let i = 0; i < 100; i++) req.field('name', 'x');
+      for (let i = 0; i < 99; i++) req.field(`note${i}`, 'x');
       const res = await req.field('private', 'true').field('format', 'raw').attach('file', raw, 'disk.img');
       expect(res.status, JSON.stringify(res.body)).to.equal(400);
       expect(res.body).to.deep.equal({ error: 'a request may carry at most 100 fields', code: 'bad_request' });
@@ -202,6 +202,16 @@ describe('hostile and careless clients (API tokens)', () => {
       const set = await d.api.post('/api/v1.0/cloudinit/metadata').set(bearer(TOKENS.owner)).field('creatorID', OWNER).field('expectedFiles', '2')
         .attach('file', Buffer.from('#cloud-config\n'), 'user-data').field('private', 'true');
       expect(set.status, JSON.stringify(set.body)).to.equal(400);
+      expect(await snapshotTree(mnt)).to.deep.equal(before);
+    });
+
+    it('refuses a field given twice (400), in the query or the parts: private=true&private=false made a public volume', async () => {
+      const before = await snapshotTree(mnt);
+      const query = await d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}&private=true&private=false`).set(bearer(TOKENS.owner)).type('application/octet-stream').send(raw);
+      expect([query.status, query.body]).to.deep.equal([400, { error: "'private' is given more than once in the query", code: 'bad_request', field: 'private' }]);
+      const parts = await d.api.post('/api/v1.0/create/upload').set(bearer(TOKENS.owner)).field('creatorID', OWNER).field('private', 'true')
+        .field('fields', JSON.stringify({ private: false })).attach('file', raw, 'disk.img');
+      expect([parts.status, parts.body]).to.deep.equal([400, { error: "field 'private' is given more than once", code: 'bad_request', field: 'private' }]);
       expect(await snapshotTree(mnt)).to.deep.equal(before);
     });
 

@@ -65,7 +65,11 @@ function rawBodySource(req: Request): ImageSource & { kind: 'stream' } {
 
 function queryFields(req: Request, schema: string): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(req.query)) if (typeof value === 'string') out[key] = formValue(schema, key, value);
+  for (const [key, value] of Object.entries(req.query)) {
+    // `private=true&private=false` parses as an array, which was dropped: the volume got the default (public).
+    if (typeof value !== 'string') throw new BadRequestError(`'${key.slice(0, 64)}' is given more than once in the query`, { field: key.slice(0, 64) });
+    out[key] = formValue(schema, key, value);
+  }
   return out;
 }
 
