@@ -3,6 +3,7 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { expect } from 'chai';
+import { execa } from 'execa';
 import { configWith } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { startServer, type RunningServer } from '../../src/server.js';
@@ -348,7 +349,7 @@ describe('slow and stalled request bodies (a real server)', function () {
   });
 });
 
-describe('concurrent uploads of unannounced length and the quota', function () {
+describe('uploads and the quota', function () {
   this.timeout(60_000);
   const env = daemonPerTest({ a: { 'max-total-size': '100M' } });
 
@@ -362,6 +363,15 @@ describe('concurrent uploads of unannounced length and the quota', function () {
     }
     return total;
   };
+
+  it('counts a qcow2 by its virtual size, not its file: 200 KB that would be 1 TB is 507 and leaves nothing', async () => {
+    const file = path.join(env.mnt, 'big.qcow2');
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', file, '1T']);
+    const before = await snapshotTree(path.join(env.mnt, 'a'));
+    const res = await env.d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw`).type('application/octet-stream').send(await fs.readFile(file)).expect(507);
+    expect(res.body.error).to.match(/^the volume cannot grow to 1099511627776 bytes: /);
+    expect(await snapshotTree(path.join(env.mnt, 'a'))).to.deep.equal(before);
+  });
 
   it('counts each chunked upload against the quota as its bytes arrive: three of 50 MiB in a root of 100 MB never hold more than 100 MB', async () => {
     const server = env.d.app.listen(0, '127.0.0.1');
