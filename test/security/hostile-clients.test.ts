@@ -10,6 +10,7 @@ import { startServer, type RunningServer } from '../../src/server.js';
 import { bearer, TOKENS, writeTokenFile } from '../helpers/auth.js';
 import { daemonPerTest, startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { rawRequest } from '../helpers/hostile.js';
+import { withTgtd } from '../helpers/tgt.js';
 import { makeTree, OTHER, OWNER, removeTree, snapshotTree, waitFor } from '../helpers/tree.js';
 
 /**
@@ -415,5 +416,44 @@ describe('uploads and the quota', function () {
     expect(most).to.be.at.most(100_000_000 + 64 * 1024);
     const vids = (await fs.readdir(path.join(env.mnt, 'a'))).filter((n) => n.startsWith('vid.'));
     expect(vids).to.have.length(1);
+  });
+});
+
+describe("exports of another client's volume (real tgtd, API tokens)", function () {
+  this.timeout(60_000);
+  const tgt = withTgtd();
+  let mnt: string;
+  let d: TestDaemon;
+
+  before(async () => {
+    mnt = await makeTree({ a: {} });
+    d = await startTestDaemon(mnt, { exporter: 'tgt', tgtControlPort: tgt().controlPort, iscsiPortal: tgt().portal, tokensFile: await writeTokenFile(mnt) });
+  });
+  after(async () => {
+    await d.stop();
+    await removeTree(mnt);
+  });
+  const create = async (body: object) => (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'raw', ...body }).set(bearer(TOKENS.owner)).expect(200)).body.vid as string;
+
+  it("refuses a client token a writable export of another client's public volume (403): it could write it, and hold it against its owner", async () => {
+    const vid = await create({});
+    const before = await snapshotTree(mnt);
+    const res = await d.post('export', { volume_id: vid, client_uid: OTHER }).set(bearer(TOKENS.other)).expect(403);
+    expect(res.body).to.deep.equal({ error: `volume ${vid} belongs to another client and is neither read-only nor shareable: only its owner may export it`, code: 'forbidden', vid, rule: 'not_owner' });
+    expect(await snapshotTree(mnt)).to.deep.equal(before);
+    // Its owner exports it as before.
+    await d.post('export', { volume_id: vid, client_uid: OWNER }).set(bearer(TOKENS.owner)).expect(200);
+    await d.post('unexport', { volume_id: vid, client_uid: OWNER }).set(bearer(TOKENS.owner)).expect(200);
+  });
+
+  it('exports to another client a read-only volume (read-only) and a shareable one, and the controller anything', async () => {
+    const readonly = await create({ readonly: true });
+    const shareable = await create({ shareable: true });
+    const writable = await create({});
+    expect((await d.post('export', { volume_id: readonly, client_uid: OTHER }).set(bearer(TOKENS.other)).expect(200)).body.readonly).to.equal(true);
+    expect((await d.post('export', { volume_id: shareable, client_uid: OTHER }).set(bearer(TOKENS.other)).expect(200)).body.readonly).to.equal(false);
+    expect((await d.post('export', { volume_id: writable, client_uid: OTHER }).set(bearer(TOKENS.admin)).expect(200)).body.readonly).to.equal(false);
+    for (const vid of [readonly, shareable]) await d.post('unexport', { volume_id: vid, client_uid: OTHER }).set(bearer(TOKENS.other)).expect(200);
+    await d.post('unexport', { volume_id: writable, client_uid: OTHER }).set(bearer(TOKENS.admin)).expect(200);
   });
 });
