@@ -142,6 +142,23 @@ describe('hostile and careless clients (API tokens)', () => {
     });
   });
 
+  describe("attach of another client's volume", () => {
+    it('refuses a client token the attach of another client\'s writable, not shareable volume (403), as its export', async () => {
+      const writable = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'raw' }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
+      const readonly = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'raw', readonly: true }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
+      const before = await snapshotTree(mnt);
+      const res = await d.post('attach', { volume_id: writable, client_uid: OTHER, node: 'n1', vm_id: '7' }).set(bearer(TOKENS.other)).expect(403);
+      expect(res.body).to.deep.equal({ error: `volume ${writable} belongs to another client and is neither read-only nor shareable: only its owner may attach it`, code: 'forbidden', vid: writable, rule: 'not_owner' });
+      expect(await snapshotTree(mnt)).to.deep.equal(before);
+      // Its owner attaches it (the slot was not taken); another client attaches a read-only one.
+      await d.post('attach', { volume_id: writable, client_uid: OWNER, node: 'n1', vm_id: '1' }).set(bearer(TOKENS.owner)).expect(200);
+      await d.post('attach', { volume_id: readonly, client_uid: OTHER, node: 'n2', vm_id: '7' }).set(bearer(TOKENS.other)).expect(200);
+      await d.post('detach', { volume_id: writable, client_uid: OWNER, node: 'n1', vm_id: '1' }).set(bearer(TOKENS.owner)).expect(200);
+      await d.post('detach', { volume_id: readonly, client_uid: OTHER, node: 'n2', vm_id: '7' }).set(bearer(TOKENS.other)).expect(200);
+      for (const vid of [writable, readonly]) await d.post('destroy', { volume_id: vid }).set(bearer(TOKENS.owner)).expect(200);
+    });
+  });
+
   describe('linked clones of another client\'s volume', () => {
     it('refuses a client token a linked clone of another client\'s writable volume (403): it would pin it, its owner unable to destroy it', async () => {
       const vid = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'qcow2', private: false, clonable: true }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
