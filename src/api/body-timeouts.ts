@@ -33,8 +33,9 @@ export function bodyTimeouts(ms: number): RequestHandler {
     }
     req.once('end', () => {
       clearTimeout(timer);
-      // The socket may be gone already once the answer is sent (IncomingMessage.setTimeout would throw).
-      req.socket?.setTimeout(0);
+      // Once the answer has ended, the socket's timeout is Node's keep-alive timeout: left alone (cleared, an
+      // idle connection was kept for ever). The socket may be gone already (IncomingMessage.setTimeout would throw).
+      if (!res.writableFinished) req.socket?.setTimeout(0);
     });
     res.once('finish', () => {
       if (!req.complete) later(() => req.destroy());

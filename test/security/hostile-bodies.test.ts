@@ -125,6 +125,21 @@ describe('slow and stalled request bodies (a real server)', function () {
     expect(closedAt - answeredAt).to.be.within(500, 3000);
   });
 
+  it("keeps Node's keep-alive timeout for a connection whose body ended after its answer (it was held idle for ever)", async () => {
+    const socket = net.connect(running.port, '127.0.0.1');
+    let answeredAt = 0;
+    socket.on('data', () => (answeredAt ||= Date.now()));
+    socket.on('error', () => undefined);
+    const closed = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now())));
+    socket.write(`POST /api/v1.0/create/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 10\r\n\r\n`);
+    setTimeout(() => socket.write('0123456789'), 300); // after the 401
+    const giveUp = setTimeout(() => socket.destroy(), 15_000);
+    const closedAt = await closed;
+    clearTimeout(giveUp);
+    expect(answeredAt).to.be.above(0);
+    expect(closedAt - answeredAt).to.be.below(running.server.keepAliveTimeout + 2000);
+  });
+
   it('ends an upload that stalls (nothing for the idle timeout): the connection is closed and its volume removed', async () => {
     const before = await volumeDirs();
     const started = Date.now();
