@@ -153,6 +153,22 @@ describe('hostile and careless clients (API tokens)', () => {
     });
   });
 
+  describe("downloads of another client's volume", () => {
+    it('refuses a client token the download of another client\'s writable volume (403): a slow one held off its owner\'s snapshots and exports', async () => {
+      const writable = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'raw' }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
+      const readonly = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'raw', readonly: true }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
+      for (const method of ['get', 'head'] as const) {
+        const res = await d.api[method](`/api/v1.0/volumes/${writable}/data`).set(bearer(TOKENS.other)).expect(403);
+        if (method === 'get')
+          expect(res.body).to.deep.equal({ error: `volume ${writable} belongs to another client and is not read-only: only its owner may download it`, code: 'forbidden', vid: writable, rule: 'not_owner' });
+      }
+      await d.api.get(`/api/v1.0/volumes/${readonly}/data`).set(bearer(TOKENS.other)).expect(200);
+      await d.api.get(`/api/v1.0/volumes/${writable}/data`).set(bearer(TOKENS.owner)).expect(200);
+      await d.api.get(`/api/v1.0/volumes/${writable}/data`).set(bearer(TOKENS.admin)).expect(200);
+      for (const vid of [writable, readonly]) await d.post('destroy', { volume_id: vid }).set(bearer(TOKENS.owner)).expect(200);
+    });
+  });
+
   describe('linked clones of another client\'s volume', () => {
     it('refuses a client token a linked clone of another client\'s writable volume (403): it would pin it, its owner unable to destroy it', async () => {
       const vid = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'qcow2', private: false, clonable: true }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
