@@ -244,6 +244,17 @@ describe('hostile and careless clients (API tokens)', () => {
       expect(await snapshotTree(mnt)).to.deep.equal(before);
     });
 
+    it('takes a query or part named __proto__ as an unknown field, never as the fields\' prototype', async () => {
+      const proto = encodeURIComponent(JSON.stringify({ private: true, name: 'via-prototype' }));
+      const query = await d.api.post(`/api/v1.0/create/upload?creatorID=${OWNER}&format=raw&__proto__=${proto}`).set(bearer(TOKENS.owner)).type('application/octet-stream').send(raw).expect(200);
+      const parts = await d.api.post('/api/v1.0/create/upload').set(bearer(TOKENS.owner)).field('creatorID', OWNER).field('format', 'raw')
+        .field('__proto__', JSON.stringify({ private: true, name: 'via-prototype' })).attach('file', raw, 'disk.img').expect(200);
+      for (const res of [query, parts]) {
+        expect(res.body).to.include({ private: false, name: '' });
+        await d.post('destroy', { volume_id: res.body.vid }).set(bearer(TOKENS.owner)).expect(200);
+      }
+    });
+
     it('refuses a field past 1 MB (413) rather than cutting it', async () => {
       const before = await snapshotTree(mnt);
       const res = await d.api.post('/api/v1.0/create/upload').set(bearer(TOKENS.owner)).field('creatorID', OWNER)

@@ -64,7 +64,8 @@ function rawBodySource(req: Request): ImageSource & { kind: 'stream' } {
 }
 
 function queryFields(req: Request, schema: string): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
+  // No prototype: `__proto__={"private":true}` in the query set this object's prototype, whose fields then counted.
+  const out: Record<string, unknown> = Object.create(null);
   for (const [key, value] of Object.entries(req.query)) {
     // `private=true&private=false` parses as an array, which was dropped: the volume got the default (public).
     if (typeof value !== 'string') throw new BadRequestError(`'${key.slice(0, 64)}' is given more than once in the query`, { field: key.slice(0, 64) });
