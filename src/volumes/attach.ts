@@ -3,6 +3,7 @@ import { faultPoint } from '../faults.js';
 import { writeMeta, type VolumeMeta } from '../store/meta.js';
 import { findVolume, readLockedMeta, requireNoOverlays } from './access.js';
 import type { Caller, StoreContext } from './context.js';
+import { checkTenantUse } from './export-rules.js';
 
 /** One VM using a volume, as seed 004's attach records it; kept in meta.json's `attachments`. */
 export interface Attachment {
@@ -87,9 +88,7 @@ export async function attachVolume(ctx: StoreContext, req: AttachRequest, seenBy
   await changeAttachments(ctx, req.volume_id, 'attach', seenBy, async (meta, list, dir) => {
     if (meta.private && req.client_uid !== meta.creatorID)
       throw new ForbiddenError(`volume ${meta.volumeID} is private and can only be attached by its owner`, { vid: meta.volumeID, rule: 'private' });
-    // As for an export: another client's volume is the tenant's to read, not to change (nor to hold against its owner).
-    if (seenBy !== null && meta.creatorID !== seenBy && !meta.readonly && !meta.shareable)
-      throw new ForbiddenError(`volume ${meta.volumeID} belongs to another client and is neither read-only nor shareable: only its owner may attach it`, { vid: meta.volumeID, rule: 'not_owner' });
+    checkTenantUse(meta, seenBy, 'attach');
     requireMayChange(meta, list.find((a) => sameVm(a, req.node, vmId)), req.client_uid, 'change');
     // As for an export: a VM writing to a base would corrupt every linked clone reading through to it.
     if (!meta.readonly) {

@@ -1,12 +1,12 @@
 import { promises as fs } from 'node:fs';
-import { ForbiddenError, NotSupportedError } from '../errors.js';
+import { NotSupportedError } from '../errors.js';
 import { clientOfIqn, iqnFor } from '../exporters/iqn.js';
 import type { ExportService } from '../exporters/service.js';
 import type { VolumeMeta } from '../store/meta.js';
 import { EXPORT_MARKER_RE } from '../store/volume-record.js';
 import { findVolume, readLockedMeta, requireNoOverlays } from './access.js';
 import type { Caller, StoreContext } from './context.js';
-import { checkExportRules } from './export-rules.js';
+import { checkExportRules, checkTenantUse } from './export-rules.js';
 
 /** What a hypervisor needs to attach an exported volume. */
 export interface ExportAnswer {
@@ -73,11 +73,7 @@ export async function exportVolume(ctx: StoreContext, exports: ExportService, vi
     if (meta.format === 'rbd' && !exports.exporter.capabilities.rbdLuns)
       throw new NotSupportedError(`volume ${vid} lives in Ceph, and the ${exports.exporter.name} exporter does not serve RBD images`);
     checkExportRules(meta, client, exportedClients(files, vid));
-    // To a client token another client's volume may be read, not changed: exported to it only read-only, or
-    // when its owner made it shareable (for several clients at once). A writable export gave a tenant's VM
-    // write access to another's public volume, and held it against its owner's own exports.
-    if (seenBy !== null && meta.creatorID !== seenBy && !meta.readonly && !meta.shareable)
-      throw new ForbiddenError(`volume ${vid} belongs to another client and is neither read-only nor shareable: only its owner may export it`, { vid, rule: 'not_owner' });
+    checkTenantUse(meta, seenBy, 'export');
     // A hypervisor writing to a base would corrupt every linked clone that reads through to it.
     if (!meta.readonly) {
       await requireNoOverlays(ctx, meta, 'exported writable');
