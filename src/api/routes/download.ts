@@ -1,13 +1,14 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Router, type NextFunction, type Request, type Response } from 'express';
-import { ConflictError, ForbiddenError, PreconditionFailedError, RangeNotSatisfiableError } from '../../errors.js';
+import { ConflictError, PreconditionFailedError, RangeNotSatisfiableError } from '../../errors.js';
 import type { VolumeMeta } from '../../store/meta.js';
 import type { VolumeRecord } from '../../store/volume-record.js';
 import { requireCeph } from '../../volumes/ceph.js';
 import { dataFileName } from '../../store/layout.js';
 import { findVolume, readLockedMeta, requireNotInUse } from '../../volumes/access.js';
 import type { StoreContext } from '../../volumes/context.js';
+import { checkTenantUse } from '../../volumes/export-rules.js';
 import { tokenClient } from '../auth.js';
 import { callerOf } from '../handler.js';
 
@@ -91,11 +92,8 @@ export function downloadRoutes(ctx: StoreContext): Router {
     // Read again first: another daemon sharing the tree may have converted or destroyed it since the index read it.
     await ctx.index.reloadDir((await findVolume(ctx, vid, caller)).dir);
     const record = await findVolume(ctx, vid, caller);
-    // A download holds off the owner's snapshots, resizes and writable exports for as long as it lasts, and
-    // its client sets the pace: a tenant reading another's writable volume at 10 kB/s blocked its owner for hours.
-    const tenant = tokenClient(res);
-    if (tenant !== undefined && record.meta.creatorID !== tenant && !record.meta.readonly)
-      throw new ForbiddenError(`volume ${vid} belongs to another client and is not read-only: only its owner may download it`, { vid, rule: 'not_owner' });
+    // Its client sets its pace: a tenant reading another's writable volume at 10 kB/s held off its owner for hours.
+    checkTenantUse(record.meta, tokenClient(res) ?? null, 'download');
     const { base } = record.meta;
     // Its file alone names a backing file outside any download: a backup of it would not stand alone.
     if (base)
