@@ -77,8 +77,8 @@ export async function setClaimedSize(ctx: StoreContext, claimed: Claimed, size: 
   claimed.meta = next;
 }
 
-/** How far ahead of the bytes received a stream of unannounced length claims room (one root lock per step). */
-const RESERVE_STEP = 256 * 1024 * 1024;
+/** How far ahead of the bytes received a stream of unannounced length claims room: one root lock per step, and at most this much room held unused from others. */
+const RESERVE_STEP = 64 * 1024 * 1024;
 
 /**
  * Grows the claim to cover `bytes` received, and a step ahead as far as the quota seems to allow (the
