@@ -15,7 +15,7 @@ export interface Config {
   readonly rescanIntervalMs: number;
   /** The longest any external tool may run. */
   readonly toolTimeoutMs: number;
-  /** A download from a URL that sends nothing for this long fails (502). */
+  /** A download from a URL, or an upload's body, that sends nothing for this long fails; a JSON body must arrive whole within it (408). */
   readonly transferIdleTimeoutMs: number;
   /** A resumable upload or a cloud-init file set untouched this long is abandoned (its volume removed). */
   readonly uploadIdleTimeoutMs: number;

@@ -49,6 +49,12 @@ export class PayloadTooLargeError extends ApiError {
   override readonly code = 'payload_too_large';
 }
 
+/** A request body that did not arrive in time (a JSON body within its deadline, an upload that stalled). */
+export class RequestTimeoutError extends ApiError {
+  override readonly status = 408;
+  override readonly code = 'request_timeout';
+}
+
 /** A download's `If-Match` / `If-Unmodified-Since` does not hold: the image changed since the client's copy. */
 export class PreconditionFailedError extends ApiError {
   override readonly status = 412;
@@ -113,6 +119,7 @@ export const ERROR_CATALOGUE = [
   UnauthorizedError,
   ForbiddenError,
   NotFoundError,
+  RequestTimeoutError,
   ConflictError,
   PayloadTooLargeError,
   PreconditionFailedError,

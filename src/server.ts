@@ -21,7 +21,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const daemon = new Daemon(config, log);
   await daemon.start();
   const app = createApp(daemon, tokens);
-  const server = createServer(app);
+  // Node's whole-request limit (300 s) would cut an upload longer than five minutes: bodies are timed by the app
+  // (body-timeouts.ts). The headers keep Node's 60 s, stated: its default follows requestTimeout, and 0 would mean none.
+  const server = createServer({ requestTimeout: 0, headersTimeout: 60_000 }, app);
   try {
     await new Promise<void>((resolve, reject) => {
       // Express 5's app.listen hands a bind error to its callback as if listening: the plain server says it.

@@ -11,6 +11,7 @@ import { tusUploads } from '../uploads/tus.js';
 import { cloudInitRoutes } from './routes/cloudinit.js';
 import { downloadRoutes } from './routes/download.js';
 import { imageRoutes } from './routes/images.js';
+import { bodyTimeouts } from './body-timeouts.js';
 import { jsonBody } from './json-body.js';
 import { jobRoutes } from './routes/jobs.js';
 import { lifecycleRoutes } from './routes/lifecycle.js';
@@ -50,6 +51,8 @@ export function createApp(daemon: Daemon, tokens = TokenTable.fromFile(daemon.co
     });
     next();
   });
+
+  app.use(bodyTimeouts(daemon.config.transferIdleTimeoutMs));
 
   // Resumable uploads (tus) take raw bodies: they sit before the JSON parser.
   const tus = tusUploads(daemon.ctx);

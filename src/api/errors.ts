@@ -18,6 +18,8 @@ function fromBodyParser(err: { type?: string; status?: number; limit?: number })
  */
 export function errorHandler(log: Logger): ErrorRequestHandler {
   return (raw, req, res, _next) => {
+    // Answered already (a body's deadline answered 408 while body-parser still read it): nothing more to say.
+    if (res.headersSent) return;
     const err = (raw instanceof ApiError ? raw : (fromBodyParser(raw) ?? translateErrno(raw, 'this request'))) as unknown;
     if (err instanceof RangeNotSatisfiableError) res.set('Content-Range', `bytes */${err.size}`);
     if (err instanceof ApiError && err.status < 500) {

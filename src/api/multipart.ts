@@ -30,6 +30,10 @@ export interface MultipartOptions {
   onFile(file: IncomingFile, fields: Record<string, unknown>): Promise<void>;
 }
 
+/** The most text fields a multipart request may carry, and the largest one (more is refused, never dropped). */
+const MAX_FIELDS = 100;
+const MAX_FIELD_BYTES = 1024 * 1024;
+
 export function isMultipart(req: Request): boolean {
   return /^multipart\/form-data/i.test(req.headers['content-type'] ?? '');
 }
@@ -55,11 +59,12 @@ export function formValue(schema: string, key: string, text: string): unknown {
  */
 export function readMultipart(req: Request, opts: MultipartOptions): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
-    const fields: Record<string, unknown> = {};
+    // No prototype: a part named __proto__ is a field like any other, never this object's prototype.
+    const fields: Record<string, unknown> = Object.create(null);
     let bb: busboy.Busboy;
     try {
       // 1 MB buffers, as the raw body's file stream: busboy's 16 KB defaults made it pause the socket every 16 KB.
-      bb = busboy({ headers: req.headers, highWaterMark: 1024 * 1024, fileHwm: 1024 * 1024, limits: { fileSize: opts.maxFileBytes, files: opts.maxFiles, fields: 100, fieldSize: 1024 * 1024 } });
+      bb = busboy({ headers: req.headers, highWaterMark: 1024 * 1024, fileHwm: 1024 * 1024, limits: { fileSize: opts.maxFileBytes, files: opts.maxFiles, fields: MAX_FIELDS, fieldSize: MAX_FIELD_BYTES } });
     } catch {
       return reject(new BadRequestError('the multipart body has no boundary'));
     }
@@ -87,12 +92,20 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
         () => reject(err),
       );
     };
-    bb.on('field', (name, value) => {
+    let fileSeen = false;
+    bb.on('field', (name, value, info) => {
+      // Read after the file was handed on, it could no longer apply: a 'private=true' sent last made a public volume.
+      if (fileSeen) return fail(new BadRequestError(`field '${name.slice(0, 64)}' comes after a file part: send the fields first, then the file`, { field: name.slice(0, 64) }));
+      if (info.valueTruncated) return fail(new PayloadTooLargeError(`field '${name.slice(0, 64)}' is larger than the ${MAX_FIELD_BYTES} bytes accepted`));
       const parsed = formValue(opts.schema, name, value);
-      if (name === 'fields' && parsed && typeof parsed === 'object' && !Array.isArray(parsed)) Object.assign(fields, parsed);
-      else fields[name] = parsed;
+      const given = name === 'fields' && parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : { [name]: parsed };
+      // One value per field, as in a JSON body: which of two would be meant is anyone's guess.
+      const twice = Object.keys(given).find((key) => Object.hasOwn(fields, key));
+      if (twice !== undefined) return fail(new BadRequestError(`field '${twice.slice(0, 64)}' is given more than once`, { field: twice.slice(0, 64) }));
+      Object.assign(fields, given);
     });
     bb.on('file', (field, stream, info) => {
+      fileSeen = true;
       // The consumer (pipeline, for await) sees a destroyed stream's error; this keeps it from being uncaught.
       stream.on('error', () => undefined);
       stream.on('limit', () => stream.destroy(new PayloadTooLargeError(`file '${info.filename}' is larger than the ${opts.maxFileBytes} bytes accepted`)));
@@ -104,6 +117,8 @@ export function readMultipart(req: Request, opts: MultipartOptions): Promise<Rec
       });
       chain.catch(fail);
     });
+    // busboy drops the fields past its limit silently: a 'private=true' after 100 others would be lost.
+    bb.on('fieldsLimit', () => fail(new BadRequestError(`a request may carry at most ${MAX_FIELDS} fields`)));
     bb.on('filesLimit', () => fail(new BadRequestError(`a request may carry at most ${opts.maxFiles} files`)));
     bb.on('error', (err) => fail(new BadRequestError(`the multipart body could not be read (${(err as Error).message})`)));
     bb.on('close', () => {

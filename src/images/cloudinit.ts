@@ -126,7 +126,11 @@ export class CloudInitSets {
     const chunks: Buffer[] = [];
     for await (const chunk of file.stream) chunks.push(chunk as Buffer);
     if ((file.stream as { truncated?: boolean }).truncated) throw new PayloadTooLargeError(`file '${name}' is larger than the ${MAX_FILE_BYTES} bytes accepted`);
-    await writeFileAtomic(path.join(claimed.dir, METADATA_DIR, name), Buffer.concat(chunks));
+    const bytes = Buffer.concat(chunks);
+    // The set's files count against the quota as they arrive (507 past it): up to 64 files of 4 MB a set,
+    // and as many sets as the root takes volumes, were stored uncounted until the ISO was built.
+    await setClaimedSize(this.ctx, claimed, claimed.meta.size + bytes.length);
+    await writeFileAtomic(path.join(claimed.dir, METADATA_DIR, name), bytes);
     faultPoint('cloudinit.after-file');
     state.received.push(name);
     return name;
@@ -134,10 +138,14 @@ export class CloudInitSets {
 
   /** Takes back files stored by a later call that then failed: the set is as it was before the call. */
   async removeFiles(item: Pending<FileSet>, names: string[]): Promise<void> {
+    let freed = 0;
     for (const name of names) {
-      await fs.rm(path.join(item.claimed.dir, METADATA_DIR, name), { force: true });
+      const file = path.join(item.claimed.dir, METADATA_DIR, name);
+      freed += (await fs.stat(file).catch(() => null))?.size ?? 0;
+      await fs.rm(file, { force: true });
       item.state.received = item.state.received.filter((n) => n !== name);
     }
+    await setClaimedSize(this.ctx, item.claimed, Math.max(0, item.claimed.meta.size - freed));
   }
 
   /** After a call: 206 CONTINUE while files are missing, else the ISO is built and published: 200 OK. */

@@ -8,12 +8,12 @@ import { claimForSource, fillFromSource, type ImageSource, type ImportOptions } 
 /** `create/url`, `create/upload` and `cloudinit/create` bodies: create's fields, `size` optional. */
 export type ImportRequest = Omit<CreateRequest, 'size'> & { size?: number; url?: string; async?: boolean; cloudinit?: boolean };
 
-/** A source that downloads `url` (502 on any upstream failure). */
-export function urlSource(ctx: StoreContext, url: string): ImageSource {
+/** A source that downloads `url` (502 on any upstream failure); `publicOnly` for a client token's import (403 for a non-public host). */
+export function urlSource(ctx: StoreContext, url: string, publicOnly = false): ImageSource {
   let download: Download | undefined;
   return {
     kind: 'stream',
-    open: async (signal) => (download = await openDownload(url, { idleMs: ctx.config.transferIdleTimeoutMs, signal })).length,
+    open: async (signal) => (download = await openDownload(url, { idleMs: ctx.config.transferIdleTimeoutMs, signal, publicOnly })).length,
     writeTo: (file, limits) => download!.toFile(file, limits),
   };
 }

@@ -1,6 +1,8 @@
+import { lookup } from 'node:dns/promises';
+import { BlockList } from 'node:net';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { ApiError, BadRequestError, UpstreamError } from '../errors.js';
+import { ApiError, BadRequestError, ForbiddenError, UpstreamError } from '../errors.js';
 import { streamToFile, type StreamLimits } from './transfer.js';
 
 /** Only http(s) URLs are fetched (the schemas say so too; this is the last line). */
@@ -12,8 +14,32 @@ export function checkUrl(raw: string): URL {
     throw new BadRequestError(`'${raw}' is not a URL`, { field: 'url' });
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new BadRequestError('only http and https URLs can be imported', { field: 'url' });
+  // fetch refuses them (a TypeError that read as a 502 "connection lost"), and they would be echoed in answers and jobs.
+  if (url.username || url.password) throw new BadRequestError('a URL with credentials (user:password@) cannot be imported; use a URL that needs none', { field: 'url' });
   return url;
 }
+
+/**
+ * What a client token's import may not reach (SSRF): this host, link-local (cloud metadata at
+ * 169.254.169.254), private, shared (CGNAT), benchmark, multicast and reserved ranges, in IPv4 and IPv6
+ * (IPv4-mapped IPv6 addresses are checked as their IPv4 address; the deprecated IPv4-compatible ::/96 is refused whole).
+ */
+const NOT_PUBLIC = new BlockList();
+for (const [net, prefix] of [['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 3]] as const)
+  NOT_PUBLIC.addSubnet(net, prefix, 'ipv4');
+for (const [net, prefix] of [['::', 96], ['64:ff9b::', 96], ['100::', 64], ['2002::', 16], ['fc00::', 7], ['fe80::', 10], ['fec0::', 10], ['ff00::', 8]] as const)
+  NOT_PUBLIC.addSubnet(net, prefix, 'ipv6');
+
+/** 403 unless every address `url`'s host resolves to is public (a failed resolution is the download's 502). */
+async function assertPublicHost(url: URL): Promise<void> {
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  const addresses = await lookup(host, { all: true, verbatim: true });
+  if (addresses.some((a) => NOT_PUBLIC.check(a.address, a.family === 6 ? 'ipv6' : 'ipv4')))
+    throw new ForbiddenError(`${host} is not a public address: a client token may import only from public addresses`, { field: 'url' });
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+const MAX_REDIRECTS = 10;
 
 /** Why fetch failed, in one sentence for the client (the cause's code, never a stack). */
 function upstreamFailure(url: URL, err: unknown, idle: boolean): ApiError {
@@ -23,6 +49,31 @@ function upstreamFailure(url: URL, err: unknown, idle: boolean): ApiError {
   if (cause === 'ECONNREFUSED') return new UpstreamError(`${url.host} refused the connection`, { url: url.href });
   if (cause === 'ENOTFOUND' || cause === 'EAI_AGAIN') return new UpstreamError(`the host ${url.hostname} could not be resolved`, { url: url.href });
   return new UpstreamError(`the download from ${url.host} failed (${cause ?? 'connection lost'})`, { url: url.href });
+}
+
+/**
+ * GETs `url`, following redirects itself (only to http(s), at most MAX_REDIRECTS), so that with `publicOnly`
+ * every hop's host is checked before it is connected to: a public URL redirecting to 127.0.0.1 is refused too.
+ */
+async function fetchFollowing(url: URL, signal: AbortSignal, publicOnly: boolean): Promise<Response> {
+  let current = url;
+  for (let hop = 0; ; hop++) {
+    if (publicOnly) await assertPublicHost(current);
+    // One connection per import: a socket kept alive from an earlier import may be closed by the server just
+    // as it is reused (fetch's pool times its idle sockets coarsely), which would fail the import with 502.
+    const res = await fetch(current, { signal, redirect: 'manual', headers: { connection: 'close' } });
+    const location = res.headers.get('location');
+    if (!REDIRECTS.has(res.status) || location === null) return res;
+    void res.body?.cancel().catch(() => undefined);
+    if (hop === MAX_REDIRECTS) throw new UpstreamError(`the download from ${url.host} was redirected more than ${MAX_REDIRECTS} times`, { url: url.href });
+    let next: URL;
+    try {
+      next = checkUrl(new URL(location, current).href);
+    } catch {
+      throw new UpstreamError(`the download from ${url.host} was redirected to a URL that cannot be imported (only http and https, without credentials)`, { url: url.href });
+    }
+    current = next;
+  }
 }
 
 /** A download whose answer's headers have come: its announced length, and its body still to be read. */
@@ -38,7 +89,7 @@ export interface Download {
  * than its Content-Length, or `idleMs` without a byte. `signal` ends the download, whether or not the
  * body is being read: a caller that will not read it aborts the signal.
  */
-export async function openDownload(rawUrl: string, opts: { idleMs: number; signal?: AbortSignal }): Promise<Download> {
+export async function openDownload(rawUrl: string, opts: { idleMs: number; signal?: AbortSignal; publicOnly?: boolean }): Promise<Download> {
   const url = checkUrl(rawUrl);
   const idle = new AbortController();
   let stalled = false;
@@ -57,9 +108,7 @@ export async function openDownload(rawUrl: string, opts: { idleMs: number; signa
     return opts.signal?.aborted ? err : upstreamFailure(url, err, stalled);
   };
   kick();
-  // One connection per import: a socket kept alive from an earlier import may be closed by the server just
-  // as it is reused (fetch's pool times its idle sockets coarsely), which would fail the import with 502.
-  const res = await fetch(url, { signal, redirect: 'follow', headers: { connection: 'close' } }).catch((err: unknown) => {
+  const res = await fetchFollowing(url, signal, opts.publicOnly === true).catch((err: unknown) => {
     throw failure(err);
   });
   if (!res.ok || !res.body) {

@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { BadRequestError } from '../errors.js';
+import { BadRequestError, NoRoomError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 import { writeFlushed } from '../store/atomic.js';
 import { sectors, tempNameFor } from '../store/layout.js';
@@ -70,8 +70,34 @@ export async function setClaimedSize(ctx: StoreContext, claimed: Claimed, size: 
   if (size === claimed.meta.size) return;
   const next = { ...claimed.meta, size };
   if (size > claimed.meta.size) await ctx.placement.grow(claimed.root, claimed.dir, claimed.meta.size, size, () => writeMeta(claimed.dir, next));
-  else await writeMeta(claimed.dir, next);
+  else {
+    await writeMeta(claimed.dir, next);
+    await ctx.index.reloadDir(claimed.dir); // the quota use shown and decided on drops at once, not at the watcher's next event
+  }
   claimed.meta = next;
+}
+
+/** How far ahead of the bytes received a stream of unannounced length claims room: one root lock per step, and at most this much room held unused from others. */
+const RESERVE_STEP = 64 * 1024 * 1024;
+
+/**
+ * Grows the claim to cover `bytes` received, and a step ahead as far as the quota seems to allow (the
+ * root's lock decides): bytes that counted only once the image was probed let concurrent unannounced
+ * streams each fill the same free room (a review had three chunked uploads put 228 MB in a root of
+ * 100 MB). Fails with 507 once the bytes themselves do not fit.
+ */
+async function reserveFor(ctx: StoreContext, claimed: Claimed, bytes: number): Promise<number> {
+  const s = claimed.root.settings;
+  const free = s.maxTotalSize === undefined ? Infinity : s.maxTotalSize - ctx.index.usage(claimed.root.path).bytes + claimed.meta.size;
+  const ahead = Math.floor(Math.min(bytes + RESERVE_STEP, free, s.maxVolumeSize ?? Infinity) / 512) * 512;
+  const exact = sectors(bytes);
+  try {
+    await setClaimedSize(ctx, claimed, Math.max(exact, ahead));
+  } catch (err) {
+    if (!(err instanceof NoRoomError) || ahead <= exact) throw err;
+    await setClaimedSize(ctx, claimed, exact); // the usage read above was stale
+  }
+  return claimed.meta.size;
 }
 
 /** The most bytes a transfer into this claim may bring (the root's per-volume and total room). */
@@ -105,6 +131,8 @@ async function receive(ctx: StoreContext, claimed: Claimed, source: ImageSource,
   const writing = source.writeTo(file, {
     signal: opts.signal,
     maxBytes: roomFor(ctx, claimed),
+    reserve: (bytes) => reserveFor(ctx, claimed, bytes),
+    reserved: claimed.meta.size,
     onBytes: (done, total) => opts.onProgress?.(total ? (done / total) * TRANSFER_SHARE : 0, done),
   });
   // Into a raw volume, raw bytes are kept as they come (finishDisk): flushed as they arrive. Bytes

@@ -12,12 +12,21 @@ export interface StreamLimits {
   signal?: AbortSignal;
   onBytes?: BytesProgress;
   total?: number;
+  /**
+   * Awaited before bytes past `reserved` go on: claims room for at least `bytes` (the volume's quota claim)
+   * and answers how many bytes are now covered, or fails (507). A stream of unannounced length thus counts
+   * against the quota as it arrives, so concurrent ones cannot each fill the same free room.
+   */
+  reserve?: (bytes: number) => Promise<number>;
+  /** Bytes already covered by the claim. */
+  reserved?: number;
 }
 
 /** Counts bytes through a pipeline, enforcing `maxBytes`. */
 function counter(limits: StreamLimits): Transform & { bytes: number } {
   let bytes = 0;
   let lastReport = 0;
+  let reserved = limits.reserved ?? 0;
   const t = new Transform({
     transform(chunk: Buffer, _enc, done) {
       bytes += chunk.length;
@@ -28,7 +37,11 @@ function counter(limits: StreamLimits): Transform & { bytes: number } {
         lastReport = bytes;
         limits.onBytes(bytes, limits.total);
       }
-      done(null, chunk);
+      if (!limits.reserve || bytes <= reserved) return done(null, chunk);
+      limits.reserve(bytes).then((covered) => {
+        reserved = covered;
+        done(null, chunk);
+      }, done);
     },
   }) as Transform & { bytes: number };
   t.bytes = 0;

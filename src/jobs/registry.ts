@@ -158,12 +158,20 @@ export class JobRegistry {
     await Promise.all(running.map((j) => j.done));
   }
 
-  /** Finished jobs are kept an hour (the newest 1000 at most), then forgotten: checked at every look, not only when a job starts. */
+  /**
+   * Finished jobs are kept an hour (each client's newest 1000 at most), then forgotten: checked at every
+   * look, not only when a job starts. Counted per client, so that one client's flood of requests (each
+   * clone or import is a job, refused ones included) never evicts another's result before it was read.
+   */
   private prune(): void {
     const now = Date.now();
-    const finished = [...this.jobs.values()].filter((j) => j.finishedAt);
-    for (const j of finished)
-      if (now - j.finishedAt!.getTime() > KEEP_FINISHED_MS || this.jobs.size > KEEP_FINISHED_MAX) this.jobs.delete(j.id);
+    const kept = new Map<string | null, number>();
+    for (const j of [...this.jobs.values()].reverse()) {
+      if (!j.finishedAt) continue;
+      const n = (kept.get(j.owner) ?? 0) + 1;
+      kept.set(j.owner, n);
+      if (now - j.finishedAt.getTime() > KEEP_FINISHED_MS || n > KEEP_FINISHED_MAX) this.jobs.delete(j.id);
+    }
   }
 }
 

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
-import { uidOfDirName, volumeDirName } from './layout.js';
+import { isUid, uidOfDirName, volumeDirName } from './layout.js';
 import { discoverRoots, type Root, type SkippedRoot } from './roots.js';
 import { hasLeftovers, LeftoverReports } from './leftovers.js';
 import { readUsageStamp } from './usage-stamp.js';
@@ -177,6 +177,8 @@ export class VolumeIndex {
    * other host's writes). Costs one lstat for a volume the index knows.
    */
   async lookup(uid: string): Promise<VolumeRecord | undefined> {
+    // Not a uid (a download's path segment: `..`, a NUL): no volume, rather than volumeDirName's throw (a 500).
+    if (!isUid(uid)) return undefined;
     const known = this.table.get(uid);
     const name = volumeDirName(uid);
     if (!uidOfDirName(name) || known?.unavailable || known?.copies) return known;

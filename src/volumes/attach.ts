@@ -3,6 +3,7 @@ import { faultPoint } from '../faults.js';
 import { writeMeta, type VolumeMeta } from '../store/meta.js';
 import { findVolume, readLockedMeta, requireNoOverlays } from './access.js';
 import type { Caller, StoreContext } from './context.js';
+import { checkTenantUse } from './export-rules.js';
 
 /** One VM using a volume, as seed 004's attach records it; kept in meta.json's `attachments`. */
 export interface Attachment {
@@ -80,12 +81,14 @@ async function changeAttachments(
  * `attach`: records that VM `vm_id` on `node` uses the volume, within its user limit. A private
  * volume only for its owner (as exports). A repeat for the same VM updates its target.
  */
-export async function attachVolume(ctx: StoreContext, req: AttachRequest) {
+export async function attachVolume(ctx: StoreContext, req: AttachRequest, seenBy: Caller = null) {
   const vmId = String(req.vm_id);
-  // Looked up as the controller: a private volume of someone else is refused naming the rule, as an export is.
-  await changeAttachments(ctx, req.volume_id, 'attach', null, async (meta, list, dir) => {
+  // Looked up as the controller: a private volume of someone else is refused naming the rule, as an export is;
+  // to a client token (`seenBy`) it does not exist (404), as everywhere else.
+  await changeAttachments(ctx, req.volume_id, 'attach', seenBy, async (meta, list, dir) => {
     if (meta.private && req.client_uid !== meta.creatorID)
       throw new ForbiddenError(`volume ${meta.volumeID} is private and can only be attached by its owner`, { vid: meta.volumeID, rule: 'private' });
+    checkTenantUse(meta, seenBy, 'attach');
     requireMayChange(meta, list.find((a) => sameVm(a, req.node, vmId)), req.client_uid, 'change');
     // As for an export: a VM writing to a base would corrupt every linked clone reading through to it.
     if (!meta.readonly) {

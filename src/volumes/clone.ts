@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { currentClient } from '../auth/principal.js';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../errors.js';
 import { flushFile, writeFileAtomic, writeFlushed } from '../store/atomic.js';
 import { BYTES_PER_GB, dataFileName } from '../store/layout.js';
@@ -124,6 +125,14 @@ export async function cloneVolume(ctx: StoreContext, req: CloneRequest, caller: 
     const alg = req.alg ?? (source.alg === 'no' || source.format === 'rbd' ? 'cp' : source.alg);
     checkClonable(source, await fs.readdir(found.dir), alg);
     if (alg !== 'overlay' && source.format === 'qcow2' && source.base) await requireBackingIsBase(ctx, found.dir, source);
+    // A linked clone pins its base (its owner can no longer destroy, resize, convert, snapshot or export it
+    // writable): a tenant (client token) may pin another client's volume only when it is read-only, a template.
+    const tenant = currentClient();
+    if (alg === 'overlay' && tenant !== null && source.creatorID !== tenant && !source.readonly)
+      throw new ForbiddenError(
+        `volume ${found.uid} belongs to another client and is not read-only: a linked clone would keep its owner from destroying, resizing or converting it (clone it with alg cp)`,
+        { vid: found.uid, field: 'alg' },
+      );
     if (!source.readonly) await requireImageUnused(ctx, found.dir, source, 'cloned while writable');
     const rbd = source.format === 'rbd' ? requireCeph(ctx) : null;
     if (!rbd && alg !== 'overlay') copier.requireTool(alg);

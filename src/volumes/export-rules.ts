@@ -19,3 +19,17 @@ export function checkExportRules(meta: VolumeMeta, client: string, exportedTo: s
       rule: 'not_shareable',
     });
 }
+
+/**
+ * With API tokens, a client token (`tenant`) may read another client's volume, not change it nor hold it
+ * against its owner: it exports or attaches it only when it is read-only, or shareable (its owner's consent to
+ * several clients at once), and downloads it only when it is read-only (a download, paced by its client, holds
+ * off the owner's snapshots, resizes and writable exports). 403 `not_owner`; null (the controller, no tokens)
+ * may do anything SPEC §4 allows.
+ */
+export function checkTenantUse(meta: VolumeMeta, tenant: string | null, verb: 'export' | 'attach' | 'download'): void {
+  const shared = verb !== 'download' && meta.shareable;
+  if (tenant === null || meta.creatorID === tenant || meta.readonly || shared) return;
+  const why = verb === 'download' ? 'is not read-only' : 'is neither read-only nor shareable';
+  throw new ForbiddenError(`volume ${meta.volumeID} belongs to another client and ${why}: only its owner may ${verb} it`, { vid: meta.volumeID, rule: 'not_owner' });
+}

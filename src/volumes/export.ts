@@ -6,7 +6,7 @@ import type { VolumeMeta } from '../store/meta.js';
 import { EXPORT_MARKER_RE } from '../store/volume-record.js';
 import { findVolume, readLockedMeta, requireNoOverlays } from './access.js';
 import type { Caller, StoreContext } from './context.js';
-import { checkExportRules } from './export-rules.js';
+import { checkExportRules, checkTenantUse } from './export-rules.js';
 
 /** What a hypervisor needs to attach an exported volume. */
 export interface ExportAnswer {
@@ -64,12 +64,16 @@ export async function withExportLock<T>(
   }
 }
 
-/** `export`: SPEC §4's rules, then the marker and the target. A repeat for the same client answers the same. */
-export async function exportVolume(ctx: StoreContext, exports: ExportService, vid: string, client: string): Promise<ExportAnswer> {
-  const meta = await withExportLock(ctx, vid, 'export', null, async (dir, meta, files) => {
+/**
+ * `export`: SPEC §4's rules, then the marker and the target. A repeat for the same client answers the same.
+ * `seenBy`: a client token's client, to whom another's private volume does not exist (404, not the rule's 403).
+ */
+export async function exportVolume(ctx: StoreContext, exports: ExportService, vid: string, client: string, seenBy: Caller = null): Promise<ExportAnswer> {
+  const meta = await withExportLock(ctx, vid, 'export', seenBy, async (dir, meta, files) => {
     if (meta.format === 'rbd' && !exports.exporter.capabilities.rbdLuns)
       throw new NotSupportedError(`volume ${vid} lives in Ceph, and the ${exports.exporter.name} exporter does not serve RBD images`);
     checkExportRules(meta, client, exportedClients(files, vid));
+    checkTenantUse(meta, seenBy, 'export');
     // A hypervisor writing to a base would corrupt every linked clone that reads through to it.
     if (!meta.readonly) {
       await requireNoOverlays(ctx, meta, 'exported writable');

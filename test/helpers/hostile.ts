@@ -151,7 +151,7 @@ export function hostileBody(valid: Record<string, unknown>, schema: string): fc.
 
 /** A path segment a hostile client might send after /api/v1.0/ (already URL-safe). */
 export const hostileSegment: fc.Arbitrary<string> = fc.oneof(
-  fc.constantFrom('create', 'info', 'destroy', 'update', 'resize', 'convert', 'jobs', 'status', 'accessible', 'has', 'cancreate', 'v1.0', 'api'),
+  fc.constantFrom('create', 'info', 'destroy', 'update', 'resize', 'convert', 'jobs', 'status', 'accessible', 'has', 'cancreate', 'v1.0', 'api', 'volumes', 'data', 'files', 'snapshot', 'export'),
   fc.constantFrom('..', '.', '', '%2e%2e', '%2E%2E%2F', '%2f', '%00', '%ff', '%c0%ae%c0%ae', '..%00', '%5c..%5c', '~', '*', ':id', '%3A', '..;', OWNER, `vid.${OWNER}.elimg`),
   fc.string({ unit: 'binary', maxLength: 20 }).map(encodeURIComponent),
 );

@@ -9,6 +9,8 @@ import { requireCeph } from '../../volumes/ceph.js';
 import { dataFileName } from '../../store/layout.js';
 import { findVolume, readLockedMeta, requireNotInUse } from '../../volumes/access.js';
 import type { StoreContext } from '../../volumes/context.js';
+import { checkTenantUse } from '../../volumes/export-rules.js';
+import { tokenClient } from '../auth.js';
 import { callerOf } from '../handler.js';
 
 /**
@@ -91,6 +93,8 @@ export function downloadRoutes(ctx: StoreContext): Router {
     // Read again first: another daemon sharing the tree may have converted or destroyed it since the index read it.
     await ctx.index.reloadDir((await findVolume(ctx, vid, caller)).dir);
     const record = await findVolume(ctx, vid, caller);
+    // Its client sets its pace: a tenant reading another's writable volume at 10 kB/s held off its owner for hours.
+    checkTenantUse(record.meta, tokenClient(res) ?? null, 'download');
     const { base } = record.meta;
     // Its file alone names a backing file outside any download: a backup of it would not stand alone.
     if (base)

@@ -64,8 +64,13 @@ function rawBodySource(req: Request): ImageSource & { kind: 'stream' } {
 }
 
 function queryFields(req: Request, schema: string): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(req.query)) if (typeof value === 'string') out[key] = formValue(schema, key, value);
+  // No prototype: `__proto__={"private":true}` in the query set this object's prototype, whose fields then counted.
+  const out: Record<string, unknown> = Object.create(null);
+  for (const [key, value] of Object.entries(req.query)) {
+    // `private=true&private=false` parses as an array, which was dropped: the volume got the default (public).
+    if (typeof value !== 'string') throw new BadRequestError(`'${key.slice(0, 64)}' is given more than once in the query`, { field: key.slice(0, 64) });
+    out[key] = formValue(schema, key, value);
+  }
   return out;
 }
 
@@ -119,8 +124,10 @@ async function multipartUpload<T>(req: Request, res: Response, schema: string, m
 export function imageRoutes(daemon: Daemon): Router {
   const ctx = daemon.ctx;
   const r = Router();
+  // A tenant (client token) may not make the daemon fetch from this host or its private networks (SSRF).
+  const source = (url: string, res: Response) => urlSource(ctx, url, tokenClient(res) !== undefined);
   const fromUrl = (body: ImportRequest & { url: string }, res: Response) =>
-    runAsJob(ctx.jobs, { async: body.async, kind: 'import', vid: null, makesVolume: true, res }, (job) => importDisk(ctx, body, urlSource(ctx, body.url), jobOptions(job)));
+    runAsJob(ctx.jobs, { async: body.async, kind: 'import', vid: null, makesVolume: true, res }, (job) => importDisk(ctx, body, source(body.url, res), jobOptions(job)));
   r.post('/create/url', jsonEndpoint<ImportRequest & { url: string }>('create-url', (body, _req, res) => fromUrl(body, res)));
   r.post('/cloudinit/create', jsonEndpoint<ImportRequest & { url: string }>('cloudinit-create', (body, _req, res) => fromUrl({ ...body, cloudinit: true }, res)));
 
@@ -132,7 +139,7 @@ export function imageRoutes(daemon: Daemon): Router {
 
   const isoFromUrl = jsonEndpoint<IsoRequest>('iso-create', (body, _req, res) => {
     if (!body.url) throw new BadRequestError("request was badly formatted. 'url'", { field: 'url' });
-    return runAsJob(ctx.jobs, { async: body.async, kind: 'import', vid: null, makesVolume: true, res }, (job) => createIso(ctx, body, urlSource(ctx, body.url!), jobOptions(job)));
+    return runAsJob(ctx.jobs, { async: body.async, kind: 'import', vid: null, makesVolume: true, res }, (job) => createIso(ctx, body, source(body.url!, res), jobOptions(job)));
   });
   r.post('/iso/create', async (req, res, next) => {
     if (!isMultipart(req) && !isRawBody(req)) return isoFromUrl(req, res, next);
