@@ -10,8 +10,14 @@ export interface RunningServer {
   daemon: Daemon;
   server: Server;
   port: number;
+  /** Stops serving and the daemon, in a bounded time (STOP_GRACE_MS for the answers still streaming). */
   stop(): Promise<void>;
+  /** Cuts every connection now (a second signal during stop). */
+  hurry(): void;
 }
+
+/** How long, at a stop, answers still streaming (downloads, upload bodies) get before their connections are cut. */
+export const STOP_GRACE_MS = 3000;
 
 /** Starts the daemon and its HTTP server; `stop` closes both (used by main and by the tests). */
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
@@ -43,11 +49,17 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     server,
     port,
     stop: async () => {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      });
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      // The server waits for every answer: jobs are cancelled first (their requests answer 409), and what
+      // still streams (a download to a slow client, an upload body that stalls) is cut after a grace period.
+      await daemon.stopWork();
+      server.closeIdleConnections();
+      const cut = setTimeout(() => server.closeAllConnections(), STOP_GRACE_MS);
+      await closed;
+      clearTimeout(cut);
       await daemon.stop();
     },
+    hurry: () => server.closeAllConnections(),
   };
 }

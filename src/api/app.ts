@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import express, { type Express } from 'express';
 import { TokenTable } from '../auth/tokens.js';
 import type { Daemon } from '../daemon.js';
-import { NotFoundError } from '../errors.js';
+import { NotFoundError, UnavailableError } from '../errors.js';
 import { actAsPrincipal, authenticate, requireAdmin } from './auth.js';
 import { errorHandler } from './errors.js';
 import { exportRoutes } from './routes/exports.js';
@@ -49,6 +49,12 @@ export function createApp(daemon: Daemon, tokens = TokenTable.fromFile(daemon.co
       });
     });
     next();
+  });
+  // A request on a kept-alive connection while the daemon stops would start work nobody cancels.
+  app.use((_req, res, next) => {
+    if (!daemon.stopping) return next();
+    res.set('Connection', 'close');
+    next(new UnavailableError('the storage daemon is stopping; send the request again once it is back'));
   });
 
   // Resumable uploads (tus) take raw bodies: they sit before the JSON parser.
