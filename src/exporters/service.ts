@@ -71,7 +71,7 @@ export class ExportService {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await this.queue.run(async () => {
-      if (this.started) await this.exporter.stop();
+      if (this.started) await this.exporter.stop((t) => this.isOwnTarget(t));
       this.started = false;
     });
   }
@@ -191,6 +191,13 @@ export class ExportService {
     } catch (err) {
       return (err as NodeJS.ErrnoException).code === 'ENOENT';
     }
+  }
+
+  /** A target this daemon made: our IQN prefix and the file of a volume under its mount directory (or a known volume's RBD image). */
+  private isOwnTarget(target: ExistingTarget): boolean {
+    if (!target.iqn.startsWith(IQN_PREFIX) || target.file === '') return false;
+    const dir = path.isAbsolute(target.file) ? path.dirname(target.file) : this.cephVolumeDir(target.file);
+    return dir !== null && isInside(this.config.mnt, dir);
   }
 
   /** The directory of the known volume whose RBD image is `pool/image`, or null (not ours, or its volume not seen now). */
