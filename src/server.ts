@@ -27,7 +27,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const daemon = new Daemon(config, log);
   await daemon.start();
   const app = createApp(daemon, tokens);
-  const server = createServer(app);
+  // An upload takes as long as its bytes flow; one that stalls is cut by the transfer idle timeout (api/idle.ts).
+  const server = createServer({ requestTimeout: 0 }, app);
   try {
     await new Promise<void>((resolve, reject) => {
       // Express 5's app.listen hands a bind error to its callback as if listening: the plain server says it.

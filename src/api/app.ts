@@ -5,6 +5,7 @@ import type { Daemon } from '../daemon.js';
 import { NotFoundError, UnavailableError } from '../errors.js';
 import { actAsPrincipal, authenticate, requireAdmin } from './auth.js';
 import { errorHandler } from './errors.js';
+import { cutStalledTransfers } from './idle.js';
 import { exportRoutes } from './routes/exports.js';
 import { CloudInitSets } from '../images/cloudinit.js';
 import { tusUploads } from '../uploads/tus.js';
@@ -50,6 +51,7 @@ export function createApp(daemon: Daemon, tokens = TokenTable.fromFile(daemon.co
     });
     next();
   });
+  app.use(cutStalledTransfers(daemon.config.transferIdleTimeoutMs));
   // A request on a kept-alive connection while the daemon stops would start work nobody cancels.
   app.use((_req, res, next) => {
     if (!daemon.stopping) return next();

@@ -2,6 +2,9 @@ import { promises as fs } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { expect } from 'chai';
+import { configWith } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import { startServer } from '../../src/server.js';
 import { spawnDaemon, type DaemonProcess } from '../helpers/process.js';
 import { makeTree, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
@@ -70,5 +73,52 @@ describe('the daemon stopping with work in flight', () => {
     const left = await volumeDirs(path.join(mnt, 'a'));
     expect(left).to.deep.equal([`vid.${made.body.vid}.elimg`]);
     expect((await fs.readdir(path.join(mnt, 'a', left[0]))).sort()).to.deep.equal(['data.img', 'meta.json']);
+  });
+});
+
+describe('transfers that stall, and long ones that do not', () => {
+  let mnt: string;
+  let daemon: DaemonProcess | undefined;
+  beforeEach(async () => {
+    mnt = await makeTree({ a: {} });
+    daemon = await spawnDaemon(['--mnt', mnt], { ELEMENTO_TRANSFER_IDLE_TIMEOUT_MS: '1000' });
+  });
+  afterEach(async () => {
+    daemon?.child.kill('SIGKILL');
+    await daemon?.exited;
+    await removeTree(mnt);
+  });
+
+  it('cuts an upload whose body stalls for the transfer idle timeout: its job fails, nothing is left', async () => {
+    const upload = stalledUpload(daemon!.port);
+    expect(await Promise.race([upload.answer, new Promise((r) => setTimeout(() => r('still open'), 5000))])).to.equal('cut');
+    // Its client is gone: the synchronous upload is cancelled (makesVolume), its claim removed.
+    await waitFor(async () => (await daemon!.get('jobs')).body.every((j: { state: string }) => j.state !== 'running'), 5000, 'the upload job to end');
+    expect(await volumeDirs(path.join(mnt, 'a'))).to.deep.equal([]);
+  });
+
+  it('cuts a download whose client reads nothing for the transfer idle timeout: the image may then be snapshotted', async () => {
+    const vid = (await daemon!.post('create', seedCreateBody({ format: 'qcow2', size: 1 }))).body.vid;
+    // Long enough for the socket buffers to fill.
+    await fs.appendFile(path.join(mnt, 'a', `vid.${vid}.elimg`, 'data.qcow2'), Buffer.alloc(32 * 1024 * 1024));
+    const download = await stalledDownload(daemon!.port, vid);
+    try {
+      expect((await daemon!.post('snapshot/create', { vid, creatorID: OWNER, name: 'during' })).status).to.equal(409);
+      // (A paused client does not see the cut: the daemon's side tells it, the download no longer counted.)
+      await waitFor(async () => (await daemon!.post('snapshot/create', { vid, creatorID: OWNER, name: 'after' })).status === 200, 8000, 'the stalled download to be cut');
+    } finally {
+      download.destroy();
+    }
+  });
+
+  it('lets an upload body take longer than node allows by default (5 minutes) while its bytes flow', async () => {
+    // node's http server cuts a request not wholly received within requestTimeout (300 s by default): a
+    // 20 GB image over 100 Mbit/s would fail. The daemon's server has it off, the idle timeout above instead.
+    const running = await startServer(configWith({ mnt, port: 0, logLevel: 'silent', exporter: 'none', rescanIntervalMs: 0 }), createLogger({ level: 'silent', format: 'json' }));
+    try {
+      expect(running.server.requestTimeout).to.equal(0);
+    } finally {
+      await running.stop();
+    }
   });
 });
