@@ -4,7 +4,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { configWith } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
-import { startServer } from '../../src/server.js';
+import { startServer, STOP_GRACE_MS } from '../../src/server.js';
 import { spawnDaemon, type DaemonProcess } from '../helpers/process.js';
 import { makeTree, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
@@ -73,6 +73,19 @@ describe('the daemon stopping with work in flight', () => {
     const left = await volumeDirs(path.join(mnt, 'a'));
     expect(left).to.deep.equal([`vid.${made.body.vid}.elimg`]);
     expect((await fs.readdir(path.join(mnt, 'a', left[0]))).sort()).to.deep.equal(['data.img', 'meta.json']);
+  });
+  it('cuts the answers still streaming at once on a second SIGTERM (no grace period)', async () => {
+    daemon = await spawnDaemon(['--mnt', mnt]);
+    const made = await daemon.post('create', seedCreateBody({ format: 'raw', size: 0.2 }));
+    const download = await stalledDownload(daemon.port, made.body.vid);
+    const asked = Date.now();
+    process.kill(daemon.child.pid!, 'SIGTERM');
+    await waitFor(() => daemon!.lines.some((l) => l.includes('"message":"stopping"')), 5000, 'the stop to begin');
+    process.kill(daemon.child.pid!, 'SIGTERM');
+    const { exitCode } = await daemon.exited;
+    expect(exitCode).to.equal(0);
+    expect(Date.now() - asked).to.be.below(STOP_GRACE_MS);
+    download.destroy();
   });
 });
 
