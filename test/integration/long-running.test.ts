@@ -74,6 +74,28 @@ describe('the daemon stopping with work in flight', () => {
     expect(left).to.deep.equal([`vid.${made.body.vid}.elimg`]);
     expect((await fs.readdir(path.join(mnt, 'a', left[0]))).sort()).to.deep.equal(['data.img', 'meta.json']);
   });
+  it('answers a synchronous import cut by the stop with 503 saying the daemon is stopping (not as if a client had cancelled it)', async () => {
+    const upstream = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-length': String(64 * 1024 * 1024) });
+      res.write(Buffer.alloc(64 * 1024)); // then nothing: the import waits
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    try {
+      daemon = await spawnDaemon(['--mnt', mnt]);
+      const url = `http://127.0.0.1:${(upstream.address() as { port: number }).port}/disk.img`;
+      const answer = daemon.post('create/url', { creatorID: OWNER, url, format: 'raw' });
+      await waitFor(async () => (await daemon!.get('jobs')).body.some((j: { vid: string | null }) => j.vid !== null), 10_000, 'the import to claim its volume');
+      process.kill(daemon.child.pid!, 'SIGTERM');
+      const { status, body } = await answer;
+      expect([status, body.error]).to.deep.equal([503, 'the import was cancelled: the storage daemon is stopping; send it again once it is back']);
+      expect((await daemon.exited).exitCode).to.equal(0);
+      expect(await volumeDirs(path.join(mnt, 'a'))).to.deep.equal([]);
+    } finally {
+      upstream.closeAllConnections();
+      upstream.close();
+    }
+  });
+
   it('cuts the answers still streaming at once on a second SIGTERM (no grace period)', async () => {
     daemon = await spawnDaemon(['--mnt', mnt]);
     const made = await daemon.post('create', seedCreateBody({ format: 'raw', size: 0.2 }));
