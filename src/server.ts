@@ -55,9 +55,12 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       // The server waits for every answer: jobs are cancelled first (their requests answer 409), and what
       // still streams (a download to a slow client, an upload body that stalls) is cut after a grace period.
       await daemon.stopWork();
+      // A connection kept alive goes as soon as its answer is sent (node closes idle ones only when asked).
+      const idle = setInterval(() => server.closeIdleConnections(), 50);
       server.closeIdleConnections();
       const cut = setTimeout(() => server.closeAllConnections(), STOP_GRACE_MS);
       await closed;
+      clearInterval(idle);
       clearTimeout(cut);
       await daemon.stop();
     },

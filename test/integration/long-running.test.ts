@@ -85,10 +85,13 @@ describe('the daemon stopping with work in flight', () => {
       const url = `http://127.0.0.1:${(upstream.address() as { port: number }).port}/disk.img`;
       const answer = daemon.post('create/url', { creatorID: OWNER, url, format: 'raw' });
       await waitFor(async () => (await daemon!.get('jobs')).body.some((j: { vid: string | null }) => j.vid !== null), 10_000, 'the import to claim its volume');
+      const asked = Date.now();
       process.kill(daemon.child.pid!, 'SIGTERM');
       const { status, body } = await answer;
       expect([status, body.error]).to.deep.equal([503, 'the import was cancelled: the storage daemon is stopping; send it again once it is back']);
       expect((await daemon.exited).exitCode).to.equal(0);
+      // Its connection, kept alive by the client, is closed once answered: no grace period to wait out.
+      expect(Date.now() - asked).to.be.below(STOP_GRACE_MS);
       expect(await volumeDirs(path.join(mnt, 'a'))).to.deep.equal([]);
     } finally {
       upstream.closeAllConnections();
