@@ -99,6 +99,71 @@ describe('the daemon stopping with work in flight', () => {
     }
   });
 
+  it('answers 503 to a cloud-init call whose set the stop abandoned while its file still arrived (not 500)', async () => {
+    daemon = await spawnDaemon(['--mnt', mnt]);
+    const boundary = 'XyZ';
+    const head = `--${boundary}\r\nContent-Disposition: form-data; name="fields"\r\n\r\n${JSON.stringify({ creatorID: OWNER, expectedFiles: 2 })}\r\n` +
+      `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="meta-data"\r\nContent-Type: application/octet-stream\r\n\r\ninstance-id: `;
+    const tail = `x\r\n--${boundary}--\r\n`;
+    const req = http.request(`http://127.0.0.1:${daemon.port}/api/v1.0/cloudinit/metadata`, {
+      method: 'POST',
+      headers: { 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': String(Buffer.byteLength(head + tail)) },
+    });
+    const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      req.on('response', (res) => {
+        let body = '';
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode!, body }));
+      });
+      req.on('error', reject);
+    });
+    req.write(head);
+    await waitFor(async () => (await volumeDirs(path.join(mnt, 'a'))).length === 1, 10_000, 'the set to claim its volume');
+    process.kill(daemon.child.pid!, 'SIGTERM');
+    await waitFor(() => daemon!.lines.some((l) => l.includes('abandoning a pending cloud-init file set')), 5000, 'the stop to abandon the set');
+    req.end(tail);
+    const { status, body } = await answer;
+    expect([status, JSON.parse(body).error]).to.deep.equal([503, 'the cloud-init file set was abandoned: the storage daemon is stopping; send it again once it is back']);
+    expect((await daemon.exited).exitCode).to.equal(0);
+    expect(await volumeDirs(path.join(mnt, 'a'))).to.deep.equal([]);
+  });
+
+  it('answers 503 to the last PATCH of a tus upload the stop abandoned while its bytes still arrived', async () => {
+    daemon = await spawnDaemon(['--mnt', mnt]);
+    const api = `http://127.0.0.1:${daemon.port}/api/v1.0`;
+    const fields = Buffer.from(JSON.stringify({ creatorID: OWNER, format: 'raw' })).toString('base64');
+    const created = await fetch(`${api}/files`, { method: 'POST', headers: { 'Tus-Resumable': '1.0.0', 'Upload-Length': String(2 * 1024 * 1024), 'Upload-Metadata': `fields ${fields}` } });
+    expect(created.status).to.equal(201);
+    const upload = new URL(created.headers.get('location')!, `${api}/files/`);
+    const req = http.request(upload, {
+      method: 'PATCH',
+      headers: { 'Tus-Resumable': '1.0.0', 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream', 'Content-Length': String(2 * 1024 * 1024) },
+    });
+    const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      req.on('response', (res) => {
+        let body = '';
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode!, body }));
+      });
+      req.on('error', reject);
+    });
+    req.write(Buffer.alloc(1024 * 1024));
+    // (Not by HEAD: tus ends a PATCH in progress when another request on its upload comes.)
+    const received = async () => {
+      const files = await fs.readdir(path.join(mnt, 'a'), { recursive: true });
+      const part = files.find((f) => path.basename(f) === 'part');
+      return part ? (await fs.stat(path.join(mnt, 'a', part))).size : 0;
+    };
+    await waitFor(async () => (await received()) > 0, 10_000, 'the first bytes to arrive');
+    process.kill(daemon.child.pid!, 'SIGTERM');
+    await waitFor(() => daemon!.lines.some((l) => l.includes('abandoning a pending upload')), 5000, 'the stop to abandon the upload');
+    req.end(Buffer.alloc(1024 * 1024));
+    const { status, body } = await answer;
+    expect([status, JSON.parse(body).error]).to.deep.equal([503, 'the upload was abandoned: the storage daemon is stopping; send it again once it is back']);
+    expect((await daemon.exited).exitCode).to.equal(0);
+    expect(await volumeDirs(path.join(mnt, 'a'))).to.deep.equal([]);
+  });
+
   it('cuts the answers still streaming at once on a second SIGTERM (no grace period)', async () => {
     daemon = await spawnDaemon(['--mnt', mnt]);
     const made = await daemon.post('create', seedCreateBody({ format: 'raw', size: 0.2 }));
