@@ -77,9 +77,15 @@ export class LockManager {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') throw new NotFoundError(`volume ${uid} does not exist`, { vid: uid });
       if (code !== 'ELOCKED') throw err;
-      const holders = (await this.markersIn(dir).catch(() => [])).map((m) => parseLockMarker(m)!.purpose);
-      const held = this.held.get(dir);
-      if (held && !holders.includes(held)) holders.push(held);
+      // The winner of a race names itself a moment after its mutex is made (proper-lockfile stats it before
+      // answering): look again briefly rather than refuse with no name.
+      let holders: string[] = [];
+      for (let look = 0; look < 5 && !holders.length; look++) {
+        if (look) await new Promise((resolve) => setTimeout(resolve, 20));
+        holders = (await this.markersIn(dir).catch(() => [])).map((m) => parseLockMarker(m)!.purpose);
+        const held = this.held.get(dir);
+        if (held && !holders.includes(held)) holders.push(held);
+      }
       throw new ConflictError(`volume ${uid} is locked by another operation (${holders.join(', ') || 'starting'})`, { vid: uid });
     }
     this.held.set(dir, purpose);
