@@ -49,7 +49,12 @@ async function main(): Promise<void> {
     }
     stopping = true;
     log.info('stopping', { signal });
-    await running.stop();
+    try {
+      await running.stop();
+    } catch (err) {
+      log.error('the stop failed; what it left is repaired at the next start', errorFields(err));
+      process.exit(1);
+    }
     log.info('stopped');
     process.exit(0);
   };

@@ -71,7 +71,9 @@ export class ExportService {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await this.queue.run(async () => {
-      if (this.started) await this.exporter.stop((t) => this.isOwnTarget(t));
+      // A backend out of reach (a managed tgtd that died) has nothing left to release: the markers stay, the next start makes the targets again.
+      if (this.started)
+        await this.exporter.stop((t) => this.isOwnTarget(t)).catch((err) => this.log.warn('the export backend could not be released at the stop', errorFields(err)));
       this.started = false;
     });
   }
