@@ -100,13 +100,27 @@ export class Daemon {
     this.stopHooks.push(hook);
   }
 
-  async stop(): Promise<void> {
+  /** True once stop() (or stopWork()) began: the HTTP face refuses new requests (503). */
+  get stopping(): boolean {
+    return this.stopped;
+  }
+
+  /**
+   * The first half of stop(): what runs ends now (pending uploads and cloud-init sets abandoned, jobs
+   * cancelled: their requests answer 409), so that the HTTP server, which waits for its answers, need
+   * not wait for an import or a copy to run its course.
+   */
+  async stopWork(): Promise<void> {
     this.stopped = true;
     for (const hook of this.stopHooks.splice(0)) await hook();
     if (this.sweepTimer) clearTimeout(this.sweepTimer);
     this.sweepTimer = null;
     if (this.purgeTimer) clearInterval(this.purgeTimer);
     await this.ctx.jobs.cancelAll();
+  }
+
+  async stop(): Promise<void> {
+    await this.stopWork();
     await this.ctx.purger.stop();
     await this.exports.stop();
     await this.ctx.index.close();

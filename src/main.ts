@@ -46,10 +46,20 @@ async function main(): Promise<void> {
   const running = await startServer(config, log);
   let stopping = false;
   const stop = async (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal: the answers still streaming are cut now; the stop goes on (jobs, pending claims, exports).
+      log.info('stopping now: cutting the connections still open', { signal });
+      running.hurry();
+      return;
+    }
     stopping = true;
     log.info('stopping', { signal });
-    await running.stop();
+    try {
+      await running.stop();
+    } catch (err) {
+      log.error('the stop failed; what it left is repaired at the next start', errorFields(err));
+      process.exit(1);
+    }
     log.info('stopped');
     process.exit(0);
   };

@@ -10,8 +10,14 @@ export interface RunningServer {
   daemon: Daemon;
   server: Server;
   port: number;
+  /** Stops serving and the daemon, in a bounded time (STOP_GRACE_MS for the answers still streaming). */
   stop(): Promise<void>;
+  /** Cuts every connection now (a second signal during stop). */
+  hurry(): void;
 }
+
+/** How long, at a stop, answers still streaming (downloads, upload bodies) get before their connections are cut. */
+export const STOP_GRACE_MS = 3000;
 
 /** Starts the daemon and its HTTP server; `stop` closes both (used by main and by the tests). */
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
@@ -22,7 +28,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   await daemon.start();
   const app = createApp(daemon, tokens);
   // Node's whole-request limit (300 s) would cut an upload longer than five minutes: bodies are timed by the app
-  // (body-timeouts.ts). The headers keep Node's 60 s, stated: its default follows requestTimeout, and 0 would mean none.
+  // (transfer-timeouts.ts). The headers keep Node's 60 s, stated: its default follows requestTimeout, and 0 would mean none.
   const server = createServer({ requestTimeout: 0, headersTimeout: 60_000 }, app);
   try {
     await new Promise<void>((resolve, reject) => {
@@ -45,11 +51,20 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     server,
     port,
     stop: async () => {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      });
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      // The server waits for every answer: jobs are cancelled first (their requests answer 409), and what
+      // still streams (a download to a slow client, an upload body that stalls) is cut after a grace period.
+      await daemon.stopWork();
+      // A connection kept alive goes as soon as its answer is sent (node closes idle ones only when asked).
+      const idle = setInterval(() => server.closeIdleConnections(), 50);
+      server.closeIdleConnections();
+      const cut = setTimeout(() => server.closeAllConnections(), STOP_GRACE_MS);
+      await closed;
+      clearInterval(idle);
+      clearTimeout(cut);
       await daemon.stop();
     },
+    hurry: () => server.closeAllConnections(),
   };
 }

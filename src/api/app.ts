@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import express, { type Express } from 'express';
 import { TokenTable } from '../auth/tokens.js';
 import type { Daemon } from '../daemon.js';
-import { NotFoundError } from '../errors.js';
+import { NotFoundError, UnavailableError } from '../errors.js';
 import { actAsPrincipal, authenticate, requireAdmin } from './auth.js';
 import { errorHandler } from './errors.js';
 import { exportRoutes } from './routes/exports.js';
@@ -11,7 +11,7 @@ import { tusUploads } from '../uploads/tus.js';
 import { cloudInitRoutes } from './routes/cloudinit.js';
 import { downloadRoutes } from './routes/download.js';
 import { imageRoutes } from './routes/images.js';
-import { bodyTimeouts } from './body-timeouts.js';
+import { transferTimeouts } from './transfer-timeouts.js';
 import { jsonBody } from './json-body.js';
 import { jobRoutes } from './routes/jobs.js';
 import { lifecycleRoutes } from './routes/lifecycle.js';
@@ -51,8 +51,14 @@ export function createApp(daemon: Daemon, tokens = TokenTable.fromFile(daemon.co
     });
     next();
   });
+  // A request on a kept-alive connection while the daemon stops would start work nobody cancels.
+  app.use((_req, res, next) => {
+    if (!daemon.stopping) return next();
+    res.set('Connection', 'close');
+    next(new UnavailableError('the storage daemon is stopping; send the request again once it is back'));
+  });
 
-  app.use(bodyTimeouts(daemon.config.transferIdleTimeoutMs));
+  app.use(transferTimeouts(daemon.config.transferIdleTimeoutMs));
 
   // Resumable uploads (tus) take raw bodies: they sit before the JSON parser.
   const tus = tusUploads(daemon.ctx);

@@ -39,8 +39,11 @@ export interface Exporter {
   readonly lun: number;
   /** Prepares the backend (starts a managed tgtd); throws when the backend cannot be reached. */
   start(): Promise<void>;
-  /** Releases what start took (stops a managed tgtd). */
-  stop(): Promise<void>;
+  /**
+   * Releases what start took (stops a managed tgtd, once the targets `ours` names are deleted: one that
+   * serves other targets, another daemon's of this host included, keeps running with them).
+   */
+  stop(ours: (target: ExistingTarget) => boolean): Promise<void>;
   /** Every target on the backend, ours or not. */
   list(): Promise<ExistingTarget[]>;
   /** Creates the target; a target of that name that already exists is left as it is. */

@@ -71,7 +71,9 @@ export class ExportService {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await this.queue.run(async () => {
-      if (this.started) await this.exporter.stop();
+      // A backend out of reach (a managed tgtd that died) has nothing left to release: the markers stay, the next start makes the targets again.
+      if (this.started)
+        await this.exporter.stop((t) => this.isOwnTarget(t)).catch((err) => this.log.warn('the export backend could not be released at the stop', errorFields(err)));
       this.started = false;
     });
   }
@@ -187,7 +189,7 @@ export class ExportService {
   private async isOrphan(file: string, iqn: string): Promise<boolean> {
     let dir = path.dirname(file);
     if (!path.isAbsolute(file)) {
-      const uid = uidOfImageName(file.split('/').at(-1) ?? '');
+      const uid = volumeOfImage(file);
       if (!uid) return false;
       const record = await this.index.lookup(uid);
       if (!record) return this.index.everyRootAvailable();
@@ -200,6 +202,19 @@ export class ExportService {
     } catch (err) {
       return (err as NodeJS.ErrnoException).code === 'ENOENT';
     }
+  }
+
+  /** A target this daemon made: our IQN prefix and the file of a volume under its mount directory (or a known volume's RBD image). */
+  private isOwnTarget(target: ExistingTarget): boolean {
+    if (!target.iqn.startsWith(IQN_PREFIX) || target.file === '') return false;
+    const dir = path.isAbsolute(target.file) ? path.dirname(target.file) : this.cephVolumeDir(target.file);
+    return dir !== null && isInside(this.config.mnt, dir);
+  }
+
+  /** The directory of the known volume whose RBD image is `pool/image`, or null (not ours, or its volume not seen now). */
+  private cephVolumeDir(poolImage: string): string | null {
+    const uid = volumeOfImage(poolImage);
+    return (uid && this.index.get(uid)?.dir) || null;
   }
 
   /**
@@ -239,6 +254,11 @@ export class ExportService {
     await touchMarker(file);
     return outcome;
   }
+}
+
+/** The uid of the volume whose RBD image a target serves (`pool/elemento-<uid>`), or null: not one of ours. */
+function volumeOfImage(poolImage: string): string | null {
+  return uidOfImageName(poolImage.split('/').at(-1) ?? '');
 }
 
 /** The IQNs of a volume directory's `.exported` markers; none when it cannot be read now (or was just destroyed). */

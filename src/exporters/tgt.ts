@@ -3,7 +3,6 @@ import { ToolError, UnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Tgtadm } from '../tools/tgtadm.js';
 import { SerialQueue, type ExistingTarget, type Exporter, type TargetSpec } from './base.js';
-import { IQN_PREFIX } from './iqn.js';
 
 const LUN = 1;
 const TID_ATTEMPTS = 3;
@@ -50,13 +49,13 @@ export class TgtExporter implements Exporter {
 
   /**
    * A managed tgtd is stopped: our targets first (tgtd refuses to stop while any remain), then the
-   * system. A tgtd that also serves other software's targets (one the daemon adopted) keeps running
-   * with them.
+   * system. A tgtd that also serves other targets (other software's, or another daemon's of this host
+   * on another tree: the same IQN prefix) keeps running with them.
    */
-  async stop(): Promise<void> {
+  async stop(ours: (target: ExistingTarget) => boolean): Promise<void> {
     if (!this.owned) return;
     const others = await this.queue.run(async () => {
-      for (const t of await this.tgtadm.targets()) if (t.iqn.startsWith(IQN_PREFIX)) await this.tgtadm.deleteTarget(t.tid);
+      for (const t of await this.tgtadm.targets()) if (ours({ iqn: t.iqn, file: t.luns[0]?.path ?? '' })) await this.tgtadm.deleteTarget(t.tid);
       const left = await this.tgtadm.targets();
       if (!left.length) await this.tgtadm.deleteSystem();
       return left.map((t) => t.iqn);

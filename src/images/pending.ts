@@ -1,4 +1,4 @@
-import { ConflictError } from '../errors.js';
+import { ConflictError, UnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { StoreContext } from '../volumes/context.js';
 import { abandonClaim, type Claimed } from '../volumes/create.js';
@@ -21,6 +21,8 @@ export interface Pending<T> {
 export class PendingClaims<T> {
   private readonly items = new Map<string, Pending<T>>();
   private readonly timer: NodeJS.Timeout;
+  /** Set by close(): the daemon stops, and a request working on a claim it abandoned says so. */
+  private closing = false;
 
   constructor(
     private readonly ctx: StoreContext,
@@ -75,7 +77,14 @@ export class PendingClaims<T> {
       if (!item.busy && now - item.touchedAt > this.idleMs) await this.abandon(uid, `untouched for ${this.idleMs} ms`);
   }
 
+  /** What a request whose pending volume failed under it answers: 503 when the daemon's stop abandoned it, else `err`. */
+  failure(err: unknown): unknown {
+    if (!this.closing) return err;
+    return new UnavailableError(`the ${this.what} was abandoned: the storage daemon is stopping; send it again once it is back`);
+  }
+
   async close(): Promise<void> {
+    this.closing = true;
     clearInterval(this.timer);
     for (const uid of [...this.items.keys()]) await this.abandon(uid, 'the daemon is stopping');
   }

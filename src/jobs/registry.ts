@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { ApiError, ConflictError, NotFoundError } from '../errors.js';
+import { ApiError, ConflictError, NotFoundError, UnavailableError } from '../errors.js';
 import { currentClient } from '../auth/principal.js';
 import { newUid } from '../store/layout.js';
 
@@ -59,9 +59,12 @@ const KEEP_FINISHED_MAX = 1000;
  */
 export class JobRegistry {
   private readonly jobs = new Map<string, Job>();
+  /** Set by cancelAll (the daemon stops): no job starts any more, and those cancelled say why. */
+  private stopping = false;
 
   /** Starts `run` as a job and returns its id at once; `promise` settles with the operation. */
   start<T>(kind: string, vid: string | null, run: (job: JobHandle) => Promise<T>): { id: string; promise: Promise<T>; started: Promise<void> } {
+    if (this.stopping) throw stoppingError(kind);
     this.prune();
     const controller = new AbortController();
     const id = newUid();
@@ -104,9 +107,15 @@ export class JobRegistry {
     return { id, promise, started };
   }
 
-  /** Whether the job `id` was cancelled (DELETE /jobs/<id>, or its client gone). */
+  /** Whether the job `id` was cancelled (DELETE /jobs/<id>, its client gone, the daemon stopping). */
   wasCancelled(id: string): boolean {
     return this.jobs.get(id)?.state === 'cancelled';
+  }
+
+  /** The error a request whose job `id` was cancelled answers: 503 when the daemon's stop cancelled it. */
+  cancelledError(id: string, kind: string): ApiError {
+    if (this.stopping) return stoppingError(kind);
+    return new ConflictError(`the ${kind} was cancelled (DELETE /api/v1.0/jobs/${id})`, { job: id });
   }
 
   /** The job `id` as `viewer` (a client; undefined for an admin) may know it: another client's job does not exist. */
@@ -153,6 +162,7 @@ export class JobRegistry {
 
   /** Cancels every running job and waits for them (daemon stop). */
   async cancelAll(): Promise<void> {
+    this.stopping = true;
     const running = [...this.jobs.values()].filter((j) => j.state === 'running');
     for (const j of running) j.controller.abort();
     await Promise.all(running.map((j) => j.done));
@@ -173,6 +183,10 @@ export class JobRegistry {
       if (now - j.finishedAt.getTime() > KEEP_FINISHED_MS || n > KEEP_FINISHED_MAX) this.jobs.delete(j.id);
     }
   }
+}
+
+function stoppingError(kind: string): UnavailableError {
+  return new UnavailableError(`the ${kind} was cancelled: the storage daemon is stopping; send it again once it is back`);
 }
 
 /**
@@ -198,7 +212,7 @@ export async function runAsJob<T>(
   const { id, promise, started } = jobs.start(request.kind, request.vid, run);
   // A job cancelled before its answer (an async upload's body still arriving, or any synchronous one) says so.
   const cancelled = (err: unknown) => {
-    if (jobs.wasCancelled(id)) throw new ConflictError(`the ${request.kind} was cancelled (DELETE /api/v1.0/jobs/${id})`, { job: id });
+    if (jobs.wasCancelled(id)) throw jobs.cancelledError(id, request.kind);
     throw err;
   };
   if (request.async) {

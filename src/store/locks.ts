@@ -149,9 +149,15 @@ export class LockManager {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') throw new NotFoundError(`volume ${uid} does not exist`, { vid: uid });
       if (code !== 'ELOCKED') throw err;
-      const holders = (await this.markersIn(dir).catch(() => [])).map((m) => parseLockMarker(m)!.purpose);
-      const held = this.held.get(dir);
-      if (held && !holders.includes(held)) holders.push(held);
+      // The winner of a race names itself a moment after its mutex is made (proper-lockfile stats it before
+      // answering): look again briefly rather than refuse with no name.
+      let holders: string[] = [];
+      for (let look = 0; look < 5 && !holders.length; look++) {
+        if (look) await new Promise((resolve) => setTimeout(resolve, 20));
+        holders = (await this.markersIn(dir).catch(() => [])).map((m) => parseLockMarker(m)!.purpose);
+        const held = this.held.get(dir);
+        if (held && !holders.includes(held)) holders.push(held);
+      }
       throw new ConflictError(`volume ${uid} is locked by another operation (${holders.join(', ') || 'starting'})`, { vid: uid });
     }
     this.held.set(dir, purpose);
@@ -173,7 +179,11 @@ export class LockManager {
         purpose,
         release: async () => {
           this.rewriting.delete(dir);
-          await fs.rm(marker, { force: true });
+          // A marker the filesystem will not remove now is left for the next holder to recover, as a crash
+          // here would leave it: the mutex goes all the same, or the volume would stay locked until a restart.
+          await fs.rm(marker, { force: true }).catch((err: unknown) =>
+            this.log.warn('lock marker not removed: recovered by the next operation on the volume', { marker, ...errorFields(err) }),
+          );
           faultPoint('lock.before-mutex-release');
           this.held.delete(dir);
           await releaseMutex();

@@ -9,7 +9,7 @@ export interface FinishedUpload {
 }
 
 /**
- * Uploads whose last PATCH arrived, known for the daemon's lifetime (a few hundred bytes each): a
+ * Uploads whose last PATCH arrived, known while their volume is in the tree (a few hundred bytes each): a
  * client whose answer was lost (an import can take minutes) learns from HEAD that the bytes are in,
  * and from a zero-byte PATCH the same answer, instead of uploading a duplicate volume. An import that
  * fails is forgotten: its volume is gone, so the upload is too (404), and the client starts again;
@@ -30,8 +30,15 @@ export class FinishedUploads {
     return item;
   }
 
+  /** How many are known (tests: it follows the volumes in the tree, not every upload since the start). */
+  get size(): number {
+    return this.items.size;
+  }
+
   /** Registers the import of upload `id` and answers its outcome (forgetting the upload if it fails). */
   async track(id: string, upload: Omit<FinishedUpload, 'answer'>, importing: Promise<Record<string, unknown>>): Promise<Record<string, unknown>> {
+    // Those whose volume has left the tree since go now: a destroyed volume's upload is rarely asked about again.
+    for (const known of [...this.items.keys()]) this.get(known);
     const answer = importing.catch((err: unknown) => {
       this.items.delete(id);
       throw err;

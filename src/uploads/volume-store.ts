@@ -3,7 +3,7 @@ import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DataStore, ERRORS, Upload } from '@tus/server';
-import { ConflictError } from '../errors.js';
+import { ConflictError, NotFoundError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 import { writeFlushed } from '../store/atomic.js';
 import { makeStagingDir } from '../images/import.js';
@@ -82,6 +82,8 @@ export class VolumeUploadStore extends DataStore {
     } finally {
       this.pending.release(item);
     }
+    // Abandoned while the bytes arrived (the daemon stopping): they went with the volume, which a 204 would hide.
+    if (this.pending.get(id) !== item) throw this.pending.failure(new NotFoundError(`upload ${id} was abandoned while its bytes arrived`));
     return offset + bytes;
   }
 

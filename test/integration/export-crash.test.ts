@@ -168,5 +168,51 @@ describe('exports across a SIGKILL of the daemon (real process, real tgtd)', fun
       expect(left).to.include(foreign);
       expect(left).to.not.include(iqn);
     });
+
+    it('stops cleanly on SIGTERM while the tgtd it manages is dead (the exports come back at the next start)', async () => {
+      const env = { ELEMENTO_EXPORTER: 'tgt', ELEMENTO_TGT_MANAGE: '1', ELEMENTO_TGT_CONTROL_PORT: String(controlPort), ELEMENTO_ISCSI_PORTAL: portal };
+      let daemon = await spawnDaemon(['--mnt', mnt], env);
+      child = daemon.child;
+      const { body } = await post(daemon.port, 'create', seedCreateBody({ format: 'raw', size: 0.01 }));
+      const { iqn } = (await post(daemon.port, 'export', { volume_id: body.vid, client_uid: OWNER })).body as { iqn: string };
+      await execa('pkill', ['-KILL', '-f', `tgtd -C ${controlPort} --iscsi`]);
+      await waitFor(async () => !(await tgtadmOn(controlPort, ['--op', 'show', '--mode', 'system']).then(() => true, () => false)), 5000, 'tgtd to die');
+      process.kill(child.pid!, 'SIGTERM');
+      const ended = await daemon.exited;
+      child = undefined;
+      expect(ended.exitCode).to.equal(0);
+      expect(daemon.lines.some((l) => l.includes('"message":"stopped"'))).to.equal(true);
+      daemon = await spawnDaemon(['--mnt', mnt], env);
+      child = daemon.child;
+      expect(await tgtadmOn(controlPort, ['--op', 'show', '--mode', 'target'])).to.include(iqn);
+    });
+
+    it('on SIGTERM leaves running the exports another daemon of this host made on its tgtd (another tree)', async () => {
+      const env = { ELEMENTO_EXPORTER: 'tgt', ELEMENTO_TGT_CONTROL_PORT: String(controlPort), ELEMENTO_ISCSI_PORTAL: portal };
+      const owner = await spawnDaemon(['--mnt', mnt], { ...env, ELEMENTO_TGT_MANAGE: '1' });
+      child = owner.child;
+      const otherMnt = await makeTree({ a: {} });
+      const other = await spawnDaemon(['--mnt', otherMnt], env);
+      try {
+        const mine = (await post(owner.port, 'create', seedCreateBody({ format: 'raw', size: 0.01 }))).body.vid as string;
+        const theirs = (await post(other.port, 'create', seedCreateBody({ format: 'raw', size: 0.01 }))).body.vid as string;
+        expect((await post(owner.port, 'export', { volume_id: mine, client_uid: OWNER })).status).to.equal(200);
+        const { iqn } = (await post(other.port, 'export', { volume_id: theirs, client_uid: OWNER })).body as { iqn: string };
+        expect((await qemuIo(`iscsi://${portal}/${iqn}/1`, 'raw', `write -P 0x42 0 ${MB}`)).ok).to.equal(true);
+
+        child.kill('SIGTERM');
+        expect((await child).exitCode).to.equal(0);
+        child = undefined;
+        const left = await tgtadmOn(controlPort, ['--op', 'show', '--mode', 'target']);
+        expect(left).to.include(iqn);
+        expect(left).to.not.include(iqnFor(OWNER, mine));
+        expect((await qemuIo(`iscsi://${portal}/${iqn}/1`, 'raw', `read -P 0x42 0 ${MB}`)).ok).to.equal(true);
+        expect((await post(other.port, 'info', { volume_id: theirs })).body.exported).to.equal(true);
+      } finally {
+        other.child.kill('SIGKILL');
+        await other.exited;
+        await removeTree(otherMnt);
+      }
+    });
   });
 });

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { ConflictError, ForbiddenError } from '../../src/errors.js';
-import { clientOfIqn, iqnFor, splitPortal, xorUids } from '../../src/exporters/iqn.js';
+import { clientOfIqn, iqnFor, IQN_PREFIX, splitPortal, xorUids } from '../../src/exporters/iqn.js';
 import { backstoreName, LioExporter } from '../../src/exporters/lio.js';
 import { exporterKind } from '../../src/exporters/select.js';
 import { freeTid, TgtExporter } from '../../src/exporters/tgt.js';
@@ -157,7 +157,7 @@ describe('tgt backend (tgtadm)', () => {
     ]);
     const exporter = new TgtExporter(new Tgtadm(runner, 21002), { manage: true, portal: '127.0.0.1:13261', controlPort: 21002 }, log);
     await exporter.start();
-    await exporter.stop();
+    await exporter.stop((t) => t.iqn.startsWith(IQN_PREFIX));
     expect(runner.done).to.equal(true);
   });
 });

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { JobRegistry } from '../../src/jobs/registry.js';
+import { FinishedUploads } from '../../src/uploads/finished.js';
 
 describe('the job registry', () => {
   const realNow = Date.now;
@@ -34,5 +35,21 @@ describe('the job registry', () => {
     expect(jobs.list().map((j) => j.id)).to.deep.equal([running.id]);
     finish();
     await running.promise;
+  });
+});
+
+describe('the finished tus uploads', () => {
+  it('forgets those whose volume left the tree when another finishes, not only when their client asks (no growth over months)', async () => {
+    const inTree = new Set<string>();
+    const finished = new FinishedUploads((id) => inTree.has(id));
+    const known = { size: 1, metadata: {}, createdAt: new Date().toISOString(), creatorID: 'f'.repeat(32) };
+    for (let i = 0; i < 100; i++) {
+      const id = i.toString(16).padStart(32, '0');
+      inTree.add(id);
+      await finished.track(id, known, Promise.resolve({ vid: id }));
+      // destroyed later, and nobody asks about its upload again
+      if (i < 99) inTree.delete(id);
+    }
+    expect(finished.size).to.equal(1);
   });
 });

@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
+import { execa } from 'execa';
 import { ConflictError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { LockManager } from '../../src/store/locks.js';
@@ -118,5 +119,36 @@ describe('volume and root locks between hosts whose clocks differ', () => {
     const ranAt = await locks.withRootLock(dir, async () => Date.now());
     expect(releasedAt).to.be.greaterThan(0);
     expect(ranAt).to.be.at.least(releasedAt);
+  });
+});
+
+describe('a lock whose marker cannot be removed at its release', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-locks-'));
+  });
+  afterEach(async () => {
+    await execa('chattr', ['-R', '-i', dir], { reject: false });
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it('still lets the volume go (a filesystem error then leaves a stale marker to recover, not a volume locked until a restart)', async () => {
+    const locks = new LockManager(10_000, createLogger({ level: 'silent', format: 'json' }));
+    const lock = await locks.acquireVolume(dir, 'convert', UID);
+    const [marker] = await locks.markersIn(dir);
+    // The filesystem refuses the unlink (chattr +i: EPERM even for root), as a network filesystem may for a moment.
+    await execa('chattr', ['+i', path.join(dir, marker)]);
+    await lock.release();
+    await execa('chattr', ['-i', path.join(dir, marker)]);
+    const recovered: string[][] = [];
+    // (The daemon's recovery repairs the volume and removes the dead markers.)
+    locks.setRecovery(async (d, stale) => {
+      recovered.push(stale);
+      for (const m of stale) await fs.rm(path.join(d, m));
+    });
+    const next = await locks.acquireVolume(dir, 'resize', UID);
+    expect(recovered).to.deep.equal([[marker]]);
+    await next.release();
+    expect(await fs.readdir(dir)).to.deep.equal([]);
   });
 });

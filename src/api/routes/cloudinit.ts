@@ -66,7 +66,7 @@ export function cloudInitRoutes(ctx: StoreContext, sets: CloudInitSets): Router 
       // A first call that fails leaves no volume; a later one leaves the set as it was before the call.
       if (item && first) await sets.pending.abandon(item.claimed.uid, (err as Error).message);
       else if (item && sets.pending.get(item.claimed.uid)) await sets.removeFiles(item, stored);
-      throw err;
+      throw sets.pending.failure(err);
     } finally {
       if (item && sets.pending.get(item.claimed.uid)) sets.pending.release(item);
     }

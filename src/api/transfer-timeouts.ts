@@ -2,6 +2,9 @@ import type { RequestHandler } from 'express';
 import { RequestTimeoutError } from '../errors.js';
 
 /**
+ * How long a transfer may stall. A download (a GET's answer) that moves no byte for `ms` is cut: its
+ * socket times out, which node answers by destroying it (nobody listens for the event), so a client that
+ * stops reading holds no download count (snapshots and resizes of its volume wait for it) for ever.
  * How long a request body may take, in place of Node's `requestTimeout` (off, server.ts), which cuts
  * every request whose body is not in after 300 s: a disk image uploaded for longer than five minutes
  * was answered 408 midway. A JSON body (1 MB at most) must arrive whole within `ms` of the headers, else
@@ -12,9 +15,14 @@ import { RequestTimeoutError } from '../errors.js';
  * still arriving after its answer (a refusal: 401, 413, 507) is discarded for `ms` more, then the
  * connection is closed: an anonymous client trickling a body would otherwise hold it for ever.
  */
-export function bodyTimeouts(ms: number): RequestHandler {
+export function transferTimeouts(ms: number): RequestHandler {
   const seconds = ms / 1000;
   return (req, res, next) => {
+    // Node's keep-alive timeout replaces it once the answer has been sent.
+    if (req.method === 'GET' || req.method === 'HEAD') {
+      req.socket.setTimeout(ms);
+      return next();
+    }
     if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) return next();
     let timer: NodeJS.Timeout | undefined;
     const later = (fn: () => void) => {
