@@ -107,7 +107,7 @@ export class Daemon {
 
   /**
    * The first half of stop(): what runs ends now (pending uploads and cloud-init sets abandoned, jobs
-   * cancelled: their requests answer 409), so that the HTTP server, which waits for its answers, need
+   * cancelled: their requests answer 503), so that the HTTP server, which waits for its answers, need
    * not wait for an import or a copy to run its course.
    */
   async stopWork(): Promise<void> {

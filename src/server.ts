@@ -53,7 +53,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     stop: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      // The server waits for every answer: jobs are cancelled first (their requests answer 409), and what
+      // The server waits for every answer: jobs are cancelled first (their requests answer 503), and what
       // still streams (a download to a slow client, an upload body that stalls) is cut after a grace period.
       await daemon.stopWork();
       // A connection kept alive goes as soon as its answer is sent (node closes idle ones only when asked).
