@@ -3,7 +3,7 @@ import path from 'node:path';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, PayloadTooLargeError } from '../errors.js';
 import { faultPoint } from '../faults.js';
 import { writeFileAtomic } from '../store/atomic.js';
-import { readMarkerOwner } from '../store/locks.js';
+import { readMarkerOwner } from '../store/lock-owner.js';
 import { parseLockMarker, tempNameFor } from '../store/layout.js';
 import { buildSeedIso } from '../tools/cloud-localds.js';
 import { addFilesToIso } from '../tools/xorriso.js';

@@ -1,10 +1,9 @@
-import { readFileSync, promises as fs } from 'node:fs';
-import { hostname } from 'node:os';
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
-import lockfile from 'proper-lockfile';
 import { ConflictError, NotFoundError } from '../errors.js';
 import { errorFields, type Logger } from '../log.js';
+import { isDeadHereAndNow, ownMarker, readMarkerOwner } from './lock-owner.js';
+import { Mutexes } from './mutex.js';
 import { lockMarkerName, newUid, parseLockMarker, ROOT_MUTEX, VOLUME_MUTEX } from './layout.js';
 import { faultPoint } from '../faults.js';
 
@@ -16,12 +15,7 @@ import { faultPoint } from '../faults.js';
  *   index what is running.
  * A marker found when the mutex is free was left by a dead holder: `recover` repairs the volume
  * before the new operation starts. Order when both are needed: the root lock first, then the volume.
- *
- * Staleness is never judged by comparing a mutex's mtime with this host's clock: the holder's refresh
- * sets that mtime with the holder's own clock, and hosts sharing a tree may disagree by minutes (a
- * host 10 minutes behind would have every live lock of its taken over; one ahead would keep its dead
- * locks for as long). A mutex is stale when its mtime has not changed for `staleMs`, as this daemon's
- * monotonic clock measures it (`staleness`): a live holder changes it every `staleMs / 4`.
+ * Staleness is judged by this daemon's own clock, never by a mutex's mtime against it (src/store/mutex.ts).
  */
 export interface LockHandle {
   readonly operationUid: string;
@@ -31,105 +25,33 @@ export interface LockHandle {
 
 export type RecoverFn = (dir: string, staleMarkers: string[]) => Promise<void>;
 
-/**
- * This boot of this host (Linux's random boot id), written in each lock marker beside the host name and
- * pid: a pid proves a holder dead only on the boot that ran it. Host names alone are not enough: hosts
- * sharing a tree may have been cloned with theirs, and a live lock of the other one, whose pid does not
- * run here, was broken at once. Null where the kernel does not say: no holder is then proved dead.
- */
-export const BOOT_ID: string | null = (() => {
-  try {
-    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || null;
-  } catch {
-    return null;
-  }
-})();
-
-/**
- * proper-lockfile's own stale check (mtime against this host's clock) never fires: `staleness` decides.
- * A holder's refresh still reports its lock compromised when the mutex is gone or its mtime is no longer
- * the one it set (another took it over); refreshes that merely fail are retried instead of being counted.
- */
-const NEVER_STALE = Number.MAX_SAFE_INTEGER;
 /** How long a quota decision waits for another holder of the root's lock before answering 409. */
 const ROOT_LOCK_WAIT_MS = 30_000;
 
 export class LockManager {
-  private readonly updateMs: number;
   /** Volume directories whose lock this daemon holds, with the purpose: a refusal names it before its marker is written. */
   private readonly held = new Map<string, string>();
   /** Volume directories whose lock holder is changing the data file in place, with what it does ("snapshotted"). */
   private readonly rewriting = new Map<string, string>();
   /** Downloads streaming a volume's data file, per volume directory. */
   private readonly readers = new Map<string, number>();
-  /** Each mutex seen held by another: its mtime then, and since when (monotonic ms) it has not changed. */
-  private readonly seen = new Map<string, { mtimeMs: number; since: number }>();
-  /** Locks of this daemon that another holder took over while held (should stay 0; shown in `status`). */
-  compromised = 0;
+  private readonly mutexes: Mutexes;
 
   constructor(
     private readonly staleMs: number,
     private readonly log: Logger,
     private recover: RecoverFn = async () => undefined,
   ) {
-    this.updateMs = Math.max(1000, Math.floor(staleMs / 4));
+    this.mutexes = new Mutexes(staleMs, log);
+  }
+
+  /** Locks of this daemon that another holder took over while held (should stay 0; shown in `status`). */
+  get compromised(): number {
+    return this.mutexes.compromised;
   }
 
   setRecovery(fn: RecoverFn): void {
     this.recover = fn;
-  }
-
-  private mutexOptions(lockfilePath: string, what: string) {
-    return {
-      lockfilePath,
-      realpath: false,
-      stale: NEVER_STALE,
-      update: this.updateMs,
-      onCompromised: (err: Error) => {
-        this.compromised += 1;
-        this.log.error('lock compromised: another holder took it over', { what, ...errorFields(err) });
-      },
-    };
-  }
-
-  /**
-   * Whether the mutex `mutex` is absent, fresh, or stale: present with the same mtime for `staleMs`
-   * of this daemon's own time since it was first seen so. A mutex just seen is fresh whatever its
-   * mtime says, so a dead holder's lock is recovered `staleMs` after this daemon first meets it.
-   */
-  private async staleness(mutex: string): Promise<'absent' | 'fresh' | 'stale'> {
-    const st = await fs.stat(mutex).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return null;
-      throw err;
-    });
-    if (!st) {
-      this.seen.delete(mutex);
-      return 'absent';
-    }
-    const now = performance.now();
-    const last = this.seen.get(mutex);
-    if (!last || last.mtimeMs !== st.mtimeMs) {
-      this.seen.set(mutex, { mtimeMs: st.mtimeMs, since: now });
-      return 'fresh';
-    }
-    return now - last.since >= this.staleMs ? 'stale' : 'fresh';
-  }
-
-  /**
-   * Takes `target`'s mutex at once, or takes over one that `staleness` finds stale (removed, then made
-   * anew, as proper-lockfile does); throws proper-lockfile's ELOCKED when it is held.
-   */
-  private async lockMutex(target: string, mutex: string): Promise<() => Promise<void>> {
-    const options = { ...this.mutexOptions(mutex, target), retries: 0 };
-    try {
-      return await lockfile.lock(target, options);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ELOCKED' || (await this.staleness(mutex)) !== 'stale') throw err;
-      this.log.warn('taking over a lock whose holder stopped refreshing it', { what: target, staleMs: this.staleMs });
-      this.seen.delete(mutex);
-      await fs.rm(mutex, { recursive: true, force: true });
-      return lockfile.lock(target, options);
-    }
   }
 
   /** Markers present in a volume directory. */
@@ -144,7 +66,7 @@ export class LockManager {
       throw new ConflictError(`volume ${uid} is broken: the volume directory is a symbolic link, which the daemon never follows`, { vid: uid });
     let releaseMutex: () => Promise<void>;
     try {
-      releaseMutex = await this.lockMutex(dir, path.join(dir, VOLUME_MUTEX));
+      releaseMutex = await this.mutexes.lock(dir, path.join(dir, VOLUME_MUTEX));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') throw new NotFoundError(`volume ${uid} does not exist`, { vid: uid });
@@ -168,7 +90,7 @@ export class LockManager {
       const stale = await this.markersIn(dir);
       // Our marker goes in before the recovery of the dead ones, so that no sweep of this host
       // takes the mutex for a dead holder's while we recover (breakIfHolderDead).
-      await fs.writeFile(marker, JSON.stringify({ purpose, host: hostname(), boot: BOOT_ID, pid: process.pid, started: new Date().toISOString() }), { flag: 'wx' });
+      await fs.writeFile(marker, JSON.stringify(ownMarker(purpose)), { flag: 'wx' });
       faultPoint('lock.after-marker');
       if (stale.length) {
         this.log.warn('recovering a volume left locked by a dead operation', { vid: uid, markers: stale });
@@ -245,7 +167,7 @@ export class LockManager {
     let release: () => Promise<void>;
     for (let pause = 5; ; pause = Math.min(100, pause * 1.3)) {
       try {
-        release = await this.lockMutex(rootPath, mutex);
+        release = await this.mutexes.lock(rootPath, mutex);
         break;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ELOCKED') throw err;
@@ -273,8 +195,7 @@ export class LockManager {
     if (!markers.length) return false;
     for (const marker of markers) {
       // A marker cut short by the kill (empty, half-written) proves nothing: the mutex then goes stale.
-      const owner = await readMarkerOwner(dir, marker);
-      if (!owner || owner.host !== hostname() || !BOOT_ID || owner.boot !== BOOT_ID || typeof owner.pid !== 'number' || isAlive(owner.pid)) return false;
+      if (!isDeadHereAndNow(await readMarkerOwner(dir, marker))) return false;
     }
     const age = await fs.stat(mutex).then((st) => Date.now() - st.mtimeMs, () => Infinity);
     if (age > this.staleMs / 2) return false;
@@ -285,26 +206,6 @@ export class LockManager {
 
   /** True when a live holder has this volume's mutex (used by the start-up sweep). */
   async isVolumeMutexHeld(dir: string): Promise<boolean> {
-    return (await this.staleness(path.join(dir, VOLUME_MUTEX))) === 'fresh';
-  }
-}
-
-/** Whether a process of this host runs (EPERM: it runs as another user). */
-function isAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Who wrote a lock marker (its host and pid), or null when it cannot be read or is cut short. */
-export async function readMarkerOwner(dir: string, marker: string): Promise<{ host?: string; boot?: string; pid?: number } | null> {
-  try {
-    return JSON.parse(await fs.readFile(path.join(dir, marker), 'utf8'));
-  } catch {
-    return null;
+    return (await this.mutexes.staleness(path.join(dir, VOLUME_MUTEX))) === 'fresh';
   }
 }

@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
-import { BOOT_ID } from '../../src/store/locks.js';
+import { BOOT_ID } from '../../src/store/lock-owner.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { makeTree, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
