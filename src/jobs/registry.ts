@@ -47,6 +47,8 @@ interface Job {
   finishedAt: Date | null;
   controller: AbortController;
   done: Promise<unknown>;
+  /** The job is the HTTP answer itself (a download): the stop leaves it the server's grace period (server.ts). */
+  isAnswer: boolean;
 }
 
 const KEEP_FINISHED_MS = 60 * 60 * 1000;
@@ -62,8 +64,11 @@ export class JobRegistry {
   /** Set by cancelAll (the daemon stops): no job starts any more, and those cancelled say why. */
   private stopping = false;
 
-  /** Starts `run` as a job and returns its id at once; `promise` settles with the operation. */
-  start<T>(kind: string, vid: string | null, run: (job: JobHandle) => Promise<T>): { id: string; promise: Promise<T>; started: Promise<void> } {
+  /**
+   * Starts `run` as a job and returns its id at once; `promise` settles with the operation. `isAnswer`: the
+   * job is the streaming of its request's answer (a download), which the daemon's stop does not cancel.
+   */
+  start<T>(kind: string, vid: string | null, run: (job: JobHandle) => Promise<T>, { isAnswer = false } = {}): { id: string; promise: Promise<T>; started: Promise<void> } {
     if (this.stopping) throw stoppingError(kind);
     this.prune();
     const controller = new AbortController();
@@ -72,7 +77,7 @@ export class JobRegistry {
     const started = new Promise<void>((resolve) => (markStarted = resolve));
     const job: Job = {
       id, kind, vid, owner: currentClient(), state: 'running', percent: 0, bytesDone: null, error: null, result: undefined,
-      createdAt: new Date(), finishedAt: null, controller, done: Promise.resolve(),
+      createdAt: new Date(), finishedAt: null, controller, done: Promise.resolve(), isAnswer,
     };
     const handle: JobHandle = {
       id,
@@ -160,10 +165,10 @@ export class JobRegistry {
     return this.describe(id);
   }
 
-  /** Cancels every running job and waits for them (daemon stop). */
+  /** Cancels every running job and waits for them (daemon stop); answers still streaming get the server's grace period. */
   async cancelAll(): Promise<void> {
     this.stopping = true;
-    const running = [...this.jobs.values()].filter((j) => j.state === 'running');
+    const running = [...this.jobs.values()].filter((j) => j.state === 'running' && !j.isAnswer);
     for (const j of running) j.controller.abort();
     await Promise.all(running.map((j) => j.done));
   }

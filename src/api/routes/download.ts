@@ -140,7 +140,7 @@ function downloadJob(jobs: JobRegistry, vid: string, res: Response, next: NextFu
       if (res.writableFinished || sent === Number(res.getHeader('Content-Length'))) resolve({ vid, bytes: sent });
       else reject(new Error(`the connection closed after ${sent} of ${res.getHeader('Content-Length') ?? '?'} bytes`));
     });
-  }));
+  }), { isAnswer: true });
   promise.catch(() => undefined);
   return (err?: unknown) => {
     fail(err);
