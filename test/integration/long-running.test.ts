@@ -45,6 +45,18 @@ function stalledUpload(port: number): { req: http.ClientRequest; answer: Promise
  */
 const volumeDirs = async (root: string) => (await fs.readdir(root)).filter((n) => n.startsWith('vid.'));
 
+/** The status and text body a request in flight gets. */
+function answerOf(req: http.ClientRequest): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    req.on('response', (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode!, body }));
+    });
+    req.on('error', reject);
+  });
+}
+
 describe('the daemon stopping with work in flight', () => {
   let mnt: string;
   let daemon: DaemonProcess | undefined;
@@ -115,14 +127,7 @@ describe('the daemon stopping with work in flight', () => {
       method: 'POST',
       headers: { 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': String(Buffer.byteLength(head + tail)) },
     });
-    const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
-      req.on('response', (res) => {
-        let body = '';
-        res.on('data', (c) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode!, body }));
-      });
-      req.on('error', reject);
-    });
+    const answer = answerOf(req);
     req.write(head);
     await waitFor(async () => (await volumeDirs(path.join(mnt, 'a'))).length === 1, 10_000, 'the set to claim its volume');
     process.kill(daemon.child.pid!, 'SIGTERM');
@@ -145,14 +150,7 @@ describe('the daemon stopping with work in flight', () => {
       method: 'PATCH',
       headers: { 'Tus-Resumable': '1.0.0', 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream', 'Content-Length': String(2 * 1024 * 1024) },
     });
-    const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
-      req.on('response', (res) => {
-        let body = '';
-        res.on('data', (c) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode!, body }));
-      });
-      req.on('error', reject);
-    });
+    const answer = answerOf(req);
     req.write(Buffer.alloc(1024 * 1024));
     // (Not by HEAD: tus ends a PATCH in progress when another request on its upload comes.)
     const received = async () => {
