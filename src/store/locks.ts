@@ -50,6 +50,11 @@ export class LockManager {
     return this.mutexes.compromised;
   }
 
+  /** Mutexes seen held by another and watched for staleness (for the tests of a daemon running for months). */
+  get watchedMutexes(): number {
+    return this.mutexes.watched;
+  }
+
   setRecovery(fn: RecoverFn): void {
     this.recover = fn;
   }
