@@ -115,6 +115,9 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     const broken = await d.api.get(`/api/v1.0/volumes/${vid}/data`).expect(409);
     expect(broken.headers['content-type']).to.match(/json/);
     expect(broken.body.error).to.equal(`volume ${vid} is broken: its RBD image ${ceph.pool}/${imageOf(vid)} does not exist`);
+    // Its job failed saying so, not done with no byte sent.
+    const refused = (await d.api.get(`/api/v1.0/jobs/${broken.headers['x-job']}`).expect(200)).body;
+    expect(refused).to.include({ kind: 'download', vid, state: 'failed', error: broken.body.error });
     const resize = await d.post('update/resize', { vid, creatorID: OWNER, size: 0.02 }).expect(409);
     expect(resize.body.error).to.equal(`the RBD image ${imageOf(vid)} does not exist: the volume is broken`);
   });

@@ -107,7 +107,8 @@ export function downloadRoutes(ctx: StoreContext): Router {
     // The format as meta.json says it now (a convert may have ended since the index read it).
     requireNoWriter(record.dir, vid).then(({ format: now }) => {
       const failed = req.method === 'HEAD' ? next : downloadJob(ctx.jobs, vid, res, next);
-      return now === 'rbd' ? sendRbdImage(ctx, record, req, res, failed) : sendDataFile(record.dir, vid, now, res, failed);
+      // sendRbdImage's own refusals (its image gone) fail the job too: answered by `next`, it ended done.
+      return now === 'rbd' ? sendRbdImage(ctx, record, req, res, failed).catch(failed) : sendDataFile(record.dir, vid, now, res, failed);
     }).catch(next);
   });
   return r;
