@@ -134,9 +134,12 @@ function downloadJob(jobs: JobRegistry, vid: string, res: Response, next: NextFu
       job.progress(total > 0 ? (100 * sent) / total : 0, sent);
       return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
     } as Response['write'];
-    job.signal.addEventListener('abort', () => res.destroy(), { once: true });
+    const cut = () => res.destroy();
+    job.signal.addEventListener('abort', cut, { once: true });
     job.started();
     res.once('close', () => {
+      // The job is kept an hour once done: its signal must not hold the answer (its request, socket, headers) that long.
+      job.signal.removeEventListener('abort', cut);
       // Every byte sent is done, even when the client closed before the stream's own end (rbd export's exit).
       if (res.writableFinished || sent === Number(res.getHeader('Content-Length'))) resolve({ vid, bytes: sent });
       else reject(new Error(`the connection closed after ${sent} of ${res.getHeader('Content-Length') ?? '?'} bytes`));
