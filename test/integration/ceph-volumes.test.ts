@@ -515,6 +515,29 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     }
   });
 
+  it("leaves alone the RBD targets of another daemon sharing the host's tgtd and the pool (another tree): it never knew their volumes", async function () {
+    const missing = missingIscsiTool();
+    if (missing) skipBecause(this, missing);
+    const tgtd = await startTgtd();
+    const otherMnt = await makeTree({ b: {} });
+    let other: TestDaemon | undefined;
+    try {
+      await d.stop();
+      const exporting = { ...cephConfig(), exporter: 'tgt' as const, tgtControlPort: tgtd.controlPort, iscsiPortal: tgtd.portal };
+      d = await startTestDaemon(mnt, exporting);
+      const vid = await create();
+      await d.post('export', { volume_id: vid, client_uid: OTHER }).expect(200);
+      other = await startTestDaemon(otherMnt, exporting);
+      expect(await other.daemon.exports.reconcile()).to.include({ removed: 0 });
+      expect(await tgtd.targets()).to.deep.equal([iqnFor(OTHER, vid)]);
+    } finally {
+      await other?.stop();
+      await removeTree(otherMnt);
+      await d.stop();
+      await tgtd.stop();
+    }
+  });
+
   it('exports a Ceph volume over iSCSI through tgt\'s rbd backing store: bytes written by the initiator are in the image; a live migration reaches it from both sides', async function () {
     const missing = missingIscsiTool();
     if (missing) skipBecause(this, missing);
