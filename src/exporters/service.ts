@@ -41,6 +41,13 @@ export class ExportService {
   private readonly queue = new SerialQueue();
   private timer: NodeJS.Timeout | null = null;
   private started = false;
+  /**
+   * The Ceph volumes the index held at the last reconciliation: an RBD target names only its image, which
+   * another daemon of the host sharing tgtd and the pool (another tree) names the same way, as a volume
+   * of a root not mounted yet at the start does. Only a volume this daemon knew and no root holds any
+   * more is certainly ours and gone.
+   */
+  private knownCeph = new Set<string>();
 
   constructor(
     readonly exporter: Exporter,
@@ -135,7 +142,9 @@ export class ExportService {
       }
       const report: ReconcileReport = { kept: 0, recreated: 0, removed: 0, dropped: 0 };
       const claimed = new Set<string>();
+      const ceph = new Set<string>();
       for (const record of [...this.index.all()]) {
+        if (record.rbd) ceph.add(record.uid);
         if (!record.meta) continue;
         let changed = false;
         for (const iqn of await markersIn(record.dir)) {
@@ -161,6 +170,7 @@ export class ExportService {
         report.removed += 1;
         this.log.warn('export target removed: no marker claims it', { iqn: target.iqn, file: target.file });
       }
+      this.knownCeph = ceph;
       return report;
     });
   }
@@ -184,7 +194,8 @@ export class ExportService {
    * in a root that is available, in a volume directory that can be read (or is gone) and holds no
    * marker for it. A root unmounted for a moment, or a volume whose meta.json is broken, keeps its exports.
    * An RBD image (`pool/elemento-<uid>`) is found by its uid; one whose volume no root holds any more
-   * (its directory removed by hand) is an orphan only while every root is there to say so.
+   * (its directory removed by hand) is an orphan only while every root is there to say so, and only if
+   * the volume was this daemon's at the last reconciliation (knownCeph).
    */
   private async isOrphan(file: string, iqn: string): Promise<boolean> {
     let dir = path.dirname(file);
@@ -192,7 +203,7 @@ export class ExportService {
       const uid = volumeOfImage(file);
       if (!uid) return false;
       const record = await this.index.lookup(uid);
-      if (!record) return this.index.everyRootAvailable();
+      if (!record) return this.knownCeph.has(uid) && this.index.everyRootAvailable();
       dir = record.dir;
     }
     if (!isInside(this.config.mnt, dir)) return false;

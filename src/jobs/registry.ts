@@ -176,15 +176,18 @@ export class JobRegistry {
   /**
    * Finished jobs are kept an hour (each client's newest 1000 at most), then forgotten: checked at every
    * look, not only when a job starts. Counted per client, so that one client's flood of requests (each
-   * clone or import is a job, refused ones included) never evicts another's result before it was read.
+   * clone or import is a job, refused ones included) never evicts another's result before it was read;
+   * its downloads apart from its other jobs, so that a parallel downloader's Range requests (one job each)
+   * never evict the result of its own async clone or import.
    */
   private prune(): void {
     const now = Date.now();
-    const kept = new Map<string | null, number>();
+    const kept = new Map<string, number>();
     for (const j of [...this.jobs.values()].reverse()) {
       if (!j.finishedAt) continue;
-      const n = (kept.get(j.owner) ?? 0) + 1;
-      kept.set(j.owner, n);
+      const key = `${j.owner}/${j.isAnswer}`;
+      const n = (kept.get(key) ?? 0) + 1;
+      kept.set(key, n);
       if (now - j.finishedAt.getTime() > KEEP_FINISHED_MS || n > KEEP_FINISHED_MAX) this.jobs.delete(j.id);
     }
   }

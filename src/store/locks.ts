@@ -50,6 +50,11 @@ export class LockManager {
     return this.mutexes.compromised;
   }
 
+  /** Mutexes seen held by another and watched for staleness (for the tests of a daemon running for months). */
+  get watchedMutexes(): number {
+    return this.mutexes.watched;
+  }
+
   setRecovery(fn: RecoverFn): void {
     this.recover = fn;
   }
@@ -184,10 +189,12 @@ export class LockManager {
   }
 
   /**
-   * Breaks a fresh volume mutex whose holder is known dead: every lock marker in the volume was
-   * written by a process of this host that no longer runs (a daemon restarted after a crash need
-   * not wait `staleMs`). Answers false, touching nothing, when that cannot be proved; only done
-   * while the mutex is young, so that no other host can be taking it over as stale meanwhile.
+   * Breaks a volume mutex whose holder is known dead: every lock marker in the volume was written by a
+   * process of this host that no longer runs (a daemon restarted after a crash need not wait `staleMs`).
+   * Answers false, touching nothing, when that cannot be proved. Whatever the mutex's age: staleness is
+   * judged from when this daemon first saw it (mutex.ts), so a daemon restarted more than `staleMs / 2`
+   * after the crash (once only a young mutex was broken) kept the volume locked `staleMs` more. Another
+   * host that finds the mutex stale meanwhile takes it over the same way (removed, then made anew).
    */
   async breakIfHolderDead(dir: string): Promise<boolean> {
     const mutex = path.join(dir, VOLUME_MUTEX);
@@ -197,8 +204,6 @@ export class LockManager {
       // A marker cut short by the kill (empty, half-written) proves nothing: the mutex then goes stale.
       if (!isDeadHereAndNow(await readMarkerOwner(dir, marker))) return false;
     }
-    const age = await fs.stat(mutex).then((st) => Date.now() - st.mtimeMs, () => Infinity);
-    if (age > this.staleMs / 2) return false;
     this.log.warn('breaking the lock of a dead process of this host', { dir, markers });
     await fs.rm(mutex, { recursive: true, force: true });
     return true;

@@ -21,6 +21,11 @@ export class Mutexes {
   private readonly updateMs: number;
   /** Each mutex seen held by another: its mtime then, and since when (monotonic ms) it has not changed. */
   private readonly seen = new Map<string, { mtimeMs: number; since: number }>();
+  /** How many mutexes seen held by another are being watched for staleness (bounded: forgotten once taken or gone). */
+  get watched(): number {
+    return this.seen.size;
+  }
+
   /** Mutexes of this daemon that another holder took over while held (should stay 0; shown in `status`). */
   compromised = 0;
 
@@ -74,7 +79,10 @@ export class Mutexes {
   async lock(target: string, mutex: string): Promise<() => Promise<void>> {
     const options = { ...this.mutexOptions(mutex, target), retries: 0 };
     try {
-      return await lockfile.lock(target, options);
+      const release = await lockfile.lock(target, options);
+      // Held now: what was seen of another holder is over (each volume ever refused was kept for the daemon's lifetime).
+      this.seen.delete(mutex);
+      return release;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ELOCKED' || (await this.staleness(mutex)) !== 'stale') throw err;
       this.log.warn('taking over a lock whose holder stopped refreshing it', { what: target, staleMs: this.staleMs });

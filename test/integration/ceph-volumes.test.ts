@@ -115,6 +115,9 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
     const broken = await d.api.get(`/api/v1.0/volumes/${vid}/data`).expect(409);
     expect(broken.headers['content-type']).to.match(/json/);
     expect(broken.body.error).to.equal(`volume ${vid} is broken: its RBD image ${ceph.pool}/${imageOf(vid)} does not exist`);
+    // Its job failed saying so, not done with no byte sent.
+    const refused = (await d.api.get(`/api/v1.0/jobs/${broken.headers['x-job']}`).expect(200)).body;
+    expect(refused).to.include({ kind: 'download', vid, state: 'failed', error: broken.body.error });
     const resize = await d.post('update/resize', { vid, creatorID: OWNER, size: 0.02 }).expect(409);
     expect(resize.body.error).to.equal(`the RBD image ${imageOf(vid)} does not exist: the volume is broken`);
   });
@@ -507,6 +510,29 @@ describe('Ceph volumes (real Ceph cluster, rbd, qemu-io)', function () {
       expect(Date.now() - asked).to.be.below(5_000);
       expect((await fs.readdir(volDir(vid))).sort()).to.deep.equal(['data.rbd', 'meta.json']);
     } finally {
+      await d.stop();
+      await tgtd.stop();
+    }
+  });
+
+  it("leaves alone the RBD targets of another daemon sharing the host's tgtd and the pool (another tree): it never knew their volumes", async function () {
+    const missing = missingIscsiTool();
+    if (missing) skipBecause(this, missing);
+    const tgtd = await startTgtd();
+    const otherMnt = await makeTree({ b: {} });
+    let other: TestDaemon | undefined;
+    try {
+      await d.stop();
+      const exporting = { ...cephConfig(), exporter: 'tgt' as const, tgtControlPort: tgtd.controlPort, iscsiPortal: tgtd.portal };
+      d = await startTestDaemon(mnt, exporting);
+      const vid = await create();
+      await d.post('export', { volume_id: vid, client_uid: OTHER }).expect(200);
+      other = await startTestDaemon(otherMnt, exporting);
+      expect(await other.daemon.exports.reconcile()).to.include({ removed: 0 });
+      expect(await tgtd.targets()).to.deep.equal([iqnFor(OTHER, vid)]);
+    } finally {
+      await other?.stop();
+      await removeTree(otherMnt);
       await d.stop();
       await tgtd.stop();
     }

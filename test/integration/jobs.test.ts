@@ -4,6 +4,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { execa } from 'execa';
 import { expect } from 'chai';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
@@ -246,5 +248,29 @@ describe('jobs', () => {
     const refused = await d.api.get(`/api/v1.0/volumes/${vid}/data`).set('Range', 'bytes=3000000000-').expect(416);
     expect((await d.api.get(`/api/v1.0/jobs/${refused.headers['x-job']}`).expect(200)).body).to.include({ state: 'failed', error: refused.body.error });
 
+  });
+
+  it('a finished download job (kept an hour) does not hold its connection: its socket and answer are collected', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const server = d.app.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const sockets: WeakRef<object>[] = [];
+    server.on('connection', (socket) => sockets.push(new WeakRef(socket)));
+    const agent = new http.Agent({ keepAlive: false });
+    try {
+      for (let i = 0; i < 20; i++)
+        await new Promise<void>((resolve, reject) => {
+          const port = (server.address() as AddressInfo).port;
+          http.get({ port, agent, path: `/api/v1.0/volumes/${vid}/data`, headers: { Range: 'bytes=0-0' } }, (res) => res.resume().on('end', resolve)).on('error', reject);
+        });
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+    expect((await d.api.get('/api/v1.0/jobs').expect(200)).body.filter((j: { kind: string }) => j.kind === 'download')).to.have.length(20);
+    await waitFor(() => {
+      gc();
+      return sockets.every((s) => s.deref() === undefined);
+    }, 5000, 'the finished downloads\' sockets to be collected');
   });
 });

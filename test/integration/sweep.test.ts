@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import { execa } from 'execa';
 import { BOOT_ID } from '../../src/store/lock-owner.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { makeTree, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
+import { makeTree, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
 const DEAD_OP = '0000000000000000000000000000dead';
 
@@ -49,6 +49,15 @@ describe('the sweep of what a killed daemon left a moment ago', function () {
     const dir = await lockedByDeadDaemon(JSON.stringify({ purpose: 'update', host: hostname(), boot: BOOT_ID, pid: await deadPid() }));
     d = await startTestDaemon(mnt, { lockStaleMs: 10_000 });
     expect((await fs.readdir(dir)).sort()).to.deep.equal(['data.img', 'meta.json']);
+  });
+
+  it('breaks at once the lock of a process of this host that died a minute before the restart (its mutex long unrefreshed)', async () => {
+    const dir = await lockedByDeadDaemon(JSON.stringify({ purpose: 'update', host: hostname(), boot: BOOT_ID, pid: await deadPid() }));
+    const minuteAgo = new Date(Date.now() - 60_000);
+    await fs.utimes(path.join(dir, '.elemento.lock'), minuteAgo, minuteAgo);
+    d = await startTestDaemon(mnt, { lockStaleMs: 10_000 });
+    expect((await fs.readdir(dir)).sort()).to.deep.equal(['data.img', 'meta.json']);
+    await d.post('update', { vid: path.basename(dir).split('.')[1], creatorID: OWNER, name: 'after the restart' }).expect(200);
   });
 
   it('does not break at once a lock of a host that has the same name but not this boot (another host sharing the tree, cloned with its name)', async () => {

@@ -19,6 +19,15 @@ describe('the job registry', () => {
     expect(() => jobs.describe(id)).to.throw(`job ${id} does not exist`);
   });
 
+  it("keeps a client's clone result through a flood of its own downloads (a parallel downloader's 1001 Range requests)", async () => {
+    const jobs = new JobRegistry();
+    const clone = jobs.start('clone', null, async () => ({ vid: 'made' }));
+    await clone.promise;
+    for (let i = 0; i < 1001; i++) await jobs.start('download', 'v', async () => undefined, { isAnswer: true }).promise;
+    expect(jobs.describe(clone.id)).to.include({ state: 'done' });
+    expect(jobs.list().filter((j) => j.kind === 'download')).to.have.length(1000);
+  });
+
   it('keeps a running job however old, and cancelling a finished one is 409 naming its state', async () => {
     const jobs = new JobRegistry();
     let finish = () => {};

@@ -56,6 +56,26 @@ describe('volume lock refusals', () => {
  * (proper-lockfile's refresh), so it says nothing about staleness to another host. A holder is dead
  * when its mutex stops changing, as this daemon's own clock measures it.
  */
+describe('a daemon running for months', () => {
+  it('forgets each volume lock it found held once it takes it (a thousand refusals kept for the daemon\'s lifetime)', async () => {
+    const base = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-locks-'));
+    try {
+      const locks = new LockManager(10_000, createLogger({ level: 'silent', format: 'json' }));
+      for (let i = 0; i < 50; i++) {
+        const dir = path.join(base, String(i));
+        await fs.mkdir(dir);
+        const held = await locks.acquireVolume(dir, 'clone', UID);
+        await locks.acquireVolume(dir, 'destroy', UID).then(() => expect.fail('a held lock was taken'), (err: Error) => expect(err).to.be.instanceOf(ConflictError));
+        await held.release();
+        await (await locks.acquireVolume(dir, 'destroy', UID)).release();
+      }
+      expect(locks.watchedMutexes).to.equal(0);
+    } finally {
+      await fs.rm(base, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('volume and root locks between hosts whose clocks differ', () => {
   const STALE = 2000;
   let dir: string;

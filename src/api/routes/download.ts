@@ -107,7 +107,8 @@ export function downloadRoutes(ctx: StoreContext): Router {
     // The format as meta.json says it now (a convert may have ended since the index read it).
     requireNoWriter(record.dir, vid).then(({ format: now }) => {
       const failed = req.method === 'HEAD' ? next : downloadJob(ctx.jobs, vid, res, next);
-      return now === 'rbd' ? sendRbdImage(ctx, record, req, res, failed) : sendDataFile(record.dir, vid, now, res, failed);
+      // sendRbdImage's own refusals (its image gone) fail the job too: answered by `next`, it ended done.
+      return now === 'rbd' ? sendRbdImage(ctx, record, req, res, failed).catch(failed) : sendDataFile(record.dir, vid, now, res, failed);
     }).catch(next);
   });
   return r;
@@ -133,9 +134,12 @@ function downloadJob(jobs: JobRegistry, vid: string, res: Response, next: NextFu
       job.progress(total > 0 ? (100 * sent) / total : 0, sent);
       return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
     } as Response['write'];
-    job.signal.addEventListener('abort', () => res.destroy(), { once: true });
+    const cut = () => res.destroy();
+    job.signal.addEventListener('abort', cut, { once: true });
     job.started();
     res.once('close', () => {
+      // The job is kept an hour once done: its signal must not hold the answer (its request, socket, headers) that long.
+      job.signal.removeEventListener('abort', cut);
       // Every byte sent is done, even when the client closed before the stream's own end (rbd export's exit).
       if (res.writableFinished || sent === Number(res.getHeader('Content-Length'))) resolve({ vid, bytes: sent });
       else reject(new Error(`the connection closed after ${sent} of ${res.getHeader('Content-Length') ?? '?'} bytes`));
