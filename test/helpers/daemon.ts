@@ -40,7 +40,7 @@ export async function startTestDaemon(mnt: string, overrides: Partial<Config> = 
  * stopped and removed after the test. Read `mnt` and `d` inside the tests; a test may replace `d`:
  * the one there at the end is stopped.
  */
-export function daemonPerTest(roots: Record<string, object> = { a: {} }, overrides: Partial<Config> = {}): { mnt: string; d: TestDaemon } {
+export function daemonPerTest(roots: Record<string, object | string> = { a: {} }, overrides: Partial<Config> = {}): { mnt: string; d: TestDaemon } {
   const env = {} as { mnt: string; d: TestDaemon };
   beforeEach(async () => {
     env.mnt = await makeTree(roots);

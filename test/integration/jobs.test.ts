@@ -14,7 +14,7 @@ import { startImageServer } from '../helpers/image-server.js';
 import { pausedDownload } from '../helpers/download.js';
 import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
-const binary = (res: NodeJS.ReadableStream, cb: (err: Error | null, body: Buffer) => void) => {
+const binary = (res: import('superagent').Response, cb: (err: Error | null, body: unknown) => void) => {
   const chunks: Buffer[] = [];
   res.on('data', (c: Buffer) => chunks.push(c));
   res.on('end', () => cb(null, Buffer.concat(chunks)));

@@ -26,7 +26,7 @@ describe('recovery of what a crash left', () => {
     await removeTree(mnt);
   });
 
-  async function createThenStop(body: object = {}): Promise<string> {
+  async function createThenStop(body: Record<string, unknown> = {}): Promise<string> {
     d = await startTestDaemon(mnt);
     const { vid } = (await d.post('create', seedCreateBody(body)).expect(200)).body;
     await d.stop();
@@ -89,7 +89,7 @@ describe('recovery of what a crash left', () => {
     await fs.utimes(path.join(dir, '.elemento.lock'), old, old);
     await fs.writeFile(path.join(dir, `elemento.update.${DEAD_OP}.ignore`), '{}');
     await d.post('update', { vid, creatorID: OWNER, name: 'after-crash' }).expect(409);
-    await waitFor(async () => (await d.post('update', { vid, creatorID: OWNER, name: 'after-crash' })).status === 200, 8000, 'the stale lock to be recovered');
+    await waitFor(async () => (await d!.post('update', { vid, creatorID: OWNER, name: 'after-crash' })).status === 200, 8000, 'the stale lock to be recovered');
     expect((await fs.readdir(dir)).sort()).to.deep.equal(['data.img', 'meta.json']);
   });
 

@@ -58,12 +58,12 @@ export class CrashHarness {
   ) {
     this.operations = opts.operations ?? CRASH_OPERATIONS;
     this.tgtControlPort = opts.exports?.controlPort;
-    const exporter = opts.exports
+    const exporter: Record<string, string> = opts.exports
       ? { ELEMENTO_EXPORTER: 'tgt', ELEMENTO_TGT_CONTROL_PORT: String(opts.exports.controlPort), ELEMENTO_ISCSI_PORTAL: opts.exports.portal, ELEMENTO_EXPORT_HEARTBEAT_MS: '200' }
       : { ELEMENTO_EXPORTER: 'none' };
     if (opts.exports && restart !== 'process') throw new Error('exporting trials restart real daemon processes');
     this.ceph = opts.ceph;
-    const ceph = opts.ceph ? { ELEMENTO_CEPH_POOL: opts.ceph.pool, ELEMENTO_CEPH_CONF: opts.ceph.conf, ELEMENTO_CEPH_ID: opts.ceph.id } : {};
+    const ceph: Record<string, string> = opts.ceph ? { ELEMENTO_CEPH_POOL: opts.ceph.pool, ELEMENTO_CEPH_CONF: opts.ceph.conf, ELEMENTO_CEPH_ID: opts.ceph.id } : {};
     this.env = { ELEMENTO_LOCK_STALE_MS: String(staleMs), ELEMENTO_LOG_LEVEL: 'info', ...exporter, ...ceph };
   }
 
