@@ -102,7 +102,7 @@ export class JobRegistry {
       },
       (err: unknown) => {
         job.state = controller.signal.aborted ? 'cancelled' : 'failed';
-        job.error = controller.signal.aborted ? 'cancelled' : err instanceof ApiError && err.status < 500 ? err.message : (err as Error).message;
+        job.error = controller.signal.aborted ? 'cancelled' : (err as Error).message;
         job.finishedAt = new Date();
         throw err;
       },

@@ -117,6 +117,20 @@ describe('the daemon stopping with work in flight', () => {
     }
   });
 
+  /**
+   * SIGTERM while `req`'s body arrives; once the daemon logs `abandoning`, the rest of the body is sent:
+   * the request answers 503 `error`, the daemon exits 0, and no volume is left.
+   */
+  async function stopMidBody(req: http.ClientRequest, answer: ReturnType<typeof answerOf>, rest: string | Buffer, abandoning: string, error: string) {
+    process.kill(daemon!.child.pid!, 'SIGTERM');
+    await waitFor(() => daemon!.lines.some((l) => l.includes(abandoning)), 5000, 'the stop to abandon the claim');
+    req.end(rest);
+    const { status, body } = await answer;
+    expect([status, JSON.parse(body).error]).to.deep.equal([503, error]);
+    expect((await daemon!.exited).exitCode).to.equal(0);
+    expect(await volumeDirs(path.join(mnt, 'a'))).to.deep.equal([]);
+  }
+
   it('answers 503 to a cloud-init call whose set the stop abandoned while its file still arrived (not 500)', async () => {
     daemon = await spawnDaemon(['--mnt', mnt]);
     const boundary = 'XyZ';
@@ -130,13 +144,7 @@ describe('the daemon stopping with work in flight', () => {
     const answer = answerOf(req);
     req.write(head);
     await waitFor(async () => (await volumeDirs(path.join(mnt, 'a'))).length === 1, 10_000, 'the set to claim its volume');
-    process.kill(daemon.child.pid!, 'SIGTERM');
-    await waitFor(() => daemon!.lines.some((l) => l.includes('abandoning a pending cloud-init file set')), 5000, 'the stop to abandon the set');
-    req.end(tail);
-    const { status, body } = await answer;
-    expect([status, JSON.parse(body).error]).to.deep.equal([503, 'the cloud-init file set was abandoned: the storage daemon is stopping; send it again once it is back']);
-    expect((await daemon.exited).exitCode).to.equal(0);
-    expect(await volumeDirs(path.join(mnt, 'a'))).to.deep.equal([]);
+    await stopMidBody(req, answer, tail, 'abandoning a pending cloud-init file set', 'the cloud-init file set was abandoned: the storage daemon is stopping; send it again once it is back');
   });
 
   it('answers 503 to the last PATCH of a tus upload the stop abandoned while its bytes still arrived', async () => {
@@ -159,13 +167,7 @@ describe('the daemon stopping with work in flight', () => {
       return part ? (await fs.stat(path.join(mnt, 'a', part))).size : 0;
     };
     await waitFor(async () => (await received()) > 0, 10_000, 'the first bytes to arrive');
-    process.kill(daemon.child.pid!, 'SIGTERM');
-    await waitFor(() => daemon!.lines.some((l) => l.includes('abandoning a pending upload')), 5000, 'the stop to abandon the upload');
-    req.end(Buffer.alloc(1024 * 1024));
-    const { status, body } = await answer;
-    expect([status, JSON.parse(body).error]).to.deep.equal([503, 'the upload was abandoned: the storage daemon is stopping; send it again once it is back']);
-    expect((await daemon.exited).exitCode).to.equal(0);
-    expect(await volumeDirs(path.join(mnt, 'a'))).to.deep.equal([]);
+    await stopMidBody(req, answer, Buffer.alloc(1024 * 1024), 'abandoning a pending upload', 'the upload was abandoned: the storage daemon is stopping; send it again once it is back');
   });
 
   it('cuts the answers still streaming at once on a second SIGTERM (no grace period)', async () => {
