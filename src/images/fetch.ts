@@ -1,8 +1,8 @@
-import { lookup } from 'node:dns/promises';
-import { BlockList } from 'node:net';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { ApiError, BadRequestError, ForbiddenError, UpstreamError } from '../errors.js';
+import { fetch, type Response } from 'undici';
+import { ApiError, BadRequestError, UpstreamError } from '../errors.js';
+import { assertPublicHost, publicOnlyDispatcher } from './public-only.js';
 import { streamToFile, type StreamLimits } from './transfer.js';
 
 /** Only http(s) URLs are fetched (the schemas say so too; this is the last line). */
@@ -19,31 +19,14 @@ export function checkUrl(raw: string): URL {
   return url;
 }
 
-/**
- * What a client token's import may not reach (SSRF): this host, link-local (cloud metadata at
- * 169.254.169.254), private, shared (CGNAT), benchmark, multicast and reserved ranges, in IPv4 and IPv6
- * (IPv4-mapped IPv6 addresses are checked as their IPv4 address; the deprecated IPv4-compatible ::/96 is refused whole).
- */
-const NOT_PUBLIC = new BlockList();
-for (const [net, prefix] of [['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 3]] as const)
-  NOT_PUBLIC.addSubnet(net, prefix, 'ipv4');
-for (const [net, prefix] of [['::', 96], ['64:ff9b::', 96], ['100::', 64], ['2002::', 16], ['fc00::', 7], ['fe80::', 10], ['fec0::', 10], ['ff00::', 8]] as const)
-  NOT_PUBLIC.addSubnet(net, prefix, 'ipv6');
-
-/** 403 unless every address `url`'s host resolves to is public (a failed resolution is the download's 502). */
-async function assertPublicHost(url: URL): Promise<void> {
-  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
-  const addresses = await lookup(host, { all: true, verbatim: true });
-  if (addresses.some((a) => NOT_PUBLIC.check(a.address, a.family === 6 ? 'ipv6' : 'ipv4')))
-    throw new ForbiddenError(`${host} is not a public address: a client token may import only from public addresses`, { field: 'url' });
-}
-
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 10;
 
 /** Why fetch failed, in one sentence for the client (the cause's code, never a stack). */
 function upstreamFailure(url: URL, err: unknown, idle: boolean): ApiError {
   if (err instanceof ApiError) return err;
+  const reason = (err as { cause?: unknown }).cause;
+  if (reason instanceof ApiError) return reason; // publicOnlyDispatcher's refusal of a rebound name
   if (idle) return new UpstreamError(`the download from ${url.host} stalled (nothing received for too long)`, { url: url.href });
   const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as { code?: string }).code;
   if (cause === 'ECONNREFUSED') return new UpstreamError(`${url.host} refused the connection`, { url: url.href });
@@ -53,7 +36,8 @@ function upstreamFailure(url: URL, err: unknown, idle: boolean): ApiError {
 
 /**
  * GETs `url`, following redirects itself (only to http(s), at most MAX_REDIRECTS), so that with `publicOnly`
- * every hop's host is checked before it is connected to: a public URL redirecting to 127.0.0.1 is refused too.
+ * every hop's host is checked before it is connected to: a public URL redirecting to 127.0.0.1 is refused too,
+ * and checked again as it is connected to (publicOnlyDispatcher).
  */
 async function fetchFollowing(url: URL, signal: AbortSignal, publicOnly: boolean): Promise<Response> {
   let current = url;
@@ -61,7 +45,7 @@ async function fetchFollowing(url: URL, signal: AbortSignal, publicOnly: boolean
     if (publicOnly) await assertPublicHost(current);
     // One connection per import: a socket kept alive from an earlier import may be closed by the server just
     // as it is reused (fetch's pool times its idle sockets coarsely), which would fail the import with 502.
-    const res = await fetch(current, { signal, redirect: 'manual', headers: { connection: 'close' } });
+    const res = await fetch(current, { signal, redirect: 'manual', headers: { connection: 'close' }, ...(publicOnly && { dispatcher: publicOnlyDispatcher }) });
     const location = res.headers.get('location');
     if (!REDIRECTS.has(res.status) || location === null) return res;
     void res.body?.cancel().catch(() => undefined);

@@ -1,6 +1,9 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
+import { fetch as undiciFetch } from 'undici';
+import { ForbiddenError } from '../../src/errors.js';
+import { publicOnlyDispatcher } from '../../src/images/public-only.js';
 import { bearer, TOKENS, writeTokenFile } from '../helpers/auth.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { withTgtd } from '../helpers/tgt.js';
@@ -93,6 +96,19 @@ describe('hostile and careless clients (API tokens)', () => {
       const res = await importAs(TOKENS.admin, 'create/url', `http://127.0.0.1:${port}${loop}`).expect(502);
       expect(res.body.error).to.equal(`the download from 127.0.0.1:${port} was redirected more than 10 times`);
       expect(hits).to.have.length(11);
+    });
+
+    it('checks the address again as it connects (DNS rebinding): a name that resolves to this host is refused at connect time, nothing reached', async () => {
+      // assertPublicHost and the connection resolve separately; a rebinding DNS server (public, then 127.0.0.1)
+      // cannot be stood up here, so the connect-time guard is driven alone, with a name that resolves to loopback.
+      const err: unknown = await undiciFetch(`http://localhost:${port}/secret`, { dispatcher: publicOnlyDispatcher }).then(
+        () => expect.fail('the connection was made'),
+        (e: unknown) => e,
+      );
+      const cause = (err as { cause?: unknown }).cause;
+      expect(cause).to.be.instanceOf(ForbiddenError);
+      expect((cause as Error).message).to.equal('localhost is not a public address: a client token may import only from public addresses');
+      expect(hits).to.deep.equal([]);
     });
 
     it('refuses a URL with credentials (400) without echoing them, where it was a 502 "connection lost"', async () => {
