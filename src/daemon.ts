@@ -49,7 +49,7 @@ export class Daemon {
     locks.setRecovery((dir, markers) => recoverVolume(dir, markers, recovery));
     const index = new VolumeIndex(config.mnt, log.child({ module: 'index' }));
     const placement = new Placement(index, locks);
-    this.ctx = { config, log: log.child({ module: 'volumes' }), index, locks, placement, runner, qemuImg, rbd, blankImages: new BlankImages(qemuImg), jobs: new JobRegistry(), purger };
+    this.ctx = { config, log: log.child({ module: 'volumes' }), index, locks, placement, runner, qemuImg, rbd, blankImages: new BlankImages(qemuImg), jobs: new JobRegistry(log.child({ module: 'jobs' })), purger };
     this.exports = new ExportService(createExporter(config, runner, log.child({ module: 'exporter' })), index, config, log.child({ module: 'exports' }), rbd);
   }
 

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { ApiError, ConflictError, NotFoundError, UnavailableError } from '../errors.js';
+import { ApiError, ConflictError, NotFoundError, translateErrno, UnavailableError } from '../errors.js';
+import { errorFields, type Logger } from '../log.js';
 import { currentClient } from '../auth/principal.js';
 import { newUid } from '../store/layout.js';
 
@@ -64,6 +65,9 @@ export class JobRegistry {
   /** Set by cancelAll (the daemon stops): no job starts any more, and those cancelled say why. */
   private stopping = false;
 
+  /** `log`: where a failure the client's job answer cannot explain (a 5xx) is told, with its stack. */
+  constructor(private readonly log?: Logger) {}
+
   /**
    * Starts `run` as a job and returns its id at once; `promise` settles with the operation. `isAnswer`: the
    * job is the streaming of its request's answer (a download), which the daemon's stop does not cancel.
@@ -102,7 +106,7 @@ export class JobRegistry {
       },
       (err: unknown) => {
         job.state = controller.signal.aborted ? 'cancelled' : 'failed';
-        job.error = controller.signal.aborted ? 'cancelled' : (err as Error).message;
+        job.error = controller.signal.aborted ? 'cancelled' : this.failure(job, err);
         job.finishedAt = new Date();
         throw err;
       },
@@ -110,6 +114,16 @@ export class JobRegistry {
     job.done = promise.catch(() => undefined);
     this.jobs.set(id, job);
     return { id, promise, started };
+  }
+
+  /**
+   * What a failed job's `error` says: the catalogue's sentence, as its synchronous request would answer; an
+   * unexpected error's own message (a path, a library's words) only goes to the log, as the 500 middleware does.
+   */
+  private failure(job: Job, err: unknown): string {
+    const known = translateErrno(err, `this ${job.kind}`);
+    if (!(known instanceof ApiError) || known.status >= 500) this.log?.error('job failed', { job: job.id, kind: job.kind, vid: job.vid, ...errorFields(err) });
+    return known instanceof ApiError ? known.message : `internal error; the daemon's log has the details (job ${job.id})`;
   }
 
   /** Whether the job `id` was cancelled (DELETE /jobs/<id>, its client gone, the daemon stopping). */

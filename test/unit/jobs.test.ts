@@ -1,4 +1,7 @@
+import { Writable } from 'node:stream';
 import { expect } from 'chai';
+import winston from 'winston';
+import { NoRoomError } from '../../src/errors.js';
 import { JobRegistry } from '../../src/jobs/registry.js';
 import { FinishedUploads } from '../../src/uploads/finished.js';
 
@@ -26,6 +29,25 @@ describe('the job registry', () => {
     for (let i = 0; i < 1001; i++) await jobs.start('download', 'v', async () => undefined, { isAnswer: true }).promise;
     expect(jobs.describe(clone.id)).to.include({ state: 'done' });
     expect(jobs.list().filter((j) => j.kind === 'download')).to.have.length(1000);
+  });
+
+  it("says what a failed job's client may know: the catalogue's sentence, never an unexpected error's own words (those go to the log)", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({ objectMode: true, write: (info, _enc, done) => (lines.push(info as Record<string, unknown>), done()) });
+    const jobs = new JobRegistry(winston.createLogger({ transports: [new winston.transports.Stream({ stream: sink })] }));
+    const fail = async (kind: string, err: Error) => {
+      const { id, promise } = jobs.start(kind, null, async () => Promise.reject(err));
+      await promise.catch(() => undefined);
+      return { id, error: jobs.describe(id).error };
+    };
+    const odd = await fail('import', new Error("ENOENT: no such file or directory, open '/mnt/a/vid.x.elimg/data.tmp'"));
+    expect(odd.error).to.equal(`internal error; the daemon's log has the details (job ${odd.id})`);
+    expect(lines).to.have.length(1);
+    expect(lines[0]).to.include({ message: 'job failed', job: odd.id, kind: 'import', error: "ENOENT: no such file or directory, open '/mnt/a/vid.x.elimg/data.tmp'" });
+    const full = await fail('clone', Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+    expect(full.error).to.equal('no room left on the filesystem for this clone');
+    expect((await fail('convert', new NoRoomError('no root has room'))).error).to.equal('no root has room');
+    expect(lines.map((l) => l.kind)).to.deep.equal(['import', 'clone', 'convert']); // each 5xx told to the log, as the middleware does
   });
 
   it('keeps a running job however old, and cancelling a finished one is 409 naming its state', async () => {

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Router, type NextFunction, type Request, type Response } from 'express';
-import { ConflictError, PreconditionFailedError, RangeNotSatisfiableError } from '../../errors.js';
+import { BadRequestError, ConflictError, PreconditionFailedError, RangeNotSatisfiableError } from '../../errors.js';
 import type { JobRegistry } from '../../jobs/registry.js';
 import type { VolumeMeta } from '../../store/meta.js';
 import type { VolumeRecord } from '../../store/volume-record.js';
@@ -142,7 +142,8 @@ function downloadJob(jobs: JobRegistry, vid: string, res: Response, next: NextFu
       job.signal.removeEventListener('abort', cut);
       // Every byte sent is done, even when the client closed before the stream's own end (rbd export's exit).
       if (res.writableFinished || sent === Number(res.getHeader('Content-Length'))) resolve({ vid, bytes: sent });
-      else reject(new Error(`the connection closed after ${sent} of ${res.getHeader('Content-Length') ?? '?'} bytes`));
+      // Not the client's fault alone, but no answer will carry it: a 4xx, so it is not logged as the daemon's failure.
+      else reject(new BadRequestError(`the connection closed after ${sent} of ${res.getHeader('Content-Length') ?? '?'} bytes`));
     });
   }), { isAnswer: true });
   promise.catch(() => undefined);
