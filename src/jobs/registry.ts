@@ -122,7 +122,10 @@ export class JobRegistry {
    */
   private failure(job: Job, err: unknown): string {
     const known = translateErrno(err, `this ${job.kind}`);
-    if (!(known instanceof ApiError) || known.status >= 500) this.log?.error('job failed', { job: job.id, kind: job.kind, vid: job.vid, ...errorFields(err) });
+    const fields = { job: job.id, kind: job.kind, vid: job.vid, ...errorFields(err) };
+    // Only a fault of the daemon's own pages the operator; a root away or no room (5xx too) is a warning.
+    if (!(known instanceof ApiError) || known.status === 500) this.log?.error('job failed', fields);
+    else if (known.status > 500) this.log?.warn('job failed', fields);
     return known instanceof ApiError ? known.message : `internal error; the daemon's log has the details (job ${job.id})`;
   }
 

@@ -47,7 +47,7 @@ describe('the job registry', () => {
     const full = await fail('clone', Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
     expect(full.error).to.equal('no room left on the filesystem for this clone');
     expect((await fail('convert', new NoRoomError('no root has room'))).error).to.equal('no root has room');
-    expect(lines.map((l) => l.kind)).to.deep.equal(['import', 'clone', 'convert']); // each 5xx told to the log, as the middleware does
+    expect(lines.map((l) => [l.kind, l.level])).to.deep.equal([['import', 'error'], ['clone', 'warn'], ['convert', 'warn']]);
   });
 
   it('keeps a running job however old, and cancelling a finished one is 409 naming its state', async () => {
