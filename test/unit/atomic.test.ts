@@ -4,38 +4,13 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { renameDurable, writeFileAtomic, writeFlushed } from '../../src/store/atomic.js';
 import { isTempName } from '../../src/store/layout.js';
+import { traceFlushes } from '../helpers/flushes.js';
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/**
- * The flushes and renames `work` makes through node:fs, in order (`sync <name>`, `rename <from> <to>`; a
- * temp file is `temp`, the directory `dir`): a power cut, not a kill, loses what is not flushed, so the
- * order is all a test can see of durability.
- */
-async function traceFlushes(dir: string, work: () => Promise<unknown>): Promise<string[]> {
-  const calls: string[] = [];
-  const name = (file: unknown) => (String(file) === dir ? 'dir' : isTempName(String(file)) ? 'temp' : path.basename(String(file)));
-  const { open, rename } = fs;
-  fs.open = (async (...args: Parameters<typeof open>) => {
-    const handle = await open(...args);
-    const sync = handle.sync.bind(handle);
-    handle.sync = async () => {
-      calls.push(`sync ${name(args[0])}`);
-      return sync();
-    };
-    return handle;
-  }) as typeof open;
-  fs.rename = async (from, to) => {
-    calls.push(`rename ${name(from)} ${name(to)}`);
-    return rename(from, to);
-  };
-  try {
-    await work();
-  } finally {
-    Object.assign(fs, { open, rename });
-  }
-  return calls;
-}
+/** traceFlushes with temp files named `temp`. */
+const flushesOf = async (dir: string, work: () => Promise<unknown>) =>
+  (await traceFlushes(dir, work)).map((call) => call.split(' ').map((word) => (isTempName(word) ? 'temp' : word)).join(' '));
 
 describe('atomic writes and flushes (src/store/atomic.ts)', () => {
   let dir: string;
@@ -51,8 +26,8 @@ describe('atomic writes and flushes (src/store/atomic.ts)', () => {
   });
 
   it('writeFileAtomic flushes the temp file before its rename and the directory after it', async () => {
-    const calls = await traceFlushes(dir, () => writeFileAtomic(path.join(dir, 'meta.json'), '{}'));
-    expect(calls).to.deep.equal(['sync temp', 'rename temp meta.json', 'sync dir']);
+    const calls = await flushesOf(dir, () => writeFileAtomic(path.join(dir, 'meta.json'), '{}'));
+    expect(calls).to.deep.equal(['sync temp', 'rename temp meta.json', 'sync .']);
   });
 
   it('writeFileAtomic that fails leaves no temp file behind (a directory in the way)', async () => {
@@ -66,8 +41,8 @@ describe('atomic writes and flushes (src/store/atomic.ts)', () => {
 
   it('renameDurable flushes the directory after the rename', async () => {
     await fs.writeFile(path.join(dir, 'from'), 'x');
-    const calls = await traceFlushes(dir, () => renameDurable(path.join(dir, 'from'), path.join(dir, 'to')));
-    expect(calls).to.deep.equal(['rename from to', 'sync dir']);
+    const calls = await flushesOf(dir, () => renameDurable(path.join(dir, 'from'), path.join(dir, 'to')));
+    expect(calls).to.deep.equal(['rename from to', 'sync .']);
   });
 
   it('writeFlushed answers what the writer answers, the bytes whole, flushing while it writes (before the file exists too)', async () => {
