@@ -154,7 +154,7 @@ describe('hostile and careless clients (API tokens)', () => {
   });
 
   describe("downloads of another client's volume", () => {
-    it('refuses a client token the download of another client\'s writable volume (403): a slow one held off its owner\'s snapshots and exports', async () => {
+    it('refuses a client token the download of another client\'s writable volume, shareable or not (403): a slow one held off its owner\'s snapshots and exports', async () => {
       const writable = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'raw' }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
       const readonly = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'raw', readonly: true }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
       for (const method of ['get', 'head'] as const) {
@@ -162,10 +162,14 @@ describe('hostile and careless clients (API tokens)', () => {
         if (method === 'get')
           expect(res.body).to.deep.equal({ error: `volume ${writable} belongs to another client and is not read-only: only its owner may download it`, code: 'forbidden', vid: writable, rule: 'not_owner' });
       }
+      // Shareable lets another client export or attach it, not download it: the download is as slow as its client.
+      const shareable = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'raw', shareable: true }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
+      const refused = await d.api.get(`/api/v1.0/volumes/${shareable}/data`).set(bearer(TOKENS.other)).expect(403);
+      expect(refused.body).to.deep.equal({ error: `volume ${shareable} belongs to another client and is not read-only: only its owner may download it`, code: 'forbidden', vid: shareable, rule: 'not_owner' });
       await d.api.get(`/api/v1.0/volumes/${readonly}/data`).set(bearer(TOKENS.other)).expect(200);
       await d.api.get(`/api/v1.0/volumes/${writable}/data`).set(bearer(TOKENS.owner)).expect(200);
       await d.api.get(`/api/v1.0/volumes/${writable}/data`).set(bearer(TOKENS.admin)).expect(200);
-      for (const vid of [writable, readonly]) await d.post('destroy', { volume_id: vid }).set(bearer(TOKENS.owner)).expect(200);
+      for (const vid of [writable, readonly, shareable]) await d.post('destroy', { volume_id: vid }).set(bearer(TOKENS.owner)).expect(200);
     });
   });
 
