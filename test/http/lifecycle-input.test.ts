@@ -37,4 +37,14 @@ describe('lifecycle endpoints: bad input', () => {
     }
     expect(await snapshotTree(t.mnt)).to.deep.equal(before);
   });
+
+  it('refuses an update that changes the format or the cloud-init flag (400 naming the field), changing nothing', async () => {
+    const { vid } = (await t.d.post('create', seedCreateBody({ format: 'raw' })).expect(200)).body;
+    const before = await snapshotTree(t.mnt);
+    const format = await t.d.post('update', { vid, creatorID: OWNER, format: 'qcow2' }).expect(400);
+    expect(format.body).to.deep.equal({ error: 'the format of a volume cannot be changed by update (use update/convert)', code: 'bad_request', field: 'format' });
+    const cloudinit = await t.d.post('update', { vid, creatorID: OWNER, cloudinit: true }).expect(400);
+    expect(cloudinit.body).to.deep.equal({ error: 'whether a volume is a cloud-init volume cannot be changed', code: 'bad_request', field: 'cloudinit' });
+    expect(await snapshotTree(t.mnt)).to.deep.equal(before);
+  });
 });

@@ -63,6 +63,10 @@ describe('clone (real cp, rsync, rclone, qemu-img)', () => {
     const copy = (await t.d.post('clone', { volume_id: secret, creatorID: OWNER, labels: { tier: 'gold' } }).expect(200)).body;
     expect(copy).to.include({ private: true, name: 'test-create', creatorID: OWNER });
     expect(copy.labels).to.deep.equal({ env: 'prod', tier: 'gold' });
+    const open = (await t.d.post('clone', { volume_id: secret, creatorID: OWNER, name: 'open-copy', private: false }).expect(200)).body;
+    expect(open).to.include({ private: false, name: 'open-copy', creatorID: OWNER });
+    expect(JSON.parse(await fs.readFile(path.join(volDir(open.vid), 'meta.json'), 'utf8'))).to.include({ private: false, name: 'open-copy' });
+    expect((await t.d.post('info', { volume_id: open.vid, client_uid: OTHER }).expect(200)).body).to.include({ volumeID: open.vid, private: false });
 
     const fixed = (await t.d.post('create', seedCreateBody({ clonable: false, alg: 'no' })).expect(200)).body.vid;
     const before = await snapshotTree(t.mnt);

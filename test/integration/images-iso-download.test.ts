@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { execa } from 'execa';
 import { daemonPerTest } from '../helpers/daemon.js';
 import { startImageServer } from '../helpers/image-server.js';
-import { OTHER, OWNER, removeTree } from '../helpers/tree.js';
+import { OTHER, OWNER, removeTree, snapshotTree } from '../helpers/tree.js';
 
 const TOOL_BODY = {
   alg: 'cp', clonable: true, creatorID: OWNER, isotype: 'tool', name: 'virtio-win-driver', os_family: 'windows',
@@ -70,11 +70,17 @@ describe('ISO volumes and downloads (genisoimage, local HTTP server)', function 
     expect(list[0]).to.include({ volumeID: vid, format: 'iso', iso_type: 'os_generic', bootable: true, readonly: true, shareable: false });
   });
 
-  it('keeps an ISO volume read-only: update refuses readonly false', async () => {
+  it('keeps an ISO volume read-only: update refuses readonly false, convert and resize refuse it', async () => {
     const { vid } = (await env.d.post('iso/create', { ...TOOL_BODY, url: server.url('tools.iso') }).expect(200)).body;
     const res = await env.d.post('update', { vid, creatorID: OWNER, readonly: false }).expect(400);
     expect(res.body).to.deep.equal({ error: `volume ${vid} is an ISO image, which is read-only`, code: 'bad_request', field: 'readonly' });
     await env.d.post('update', { vid, creatorID: OWNER, name: 'tools-2021' }).expect(200);
+    const before = await snapshotTree(env.mnt);
+    for (const [endpoint, body, action] of [['update/convert', { format: 'qcow2' }, 'converted'], ['update/resize', { size: 1 }, 'resized']] as const) {
+      const refused = await env.d.post(endpoint, { vid, creatorID: OWNER, ...body }).expect(400);
+      expect(refused.body).to.deep.equal({ error: `a volume of format iso cannot be ${action}`, code: 'bad_request', field: 'vid' });
+    }
+    expect(await snapshotTree(env.mnt)).to.deep.equal(before);
   });
 
   it('iso/create by upload with one part per field (curl -F): text values stay text where the schema takes text', async () => {

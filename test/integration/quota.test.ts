@@ -50,6 +50,17 @@ describe('placement and quotas', () => {
     }
   });
 
+  it('a resize counts only what the volume grows by against max-total-size', async () => {
+    mnt = await makeTree({ a: { 'max-total-size': '5G' } });
+    d = await startTestDaemon(mnt);
+    const { vid } = (await d.post('create', seedCreateBody({ size: 3, format: 'raw' })).expect(200)).body;
+    await d.post('update/resize', { vid, creatorID: seedCreateBody().creatorID, size: 5 }).expect(200);
+    const past = await d.post('update/resize', { vid, creatorID: seedCreateBody().creatorID, size: 6 }).expect(507);
+    expect(past.body.error).to.equal(`the volume cannot grow to 6000000000 bytes: ${path.join(mnt, 'a')} has 0 bytes of quota left`);
+    expect((await d.api.get('/api/v1.0/status').expect(200)).body.roots[0]).to.include({ volumes: 1, usedBytes: 5e9 });
+    expect((await fs.stat(path.join(mnt, 'a', `vid.${vid}.elimg`, 'data.img'))).size).to.equal(5e9);
+  });
+
   it('max-volume-size refuses a volume too large, and resize past it', async () => {
     mnt = await makeTree({ a: { 'max-volume-size': '2G' } });
     d = await startTestDaemon(mnt);

@@ -77,7 +77,7 @@ describe('recovery of what a crash left', () => {
     expect(JSON.parse(await fs.readFile(path.join(dir, 'meta.json'), 'utf8')).size).to.equal(20000256);
   });
 
-  it('recovers a stale lock found at run time instead of obeying it forever', async () => {
+  it('recovers a stale lock found at run time instead of obeying it forever, its holder\'s temp files removed', async () => {
     const vid = await createThenStop({ format: 'raw', size: 0.01 });
     const dir = path.join(root(), `vid.${vid}.elimg`);
     d = await startTestDaemon(mnt, { lockStaleMs: 2000 });
@@ -88,6 +88,7 @@ describe('recovery of what a crash left', () => {
     const old = new Date(Date.now() - 60_000);
     await fs.utimes(path.join(dir, '.elemento.lock'), old, old);
     await fs.writeFile(path.join(dir, `elemento.update.${DEAD_OP}.ignore`), '{}');
+    await fs.writeFile(path.join(dir, `.meta.tmp-${DEAD_OP.slice(0, 12)}.json`), '{"half');
     await d.post('update', { vid, creatorID: OWNER, name: 'after-crash' }).expect(409);
     await waitFor(async () => (await d!.post('update', { vid, creatorID: OWNER, name: 'after-crash' })).status === 200, 8000, 'the stale lock to be recovered');
     expect((await fs.readdir(dir)).sort()).to.deep.equal(['data.img', 'meta.json']);

@@ -68,6 +68,21 @@ describe('the sweep of what a killed daemon left a moment ago', function () {
     expect((await fs.readdir(dir)).sort()).to.deep.equal(['.elemento.lock', 'data.img', `elemento.update.${DEAD_OP}.ignore`, 'meta.json']);
   });
 
+  it('does not break a lock whose marker names a process of this host that still runs (another daemon of the host)', async () => {
+    const alive = execa('sleep', ['30']);
+    try {
+      const dir = await lockedByDeadDaemon(JSON.stringify({ purpose: 'update', host: hostname(), boot: BOOT_ID, pid: alive.pid }));
+      d = await startTestDaemon(mnt, { lockStaleMs: 10_000 });
+      await new Promise((r) => setTimeout(r, 1000));
+      expect((await fs.readdir(dir)).sort()).to.deep.equal(['.elemento.lock', 'data.img', `elemento.update.${DEAD_OP}.ignore`, 'meta.json']);
+      const refused = await d.post('update', { vid: path.basename(dir).split('.')[1], creatorID: OWNER, name: 'x' }).expect(409);
+      expect(refused.body.error).to.equal(`volume ${path.basename(dir).split('.')[1]} is locked by another operation (update)`);
+    } finally {
+      alive.kill();
+      await alive.catch(() => undefined);
+    }
+  });
+
   it('recovers a fresh lock whose marker was cut short once it is stale, and does not hold up the other volumes', async () => {
     const cutShort = await lockedByDeadDaemon('');
     const provable = await lockedByDeadDaemon(JSON.stringify({ purpose: 'update', host: hostname(), boot: BOOT_ID, pid: await deadPid() }));

@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
+import { traceFlushes } from '../helpers/flushes.js';
 import { hasPattern, imageInfo, writePattern } from '../helpers/images.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { makeTree, OWNER, removeTree, seedCreateBody, skipBecause } from '../helpers/tree.js';
@@ -50,6 +51,16 @@ describe('volumes on disk (real qemu-img)', () => {
         ceph: false,
         labels: {},
       });
+    });
+
+  for (const format of ['raw', 'qcow2'] as const)
+    it(`create flushes the ${format} image before the rename that publishes it, and the volume directory after`, async () => {
+      const calls = await traceFlushes(mnt, () => d.post('create', seedCreateBody({ format })).expect(200));
+      const publish = calls.findIndex((call) => /^rename \S+ a\/vid\.[0-9a-f]{32}\.elimg\/data\.(img|qcow2)$/.test(call));
+      expect(publish, calls.join('\n')).to.be.at.least(0);
+      const [, temp, data] = calls[publish].split(' ');
+      expect(calls.slice(0, publish)).to.include(`sync ${temp}`);
+      expect(calls.slice(publish + 1)).to.include(`sync ${path.dirname(data)}`);
     });
 
   for (const format of ['raw', 'qcow2'] as const)

@@ -48,7 +48,7 @@ describe('hostile and careless clients (API tokens)', () => {
     const importAs = (token: string, endpoint: string, url: string, extra: object = {}) =>
       d.post(endpoint, { creatorID: OWNER, url, format: 'raw', private: true, ...extra }).set(bearer(token));
 
-    for (const host of ['127.0.0.1', 'localhost', '[::1]', '[::ffff:127.0.0.1]', '[::127.0.0.1]', '2130706433', '0x7f.1', '169.254.169.254', '10.0.0.1', '192.168.1.1', '0.0.0.0'])
+    for (const host of ['127.0.0.1', 'localhost', '[::1]', '[::ffff:127.0.0.1]', '[::127.0.0.1]', '2130706433', '0x7f.1', '169.254.169.254', '10.0.0.1', '172.16.0.1', '100.64.0.1', '192.168.1.1', '0.0.0.0', '[fd12:3456::1]', '[fe80::1]'])
       it(`refuses a client token's create/url from http://${host}/ (403), before connecting, and makes nothing`, async () => {
         const before = await snapshotTree(mnt);
         const res = await importAs(TOKENS.owner, 'create/url', `http://${host}:${port}/secret`);
@@ -67,6 +67,25 @@ describe('hostile and careless clients (API tokens)', () => {
       await d.post('iso/create', iso).set(bearer(TOKENS.owner)).expect(403);
       expect(hits).to.deep.equal([]);
       expect(await snapshotTree(mnt)).to.deep.equal(before);
+    });
+
+    it('refuses a redirect from a public address to this host (403) before connecting to it', async () => {
+      // The public server is played here (no test reaches the Internet): its answer redirects to this host.
+      const publicUrl = 'http://93.184.216.34/disk.img';
+      const realFetch = globalThis.fetch;
+      globalThis.fetch = ((input: string | URL | Request, init?: RequestInit) =>
+        String(input) === publicUrl
+          ? Promise.resolve(new Response(null, { status: 302, headers: { location: `http://127.0.0.1:${port}/secret` } }))
+          : realFetch(input, init)) as typeof fetch;
+      try {
+        const before = await snapshotTree(mnt);
+        const res = await importAs(TOKENS.owner, 'create/url', publicUrl);
+        expect([res.status, res.body]).to.deep.equal([403, { error: '127.0.0.1 is not a public address: a client token may import only from public addresses', code: 'forbidden', field: 'url' }]);
+        expect(hits).to.deep.equal([]);
+        expect(await snapshotTree(mnt)).to.deep.equal(before);
+      } finally {
+        globalThis.fetch = realFetch;
+      }
     });
 
     it('still lets the controller (admin token) import from its private network, through a redirect', async () => {
@@ -170,7 +189,7 @@ describe('hostile and careless clients (API tokens)', () => {
   });
 
   describe("downloads of another client's volume", () => {
-    it('refuses a client token the download of another client\'s writable volume (403): a slow one held off its owner\'s snapshots and exports', async () => {
+    it('refuses a client token the download of another client\'s writable volume, shareable or not (403): a slow one held off its owner\'s snapshots and exports', async () => {
       const writable = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'raw' }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
       const readonly = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'raw', readonly: true }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
       for (const method of ['get', 'head'] as const) {
@@ -178,10 +197,14 @@ describe('hostile and careless clients (API tokens)', () => {
         if (method === 'get')
           expect(res.body).to.deep.equal({ error: `volume ${writable} belongs to another client and is not read-only: only its owner may download it`, code: 'forbidden', vid: writable, rule: 'not_owner' });
       }
+      // Shareable lets another client export or attach it, not download it: the download is as slow as its client.
+      const shareable = (await d.post('create', { creatorID: OWNER, size: 0.01, format: 'raw', shareable: true }).set(bearer(TOKENS.owner)).expect(200)).body.vid;
+      const refused = await d.api.get(`/api/v1.0/volumes/${shareable}/data`).set(bearer(TOKENS.other)).expect(403);
+      expect(refused.body).to.deep.equal({ error: `volume ${shareable} belongs to another client and is not read-only: only its owner may download it`, code: 'forbidden', vid: shareable, rule: 'not_owner' });
       await d.api.get(`/api/v1.0/volumes/${readonly}/data`).set(bearer(TOKENS.other)).expect(200);
       await d.api.get(`/api/v1.0/volumes/${writable}/data`).set(bearer(TOKENS.owner)).expect(200);
       await d.api.get(`/api/v1.0/volumes/${writable}/data`).set(bearer(TOKENS.admin)).expect(200);
-      for (const vid of [writable, readonly]) await d.post('destroy', { volume_id: vid }).set(bearer(TOKENS.owner)).expect(200);
+      for (const vid of [writable, readonly, shareable]) await d.post('destroy', { volume_id: vid }).set(bearer(TOKENS.owner)).expect(200);
     });
   });
 

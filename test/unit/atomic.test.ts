@@ -2,9 +2,15 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { writeFileAtomic, writeFlushed } from '../../src/store/atomic.js';
+import { renameDurable, writeFileAtomic, writeFlushed } from '../../src/store/atomic.js';
+import { isTempName } from '../../src/store/layout.js';
+import { traceFlushes } from '../helpers/flushes.js';
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** traceFlushes with temp files named `temp`. */
+const flushesOf = async (dir: string, work: () => Promise<unknown>) =>
+  (await traceFlushes(dir, work)).map((call) => call.split(' ').map((word) => (isTempName(word) ? 'temp' : word)).join(' '));
 
 describe('atomic writes and flushes (src/store/atomic.ts)', () => {
   let dir: string;
@@ -17,6 +23,26 @@ describe('atomic writes and flushes (src/store/atomic.ts)', () => {
     await writeFileAtomic(target, 'new');
     expect(await fs.readFile(target, 'utf8')).to.equal('new');
     expect(await fs.readdir(dir)).to.deep.equal(['meta.json']);
+  });
+
+  it('writeFileAtomic flushes the temp file before its rename and the directory after it', async () => {
+    const calls = await flushesOf(dir, () => writeFileAtomic(path.join(dir, 'meta.json'), '{}'));
+    expect(calls).to.deep.equal(['sync temp', 'rename temp meta.json', 'sync .']);
+  });
+
+  it('writeFileAtomic that fails leaves no temp file behind (a directory in the way)', async () => {
+    const target = path.join(dir, 'meta.json');
+    await fs.mkdir(target);
+    await fs.writeFile(path.join(target, 'inside'), 'x');
+    const err = await writeFileAtomic(target, 'new').catch((e: NodeJS.ErrnoException) => e);
+    expect(err).to.have.property('code').that.is.oneOf(['EISDIR', 'ENOTEMPTY', 'EEXIST']);
+    expect(await fs.readdir(dir)).to.deep.equal(['meta.json']);
+  });
+
+  it('renameDurable flushes the directory after the rename', async () => {
+    await fs.writeFile(path.join(dir, 'from'), 'x');
+    const calls = await flushesOf(dir, () => renameDurable(path.join(dir, 'from'), path.join(dir, 'to')));
+    expect(calls).to.deep.equal(['rename from to', 'sync .']);
   });
 
   it('writeFlushed answers what the writer answers, the bytes whole, flushing while it writes (before the file exists too)', async () => {

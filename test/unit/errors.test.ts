@@ -1,4 +1,8 @@
 import { expect } from 'chai';
+import express from 'express';
+import supertest from 'supertest';
+import { errorHandler } from '../../src/api/errors.js';
+import { createLogger } from '../../src/log.js';
 import { codeForStatus, ERROR_CATALOGUE, NoRoomError, ToolError, translateErrno, UnavailableError } from '../../src/errors.js';
 import { schemaNames } from '../../src/schemas.js';
 
@@ -42,5 +46,21 @@ describe('errors of tools that hit the filesystem limits', () => {
   it('leaves any other tool failure as it is', () => {
     const err = tool('qemu-img: Image is corrupt');
     expect(translateErrno(err, 'v')).to.equal(err);
+  });
+});
+
+describe('the error middleware (src/api/errors.ts)', () => {
+  it('answers an unexpected error 500 saying only where to look: nothing of its message (paths, system errors) leaves', async () => {
+    const app = express();
+    app.use((_req, res, next) => {
+      res.locals.requestId = 'r-1';
+      next();
+    });
+    app.get('/boom', () => {
+      throw new Error("permission denied, open '/mnt/a/vid.0123/meta.json'");
+    });
+    app.use(errorHandler(createLogger({ level: 'silent', format: 'json' })));
+    const res = await supertest(app).get('/boom').expect(500);
+    expect(res.body).to.deep.equal({ error: "internal error; the daemon's log has the details (request r-1)", code: 'internal', request: 'r-1' });
   });
 });
