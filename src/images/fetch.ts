@@ -19,6 +19,9 @@ export function checkUrl(raw: string): URL {
   return url;
 }
 
+/** How imports reach their servers: undici's fetch; the tests replace it to play a public server (no test reaches the Internet). */
+export const importTransport = { fetch };
+
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 10;
 
@@ -45,7 +48,7 @@ async function fetchFollowing(url: URL, signal: AbortSignal, publicOnly: boolean
     if (publicOnly) await assertPublicHost(current);
     // One connection per import: a socket kept alive from an earlier import may be closed by the server just
     // as it is reused (fetch's pool times its idle sockets coarsely), which would fail the import with 502.
-    const res = await fetch(current, { signal, redirect: 'manual', headers: { connection: 'close' }, ...(publicOnly && { dispatcher: publicOnlyDispatcher }) });
+    const res = await importTransport.fetch(current, { signal, redirect: 'manual', headers: { connection: 'close' }, ...(publicOnly && { dispatcher: publicOnlyDispatcher }) });
     const location = res.headers.get('location');
     if (!REDIRECTS.has(res.status) || location === null) return res;
     void res.body?.cancel().catch(() => undefined);

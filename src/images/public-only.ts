@@ -1,7 +1,7 @@
 import { lookup as dnsLookup } from 'node:dns';
 import { lookup } from 'node:dns/promises';
-import { BlockList, type LookupFunction } from 'node:net';
-import { Agent } from 'undici';
+import { BlockList, isIP, type LookupFunction } from 'node:net';
+import { Agent, buildConnector } from 'undici';
 import { ForbiddenError } from '../errors.js';
 
 /**
@@ -27,20 +27,30 @@ export async function assertPublicHost(url: URL): Promise<void> {
   if (refused) throw refused;
 }
 
-/**
- * The resolver of public-only connections: the addresses a connection is about to use are checked, so a name
- * whose answer changes after assertPublicHost (DNS rebinding) still cannot reach a private address. (A host
- * that is an IP literal is never looked up by node: assertPublicHost checks those.)
- */
+/** The resolver of public-only connections: refuses a name any of whose answers is not public. */
 const publicLookup: LookupFunction = (hostname, options, callback) => {
   dnsLookup(hostname, { ...options, all: true }, (err, addresses) => {
     if (err) return callback(err, '', 0);
     const refused = notPublic(hostname, addresses);
-    if (refused) return callback(Object.assign(refused, { code: 'ENOTPUBLIC' }), '', 0);
+    if (refused) return callback(refused, '', 0);
     if (options.all) (callback as unknown as (e: null, a: typeof addresses) => void)(null, addresses);
     else callback(null, addresses[0].address, addresses[0].family);
   });
 };
 
-/** The connection pool of client tokens' imports: every connection's addresses checked as it is made. */
-export const publicOnlyDispatcher = new Agent({ connect: { lookup: publicLookup } });
+const connectResolved = buildConnector({ lookup: publicLookup });
+
+/**
+ * Every connection of a client token's import is checked as it is made, on the addresses it really uses: a
+ * name whose answer changes after assertPublicHost (DNS rebinding) still cannot reach a private address. An
+ * IP literal, which node connects to without a lookup, is checked here.
+ */
+const connectPublicOnly: buildConnector.connector = (options, callback) => {
+  const host = options.hostname.replace(/^\[(.*)\]$/, '$1');
+  const refused = isIP(host) ? notPublic(host, [{ address: host, family: isIP(host) }]) : undefined;
+  if (refused) callback(refused, null);
+  else connectResolved(options, callback);
+};
+
+/** The connection pool of client tokens' imports (see connectPublicOnly). */
+export const publicOnlyDispatcher = new Agent({ connect: connectPublicOnly });

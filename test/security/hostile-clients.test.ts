@@ -1,8 +1,9 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
-import { fetch as undiciFetch } from 'undici';
+import { fetch as undiciFetch, Response as UndiciResponse } from 'undici';
 import { ForbiddenError } from '../../src/errors.js';
+import { importTransport } from '../../src/images/fetch.js';
 import { publicOnlyDispatcher } from '../../src/images/public-only.js';
 import { bearer, TOKENS, writeTokenFile } from '../helpers/auth.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
@@ -72,11 +73,11 @@ describe('hostile and careless clients (API tokens)', () => {
     it('refuses a redirect from a public address to this host (403) before connecting to it', async () => {
       // The public server is played here (no test reaches the Internet): its answer redirects to this host.
       const publicUrl = 'http://93.184.216.34/disk.img';
-      const realFetch = globalThis.fetch;
-      globalThis.fetch = ((input: string | URL | Request, init?: RequestInit) =>
+      const realFetch = importTransport.fetch;
+      importTransport.fetch = ((input, init) =>
         String(input) === publicUrl
-          ? Promise.resolve(new Response(null, { status: 302, headers: { location: `http://127.0.0.1:${port}/secret` } }))
-          : realFetch(input, init)) as typeof fetch;
+          ? Promise.resolve(new UndiciResponse(null, { status: 302, headers: { location: `http://127.0.0.1:${port}/secret` } }))
+          : realFetch(input, init)) as typeof realFetch;
       try {
         const before = await snapshotTree(mnt);
         const res = await importAs(TOKENS.owner, 'create/url', publicUrl);
@@ -84,7 +85,7 @@ describe('hostile and careless clients (API tokens)', () => {
         expect(hits).to.deep.equal([]);
         expect(await snapshotTree(mnt)).to.deep.equal(before);
       } finally {
-        globalThis.fetch = realFetch;
+        importTransport.fetch = realFetch;
       }
     });
 
@@ -117,16 +118,18 @@ describe('hostile and careless clients (API tokens)', () => {
       expect(hits).to.have.length(11);
     });
 
-    it('checks the address again as it connects (DNS rebinding): a name that resolves to this host is refused at connect time, nothing reached', async () => {
+    it('checks the address again as it connects (DNS rebinding): a name or literal of this host is refused at connect time, nothing reached', async () => {
       // assertPublicHost and the connection resolve separately; a rebinding DNS server (public, then 127.0.0.1)
       // cannot be stood up here, so the connect-time guard is driven alone, with a name that resolves to loopback.
-      const err: unknown = await undiciFetch(`http://localhost:${port}/secret`, { dispatcher: publicOnlyDispatcher }).then(
-        () => expect.fail('the connection was made'),
-        (e: unknown) => e,
-      );
-      const cause = (err as { cause?: unknown }).cause;
-      expect(cause).to.be.instanceOf(ForbiddenError);
-      expect((cause as Error).message).to.equal('localhost is not a public address: a client token may import only from public addresses');
+      for (const host of ['localhost', '127.0.0.1', '[::1]']) {
+        const err: unknown = await undiciFetch(`http://${host}:${port}/secret`, { dispatcher: publicOnlyDispatcher }).then(
+          () => expect.fail(`the connection to ${host} was made`),
+          (e: unknown) => e,
+        );
+        const cause = (err as { cause?: unknown }).cause;
+        expect(cause).to.be.instanceOf(ForbiddenError);
+        expect((cause as Error).message).to.equal(`${host.replace(/[[\]]/g, '')} is not a public address: a client token may import only from public addresses`);
+      }
       expect(hits).to.deep.equal([]);
     });
 
