@@ -1,9 +1,14 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { expect } from 'chai';
+import winston from 'winston';
+import { rescanPacing } from '../../src/store/index-watch.js';
 import { asyncReader } from '../../src/store/tree-reader.js';
+import { directoryWatch } from '../../src/store/tree-watcher.js';
+import { VolumeIndex } from '../../src/store/volume-index.js';
 import { daemonPerTest } from '../helpers/daemon.js';
-import { OTHER, OWNER, seedCreateBody, waitFor } from '../helpers/tree.js';
+import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
 /**
  * What the index's own watcher (one inotify watch per directory) and the cached listing must keep
@@ -95,5 +100,59 @@ describe('a full rescan while volumes are created and destroyed', () => {
       asyncReader.readdir = readdir;
       release();
     }
+  });
+});
+
+describe('a host out of inotify watches', () => {
+  const VOLUMES = 1000;
+  let mnt: string;
+  let index: VolumeIndex | null = null;
+  const watch = directoryWatch.watch;
+  const fallback = rescanPacing.fallbackMs;
+  beforeEach(async () => (mnt = await makeTree({ a: {} })));
+  afterEach(async () => {
+    directoryWatch.watch = watch;
+    rescanPacing.fallbackMs = fallback;
+    await index?.close();
+    await removeTree(mnt);
+  });
+
+  it('says so once (not once per directory), keeps answering, and sees hand edits through rescans even with rescans off', async () => {
+    const uids = Array.from({ length: VOLUMES }, (_, i) => i.toString(16).padStart(32, '0'));
+    for (const uid of uids) {
+      const dir = path.join(mnt, 'a', `vid.${uid}.elimg`);
+      await fs.mkdir(dir);
+      await fs.writeFile(path.join(dir, 'meta.json'), JSON.stringify({ volumeID: uid, creatorID: OWNER, name: 'v', size: 1048576, format: 'raw' }));
+      await fs.writeFile(path.join(dir, 'data.img'), Buffer.alloc(0));
+    }
+    // As fs.watch answers once max_user_watches is reached: the root and 100 volumes get a watch, the rest ENOSPC.
+    let granted = 0;
+    directoryWatch.watch = (dir, listener) => {
+      if (++granted > 101) throw Object.assign(new Error(`ENOSPC: System limit for number of file watchers reached, watch '${dir}'`), { code: 'ENOSPC' });
+      return watch(dir, listener);
+    };
+    rescanPacing.fallbackMs = 300;
+    const lines: Array<Record<string, unknown>> = [];
+    const log = winston.createLogger({
+      level: 'debug',
+      format: winston.format.json(),
+      transports: [new winston.transports.Stream({ stream: new Writable({ write: (chunk, _enc, done) => (lines.push(JSON.parse(String(chunk))), done()) }) })],
+    });
+    index = new VolumeIndex(mnt, log);
+    await index.scanAll({ beforeServing: true });
+    await index.watch(0);
+    expect(index.size).to.equal(VOLUMES);
+    // A volume past the limit, edited by hand: only a rescan can see it.
+    const last = uids.at(-1)!;
+    const file = path.join(mnt, 'a', `vid.${last}.elimg`, 'meta.json');
+    await fs.writeFile(file, JSON.stringify({ ...JSON.parse(await fs.readFile(file, 'utf8')), name: 'edited by hand' }));
+    await waitFor(async () => index!.get(last)?.meta?.name === 'edited by hand', 10_000, 'the edit seen by a fallback rescan');
+    // Each rescan asks again for the watches refused: still refused, and not logged again.
+    await waitFor(async () => granted > 2 * VOLUMES, 10_000, 'a second rescan');
+    expect(lines.filter((l) => l.level === 'error')).to.deep.equal([]);
+    const warnings = lines.filter((l) => l.level === 'warn');
+    expect(warnings).to.have.length(1);
+    expect(warnings[0].message).to.match(/inotify limit is reached \(ENOSPC\).*raise fs\.inotify\.max_user_watches/);
+    expect(warnings[0].unwatchedVolumeDirs).to.equal(VOLUMES - 100);
   });
 });
