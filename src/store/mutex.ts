@@ -92,3 +92,14 @@ export class Mutexes {
     }
   }
 }
+
+/** Runs calls one at a time, in the order they were asked (a failed one does not stop the next). */
+export class SerialQueue {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.tail.then(fn, fn);
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+}

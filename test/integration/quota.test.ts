@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { execa } from 'execa';
 import { makeTree, removeTree, seedCreateBody, skipBecause } from '../helpers/tree.js';
+import { rootLockWait } from '../../src/store/locks.js';
 
 describe('placement and quotas', () => {
   let mnt: string;
@@ -25,6 +26,22 @@ describe('placement and quotas', () => {
     const dirs = (await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'));
     expect(dirs.sort()).to.deep.equal(ok.map((r) => `vid.${r.body.vid}.elimg`).sort());
     for (const dir of dirs) expect((await fs.readdir(path.join(mnt, 'a', dir))).filter((f) => !f.startsWith('.'))).to.have.length(2);
+  });
+
+  it('a burst of creates on one root waits its turn: none answers 409 "busy" for the others of this daemon', async () => {
+    mnt = await makeTree({ a: { 'max-volumes': 50 } });
+    d = await startTestDaemon(mnt);
+    // The wait for the root's lock shortened as a burst of 200 on 12,500 volumes made it short (30 s).
+    const wait = rootLockWait.ms;
+    rootLockWait.ms = 100;
+    try {
+      const results = await Promise.all(Array.from({ length: 60 }, (_, i) => d!.post('create', seedCreateBody({ name: `v${i}`, format: 'raw', size: 0.001 }))));
+      expect(results.map((r) => r.status).sort()).to.deep.equal([...Array(50).fill(200), ...Array(10).fill(507)]);
+    } finally {
+      rootLockWait.ms = wait;
+    }
+    const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.roots[0]).to.include({ volumes: 50 });
   });
 
   it('max-total-size holds under concurrent creates and counts every volume', async () => {
