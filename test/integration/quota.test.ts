@@ -3,7 +3,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { execa } from 'execa';
-import { makeTree, removeTree, seedCreateBody, skipBecause } from '../helpers/tree.js';
+import { makeTree, removeTree, seedCreateBody, skipBecause, waitFor } from '../helpers/tree.js';
 import { rootLockWait } from '../../src/store/locks.js';
 
 describe('placement and quotas', () => {
@@ -42,6 +42,33 @@ describe('placement and quotas', () => {
     }
     const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
     expect(status.roots[0]).to.include({ volumes: 50 });
+  });
+
+  it('status and cancreate follow each change of the usage they count once per change of the index', async () => {
+    mnt = await makeTree({ a: { 'max-total-size': '10G' }, b: { 'max-total-size': '10G' } });
+    d = await startTestDaemon(mnt, { watch: true });
+    const owner = seedCreateBody().creatorID;
+    const usage = async () => Object.fromEntries((await d!.api.get('/api/v1.0/status').expect(200)).body.roots.map((r: { path: string; volumes: number; usedBytes: number }) => [path.basename(r.path), [r.volumes, r.usedBytes]]));
+    const a = (await d.post('create', seedCreateBody({ size: 4, format: 'raw' })).expect(200)).body.vid;
+    const b = (await d.post('create', seedCreateBody({ size: 3, format: 'raw' })).expect(200)).body.vid;
+    expect(await usage()).to.deep.equal({ a: [1, 4e9], b: [1, 3e9] });
+    expect((await d.post('cancreate', { size: 7 }).expect(200)).body).to.include({ roots: 1 });
+    await d.post('update/resize', { vid: b, creatorID: owner, size: 5 }).expect(200);
+    expect(await usage()).to.deep.equal({ a: [1, 4e9], b: [1, 5e9] });
+    expect((await d.post('cancreate', { size: 6 }).expect(200)).body).to.include({ roots: 1 });
+    // An operator's copy of a into b: each copy counts in its own root, and a change of the copy is counted.
+    const copy = path.join(mnt, 'b', `vid.${a}.elimg`);
+    await execa('cp', ['-a', '--sparse=always', path.join(mnt, 'a', `vid.${a}.elimg`), copy]);
+    await waitFor(async () => (await usage()).b[0] === 2, 3000, 'the copy counted');
+    expect(await usage()).to.deep.equal({ a: [1, 4e9], b: [2, 9e9] });
+    const meta = JSON.parse(await fs.readFile(path.join(copy, 'meta.json'), 'utf8'));
+    await fs.writeFile(path.join(copy, 'meta.json'), JSON.stringify({ ...meta, size: 1e9 }));
+    await fs.truncate(path.join(copy, 'data.img'), 1e9);
+    await waitFor(async () => (await usage()).b[1] === 6e9, 3000, 'the smaller copy counted');
+    await fs.rm(copy, { recursive: true });
+    await waitFor(async () => (await usage()).b[0] === 1, 3000, 'the copy gone');
+    await d.post('destroy', { volume_id: a }).expect(200);
+    expect(await usage()).to.deep.equal({ a: [0, 0], b: [1, 5e9] });
   });
 
   it('max-total-size holds under concurrent creates and counts every volume', async () => {
