@@ -149,3 +149,40 @@ describe('linked clones (alg overlay) and overlay/compact (real qemu-img)', () =
     expect(await hasPattern(path.join(dir, 'data.qcow2'), 'qcow2', 0x7e, 0, 4 * MB)).to.equal(true);
   });
 });
+
+describe('destroys in parallel of bases whose linked clones the index has not seen yet', () => {
+  let mnt: string;
+  let d: TestDaemon;
+  beforeEach(async () => {
+    mnt = await makeTree({ a: {}, b: {} });
+    // No watcher: the clones written below by hand (another daemon sharing the tree) stay unknown to the index.
+    d = await startTestDaemon(mnt, { watch: false });
+  });
+  afterEach(async () => {
+    await d.stop();
+    await removeTree(mnt);
+  });
+
+  it('refuses exactly those with a clone (409 naming it) and destroys the others', async () => {
+    const bases: string[] = [];
+    for (let i = 0; i < 24; i++) bases.push((await d.post('create', seedCreateBody({ format: 'raw', size: 0.001, name: `base${i}` })).expect(200)).body.vid);
+    const clones = new Map<string, string>();
+    for (const [i, base] of bases.entries()) {
+      if (i % 4) continue;
+      const uid = `${'c'.repeat(30)}${String(i).padStart(2, '0')}`;
+      const dir = path.join(mnt, i % 8 ? 'a' : 'b', `vid.${uid}.elimg`);
+      await fs.mkdir(dir);
+      await fs.writeFile(path.join(dir, 'meta.json'), JSON.stringify({ volumeID: uid, creatorID: OWNER, name: 'clone', size: 1048576, format: 'qcow2', base }));
+      await fs.writeFile(path.join(dir, 'data.qcow2'), '');
+      clones.set(base, uid);
+    }
+    const results = await Promise.all(bases.map((vid) => d.post('destroy', { volume_id: vid })));
+    for (const [i, res] of results.entries()) {
+      const clone = clones.get(bases[i]);
+      if (clone) expect([res.status, res.body.overlays]).to.deep.equal([409, [clone]]);
+      else expect(res.status).to.equal(200);
+    }
+    const left = (await fs.readdir(path.join(mnt, 'a'))).concat(await fs.readdir(path.join(mnt, 'b'))).filter((n) => n.startsWith('vid.'));
+    expect(left.length).to.equal(bases.length / 4 + clones.size);
+  });
+});
