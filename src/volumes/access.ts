@@ -6,6 +6,7 @@ import { QemuImgLayers } from '../tools/qemu-img-layers.js';
 import { BrokenMetaError, readMeta, type VolumeMeta } from '../store/meta.js';
 import { EXPORT_MARKER_RE, isCreating, loadVolumeRecord, uidOfVolumeDir, unavailableError, type VolumeRecord } from '../store/volume-record.js';
 import type { Caller, StoreContext } from './context.js';
+import { unknownVolumes } from './unknown-volumes.js';
 
 /** SPEC §2: a client sees its own volumes and every non-private one; the controller sees all. */
 export function canSee(meta: VolumeMeta, caller: Caller): boolean {
@@ -119,39 +120,6 @@ export async function overlaysOf(ctx: StoreContext, uid: string): Promise<string
   for (const r of ctx.index.all()) if (r.meta?.base === uid) found.add(r.uid);
   for (const root of ctx.index.rootList()) for (const other of await unknownVolumes(ctx, root.path)) if (other.base === uid && other.uid !== uid) found.add(other.uid);
   return [...found].sort();
-}
-
-/** Per index and root: the listing of `unknownVolumes` not started yet, which every caller until then joins. */
-const pendingListings = new WeakMap<object, Map<string, Promise<Array<{ uid: string; base: unknown }>>>>();
-
-/**
- * The volumes of a root's directory the index does not know with their meta.json, and the base each
- * names. One listing serves every caller that asked before it started (each asked under its base's
- * lock, so the listing is as new as each needs): listing the whole root for each caller made a destroy,
- * a resize or a writable attach cost a readdir of every root (with 50,000 volumes ~150 ms each, and
- * 200 parallel destroys 33 s and 700 MB of names).
- */
-function unknownVolumes(ctx: StoreContext, rootPath: string): Promise<Array<{ uid: string; base: unknown }>> {
-  let byRoot = pendingListings.get(ctx.index);
-  if (!byRoot) pendingListings.set(ctx.index, (byRoot = new Map()));
-  const pending = byRoot;
-  let listing = pending.get(rootPath);
-  if (!listing) {
-    listing = new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
-      pending.delete(rootPath); // started: whoever asks from now on gets a listing of its own
-      const found: Array<{ uid: string; base: unknown }> = [];
-      for (const name of await fs.readdir(rootPath).catch(() => [] as string[])) {
-        const other = uidOfVolumeDir(name);
-        const dir = path.join(rootPath, name);
-        if (!other || ctx.index.copiesOf(other).some((r) => r.dir === dir && r.meta)) continue;
-        const record = await loadVolumeRecord(rootPath, dir).catch(() => null);
-        if (record?.meta) found.push({ uid: other, base: record.meta.base });
-      }
-      return found;
-    });
-    pending.set(rootPath, listing);
-  }
-  return listing;
 }
 
 /** A base with overlays cannot be destroyed or have its data changed: its overlays read through to it. */
