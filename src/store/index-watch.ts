@@ -98,6 +98,7 @@ export class IndexWatch {
           this.lastRescanMs = performance.now() - started;
           this.rescanTimer = null;
           this.scheduleRescan();
+          this.index.log.debug('periodic rescan', { ms: Math.round(this.lastRescanMs), nextInMs: this.rescanDelay() });
         });
     }, delay);
     this.rescanTimer.unref();
