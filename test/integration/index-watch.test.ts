@@ -7,6 +7,7 @@ import { rescanPacing } from '../../src/store/index-watch.js';
 import { asyncReader } from '../../src/store/tree-reader.js';
 import { directoryWatch } from '../../src/store/tree-watcher.js';
 import { VolumeIndex } from '../../src/store/volume-index.js';
+import { cachedListingBytes, listingCache } from '../../src/volumes/queries.js';
 import { daemonPerTest } from '../helpers/daemon.js';
 import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
@@ -63,6 +64,30 @@ describe('the index watcher and the cached listing', () => {
     expect(index.get(a)).to.equal(beforeA);
     expect(index.get(b)).to.not.equal(beforeB);
     expect(index.get(b)!.meta!.name).to.equal('changed');
+  });
+});
+
+describe('the cached listings of many clients', () => {
+  const env = daemonPerTest();
+  const max = listingCache.maxBytes;
+  afterEach(() => (listingCache.maxBytes = max));
+
+  it('hold at most their budget together (each client seeing 50,000 public volumes has a 20 MB listing), and answer as before', async () => {
+    for (let i = 0; i < 40; i++) await env.d.post('create', seedCreateBody({ name: `public ${i}`, format: 'raw', size: 0.001 })).expect(200);
+    const clients = Array.from({ length: 30 }, (_, i) => `${'c'.repeat(30)}${String(i).padStart(2, '0')}`);
+    const first = (await env.d.post('accessible', { client_uid: clients[0] }).expect(200)).text;
+    listingCache.maxBytes = 4 * first.length;
+    const { index } = env.d.daemon.ctx;
+    for (const client of clients) {
+      const listed = (await env.d.post('accessible', { client_uid: client }).expect(200)).text;
+      expect(listed).to.equal(first);
+      expect(cachedListingBytes(index)).to.be.at.most(4 * first.length);
+    }
+    // The listing just made is kept even when it alone is over the budget.
+    listingCache.maxBytes = 1;
+    expect((await env.d.post('accessible', { client_uid: OTHER }).expect(200)).text).to.equal(first);
+    expect(cachedListingBytes(index)).to.equal(first.length);
+    expect((await env.d.post('accessible', { client_uid: OTHER }).expect(200)).text).to.equal(first);
   });
 });
 
