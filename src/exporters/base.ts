@@ -52,16 +52,5 @@ export interface Exporter {
   remove(iqn: string): Promise<void>;
 }
 
-/**
- * Runs backend calls one at a time, in order: targetcli and tgtadm change shared state (tids,
- * backstore names, saveconfig) that interleaved calls would corrupt.
- */
-export class SerialQueue {
-  private tail: Promise<unknown> = Promise.resolve();
-
-  run<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.tail.then(fn, fn);
-    this.tail = next.catch(() => undefined);
-    return next;
-  }
-}
+/** Backend calls run one at a time, in order: targetcli and tgtadm change shared state (tids, backstore names, saveconfig) that interleaved calls would corrupt. */
+export { SerialQueue } from '../store/mutex.js';

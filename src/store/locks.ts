@@ -3,7 +3,7 @@ import path from 'node:path';
 import { ConflictError, NotFoundError } from '../errors.js';
 import { errorFields, type Logger } from '../log.js';
 import { isDeadHereAndNow, ownMarker, readMarkerOwner } from './lock-owner.js';
-import { Mutexes } from './mutex.js';
+import { Mutexes, SerialQueue } from './mutex.js';
 import { lockMarkerName, newUid, parseLockMarker, ROOT_MUTEX, VOLUME_MUTEX } from './layout.js';
 import { faultPoint } from '../faults.js';
 
@@ -25,8 +25,8 @@ export interface LockHandle {
 
 export type RecoverFn = (dir: string, staleMarkers: string[]) => Promise<void>;
 
-/** How long a quota decision waits for another holder of the root's lock before answering 409. */
-const ROOT_LOCK_WAIT_MS = 30_000;
+/** How long a quota decision waits for another holder of the root's lock before answering 409 (an object so that a test can shorten it). */
+export const rootLockWait = { ms: 30_000 };
 
 export class LockManager {
   /** Volume directories whose lock this daemon holds, with the purpose: a refusal names it before its marker is written. */
@@ -36,6 +36,8 @@ export class LockManager {
   /** Downloads streaming a volume's data file, per volume directory. */
   private readonly readers = new Map<string, number>();
   private readonly mutexes: Mutexes;
+  /** Per root: this daemon's own quota decisions, in turn (see withRootLock). */
+  private readonly rootQueues = new Map<string, SerialQueue>();
 
   constructor(
     private readonly staleMs: number,
@@ -163,12 +165,20 @@ export class LockManager {
 
   /**
    * Serialises quota decisions on one root (across daemons sharing the tree too). Held briefly:
-   * waits up to ROOT_LOCK_WAIT_MS for another holder (or for a dead one's mutex to go stale) instead
-   * of failing at once.
+   * waits up to `rootLockWait.ms` for another holder (or for a dead one's mutex to go stale) instead
+   * of failing at once. This daemon's own decisions queue for the mutex in turn, each with its own
+   * wait once at the head: polling the mutex against one another, 200 parallel creates on a root of
+   * 12,500 volumes were served in no order and 44 of them waited out the 30 s (409 "busy").
    */
   async withRootLock<T>(rootPath: string, fn: () => Promise<T>): Promise<T> {
+    let queue = this.rootQueues.get(rootPath);
+    if (!queue) this.rootQueues.set(rootPath, (queue = new SerialQueue()));
+    return queue.run(() => this.withRootMutex(rootPath, fn));
+  }
+
+  private async withRootMutex<T>(rootPath: string, fn: () => Promise<T>): Promise<T> {
     const mutex = path.join(rootPath, ROOT_MUTEX);
-    const until = performance.now() + ROOT_LOCK_WAIT_MS;
+    const until = performance.now() + rootLockWait.ms;
     let release: () => Promise<void>;
     for (let pause = 5; ; pause = Math.min(100, pause * 1.3)) {
       try {

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import lockfile from 'proper-lockfile';
 import { errorFields, type Logger } from '../log.js';
@@ -43,6 +43,8 @@ export class Mutexes {
       stale: NEVER_STALE,
       update: this.updateMs,
       onCompromised: (err: Error) => {
+        // Its directory gone with the mutex inside (a destroy's rename into the bin, before its release): no other holder.
+        if (!existsSync(what)) return this.log.debug('lock left with its directory', { what });
         this.compromised += 1;
         this.log.error('lock compromised: another holder took it over', { what, ...errorFields(err) });
       },
@@ -82,13 +84,36 @@ export class Mutexes {
       const release = await lockfile.lock(target, options);
       // Held now: what was seen of another holder is over (each volume ever refused was kept for the daemon's lifetime).
       this.seen.delete(mutex);
-      return release;
+      return leavingWithItsDirectory(target, release);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ELOCKED' || (await this.staleness(mutex)) !== 'stale') throw err;
       this.log.warn('taking over a lock whose holder stopped refreshing it', { what: target, staleMs: this.staleMs });
       this.seen.delete(mutex);
       await fs.rm(mutex, { recursive: true, force: true });
-      return lockfile.lock(target, options);
+      return leavingWithItsDirectory(target, await lockfile.lock(target, options));
     }
+  }
+}
+
+/**
+ * A mutex's release that is no error once its directory is gone: a destroy renames the volume into the bin
+ * under its lock, and a refresh between that rename and the release (2.5 s apart, likely under load: 200
+ * parallel destroys) found the mutex gone, so the release threw ERELEASED and the destroy, done, answered 500.
+ */
+function leavingWithItsDirectory(target: string, release: () => Promise<void>): () => Promise<void> {
+  return () =>
+    release().catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ERELEASED' || existsSync(target)) throw err;
+    });
+}
+
+/** Runs calls one at a time, in the order they were asked (a failed one does not stop the next). */
+export class SerialQueue {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.tail.then(fn, fn);
+    this.tail = next.catch(() => undefined);
+    return next;
   }
 }

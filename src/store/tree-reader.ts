@@ -52,10 +52,15 @@ const NETWORK_FILESYSTEMS = new Set([
   0x01161970, // GFS2
 ]);
 
+/** Whether `dir` is on a network filesystem (one whose calls wait on a network, and which other hosts write). */
+export async function onNetworkFilesystem(dir: string): Promise<boolean> {
+  const type = await fs.promises.statfs(dir).then((st) => st.type, () => -1);
+  return NETWORK_FILESYSTEMS.has(type);
+}
+
 /** The reader for a root's first scan: blocking on a local filesystem, asynchronous on a network one. */
 export async function firstScanReader(rootPath: string): Promise<TreeReader> {
-  const type = await fs.promises.statfs(rootPath).then((st) => st.type, () => -1);
-  return NETWORK_FILESYSTEMS.has(type) ? asyncReader : blockingReader;
+  return (await onNetworkFilesystem(rootPath)) ? asyncReader : blockingReader;
 }
 
 /**

@@ -28,6 +28,8 @@ export class VolumeTable {
   private readonly copies = new Map<string, VolumeRecord[]>();
   /** Grows whenever a record is added, replaced or removed. */
   version = 0;
+  /** Each root's usage, counted in one pass over the table when asked at a version not yet counted. */
+  private usages: { version: number; byRoot: Map<string, { volumes: number; bytes: number }> } | null = null;
 
   constructor(private readonly log: Logger) {}
 
@@ -62,6 +64,8 @@ export class VolumeTable {
   settle(uid: string, found: VolumeRecord[]): VolumeRecord | null {
     const known = this.volumes.get(uid);
     found.sort((a, b) => (a.dir < b.dir ? -1 : 1));
+    // Each copy counts in its root's usage: a change in one is a change of the table even when the record answered stays.
+    const copiesChanged = found.length > 1 || this.copies.has(uid);
     if (found.length > 1) this.copies.set(uid, found);
     else this.copies.delete(uid);
     const next = found.length === 0 ? undefined : found.length === 1 ? found[0] : conflictRecord(found);
@@ -70,7 +74,10 @@ export class VolumeTable {
       if (known && this.volumes.delete(uid)) this.version += 1;
       return null;
     }
-    if (sameRecord(known, next)) return known!;
+    if (sameRecord(known, next)) {
+      if (copiesChanged) this.version += 1;
+      return known!;
+    }
     this.volumes.set(uid, next);
     this.version += 1;
     return next;
@@ -82,18 +89,26 @@ export class VolumeTable {
     this.version += 1;
   }
 
-  /** Volumes counted against a root's quota and the bytes they promise (each copy of a uid in its own root). */
+  /**
+   * Volumes counted against a root's quota and the bytes they promise (each copy of a uid in its own root).
+   * Counted for every root at once and kept until the table changes: placement asks for each root, and
+   * sorts the roots by it, on every create and `cancreate` (with 50,000 volumes over 4 roots each pass
+   * over the table was ~5 ms, a dozen of them per request).
+   */
   usage(rootPath: string): { volumes: number; bytes: number } {
-    let volumes = 0;
-    let bytes = 0;
-    const count = (r: VolumeRecord) => {
-      if (r.root !== rootPath) return;
-      volumes += 1;
-      bytes += quotaBytes(r);
-    };
-    for (const r of this.volumes.values()) if (!r.copies) count(r);
-    for (const list of this.copies.values()) list.forEach(count);
-    return { volumes, bytes };
+    if (this.usages?.version !== this.version) {
+      const byRoot = new Map<string, { volumes: number; bytes: number }>();
+      const count = (r: VolumeRecord) => {
+        const usage = byRoot.get(r.root) ?? { volumes: 0, bytes: 0 };
+        usage.volumes += 1;
+        usage.bytes += quotaBytes(r);
+        byRoot.set(r.root, usage);
+      };
+      for (const r of this.volumes.values()) if (!r.copies) count(r);
+      for (const list of this.copies.values()) list.forEach(count);
+      this.usages = { version: this.version, byRoot };
+    }
+    return { ...(this.usages.byRoot.get(rootPath) ?? { volumes: 0, bytes: 0 }) };
   }
 
   /** The volumes listed broken in `status`, by directory: one entry per directory (each copy of a uid found twice). */

@@ -6,6 +6,7 @@ import { QemuImgLayers } from '../tools/qemu-img-layers.js';
 import { BrokenMetaError, readMeta, type VolumeMeta } from '../store/meta.js';
 import { EXPORT_MARKER_RE, isCreating, loadVolumeRecord, uidOfVolumeDir, unavailableError, type VolumeRecord } from '../store/volume-record.js';
 import type { Caller, StoreContext } from './context.js';
+import { unknownVolumes } from './unknown-volumes.js';
 
 /** SPEC §2: a client sees its own volumes and every non-private one; the controller sees all. */
 export function canSee(meta: VolumeMeta, caller: Caller): boolean {
@@ -115,14 +116,9 @@ export function requireNotInUse(files: string[], meta: VolumeMeta, action: strin
  * under the base's lock, which a linked clone of it holds until its meta.json is written.
  */
 export async function overlaysOf(ctx: StoreContext, uid: string): Promise<string[]> {
-  const found = new Set([...ctx.index.all()].filter((r) => r.meta?.base === uid).map((r) => r.uid));
-  for (const root of ctx.index.rootList())
-    for (const name of await fs.readdir(root.path).catch(() => [] as string[])) {
-      const other = uidOfVolumeDir(name);
-      const dir = path.join(root.path, name);
-      if (!other || other === uid || ctx.index.copiesOf(other).some((r) => r.dir === dir && r.meta)) continue;
-      if ((await loadVolumeRecord(root.path, dir).catch(() => null))?.meta?.base === uid) found.add(other);
-    }
+  const found = new Set<string>();
+  for (const r of ctx.index.all()) if (r.meta?.base === uid) found.add(r.uid);
+  for (const root of ctx.index.rootList()) for (const other of await unknownVolumes(ctx, root.path)) if (other.base === uid && other.uid !== uid) found.add(other.uid);
   return [...found].sort();
 }
 

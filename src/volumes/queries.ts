@@ -15,8 +15,19 @@ const OWN = Buffer.from(',"own":true}');
 const NOT_OWN = Buffer.from(',"own":false}');
 
 /** Listings answered since the index last changed, per client and label filter (a controller polls). */
-const listings = new WeakMap<object, { version: number; byQuery: Map<string, JsonBytes> }>();
+const listings = new WeakMap<object, { version: number; bytes: number; byQuery: Map<string, JsonBytes> }>();
 const MAX_CACHED_LISTINGS = 256;
+/**
+ * What the cached listings may hold together: each client that sees 50,000 public volumes has its own
+ * 20 MB listing, and 40 clients polling made the daemon 1 GB resident (256 of them would have made 5 GB).
+ * The oldest go first; the listing just made is always kept.
+ */
+export const listingCache = { maxBytes: 64 * 1024 * 1024 };
+
+/** The bytes the cached listings of `index` hold now. */
+export function cachedListingBytes(index: object): number {
+  return listings.get(index)?.bytes ?? 0;
+}
 
 /**
  * `accessible`: the caller's volumes and every non-private one, each with `own`; read from the
@@ -25,15 +36,21 @@ const MAX_CACHED_LISTINGS = 256;
 export function accessibleVolumes(ctx: StoreContext, client: string, labels?: Record<string, string>): JsonBytes {
   let cache = listings.get(ctx.index);
   if (!cache || cache.version !== ctx.index.version) {
-    cache = { version: ctx.index.version, byQuery: new Map() };
+    cache = { version: ctx.index.version, bytes: 0, byQuery: new Map() };
     listings.set(ctx.index, cache);
   }
   const key = `${client} ${JSON.stringify(Object.entries(labels ?? {}).sort())}`;
   let answer = cache.byQuery.get(key);
   if (!answer) {
-    if (cache.byQuery.size >= MAX_CACHED_LISTINGS) cache.byQuery.clear();
     answer = buildListing(ctx, client, labels);
+    // A Map iterates in insertion order: the first keys are the oldest listings.
+    for (const [oldKey, old] of cache.byQuery) {
+      if (cache.byQuery.size < MAX_CACHED_LISTINGS && cache.bytes + answer.bytes.length <= listingCache.maxBytes) break;
+      cache.byQuery.delete(oldKey);
+      cache.bytes -= old.bytes.length;
+    }
     cache.byQuery.set(key, answer);
+    cache.bytes += answer.bytes.length;
   }
   return answer;
 }

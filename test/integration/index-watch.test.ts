@@ -1,9 +1,15 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { expect } from 'chai';
+import winston from 'winston';
+import { rescanPacing } from '../../src/store/index-watch.js';
 import { asyncReader } from '../../src/store/tree-reader.js';
+import { directoryWatch } from '../../src/store/tree-watcher.js';
+import { VolumeIndex } from '../../src/store/volume-index.js';
+import { cachedListingBytes, listingCache } from '../../src/volumes/queries.js';
 import { daemonPerTest } from '../helpers/daemon.js';
-import { OTHER, OWNER, seedCreateBody, waitFor } from '../helpers/tree.js';
+import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
 /**
  * What the index's own watcher (one inotify watch per directory) and the cached listing must keep
@@ -61,6 +67,30 @@ describe('the index watcher and the cached listing', () => {
   });
 });
 
+describe('the cached listings of many clients', () => {
+  const env = daemonPerTest();
+  const max = listingCache.maxBytes;
+  afterEach(() => (listingCache.maxBytes = max));
+
+  it('hold at most their budget together (each client seeing 50,000 public volumes has a 20 MB listing), and answer as before', async () => {
+    for (let i = 0; i < 40; i++) await env.d.post('create', seedCreateBody({ name: `public ${i}`, format: 'raw', size: 0.001 })).expect(200);
+    const clients = Array.from({ length: 30 }, (_, i) => `${'c'.repeat(30)}${String(i).padStart(2, '0')}`);
+    const first = (await env.d.post('accessible', { client_uid: clients[0] }).expect(200)).text;
+    listingCache.maxBytes = 4 * first.length;
+    const { index } = env.d.daemon.ctx;
+    for (const client of clients) {
+      const listed = (await env.d.post('accessible', { client_uid: client }).expect(200)).text;
+      expect(listed).to.equal(first);
+      expect(cachedListingBytes(index)).to.be.at.most(4 * first.length);
+    }
+    // The listing just made is kept even when it alone is over the budget.
+    listingCache.maxBytes = 1;
+    expect((await env.d.post('accessible', { client_uid: OTHER }).expect(200)).text).to.equal(first);
+    expect(cachedListingBytes(index)).to.equal(first.length);
+    expect((await env.d.post('accessible', { client_uid: OTHER }).expect(200)).text).to.equal(first);
+  });
+});
+
 describe('a full rescan while volumes are created and destroyed', () => {
   // No watcher: what the index answers after the rescan is what the rescan and the operations left.
   const env = daemonPerTest({ a: {} }, { watch: false });
@@ -95,5 +125,59 @@ describe('a full rescan while volumes are created and destroyed', () => {
       asyncReader.readdir = readdir;
       release();
     }
+  });
+});
+
+describe('a host out of inotify watches', () => {
+  const VOLUMES = 1000;
+  let mnt: string;
+  let index: VolumeIndex | null = null;
+  const watch = directoryWatch.watch;
+  const fallback = rescanPacing.fallbackMs;
+  beforeEach(async () => (mnt = await makeTree({ a: {} })));
+  afterEach(async () => {
+    directoryWatch.watch = watch;
+    rescanPacing.fallbackMs = fallback;
+    await index?.close();
+    await removeTree(mnt);
+  });
+
+  it('says so once (not once per directory), keeps answering, and sees hand edits through rescans even with rescans off', async () => {
+    const uids = Array.from({ length: VOLUMES }, (_, i) => i.toString(16).padStart(32, '0'));
+    for (const uid of uids) {
+      const dir = path.join(mnt, 'a', `vid.${uid}.elimg`);
+      await fs.mkdir(dir);
+      await fs.writeFile(path.join(dir, 'meta.json'), JSON.stringify({ volumeID: uid, creatorID: OWNER, name: 'v', size: 1048576, format: 'raw' }));
+      await fs.writeFile(path.join(dir, 'data.img'), Buffer.alloc(0));
+    }
+    // As fs.watch answers once max_user_watches is reached: the root and 100 volumes get a watch, the rest ENOSPC.
+    let granted = 0;
+    directoryWatch.watch = (dir, listener) => {
+      if (++granted > 101) throw Object.assign(new Error(`ENOSPC: System limit for number of file watchers reached, watch '${dir}'`), { code: 'ENOSPC' });
+      return watch(dir, listener);
+    };
+    rescanPacing.fallbackMs = 300;
+    const lines: Array<Record<string, unknown>> = [];
+    const log = winston.createLogger({
+      level: 'debug',
+      format: winston.format.json(),
+      transports: [new winston.transports.Stream({ stream: new Writable({ write: (chunk, _enc, done) => (lines.push(JSON.parse(String(chunk))), done()) }) })],
+    });
+    index = new VolumeIndex(mnt, log);
+    await index.scanAll({ beforeServing: true });
+    await index.watch(0);
+    expect(index.size).to.equal(VOLUMES);
+    // A volume past the limit, edited by hand: only a rescan can see it.
+    const last = uids.at(-1)!;
+    const file = path.join(mnt, 'a', `vid.${last}.elimg`, 'meta.json');
+    await fs.writeFile(file, JSON.stringify({ ...JSON.parse(await fs.readFile(file, 'utf8')), name: 'edited by hand' }));
+    await waitFor(async () => index!.get(last)?.meta?.name === 'edited by hand', 10_000, 'the edit seen by a fallback rescan');
+    // Each rescan asks again for the watches refused: still refused, and not logged again.
+    await waitFor(async () => granted > 2 * VOLUMES, 10_000, 'a second rescan');
+    expect(lines.filter((l) => l.level === 'error')).to.deep.equal([]);
+    const warnings = lines.filter((l) => l.level === 'warn');
+    expect(warnings).to.have.length(1);
+    expect(warnings[0].message).to.match(/inotify limit is reached \(ENOSPC\).*raise fs\.inotify\.max_user_watches/);
+    expect(warnings[0].unwatchedVolumeDirs).to.equal(VOLUMES - 100);
   });
 });

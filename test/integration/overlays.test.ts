@@ -149,3 +149,69 @@ describe('linked clones (alg overlay) and overlay/compact (real qemu-img)', () =
     expect(await hasPattern(path.join(dir, 'data.qcow2'), 'qcow2', 0x7e, 0, 4 * MB)).to.equal(true);
   });
 });
+
+describe('destroys in parallel of bases whose linked clones the index has not seen yet', () => {
+  let mnt: string;
+  let d: TestDaemon;
+  beforeEach(async () => {
+    mnt = await makeTree({ a: {}, b: {} });
+    // No watcher: the clones written below by hand (another daemon sharing the tree) stay unknown to the index.
+    d = await startTestDaemon(mnt, { watch: false });
+  });
+  afterEach(async () => {
+    await d.stop();
+    await removeTree(mnt);
+  });
+
+  it('refuses exactly those with a clone (409 naming it) and destroys the others', async () => {
+    const bases: string[] = [];
+    for (let i = 0; i < 24; i++) bases.push((await d.post('create', seedCreateBody({ format: 'raw', size: 0.001, name: `base${i}` })).expect(200)).body.vid);
+    const clones = new Map<string, string>();
+    for (const [i, base] of bases.entries()) {
+      if (i % 4) continue;
+      const uid = `${'c'.repeat(30)}${String(i).padStart(2, '0')}`;
+      const dir = path.join(mnt, i % 8 ? 'a' : 'b', `vid.${uid}.elimg`);
+      await fs.mkdir(dir);
+      await fs.writeFile(path.join(dir, 'meta.json'), JSON.stringify({ volumeID: uid, creatorID: OWNER, name: 'clone', size: 1048576, format: 'qcow2', base }));
+      await fs.writeFile(path.join(dir, 'data.qcow2'), '');
+      clones.set(base, uid);
+    }
+    const results = await Promise.all(bases.map((vid) => d.post('destroy', { volume_id: vid })));
+    for (const [i, res] of results.entries()) {
+      const clone = clones.get(bases[i]);
+      if (clone) expect([res.status, res.body.overlays]).to.deep.equal([409, [clone]]);
+      else expect(res.status).to.equal(200);
+    }
+    const left = (await fs.readdir(path.join(mnt, 'a'))).concat(await fs.readdir(path.join(mnt, 'b'))).filter((n) => n.startsWith('vid.'));
+    expect(left.length).to.equal(bases.length / 4 + clones.size);
+  });
+
+  it('sees a clone written by hand after an earlier operation listed its root (a root listing is kept only while the root does not change)', async () => {
+    const [b1, b2, b3] = [0, 1, 2].map(() => '');
+    const bases = [b1, b2, b3];
+    for (let i = 0; i < 3; i++) bases[i] = (await d.post('create', seedCreateBody({ format: 'raw', size: 0.001 })).expect(200)).body.vid;
+    // The clones go into the root the operations below leave alone (a resize takes its own root's lock, a mkdir there).
+    const root = path.join(mnt, d.daemon.ctx.index.get(bases[0])!.root.endsWith(`${path.sep}a`) ? 'b' : 'a');
+    const cloneDir = (n: number) => path.join(root, `vid.${'c'.repeat(31)}${n}.elimg`);
+    const writeClone = async (n: number, base: string) => {
+      await fs.mkdir(cloneDir(n), { recursive: true });
+      await fs.writeFile(path.join(cloneDir(n), 'data.qcow2'), '');
+      await fs.writeFile(path.join(cloneDir(n), 'meta.json'), JSON.stringify({ volumeID: `${'c'.repeat(31)}${n}`, creatorID: OWNER, name: 'clone', size: 1048576, format: 'qcow2', base }));
+    };
+    // A clone being made: its directory is there, its meta.json not yet. The root has not changed for an hour.
+    await fs.mkdir(cloneDir(2));
+    const hourAgo = new Date(Date.now() - 3600_000);
+    await fs.utimes(root, hourAgo, hourAgo);
+    for (const other of ['a', 'b']) await fs.utimes(path.join(mnt, other), hourAgo, hourAgo);
+    // A resize checks for clones too, and leaves the root's directory as it was (a destroy's rename into the bin would not).
+    await d.post('update/resize', { vid: bases[0], creatorID: OWNER, size: 0.002 }).expect(200);
+    // meta.json written into the directory the listing saw without one: the root's mtime does not change.
+    await writeClone(2, bases[1]);
+    expect((await d.post('destroy', { volume_id: bases[1] }).expect(409)).body.overlays).to.deep.equal([`${'c'.repeat(31)}2`]);
+    // A new directory, the root's mtime then put back as it was: its ctime still tells.
+    const { mtime } = await fs.stat(root);
+    await writeClone(3, bases[2]);
+    await fs.utimes(root, mtime, mtime);
+    expect((await d.post('destroy', { volume_id: bases[2] }).expect(409)).body.overlays).to.deep.equal([`${'c'.repeat(31)}3`]);
+  });
+});

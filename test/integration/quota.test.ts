@@ -3,7 +3,8 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { execa } from 'execa';
-import { makeTree, removeTree, seedCreateBody, skipBecause } from '../helpers/tree.js';
+import { makeTree, removeTree, seedCreateBody, skipBecause, waitFor } from '../helpers/tree.js';
+import { rootLockWait } from '../../src/store/locks.js';
 
 describe('placement and quotas', () => {
   let mnt: string;
@@ -25,6 +26,49 @@ describe('placement and quotas', () => {
     const dirs = (await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'));
     expect(dirs.sort()).to.deep.equal(ok.map((r) => `vid.${r.body.vid}.elimg`).sort());
     for (const dir of dirs) expect((await fs.readdir(path.join(mnt, 'a', dir))).filter((f) => !f.startsWith('.'))).to.have.length(2);
+  });
+
+  it('a burst of creates on one root waits its turn: none answers 409 "busy" for the others of this daemon', async () => {
+    mnt = await makeTree({ a: { 'max-volumes': 50 } });
+    d = await startTestDaemon(mnt);
+    // The wait for the root's lock shortened as a burst of 200 on 12,500 volumes made it short (30 s).
+    const wait = rootLockWait.ms;
+    rootLockWait.ms = 100;
+    try {
+      const results = await Promise.all(Array.from({ length: 60 }, (_, i) => d!.post('create', seedCreateBody({ name: `v${i}`, format: 'raw', size: 0.001 }))));
+      expect(results.map((r) => r.status).sort()).to.deep.equal([...Array(50).fill(200), ...Array(10).fill(507)]);
+    } finally {
+      rootLockWait.ms = wait;
+    }
+    const status = (await d.api.get('/api/v1.0/status').expect(200)).body;
+    expect(status.roots[0]).to.include({ volumes: 50 });
+  });
+
+  it('status and cancreate follow each change of the usage they count once per change of the index', async () => {
+    mnt = await makeTree({ a: { 'max-total-size': '10G' }, b: { 'max-total-size': '10G' } });
+    d = await startTestDaemon(mnt, { watch: true });
+    const owner = seedCreateBody().creatorID;
+    const usage = async () => Object.fromEntries((await d!.api.get('/api/v1.0/status').expect(200)).body.roots.map((r: { path: string; volumes: number; usedBytes: number }) => [path.basename(r.path), [r.volumes, r.usedBytes]]));
+    const a = (await d.post('create', seedCreateBody({ size: 4, format: 'raw' })).expect(200)).body.vid;
+    const b = (await d.post('create', seedCreateBody({ size: 3, format: 'raw' })).expect(200)).body.vid;
+    expect(await usage()).to.deep.equal({ a: [1, 4e9], b: [1, 3e9] });
+    expect((await d.post('cancreate', { size: 7 }).expect(200)).body).to.include({ roots: 1 });
+    await d.post('update/resize', { vid: b, creatorID: owner, size: 5 }).expect(200);
+    expect(await usage()).to.deep.equal({ a: [1, 4e9], b: [1, 5e9] });
+    expect((await d.post('cancreate', { size: 6 }).expect(200)).body).to.include({ roots: 1 });
+    // An operator's copy of a into b: each copy counts in its own root, and a change of the copy is counted.
+    const copy = path.join(mnt, 'b', `vid.${a}.elimg`);
+    await execa('cp', ['-a', '--sparse=always', path.join(mnt, 'a', `vid.${a}.elimg`), copy]);
+    await waitFor(async () => (await usage()).b[0] === 2, 3000, 'the copy counted');
+    expect(await usage()).to.deep.equal({ a: [1, 4e9], b: [2, 9e9] });
+    const meta = JSON.parse(await fs.readFile(path.join(copy, 'meta.json'), 'utf8'));
+    await fs.writeFile(path.join(copy, 'meta.json'), JSON.stringify({ ...meta, size: 1e9 }));
+    await fs.truncate(path.join(copy, 'data.img'), 1e9);
+    await waitFor(async () => (await usage()).b[1] === 6e9, 3000, 'the smaller copy counted');
+    await fs.rm(copy, { recursive: true });
+    await waitFor(async () => (await usage()).b[0] === 1, 3000, 'the copy gone');
+    await d.post('destroy', { volume_id: a }).expect(200);
+    expect(await usage()).to.deep.equal({ a: [0, 0], b: [1, 5e9] });
   });
 
   it('max-total-size holds under concurrent creates and counts every volume', async () => {

@@ -32,6 +32,26 @@ describe('volume locks and downloads', () => {
   });
 });
 
+describe('a volume lock whose directory its holder moved away', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-locks-'));
+  });
+  afterEach(() => fs.rm(dir, { recursive: true, force: true }));
+
+  it('is released without error and not counted compromised when a refresh runs between the move and the release (a destroy under load)', async () => {
+    const volume = path.join(dir, `vid.${UID}.elimg`);
+    await fs.mkdir(volume);
+    const locks = new LockManager(4000, createLogger({ level: 'silent', format: 'json' }));
+    const lock = await locks.acquireVolume(volume, 'destroy', UID);
+    // destroy's commit point: the directory, mutex inside, leaves the root; the release comes after a refresh (1 s).
+    await fs.rename(volume, path.join(dir, 'binned'));
+    await new Promise((r) => setTimeout(r, 1500));
+    await lock.release();
+    expect(locks.compromised).to.equal(0);
+  });
+});
+
 describe('volume lock refusals', () => {
   let dir: string;
   beforeEach(async () => {
