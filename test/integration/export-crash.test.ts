@@ -3,7 +3,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { execa, type ResultPromise } from 'execa';
 import { iqnFor } from '../../src/exporters/iqn.js';
-import { spawnDaemon } from '../helpers/process.js';
+import { MAIN, spawnDaemon } from '../helpers/process.js';
 import { freeControlPort, freePortalPort, iscsiUrl, missingIscsiTool, qemuIo, startTgtd, stopTgtdOn, tgtadmOn, type TestTgtd } from '../helpers/tgt.js';
 import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, skipBecause, waitFor } from '../helpers/tree.js';
 
@@ -213,6 +213,21 @@ describe('exports across a SIGKILL of the daemon (real process, real tgtd)', fun
         await other.exited;
         await removeTree(otherMnt);
       }
+    });
+
+    it('a second daemon started by mistake on the same port (same tree, same settings) exits at once, leaving the tgtd and the exports running', async () => {
+      const env = { ELEMENTO_EXPORTER: 'tgt', ELEMENTO_TGT_MANAGE: '1', ELEMENTO_TGT_CONTROL_PORT: String(controlPort), ELEMENTO_ISCSI_PORTAL: portal };
+      const daemon = await spawnDaemon(['--mnt', mnt], env);
+      child = daemon.child;
+      const { body } = await post(daemon.port, 'create', seedCreateBody({ format: 'raw', size: 0.01 }));
+      const { iqn } = (await post(daemon.port, 'export', { volume_id: body.vid, client_uid: OWNER })).body as { iqn: string };
+      const second = await execa('node', ['--import', 'tsx/esm', MAIN, '--mnt', mnt, '--port', String(daemon.port), '--log-format', 'json'], { env, reject: false, all: true });
+      expect(second.exitCode).to.equal(1);
+      expect(second.stderr).to.equal(`elemento-storage: port ${daemon.port} on 127.0.0.1 is already in use (another elemento-storage?)`);
+      // It read nothing and touched nothing: the first daemon's tgtd still serves its export.
+      expect(second.stdout).to.not.include('tree loaded');
+      expect(await tgtadmOn(controlPort, ['--op', 'show', '--mode', 'target'])).to.include(iqn);
+      expect((await qemuIo(`iscsi://${portal}/${iqn}/1`, 'raw', `read 0 ${MB}`)).ok).to.equal(true);
     });
   });
 });
