@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { validateOrThrow, validatorFor } from './schemas.js';
 
@@ -132,8 +133,36 @@ export function loadConfig({ flags, env, defaultMnt }: ConfigSources): Config {
     const value = readSetting(nameOf(key, flags), setting.read, given) ?? setting.unset?.(defaultMnt);
     if (value !== undefined) raw[key] = value;
   }
+  refuseUnknown(env);
   if (!validatorFor('config')(raw)) throw configError(raw, flags);
+  refuseConflicts(raw as unknown as Config, env);
   return Object.freeze(raw as unknown as Config);
+}
+
+/** ELEMENTO_* variables that are not settings of the daemon: the crash tests' fault points and the test and bench harnesses' own. */
+const NOT_SETTINGS = /^ELEMENTO_(FAULTS$|TEST_|FUZZ_|BENCH_)/;
+
+/** A misspelt variable (ELEMENTO_RESCAN_INTERVAL_MS) would otherwise be ignored without a word. */
+function refuseUnknown(env: NodeJS.ProcessEnv): void {
+  const known = new Set(Object.values(SETTINGS).map((s) => s.env));
+  for (const [name, value] of Object.entries(env))
+    if (name.startsWith('ELEMENTO_') && value !== '' && !known.has(name) && !NOT_SETTINGS.test(name))
+      throw new Error(`invalid configuration: ${name} is not a setting of the daemon (misspelt?), not '${value}'`);
+}
+
+/** Settings that contradict each other, or that could only be ignored: each named with the one it needs. */
+function refuseConflicts(config: Config, env: NodeJS.ProcessEnv): void {
+  const portalPort = Number(config.iscsiPortal.slice(config.iscsiPortal.lastIndexOf(':') + 1));
+  if (portalPort < 1 || portalPort > 65535)
+    throw new Error(`invalid configuration: ELEMENTO_ISCSI_PORTAL's port must be 1 to 65535, not '${config.iscsiPortal}'`);
+  if (config.exporter && config.exporter !== 'tgt')
+    for (const name of ['ELEMENTO_TGT_MANAGE', 'ELEMENTO_TGT_CONTROL_PORT'])
+      if (env[name]) throw new Error(`invalid configuration: ${name} applies to the tgt exporter, not to ELEMENTO_EXPORTER='${config.exporter}'`);
+  if (!config.cephPool)
+    for (const name of ['ELEMENTO_CEPH_CONF', 'ELEMENTO_CEPH_ID'])
+      if (env[name]) throw new Error(`invalid configuration: ${name} is set but ELEMENTO_CEPH_POOL is not (Ceph volumes are off without a pool), not '${env[name]}'`);
+  if (config.cephPool && env.ELEMENTO_CEPH_CONF && !existsSync(config.cephConf))
+    throw new Error(`invalid configuration: ELEMENTO_CEPH_CONF names no file, not '${env.ELEMENTO_CEPH_CONF}'`);
 }
 
 /** A full configuration for tests and embedding, with the defaults filled in. */
