@@ -25,6 +25,9 @@ async function embeddedMnt(): Promise<string> {
 }
 
 async function main(): Promise<void> {
+  // VM disks (and cloud-init user-data, meta.json) are for the daemon and the iSCSI target (root) only:
+  // whatever the inherited umask, no file or directory it or its tools create is readable by other local users.
+  process.umask(process.umask() | 0o077);
   const program = new Command()
     .name('elemento-storage')
     .description('Elemento storage daemon: VM disk volumes as plain directories under a mount directory')

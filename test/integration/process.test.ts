@@ -29,6 +29,21 @@ describe('the daemon process', () => {
       expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.have.length(1);
     });
 
+  it('makes what it creates private to its user: volume directories, images and meta.json are not readable by other local users', async () => {
+    const { child, port } = await spawnDaemon(['--mnt', mnt]);
+    try {
+      for (const format of ['raw', 'qcow2']) {
+        const res = await fetch(`http://127.0.0.1:${port}/api/v1.0/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(seedCreateBody({ format, size: 0.01 })) });
+        const dir = path.join(mnt, 'a', `vid.${(await res.json()).vid}.elimg`);
+        for (const file of [dir, path.join(dir, `data.${format === 'raw' ? 'img' : 'qcow2'}`), path.join(dir, 'meta.json')])
+          expect([path.basename(file), (await fs.stat(file)).mode & 0o077]).to.deep.equal([path.basename(file), 0]);
+      }
+    } finally {
+      child.kill('SIGTERM');
+      await child;
+    }
+  });
+
   it("npm start's command hands a SIGTERM to the daemon (npm forwards it to the script's shell)", async () => {
     const pkg = JSON.parse(await fs.readFile(path.join(PROJECT_ROOT, 'package.json'), 'utf8'));
     expect(pkg.scripts.start).to.include('dist/src/main.js');
