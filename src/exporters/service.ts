@@ -48,6 +48,8 @@ export class ExportService {
    * more is certainly ours and gone.
    */
   private knownCeph = new Set<string>();
+  /** The backend as the last reconciliation found it (GET status): null before the first one, or with exports off. */
+  private backend: { reachable: boolean; since: string; error?: string } | null = null;
 
   constructor(
     readonly exporter: Exporter,
@@ -61,14 +63,14 @@ export class ExportService {
   /** Starts the backend, reconciles once, then heartbeats and reconciles every exportHeartbeatMs. */
   async start(): Promise<void> {
     if (this.exporter.name === 'none') return;
-    await this.reconcile().catch((err) => this.log.warn('exports not reconciled at start; retrying at each heartbeat', errorFields(err)));
+    await this.reconcile().catch(() => {});
     let running = false;
     this.timer = setInterval(() => {
       // A reconciliation slower than the heartbeat is not queued again behind itself.
       if (running) return;
       running = true;
       this.reconcile()
-        .catch((err) => this.log.warn('export reconciliation failed', errorFields(err)))
+        .catch(() => {})
         .finally(() => (running = false));
     }, this.config.exportHeartbeatMs);
     this.timer.unref();
@@ -120,6 +122,24 @@ export class ExportService {
     });
   }
 
+  /** The backend's state for GET status. */
+  get backendState(): { reachable: boolean; since: string; error?: string } | null {
+    return this.backend;
+  }
+
+  /**
+   * Records what the backend answered; the log says each change once (an outage is one line, not one
+   * per heartbeat), and the end of the outage.
+   */
+  private backendIs(reachable: boolean, err?: unknown): void {
+    const error = err === undefined ? undefined : errorFields(err).error as string;
+    const was = this.backend;
+    if (was && was.reachable === reachable && was.error === error) return;
+    this.backend = { reachable, since: new Date().toISOString(), ...(error === undefined ? {} : { error }) };
+    if (!reachable) this.log.warn('the export backend cannot be reached: exports are not reconciled; retrying at each heartbeat', errorFields(err));
+    else if (was) this.log.info('the export backend answers again', { down: was.error, since: was.since });
+  }
+
   /**
    * Markers against targets: a target with its marker is kept and its marker touched; a marker of
    * this host without target is recreated while its heartbeat is recent, and dropped once it is
@@ -138,8 +158,10 @@ export class ExportService {
         // outage does not make them look abandoned once the backend is back.
         this.started = false;
         await this.touchOwnMarkers();
+        this.backendIs(false, err);
         throw err;
       }
+      this.backendIs(true);
       const report: ReconcileReport = { kept: 0, recreated: 0, removed: 0, dropped: 0 };
       const claimed = new Set<string>();
       const ceph = new Set<string>();

@@ -26,7 +26,13 @@ export function statusRoutes(daemon: Daemon): Router {
       broken: index.broken(),
       tools: daemon.tools(),
       ceph: daemon.ctx.rbd ? { pool: daemon.ctx.rbd.target.pool, conf: daemon.ctx.rbd.target.conf, id: daemon.ctx.rbd.target.id } : null,
-      exporter: { name: daemon.exports.exporter.name, capabilities: daemon.exports.exporter.capabilities, portal: daemon.config.iscsiPortal },
+      exporter: {
+        name: daemon.exports.exporter.name,
+        capabilities: daemon.exports.exporter.capabilities,
+        portal: daemon.config.iscsiPortal,
+        // Whether tgtd (or LIO) answered at the last reconciliation, since when, and why not.
+        backend: daemon.exports.backendState,
+      },
       jobs: daemon.ctx.jobs.list(),
       locksCompromised: daemon.ctx.locks.compromised,
       // Bin entries not purged yet because their purge failed (an RBD image still open, a cluster down): retried every minute.
