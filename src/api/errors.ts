@@ -23,6 +23,7 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
     const err = (raw instanceof ApiError ? raw : (fromBodyParser(raw) ?? translateErrno(raw, 'this request'))) as unknown;
     if (err instanceof RangeNotSatisfiableError) res.set('Content-Range', `bytes */${err.size}`);
     if (err instanceof ApiError && err.status < 500) {
+      res.locals.refusal = err.message;
       res.status(err.status).json({ error: err.message, code: err.code, ...err.details });
       return;
     }

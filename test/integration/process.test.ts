@@ -3,7 +3,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
 import { TOKENS, writeTokenFile } from '../helpers/auth.js';
-import { MAIN, spawnDaemon } from '../helpers/process.js';
+import { MAIN, spawnDaemon, stopDaemon } from '../helpers/process.js';
 import { PROJECT_ROOT } from '../../src/project.js';
 import { makeTree, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
@@ -41,6 +41,22 @@ describe('the daemon process', () => {
     } finally {
       child.kill('SIGTERM');
       await child;
+    }
+  });
+
+  it('logs one line per request, saying why a refused one was refused, with at most 512 characters of its URL', async () => {
+    const daemon = await spawnDaemon(['--mnt', mnt]);
+    try {
+      expect((await daemon.post('info', { volume_id: 'zz' })).status).to.equal(400);
+      expect((await daemon.get(`no/${'x'.repeat(8000)}`)).status).to.equal(404);
+      await waitFor(() => daemon.lines.filter((l) => l.includes('"message":"request"')).length === 2, 3000, 'two request lines');
+      const [refused, long] = daemon.lines.map((l) => JSON.parse(l)).filter((e) => e.message === 'request');
+      expect(refused).to.include({ level: 'info', status: 400, path: '/api/v1.0/info', vid: 'zz' });
+      expect(refused.error).to.match(/volume_id/);
+      expect(long.path).to.have.length(513);
+      expect(long.error).to.match(/^no endpoint GET \/no\/x+…$/).and.have.length(513);
+    } finally {
+      await stopDaemon(daemon);
     }
   });
 
