@@ -55,6 +55,14 @@ describe('the daemon process', () => {
       expect(refused.error).to.match(/volume_id/);
       expect(long.path).to.have.length(513);
       expect(long.error).to.match(/^no endpoint GET \/no\/x+…$/).and.have.length(513);
+      // A condition, not a fault: a root that went away answers 503, said in the request's line only (no error line to page someone).
+      const vid = (await daemon.post('create', seedCreateBody({ format: 'raw', size: 0.01 }))).body.vid;
+      await fs.rename(path.join(mnt, 'a', 'settings.json'), path.join(mnt, 'a', 'settings.json.away'));
+      await waitFor(async () => (await daemon.post('info', { volume_id: vid })).status === 503, 3000, 'the root to be unavailable');
+      await waitFor(() => daemon.lines.some((l) => l.includes('"status":503')), 3000, 'the 503 to be logged');
+      const lines = daemon.lines.map((l) => JSON.parse(l));
+      expect(lines.filter((e) => e.level === 'error')).to.deep.equal([]);
+      expect(lines.filter((e) => e.message === 'request' && e.status === 503).at(-1).error).to.match(/which is not available \(settings.json is gone/);
     } finally {
       await stopDaemon(daemon);
     }
