@@ -48,6 +48,8 @@ export class ExportService {
    * more is certainly ours and gone.
    */
   private knownCeph = new Set<string>();
+  /** The markers whose target could not be made, with the error last said in the log (said again only when it changes). */
+  private readonly markerErrors = new Map<string, string>();
   /** The backend as the last reconciliation found it (GET status): null before the first one, or with exports off. */
   private backend: { reachable: boolean; since: string; error?: string } | null = null;
 
@@ -174,13 +176,17 @@ export class ExportService {
           claimed.add(iqn);
           try {
             const outcome = await this.reconcileMarker(record.dir, record.meta, iqn, targets.get(iqn));
+            if (this.markerErrors.delete(iqn)) this.log.info('export marker reconciled again', { vid: record.uid, iqn });
             if (outcome) report[outcome] += 1;
             if (outcome === 'dropped') {
               claimed.delete(iqn);
               changed = true;
             }
           } catch (err) {
-            this.log.error('export marker not reconciled', { vid: record.uid, iqn, ...errorFields(err) });
+            // Said once, not at every heartbeat: tried again at each one all the same.
+            const error = errorFields(err).error as string;
+            if (this.markerErrors.get(iqn) !== error) this.log.error('export marker not reconciled; trying again at each heartbeat', { vid: record.uid, iqn, ...errorFields(err) });
+            this.markerErrors.set(iqn, error);
           }
         }
         if (changed) await this.index.reloadDir(record.dir);
@@ -193,6 +199,7 @@ export class ExportService {
         this.log.warn('export target removed: no marker claims it', { iqn: target.iqn, file: target.file });
       }
       this.knownCeph = ceph;
+      for (const iqn of this.markerErrors.keys()) if (!claimed.has(iqn)) this.markerErrors.delete(iqn);
       return report;
     });
   }

@@ -90,6 +90,24 @@ describe('exports across a SIGKILL of the daemon (real process, real tgtd)', fun
       expect((await post(daemon.port, 'info', { volume_id: vids[2] })).body.exported).to.equal(true);
     });
 
+    it('says once, not at every heartbeat, that a marker cannot get its target back, and says when it can again', async () => {
+      const daemon = await spawnDaemon(['--mnt', mnt], env());
+      child = daemon.child;
+      const { body } = await post(daemon.port, 'create', seedCreateBody({ format: 'raw', size: 0.01 }));
+      const { iqn } = (await post(daemon.port, 'export', { volume_id: body.vid, client_uid: OWNER })).body as { iqn: string };
+      const data = path.join(volDir(body.vid as string), 'data.img');
+      await fs.rename(data, `${data}.away`);
+      await tgtd!.removeTargets();
+      const said = (message: string) => daemon.lines.filter((l) => l.includes(message) && l.includes(iqn));
+      await waitFor(() => said('export marker not reconciled').length > 0, 5000, 'the failure to be logged');
+      // Ten heartbeats more.
+      await new Promise((r) => setTimeout(r, 2000));
+      expect(said('export marker not reconciled')).to.have.length(1);
+      await fs.rename(`${data}.away`, data);
+      await waitFor(() => said('export marker reconciled again').length === 1, 5000, 'the recovery to be logged');
+      expect(await tgtd!.targets()).to.deep.equal([iqn]);
+    });
+
     it('touches the markers of live exports as a heartbeat', async () => {
       const daemon = await spawnDaemon(['--mnt', mnt], env());
       child = daemon.child;
