@@ -125,8 +125,9 @@ function configError(raw: Record<string, unknown>, flags: Flags): Error {
 /** Builds the configuration, checks it against schemas/config.json and freezes it. */
 export function loadConfig({ flags, env, defaultMnt }: ConfigSources): Config {
   // An empty variable is unset (as in a systemd unit); an empty flag is a mistake, not the working directory.
-  for (const [flag, value] of [['--port', flags.port], ['--host', flags.host], ['--mnt', flags.mnt]] as const)
-    if (value === '') throw new Error(`invalid configuration: ${flag} must not be empty`);
+  // (--tokens "$UNSET" would otherwise run the daemon without tokens, --log-level "" at the default, without a word.)
+  for (const [key, value] of Object.entries(flags))
+    if (value === '') throw new Error(`invalid configuration: --${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} must not be empty`);
   const raw: Record<string, unknown> = {};
   for (const [key, setting] of Object.entries(SETTINGS)) {
     const given = (setting.flag ? flags[setting.flag] : undefined) ?? env[setting.env];

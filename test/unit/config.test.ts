@@ -36,6 +36,11 @@ describe('configuration', () => {
     expect(load({ ELEMENTO_EXPORTER: 'tgt', ELEMENTO_TGT_MANAGE: '1', ELEMENTO_ISCSI_PORTAL: '[::1]:3260' })).to.include({ tgtManage: true });
   });
 
+  it('refuses every empty flag, rather than taking it for unset (--tokens "$UNSET" would run without tokens)', () => {
+    for (const [flag, name] of [['tokens', '--tokens'], ['logLevel', '--log-level'], ['logFormat', '--log-format'], ['mnt', '--mnt'], ['port', '--port']])
+      expect(() => load({}, { [flag]: '' })).to.throw(`invalid configuration: ${name} must not be empty`);
+  });
+
   it('takes an empty variable for unset, as a systemd unit writes it (ELEMENTO_LOG_LEVEL= included)', () => {
     expect(load({ ELEMENTO_LOG_LEVEL: '', ELEMENTO_LOG_FORMAT: '', ELEMENTO_LOCK_STALE_MS: '' })).to.include({ logLevel: 'info', lockStaleMs: 10000 });
   });
