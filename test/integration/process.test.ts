@@ -68,6 +68,14 @@ describe('the daemon process', () => {
     }
   });
 
+  it('warns at start when ELEMENTO_FAULTS arms fault points (a test variable left in a production environment)', async () => {
+    const daemon = await spawnDaemon(['--mnt', mnt], { ELEMENTO_FAULTS: 'convert.after-rename' });
+    await stopDaemon(daemon);
+    const warned = daemon.lines.map((l) => JSON.parse(l)).find((e) => e.faults);
+    expect(warned).to.include({ level: 'warn' }).and.deep.include({ faults: ['convert.after-rename'] });
+    expect(warned.message).to.match(/^ELEMENTO_FAULTS is set/);
+  });
+
   it("npm start's command hands a SIGTERM to the daemon (npm forwards it to the script's shell)", async () => {
     const pkg = JSON.parse(await fs.readFile(path.join(PROJECT_ROOT, 'package.json'), 'utf8'));
     expect(pkg.scripts.start).to.include('dist/src/main.js');
