@@ -130,13 +130,16 @@ export class ExportService {
   }
 
   /**
-   * Records what the backend answered; the log says each change once (an outage is one line, not one
-   * per heartbeat), and the end of the outage.
+   * Records what the backend answered; the log says the outage once (not at every heartbeat), and its end.
    */
   private backendIs(reachable: boolean, err?: unknown): void {
     const error = err === undefined ? undefined : errorFields(err).error as string;
     const was = this.backend;
-    if (was && was.reachable === reachable && was.error === error) return;
+    if (was && was.reachable === reachable) {
+      // Still down: status shows the latest reason (the first failure of tgtadm's list and the next start's word it differently).
+      if (error !== undefined) this.backend = { ...was, error };
+      return;
+    }
     this.backend = { reachable, since: new Date().toISOString(), ...(error === undefined ? {} : { error }) };
     if (!reachable) this.log.warn('the export backend cannot be reached: exports are not reconciled; retrying at each heartbeat', errorFields(err));
     else if (was) this.log.info('the export backend answers again', { down: was.error, since: was.since });

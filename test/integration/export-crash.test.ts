@@ -108,6 +108,29 @@ describe('exports across a SIGKILL of the daemon (real process, real tgtd)', fun
       expect(await tgtd!.targets()).to.deep.equal([iqn]);
     });
 
+    it('says a tgtd outage once in its log, not at every heartbeat, and its end once', async () => {
+      const own = await startTgtd();
+      try {
+        const daemon = await spawnDaemon(['--mnt', mnt], { ...env(), ELEMENTO_TGT_CONTROL_PORT: String(own.controlPort), ELEMENTO_ISCSI_PORTAL: own.portal });
+        child = daemon.child;
+        const said = (message: string) => daemon.lines.filter((l) => l.includes(message));
+        await own.stop();
+        await waitFor(() => said('the export backend cannot be reached').length > 0, 5000, 'the outage to be logged');
+        await new Promise((r) => setTimeout(r, 2000));
+        expect(said('the export backend cannot be reached')).to.have.length(1);
+        const back = execa('tgtd', ['-f', '-C', String(own.controlPort), '--iscsi', `portal=${own.portal}`], { reject: false, stdio: 'ignore' });
+        try {
+          await waitFor(() => said('the export backend answers again').length === 1, 5000, 'the end of the outage to be logged');
+        } finally {
+          back.kill('SIGKILL');
+          await back;
+          await stopTgtdOn(own.controlPort);
+        }
+      } finally {
+        await own.stop().catch(() => undefined);
+      }
+    });
+
     it('touches the markers of live exports as a heartbeat', async () => {
       const daemon = await spawnDaemon(['--mnt', mnt], env());
       child = daemon.child;
