@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { validateOrThrow, validatorFor } from './schemas.js';
 
@@ -124,16 +125,45 @@ function configError(raw: Record<string, unknown>, flags: Flags): Error {
 /** Builds the configuration, checks it against schemas/config.json and freezes it. */
 export function loadConfig({ flags, env, defaultMnt }: ConfigSources): Config {
   // An empty variable is unset (as in a systemd unit); an empty flag is a mistake, not the working directory.
-  for (const [flag, value] of [['--port', flags.port], ['--host', flags.host], ['--mnt', flags.mnt]] as const)
-    if (value === '') throw new Error(`invalid configuration: ${flag} must not be empty`);
+  // (--tokens "$UNSET" would otherwise run the daemon without tokens, --log-level "" at the default, without a word.)
+  for (const [key, value] of Object.entries(flags))
+    if (value === '') throw new Error(`invalid configuration: --${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} must not be empty`);
   const raw: Record<string, unknown> = {};
   for (const [key, setting] of Object.entries(SETTINGS)) {
     const given = (setting.flag ? flags[setting.flag] : undefined) ?? env[setting.env];
     const value = readSetting(nameOf(key, flags), setting.read, given) ?? setting.unset?.(defaultMnt);
     if (value !== undefined) raw[key] = value;
   }
+  refuseUnknown(env);
   if (!validatorFor('config')(raw)) throw configError(raw, flags);
+  refuseConflicts(raw as unknown as Config, env);
   return Object.freeze(raw as unknown as Config);
+}
+
+/** ELEMENTO_* variables that are not settings of the daemon: the crash tests' fault points and the test and bench harnesses' own. */
+const NOT_SETTINGS = /^ELEMENTO_(FAULTS$|TEST_|FUZZ_|BENCH_)/;
+
+/** A misspelt variable (ELEMENTO_RESCAN_INTERVAL_MS) would otherwise be ignored without a word. */
+function refuseUnknown(env: NodeJS.ProcessEnv): void {
+  const known = new Set(Object.values(SETTINGS).map((s) => s.env));
+  for (const [name, value] of Object.entries(env))
+    if (name.startsWith('ELEMENTO_') && value !== '' && !known.has(name) && !NOT_SETTINGS.test(name))
+      throw new Error(`invalid configuration: ${name} is not a setting of the daemon (misspelt?), not '${value}'`);
+}
+
+/** Settings that contradict each other, or that could only be ignored: each named with the one it needs. */
+function refuseConflicts(config: Config, env: NodeJS.ProcessEnv): void {
+  const portalPort = Number(config.iscsiPortal.slice(config.iscsiPortal.lastIndexOf(':') + 1));
+  if (portalPort < 1 || portalPort > 65535)
+    throw new Error(`invalid configuration: ELEMENTO_ISCSI_PORTAL's port must be 1 to 65535, not '${config.iscsiPortal}'`);
+  if (config.exporter && config.exporter !== 'tgt')
+    for (const name of ['ELEMENTO_TGT_MANAGE', 'ELEMENTO_TGT_CONTROL_PORT'])
+      if (env[name]) throw new Error(`invalid configuration: ${name} applies to the tgt exporter, not to ELEMENTO_EXPORTER='${config.exporter}'`);
+  if (!config.cephPool)
+    for (const name of ['ELEMENTO_CEPH_CONF', 'ELEMENTO_CEPH_ID'])
+      if (env[name]) throw new Error(`invalid configuration: ${name} is set but ELEMENTO_CEPH_POOL is not (Ceph volumes are off without a pool), not '${env[name]}'`);
+  if (config.cephPool && env.ELEMENTO_CEPH_CONF && !existsSync(config.cephConf))
+    throw new Error(`invalid configuration: ELEMENTO_CEPH_CONF names no file, not '${env.ELEMENTO_CEPH_CONF}'`);
 }
 
 /** A full configuration for tests and embedding, with the defaults filled in. */

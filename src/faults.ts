@@ -17,3 +17,8 @@ export function faultPoint(name: string): void {
   process.stderr.write(`elemento-storage: fault point ${name} reached: killing the process\n`);
   process.kill(process.pid, 'SIGKILL');
 }
+
+/** The fault points armed (ELEMENTO_FAULTS), for the start's log: none in production. */
+export function armedFaults(): string[] {
+  return [...(ARMED ?? [])];
+}

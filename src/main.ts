@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Command } from 'commander';
 import fse from 'fs-extra';
 import { loadConfig } from './config.js';
+import { armedFaults } from './faults.js';
 import { createLogger, errorFields } from './log.js';
 import { PROJECT_ROOT } from './project.js';
 import { startServer } from './server.js';
@@ -25,6 +26,9 @@ async function embeddedMnt(): Promise<string> {
 }
 
 async function main(): Promise<void> {
+  // VM disks (and cloud-init user-data, meta.json) are for the daemon and the iSCSI target (root) only:
+  // whatever the inherited umask, no file or directory it or its tools create is readable by other local users.
+  process.umask(process.umask() | 0o077);
   const program = new Command()
     .name('elemento-storage')
     .description('Elemento storage daemon: VM disk volumes as plain directories under a mount directory')
@@ -41,6 +45,7 @@ async function main(): Promise<void> {
   const config = loadConfig({ flags, env: process.env, defaultMnt: useEmbedded ? await embeddedMnt() : '/mnt' });
   const log = createLogger({ level: config.logLevel, format: config.logFormat });
   if (useEmbedded) log.info('no --mnt given: serving the embedded demo tree', { mnt: config.mnt });
+  if (armedFaults().length) log.warn('ELEMENTO_FAULTS is set: this daemon kills itself with SIGKILL at these points (crash tests only; unset it)', { faults: armedFaults() });
   const mnt = await fs.stat(config.mnt).catch(() => null);
   if (!mnt?.isDirectory()) throw new Error(`the mount directory ${config.mnt} (--mnt, ELEMENTO_MNT) ${mnt ? 'is not a directory' : 'does not exist'}`);
   const running = await startServer(config, log);

@@ -20,6 +20,9 @@ import { volumeRoutes } from './routes/volumes.js';
 
 /** `/api/v1.0` is what Elemento clients call; `/api/v1` is its alias. */
 export const API_VERSIONS = ['v1.0', 'v1'] as const;
+/** How much of a request's URL (or of the sentence refusing it, which may quote it) its log line keeps. */
+const MAX_LOGGED = 512;
+const cut = (text: string) => (text.length > MAX_LOGGED ? `${text.slice(0, MAX_LOGGED)}…` : text);
 /** The largest JSON body accepted, in bytes (1 MB); more is 413. */
 export const JSON_LIMIT = 1024 * 1024;
 
@@ -41,8 +44,11 @@ export function createApp(daemon: Daemon, tokens = TokenTable.fromFile(daemon.co
       const vid = body && typeof body === 'object' ? (body.volume_id ?? body.vid) : undefined;
       log.info('request', {
         method: req.method,
-        path: req.originalUrl,
+        // Cut: a client hammering 16 KB URLs must not make each of its lines 16 KB.
+        path: cut(req.originalUrl),
         status: res.statusCode,
+        // The sentence a refused request was answered with (a 5xx has its own error line).
+        ...(typeof res.locals.refusal === 'string' ? { error: cut(res.locals.refusal) } : {}),
         ms: Number((process.hrtime.bigint() - started) / 1000n) / 1000,
         ...(typeof vid === 'string' ? { vid: vid.slice(0, 64) } : {}),
         ...(res.locals.principal ? { principal: (res.locals.principal as { name: string }).name } : {}),

@@ -22,11 +22,15 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
     if (res.headersSent) return;
     const err = (raw instanceof ApiError ? raw : (fromBodyParser(raw) ?? translateErrno(raw, 'this request'))) as unknown;
     if (err instanceof RangeNotSatisfiableError) res.set('Content-Range', `bytes */${err.size}`);
-    if (err instanceof ApiError && err.status < 500) {
-      res.status(err.status).json({ error: err.message, code: err.code, ...err.details });
+    const id = (res.locals.requestId as string | undefined) ?? '-';
+    // A condition the catalogue names (a 4xx, a root unmounted, tgtd down, no room, the daemon stopping, an
+    // upstream that failed) is said by the request's own line: an error line each would page someone for
+    // every request to an unmounted root, and for every job a stop cancels. A 500 gets its own, with the tool's output.
+    if (err instanceof ApiError && err.status !== 500) {
+      res.locals.refusal = err.message;
+      res.status(err.status).json({ error: err.message, code: err.code, ...err.details, ...(err.status >= 500 ? { request: id } : {}) });
       return;
     }
-    const id = (res.locals.requestId as string | undefined) ?? '-';
     log.error('request failed', { method: req.method, path: req.path, requestId: id, ...errorFields(err) });
     if (err instanceof ApiError) {
       res.status(err.status).json({ error: err.message, code: err.code, ...err.details, request: id });

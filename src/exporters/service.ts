@@ -48,6 +48,10 @@ export class ExportService {
    * more is certainly ours and gone.
    */
   private knownCeph = new Set<string>();
+  /** The markers whose target could not be made, with the error last said in the log (said again only when it changes). */
+  private readonly markerErrors = new Map<string, string>();
+  /** The backend as the last reconciliation found it (GET status): null before the first one, or with exports off. */
+  private backend: { reachable: boolean; since: string; error?: string } | null = null;
 
   constructor(
     readonly exporter: Exporter,
@@ -61,14 +65,14 @@ export class ExportService {
   /** Starts the backend, reconciles once, then heartbeats and reconciles every exportHeartbeatMs. */
   async start(): Promise<void> {
     if (this.exporter.name === 'none') return;
-    await this.reconcile().catch((err) => this.log.warn('exports not reconciled at start; retrying at each heartbeat', errorFields(err)));
+    await this.reconcile().catch(() => {});
     let running = false;
     this.timer = setInterval(() => {
       // A reconciliation slower than the heartbeat is not queued again behind itself.
       if (running) return;
       running = true;
       this.reconcile()
-        .catch((err) => this.log.warn('export reconciliation failed', errorFields(err)))
+        .catch(() => {})
         .finally(() => (running = false));
     }, this.config.exportHeartbeatMs);
     this.timer.unref();
@@ -120,6 +124,27 @@ export class ExportService {
     });
   }
 
+  /** The backend's state for GET status. */
+  get backendState(): { reachable: boolean; since: string; error?: string } | null {
+    return this.backend;
+  }
+
+  /**
+   * Records what the backend answered; the log says the outage once (not at every heartbeat), and its end.
+   */
+  private backendIs(reachable: boolean, err?: unknown): void {
+    const error = err === undefined ? undefined : errorFields(err).error as string;
+    const was = this.backend;
+    if (was && was.reachable === reachable) {
+      // Still down: status shows the latest reason (the first failure of tgtadm's list and the next start's word it differently).
+      if (error !== undefined) this.backend = { ...was, error };
+      return;
+    }
+    this.backend = { reachable, since: new Date().toISOString(), ...(error === undefined ? {} : { error }) };
+    if (!reachable) this.log.warn('the export backend cannot be reached: exports are not reconciled; retrying at each heartbeat', errorFields(err));
+    else if (was) this.log.info('the export backend answers again', { down: was.error, since: was.since });
+  }
+
   /**
    * Markers against targets: a target with its marker is kept and its marker touched; a marker of
    * this host without target is recreated while its heartbeat is recent, and dropped once it is
@@ -138,8 +163,10 @@ export class ExportService {
         // outage does not make them look abandoned once the backend is back.
         this.started = false;
         await this.touchOwnMarkers();
+        this.backendIs(false, err);
         throw err;
       }
+      this.backendIs(true);
       const report: ReconcileReport = { kept: 0, recreated: 0, removed: 0, dropped: 0 };
       const claimed = new Set<string>();
       const ceph = new Set<string>();
@@ -152,13 +179,17 @@ export class ExportService {
           claimed.add(iqn);
           try {
             const outcome = await this.reconcileMarker(record.dir, record.meta, iqn, targets.get(iqn));
+            if (this.markerErrors.delete(iqn)) this.log.info('export marker reconciled again', { vid: record.uid, iqn });
             if (outcome) report[outcome] += 1;
             if (outcome === 'dropped') {
               claimed.delete(iqn);
               changed = true;
             }
           } catch (err) {
-            this.log.error('export marker not reconciled', { vid: record.uid, iqn, ...errorFields(err) });
+            // Said once, not at every heartbeat: tried again at each one all the same.
+            const error = errorFields(err).error as string;
+            if (this.markerErrors.get(iqn) !== error) this.log.error('export marker not reconciled; trying again at each heartbeat', { vid: record.uid, iqn, ...errorFields(err) });
+            this.markerErrors.set(iqn, error);
           }
         }
         if (changed) await this.index.reloadDir(record.dir);
@@ -171,6 +202,7 @@ export class ExportService {
         this.log.warn('export target removed: no marker claims it', { iqn: target.iqn, file: target.file });
       }
       this.knownCeph = ceph;
+      for (const iqn of this.markerErrors.keys()) if (!claimed.has(iqn)) this.markerErrors.delete(iqn);
       return report;
     });
   }

@@ -38,6 +38,10 @@ export class TgtExporter implements Exporter {
       this.owned = this.opts.manage;
       return;
     }
+    // tgtd's control socket is root's: to a daemon run as another user, a running tgtd does not answer either.
+    const uid = process.getuid?.() ?? 0;
+    if (uid !== 0)
+      throw new UnavailableError(`no tgtd answers on control port ${this.opts.controlPort ?? 0} to this daemon's user (uid ${uid}): tgtd's control socket is root's; exports need the daemon run as root`);
     if (!this.opts.manage)
       throw new UnavailableError(`no tgtd answers on control port ${this.opts.controlPort ?? 0} (start one, or set ELEMENTO_TGT_MANAGE=1)`);
     await this.tgtadm.startDaemon(this.opts.portal);

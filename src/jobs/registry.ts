@@ -45,6 +45,8 @@ interface Job {
   error: string | null;
   result: unknown;
   createdAt: Date;
+  /** The last time its percent or bytes moved (createdAt until they do): a running job whose progressAt is old is stuck. */
+  progressAt: Date;
   finishedAt: Date | null;
   controller: AbortController;
   done: Promise<unknown>;
@@ -81,14 +83,16 @@ export class JobRegistry {
     const started = new Promise<void>((resolve) => (markStarted = resolve));
     const job: Job = {
       id, kind, vid, owner: currentClient(), state: 'running', percent: 0, bytesDone: null, error: null, result: undefined,
-      createdAt: new Date(), finishedAt: null, controller, done: Promise.resolve(), isAnswer,
+      createdAt: new Date(), progressAt: new Date(), finishedAt: null, controller, done: Promise.resolve(), isAnswer,
     };
     const handle: JobHandle = {
       id,
       signal: controller.signal,
       progress: (percent, bytesDone) => {
+        const before = [job.percent, job.bytesDone];
         job.percent = Math.max(job.percent, Math.min(100, Math.round(percent * 100) / 100));
         if (bytesDone !== undefined) job.bytesDone = bytesDone;
+        if (before[0] !== job.percent || before[1] !== job.bytesDone) job.progressAt = new Date();
         markStarted(); // bytes moving: its checks are behind it
       },
       started: (made) => {
@@ -164,6 +168,7 @@ export class JobRegistry {
       ...(job.error ? { error: job.error } : {}),
       ...(job.state === 'done' && job.result !== undefined ? { result: job.result } : {}),
       createdAt: job.createdAt.toISOString(),
+      ...(job.state === 'running' ? { progressAt: job.progressAt.toISOString() } : {}),
       ...(job.finishedAt ? { finishedAt: job.finishedAt.toISOString() } : {}),
     };
   }

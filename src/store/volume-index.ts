@@ -79,7 +79,6 @@ export class VolumeIndex {
   private async scanTree(beforeServing: boolean, touched: Set<string>): Promise<void> {
     const { roots, skipped, looked, unavailable } = await discoverRoots(this.mnt, this.everSeen);
     for (const r of roots) this.everSeen.add(r.path);
-    for (const s of skipped) if (!this.skipped.some((o) => o.path === s.path && o.reason === s.reason)) this.log.warn('root skipped', s);
     const away = new Map(unavailable.map((s) => [s.path, s.reason]));
     const dirs: Array<[string, string, boolean]> = [];
     const readers = new Map<string, TreeReader>();
@@ -108,6 +107,9 @@ export class VolumeIndex {
       if (list) list.push(loaded);
       else found.set(loaded.uid, [loaded]);
     });
+    // Said once per change, after the roots that cannot be read are known too: what went, and what came back.
+    for (const s of skipped) if (!this.skipped.some((o) => o.path === s.path && o.reason === s.reason)) this.log.warn('root skipped', s);
+    for (const o of this.skipped) if (!skipped.some((s) => s.path === o.path)) this.log.info('root no longer skipped', { path: o.path, was: o.reason });
     this.roots = new Map(roots.filter((r) => !away.has(r.path)).map((r) => [r.path, r]));
     this.lastLooked = looked;
     this.skipped = skipped;

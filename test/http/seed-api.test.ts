@@ -112,9 +112,15 @@ describe('seed API: requests and response shapes', () => {
   it('status reports roots with their quota use and the tools found', async () => {
     await d.post('create', seedCreateBody({ size: 2 })).expect(200);
     const res = await d.api.get('/api/v1.0/status').expect(200);
+    const { bavail, blocks, bsize } = await fs.statfs(path.join(mnt, 'valid_path_1'));
     expect(res.body.roots).to.deep.equal([
-      { path: path.join(mnt, 'valid_path_1'), fileSystem: 'default', maxVolumes: 6, maxVolumeSize: 50e9, maxTotalSize: 200e9, volumes: 1, usedBytes: 2e9 },
+      {
+        path: path.join(mnt, 'valid_path_1'), fileSystem: 'default', maxVolumes: 6, maxVolumeSize: 50e9, maxTotalSize: 200e9, volumes: 1, usedBytes: 2e9,
+        diskSizeBytes: blocks * bsize, diskFreeBytes: res.body.roots[0].diskFreeBytes,
+      },
     ]);
+    // Other tests write on the same filesystem meanwhile.
+    expect(res.body.roots[0].diskFreeBytes).to.be.closeTo(bavail * bsize, 1e9);
     expect(res.body.tools['qemu-img']).to.match(/qemu-img$/);
   });
 });

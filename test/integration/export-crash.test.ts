@@ -3,7 +3,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { execa, type ResultPromise } from 'execa';
 import { iqnFor } from '../../src/exporters/iqn.js';
-import { spawnDaemon } from '../helpers/process.js';
+import { MAIN, spawnDaemon } from '../helpers/process.js';
 import { freeControlPort, freePortalPort, iscsiUrl, missingIscsiTool, qemuIo, startTgtd, stopTgtdOn, tgtadmOn, type TestTgtd } from '../helpers/tgt.js';
 import { makeTree, OTHER, OWNER, removeTree, seedCreateBody, skipBecause, waitFor } from '../helpers/tree.js';
 
@@ -88,6 +88,47 @@ describe('exports across a SIGKILL of the daemon (real process, real tgtd)', fun
       expect((await qemuIo(iscsiUrl(tgtd!, iqnFor(OWNER, vids[1])), 'raw', `read -P 0x77 0 ${MB}`)).ok).to.equal(true);
       expect((await qemuIo(iscsiUrl(tgtd!, iqnFor(OWNER, vids[2])), 'raw', `write -P 0x33 0 ${MB}`)).ok).to.equal(true);
       expect((await post(daemon.port, 'info', { volume_id: vids[2] })).body.exported).to.equal(true);
+    });
+
+    it('says once, not at every heartbeat, that a marker cannot get its target back, and says when it can again', async () => {
+      const daemon = await spawnDaemon(['--mnt', mnt], env());
+      child = daemon.child;
+      const { body } = await post(daemon.port, 'create', seedCreateBody({ format: 'raw', size: 0.01 }));
+      const { iqn } = (await post(daemon.port, 'export', { volume_id: body.vid, client_uid: OWNER })).body as { iqn: string };
+      const data = path.join(volDir(body.vid as string), 'data.img');
+      await fs.rename(data, `${data}.away`);
+      await tgtd!.removeTargets();
+      const said = (message: string) => daemon.lines.filter((l) => l.includes(message) && l.includes(iqn));
+      await waitFor(() => said('export marker not reconciled').length > 0, 5000, 'the failure to be logged');
+      // Ten heartbeats more.
+      await new Promise((r) => setTimeout(r, 2000));
+      expect(said('export marker not reconciled')).to.have.length(1);
+      await fs.rename(`${data}.away`, data);
+      await waitFor(() => said('export marker reconciled again').length === 1, 5000, 'the recovery to be logged');
+      expect(await tgtd!.targets()).to.deep.equal([iqn]);
+    });
+
+    it('says a tgtd outage once in its log, not at every heartbeat, and its end once', async () => {
+      const own = await startTgtd();
+      try {
+        const daemon = await spawnDaemon(['--mnt', mnt], { ...env(), ELEMENTO_TGT_CONTROL_PORT: String(own.controlPort), ELEMENTO_ISCSI_PORTAL: own.portal });
+        child = daemon.child;
+        const said = (message: string) => daemon.lines.filter((l) => l.includes(message));
+        await own.stop();
+        await waitFor(() => said('the export backend cannot be reached').length > 0, 5000, 'the outage to be logged');
+        await new Promise((r) => setTimeout(r, 2000));
+        expect(said('the export backend cannot be reached')).to.have.length(1);
+        const back = execa('tgtd', ['-f', '-C', String(own.controlPort), '--iscsi', `portal=${own.portal}`], { reject: false, stdio: 'ignore' });
+        try {
+          await waitFor(() => said('the export backend answers again').length === 1, 5000, 'the end of the outage to be logged');
+        } finally {
+          back.kill('SIGKILL');
+          await back;
+          await stopTgtdOn(own.controlPort);
+        }
+      } finally {
+        await own.stop().catch(() => undefined);
+      }
     });
 
     it('touches the markers of live exports as a heartbeat', async () => {
@@ -213,6 +254,21 @@ describe('exports across a SIGKILL of the daemon (real process, real tgtd)', fun
         await other.exited;
         await removeTree(otherMnt);
       }
+    });
+
+    it('a second daemon started by mistake on the same port (same tree, same settings) exits at once, leaving the tgtd and the exports running', async () => {
+      const env = { ELEMENTO_EXPORTER: 'tgt', ELEMENTO_TGT_MANAGE: '1', ELEMENTO_TGT_CONTROL_PORT: String(controlPort), ELEMENTO_ISCSI_PORTAL: portal };
+      const daemon = await spawnDaemon(['--mnt', mnt], env);
+      child = daemon.child;
+      const { body } = await post(daemon.port, 'create', seedCreateBody({ format: 'raw', size: 0.01 }));
+      const { iqn } = (await post(daemon.port, 'export', { volume_id: body.vid, client_uid: OWNER })).body as { iqn: string };
+      const second = await execa('node', ['--import', 'tsx/esm', MAIN, '--mnt', mnt, '--port', String(daemon.port), '--log-format', 'json'], { env, reject: false, all: true });
+      expect(second.exitCode).to.equal(1);
+      expect(second.stderr).to.equal(`elemento-storage: port ${daemon.port} on 127.0.0.1 is already in use (another elemento-storage?)`);
+      // It read nothing and touched nothing: the first daemon's tgtd still serves its export.
+      expect(second.stdout).to.not.include('tree loaded');
+      expect(await tgtadmOn(controlPort, ['--op', 'show', '--mode', 'target'])).to.include(iqn);
+      expect((await qemuIo(`iscsi://${portal}/${iqn}/1`, 'raw', `read 0 ${MB}`)).ok).to.equal(true);
     });
   });
 });

@@ -5,6 +5,7 @@ import fse from 'fs-extra';
 import { execa } from 'execa';
 import { sweepAgain } from '../../src/store/sweep.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { spawnDaemon, stopDaemon } from '../helpers/process.js';
 import { makeTree, OWNER, removeTree, seedCreateBody, snapshotTree, waitFor } from '../helpers/tree.js';
 
 const HAND_MADE = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa';
@@ -128,6 +129,23 @@ describe('the live index', () => {
     await fs.rename(path.join(root, 'settings.json.away'), path.join(root, 'settings.json'));
     await waitFor(async () => (await d.post('info', { volume_id: vid })).status === 200, 2000, 'the volume to be served again');
     expect(await accessibleIds()).to.deep.equal([vid]);
+  });
+
+  it('says in its log when a root goes unavailable and when it is back (the real process)', async () => {
+    await d.stop();
+    const daemon = await spawnDaemon(['--mnt', mnt]);
+    try {
+      const root = path.join(mnt, 'a');
+      const logged = (message: string) => daemon.lines.map((l) => JSON.parse(l)).filter((e) => e.message === message && e.path === root);
+      await fs.rename(path.join(root, 'settings.json'), path.join(root, 'settings.json.away'));
+      await waitFor(() => logged('root skipped').length === 1, 3000, 'the root to be said skipped');
+      await fs.rename(path.join(root, 'settings.json.away'), path.join(root, 'settings.json'));
+      await waitFor(() => logged('root no longer skipped').length === 1, 3000, 'the root to be said back');
+      expect(logged('root no longer skipped')[0]).to.include({ level: 'info', was: 'unavailable: settings.json is gone (filesystem unmounted?)' });
+    } finally {
+      await stopDaemon(daemon);
+      d = await startTestDaemon(mnt);
+    }
   });
 
   it('answers 503 for the volumes of a root whose settings.json is invalid at start', async () => {

@@ -49,6 +49,10 @@ describe('no room and vanished roots', function () {
     const { bavail, bsize } = await fs.statfs(root);
     await fs.writeFile(path.join(root, 'filler'), Buffer.alloc(Number(bavail) * Number(bsize) - 64 * 1024));
     d = await startTestDaemon(mnt);
+    // status shows the filesystem nearly full, which quotas alone cannot say (none are set here).
+    const [shown] = (await d.api.get('/api/v1.0/status').expect(200)).body.roots;
+    expect(shown.diskSizeBytes).to.equal(20 * 1024 * 1024);
+    expect(shown.diskFreeBytes).to.be.at.most(64 * 1024);
     const res = await d.post('create', seedCreateBody({ format: 'qcow2', size: 1 }));
     expect(res.status).to.equal(507);
     expect({ ...res.body, request: undefined }).to.deep.equal({ request: undefined, error: 'no room left on the filesystem for the new volume', code: 'no_room' });

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
 import { TOKENS, writeTokenFile } from '../helpers/auth.js';
-import { MAIN, spawnDaemon } from '../helpers/process.js';
+import { MAIN, spawnDaemon, stopDaemon } from '../helpers/process.js';
 import { PROJECT_ROOT } from '../../src/project.js';
 import { makeTree, OWNER, removeTree, seedCreateBody, waitFor } from '../helpers/tree.js';
 
@@ -28,6 +28,53 @@ describe('the daemon process', () => {
       expect(lines.some((l) => l.includes('"message":"stopped"'))).to.equal(true);
       expect((await fs.readdir(path.join(mnt, 'a'))).filter((n) => n.startsWith('vid.'))).to.have.length(1);
     });
+
+  it('makes what it creates private to its user: volume directories, images and meta.json are not readable by other local users', async () => {
+    const { child, port } = await spawnDaemon(['--mnt', mnt]);
+    try {
+      for (const format of ['raw', 'qcow2']) {
+        const res = await fetch(`http://127.0.0.1:${port}/api/v1.0/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(seedCreateBody({ format, size: 0.01 })) });
+        const dir = path.join(mnt, 'a', `vid.${(await res.json()).vid}.elimg`);
+        for (const file of [dir, path.join(dir, `data.${format === 'raw' ? 'img' : 'qcow2'}`), path.join(dir, 'meta.json')])
+          expect([path.basename(file), (await fs.stat(file)).mode & 0o077]).to.deep.equal([path.basename(file), 0]);
+      }
+    } finally {
+      child.kill('SIGTERM');
+      await child;
+    }
+  });
+
+  it('logs one line per request, saying why a refused one was refused, with at most 512 characters of its URL', async () => {
+    const daemon = await spawnDaemon(['--mnt', mnt]);
+    try {
+      expect((await daemon.post('info', { volume_id: 'zz' })).status).to.equal(400);
+      expect((await daemon.get(`no/${'x'.repeat(8000)}`)).status).to.equal(404);
+      await waitFor(() => daemon.lines.filter((l) => l.includes('"message":"request"')).length === 2, 3000, 'two request lines');
+      const [refused, long] = daemon.lines.map((l) => JSON.parse(l)).filter((e) => e.message === 'request');
+      expect(refused).to.include({ level: 'info', status: 400, path: '/api/v1.0/info', vid: 'zz' });
+      expect(refused.error).to.match(/volume_id/);
+      expect(long.path).to.have.length(513);
+      expect(long.error).to.match(/^no endpoint GET \/no\/x+…$/).and.have.length(513);
+      // A condition, not a fault: a root that went away answers 503, said in the request's line only (no error line to page someone).
+      const vid = (await daemon.post('create', seedCreateBody({ format: 'raw', size: 0.01 }))).body.vid;
+      await fs.rename(path.join(mnt, 'a', 'settings.json'), path.join(mnt, 'a', 'settings.json.away'));
+      await waitFor(async () => (await daemon.post('info', { volume_id: vid })).status === 503, 3000, 'the root to be unavailable');
+      await waitFor(() => daemon.lines.some((l) => l.includes('"status":503')), 3000, 'the 503 to be logged');
+      const lines = daemon.lines.map((l) => JSON.parse(l));
+      expect(lines.filter((e) => e.level === 'error')).to.deep.equal([]);
+      expect(lines.filter((e) => e.message === 'request' && e.status === 503).at(-1).error).to.match(/which is not available \(settings.json is gone/);
+    } finally {
+      await stopDaemon(daemon);
+    }
+  });
+
+  it('warns at start when ELEMENTO_FAULTS arms fault points (a test variable left in a production environment)', async () => {
+    const daemon = await spawnDaemon(['--mnt', mnt], { ELEMENTO_FAULTS: 'convert.after-rename' });
+    await stopDaemon(daemon);
+    const warned = daemon.lines.map((l) => JSON.parse(l)).find((e) => e.faults);
+    expect(warned).to.include({ level: 'warn' }).and.deep.include({ faults: ['convert.after-rename'] });
+    expect(warned.message).to.match(/^ELEMENTO_FAULTS is set/);
+  });
 
   it("npm start's command hands a SIGTERM to the daemon (npm forwards it to the script's shell)", async () => {
     const pkg = JSON.parse(await fs.readFile(path.join(PROJECT_ROOT, 'package.json'), 'utf8'));

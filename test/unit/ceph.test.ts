@@ -1,3 +1,6 @@
+import { rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { expect } from 'chai';
 import { loadConfig } from '../../src/config.js';
 import { ToolError } from '../../src/errors.js';
@@ -43,7 +46,14 @@ describe('Ceph pointers and rbd failures', () => {
 
   it('refuses a ceph.conf path that the rbd: address (`:`) or tgt\'s bsopts (`;`) would cut', () => {
     const load = (conf: string) => loadConfig({ flags: {}, env: { ELEMENTO_CEPH_POOL: 'elemento', ELEMENTO_CEPH_CONF: conf }, defaultMnt: '/tmp' });
-    expect(load('/etc/ceph/ceph.conf').cephConf).to.equal('/etc/ceph/ceph.conf');
+    // A file that exists (the start refuses one that does not).
+    const conf = path.join(os.tmpdir(), `ceph-${process.pid}.conf`);
+    writeFileSync(conf, '');
+    try {
+      expect(load(conf).cephConf).to.equal(conf);
+    } finally {
+      rmSync(conf);
+    }
     for (const conf of ['/etc/ceph/a:b.conf', '/etc/ceph/a;b.conf']) expect(() => load(conf), conf).to.throw(/^invalid configuration: ELEMENTO_CEPH_CONF is not of the accepted form/);
   });
 

@@ -29,7 +29,9 @@ describe('export configuration', () => {
     expect(load({ ELEMENTO_TGT_MANAGE: '0' }).tgtManage).to.equal(false);
     expect(load({ ELEMENTO_TGT_MANAGE: '' }).tgtManage).to.equal(false);
     const log = createLogger({ level: 'silent', format: 'json' });
-    expect(() => createExporter(load({ ELEMENTO_EXPORTER: 'lio', ELEMENTO_TGT_MANAGE: '1' }), new RecordedRunner([]), log)).to.throw(
+    expect(() => load({ ELEMENTO_EXPORTER: 'lio', ELEMENTO_TGT_MANAGE: '1' })).to.throw("invalid configuration: ELEMENTO_TGT_MANAGE applies to the tgt exporter, not to ELEMENTO_EXPORTER='lio'");
+    // LIO detected (the exporter not set): refused when the exporter is chosen.
+    expect(() => createExporter(load({ ELEMENTO_TGT_MANAGE: '1' }), new RecordedRunner([]), log, '/')).to.throw(
       'invalid configuration: ELEMENTO_TGT_MANAGE applies to the tgt exporter, not to LIO',
     );
   });

@@ -142,6 +142,22 @@ describe('tgt backend (tgtadm)', () => {
     expect(runner.done).to.equal(true);
   });
 
+  it('tells a daemon not run as root that tgtd cannot answer it, rather than to start one', async () => {
+    const c = 'tgtadm -C 21003 --lld iscsi';
+    const runner = new RecordedRunner([{ cmd: `${c} --op show --mode system`, fail: { exitCode: 107, stderr: 'tgtadm: failed to send request hdr to tgt daemon, Transport endpoint is not connected' } }]);
+    const exporter = new TgtExporter(new Tgtadm(runner, 21003), { manage: true, portal: '127.0.0.1:13261', controlPort: 21003 }, log);
+    const getuid = process.getuid;
+    process.getuid = () => 65534;
+    try {
+      let error: Error | undefined;
+      await exporter.start().catch((err) => (error = err));
+      expect(error?.message).to.equal("no tgtd answers on control port 21003 to this daemon's user (uid 65534): tgtd's control socket is root's; exports need the daemon run as root");
+    } finally {
+      process.getuid = getuid;
+    }
+    expect(runner.done).to.equal(true);
+  });
+
   it('stops a tgtd it manages: its targets first, then the system (tgtd ignores SIGTERM)', async () => {
     const c = 'tgtadm -C 21002 --lld iscsi';
     const runner = new RecordedRunner([

@@ -11,6 +11,25 @@ describe('the job registry', () => {
     Date.now = realNow;
   });
 
+  it('shows when a running job last made progress (an operator tells a stuck one), and no more once it ended', async () => {
+    const jobs = new JobRegistry();
+    let release = () => {};
+    let handle: { progress(p: number, b?: number): void } | undefined;
+    const { id, promise } = jobs.start('clone', null, (job) => ((handle = job), new Promise<void>((r) => (release = r))));
+    const created = jobs.describe(id).createdAt as string;
+    expect(jobs.describe(id).progressAt).to.equal(created);
+    await new Promise((r) => setTimeout(r, 5));
+    handle!.progress(10, 100);
+    const moved = jobs.describe(id).progressAt as string;
+    expect(Date.parse(moved)).to.be.above(Date.parse(created));
+    await new Promise((r) => setTimeout(r, 5));
+    handle!.progress(10, 100);
+    expect(jobs.describe(id).progressAt).to.equal(moved);
+    release();
+    await promise;
+    expect(jobs.describe(id)).to.not.have.property('progressAt');
+  });
+
   it('forgets a finished job after an hour even when no other job starts', async () => {
     const jobs = new JobRegistry();
     const { id, promise } = jobs.start('convert', 'a'.repeat(32), async () => 'ok');

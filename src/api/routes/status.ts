@@ -1,16 +1,19 @@
+import { promises as fs } from 'node:fs';
 import { Router } from 'express';
 import type { Daemon } from '../../daemon.js';
 
 /** `GET /status`: roots and their quota use, skipped roots, broken volumes, the tools found, the Ceph pool, locks lost while held. */
 export function statusRoutes(daemon: Daemon): Router {
   const r = Router();
-  r.get('/status', (_req, res) => {
+  r.get('/status', async (_req, res) => {
     const { index } = daemon.ctx;
+    const roots = index.rootList();
+    const disks = await Promise.all(roots.map((root) => diskOf(root.path)));
     res.json({
       mnt: daemon.config.mnt,
       startedAt: daemon.startedAt.toISOString(),
       volumes: index.size,
-      roots: index.rootList().map((root) => {
+      roots: roots.map((root, i) => {
         const usage = index.usage(root.path);
         return {
           path: root.path,
@@ -20,13 +23,21 @@ export function statusRoutes(daemon: Daemon): Router {
           maxTotalSize: root.settings.maxTotalSize ?? null,
           volumes: usage.volumes,
           usedBytes: usage.bytes,
+          // The filesystem under the root, whatever the quotas say (sparse images fill it as VMs write): null when it does not answer.
+          ...disks[i],
         };
       }),
       skipped: index.skippedRoots(),
       broken: index.broken(),
       tools: daemon.tools(),
       ceph: daemon.ctx.rbd ? { pool: daemon.ctx.rbd.target.pool, conf: daemon.ctx.rbd.target.conf, id: daemon.ctx.rbd.target.id } : null,
-      exporter: { name: daemon.exports.exporter.name, capabilities: daemon.exports.exporter.capabilities, portal: daemon.config.iscsiPortal },
+      exporter: {
+        name: daemon.exports.exporter.name,
+        capabilities: daemon.exports.exporter.capabilities,
+        portal: daemon.config.iscsiPortal,
+        // Whether tgtd (or LIO) answered at the last reconciliation, since when, and why not.
+        backend: daemon.exports.backendState,
+      },
       jobs: daemon.ctx.jobs.list(),
       locksCompromised: daemon.ctx.locks.compromised,
       // Bin entries not purged yet because their purge failed (an RBD image still open, a cluster down): retried every minute.
@@ -34,4 +45,16 @@ export function statusRoutes(daemon: Daemon): Router {
     });
   });
   return r;
+}
+
+/** How long status waits for a root's filesystem (a network one that hangs) before saying null. */
+const STATFS_WAIT_MS = 2000;
+
+/** Free and total bytes of the filesystem holding `root` (for its user: blocks reserved to root left out). */
+async function diskOf(root: string): Promise<{ diskFreeBytes: number | null; diskSizeBytes: number | null }> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), STATFS_WAIT_MS)));
+  const st = await Promise.race([fs.statfs(root).catch(() => null), late]);
+  clearTimeout(timer);
+  return st ? { diskFreeBytes: st.bavail * st.bsize, diskSizeBytes: st.blocks * st.bsize } : { diskFreeBytes: null, diskSizeBytes: null };
 }
