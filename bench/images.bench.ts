@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { PROJECT_ROOT } from '../src/project.js';
-import { NODE_FLAGS } from './lib/daemon-process.js';
+import { DAEMON_ENV, NODE_FLAGS } from './lib/daemon-process.js';
 import { emptyReport, type BenchOptions, type BenchReport } from './lib/report.js';
 
 const MB = 1024 * 1024;
@@ -93,7 +93,7 @@ async function startBarePipe(dir: string, port: number): Promise<ChildProcess> {
 
 async function startDaemon(mnt: string, port: number): Promise<ChildProcess> {
   // With the service unit's V8 flags, as it runs in production.
-  const child = spawn(process.execPath, [...NODE_FLAGS, path.join(PROJECT_ROOT, 'dist/src/main.js'), '--mnt', mnt, '--port', String(port), '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [...NODE_FLAGS, path.join(PROJECT_ROOT, 'dist/src/main.js'), '--mnt', mnt, '--port', String(port), '--log-level', 'warn'], { env: { ...process.env, ...DAEMON_ENV }, stdio: ['ignore', 'ignore', 'inherit'] });
   for (let i = 0; i < 200; i++) {
     if (await fetch(`http://127.0.0.1:${port}/api/v1.0/status`).then((r) => r.ok, () => false)) return child;
     await new Promise((r) => setTimeout(r, 50));

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4 --initial-heap-size=64
+#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=131072 node --max-semi-space-size=4 --initial-heap-size=64
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';

@@ -11,6 +11,8 @@ export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.
 const MAIN = path.join(PROJECT_ROOT, 'dist', 'src', 'main.js');
 /** The node flags of the service unit's ExecStart (scripts/elemento-storage.service): the daemon measured as it runs. */
 export const NODE_FLAGS = ['--max-semi-space-size=4', '--initial-heap-size=64'];
+/** The unit's Environment= for the C allocator (see docs/decisions.md): large buffers given back to the system at once. */
+export const DAEMON_ENV = { MALLOC_MMAP_THRESHOLD_: '131072' };
 export const API = '/api/v1.0';
 
 let built: Promise<void> | null = null;
@@ -67,7 +69,7 @@ export async function startDaemon(mnt: string, client: string, env: Record<strin
   const started = nowMs();
   const child = spawn(process.execPath, [...NODE_FLAGS, MAIN, '--mnt', mnt, '--port', '0', '--log-format', 'json'], {
     cwd: PROJECT_ROOT,
-    env: { ...process.env, ...env },
+    env: { ...process.env, ...DAEMON_ENV, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const milestones: Record<string, number> = {};
