@@ -148,7 +148,7 @@ function refuseUnknown(env: NodeJS.ProcessEnv): void {
   const known = new Set(Object.values(SETTINGS).map((s) => s.env));
   for (const [name, value] of Object.entries(env))
     if (name.startsWith('ELEMENTO_') && value !== '' && !known.has(name) && !NOT_SETTINGS.test(name))
-      throw new Error(`invalid configuration: ${name} is not a setting of the daemon (misspelt?), not '${value}'`);
+      throw new Error(`invalid configuration: ${name} is not a setting of the daemon (misspelt?); its value is not repeated here, in case it is a secret`);
 }
 
 /** Settings that contradict each other, or that could only be ignored: each named with the one it needs. */
