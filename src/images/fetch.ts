@@ -103,19 +103,29 @@ export async function openDownload(rawUrl: string, opts: { idleMs: number; signa
     throw failure(new UpstreamError(`${url.host} answered ${res.status} for ${url.pathname}`, { url: url.href, upstreamStatus: res.status }));
   }
   const header = res.headers.get('content-length');
-  const length = header !== null && /^\d+$/.test(header) ? Number(header) : undefined;
+  // fetch decodes a body sent with Content-Encoding (a .qcow2 stored gzipped, served as such): its Content-Length
+  // is the encoded one, not the image's (a whole image was refused as 'cut short: 8716288 of 8978 bytes').
+  const encoded = !/^(identity)?$/i.test(res.headers.get('content-encoding')?.trim() ?? '');
+  const length = !encoded && header !== null && /^\d+$/.test(header) ? Number(header) : undefined;
   const body = res.body;
   return {
     length,
     toFile: async (target, limits) => {
+      let received = 0;
+      const cutShort = () => new UpstreamError(`the download from ${url.host} was cut short: ${received}${length === undefined ? '' : ` of ${length}`} bytes arrived`, { url: url.href });
       try {
         const stream = Readable.fromWeb(body as WebReadableStream<Uint8Array>);
-        stream.on('data', kick);
+        stream.on('data', (chunk: Uint8Array) => {
+          received += chunk.byteLength;
+          kick();
+        });
         const bytes = await streamToFile(stream, target, { ...limits, signal, total: length });
-        if (length !== undefined && bytes !== length)
-          throw new UpstreamError(`the download from ${url.host} was cut short: ${bytes} of ${length} bytes arrived`, { url: url.href });
+        if (length !== undefined && bytes !== length) throw cutShort();
         return bytes;
       } catch (err) {
+        // The connection closed before the body's end (undici says it in its own codes).
+        const code = (err as { cause?: { code?: string } }).cause?.code;
+        if (!signal.aborted && (code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'UND_ERR_SOCKET')) throw failure(cutShort());
         throw failure(err);
       } finally {
         clearTimeout(timer);

@@ -26,6 +26,7 @@ export interface StreamLimits {
 function counter(limits: StreamLimits): Transform & { bytes: number } {
   let bytes = 0;
   let lastReport = 0;
+  let lastReportMs = Date.now();
   let reserved = limits.reserved ?? 0;
   const t = new Transform({
     transform(chunk: Buffer, _enc, done) {
@@ -33,8 +34,10 @@ function counter(limits: StreamLimits): Transform & { bytes: number } {
       t.bytes = bytes;
       if (limits.maxBytes !== undefined && bytes > limits.maxBytes)
         return done(new NoRoomError(`the image is larger than the ${limits.maxBytes} bytes this volume may hold`));
-      if (limits.onBytes && bytes - lastReport >= 4 * 1024 * 1024) {
+      // Every 4 MB, and every second: a job's progressAt (when its bytes last moved) tells a slow transfer from a stuck one.
+      if (limits.onBytes && (bytes - lastReport >= 4 * 1024 * 1024 || Date.now() - lastReportMs >= 1000)) {
         lastReport = bytes;
+        lastReportMs = Date.now();
         limits.onBytes(bytes, limits.total);
       }
       if (!limits.reserve || bytes <= reserved) return done(null, chunk);

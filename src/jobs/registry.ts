@@ -52,6 +52,8 @@ interface Job {
   done: Promise<unknown>;
   /** The job is the HTTP answer itself (a download): the stop leaves it the server's grace period (server.ts). */
   isAnswer: boolean;
+  /** The request whose answer carries the job's failure, and whose log line tells it (a synchronous one), if any. */
+  answeredBy: string | null;
 }
 
 const KEEP_FINISHED_MS = 60 * 60 * 1000;
@@ -73,8 +75,14 @@ export class JobRegistry {
   /**
    * Starts `run` as a job and returns its id at once; `promise` settles with the operation. `isAnswer`: the
    * job is the streaming of its request's answer (a download), which the daemon's stop does not cancel.
+   * `answeredBy`: the id of the request that answers the job's failure and logs it (a synchronous one).
    */
-  start<T>(kind: string, vid: string | null, run: (job: JobHandle) => Promise<T>, { isAnswer = false } = {}): { id: string; promise: Promise<T>; started: Promise<void> } {
+  start<T>(
+    kind: string,
+    vid: string | null,
+    run: (job: JobHandle) => Promise<T>,
+    { isAnswer = false, answeredBy = null }: { isAnswer?: boolean; answeredBy?: string | null } = {},
+  ): { id: string; promise: Promise<T>; started: Promise<void> } {
     if (this.stopping) throw stoppingError(kind);
     this.prune();
     const controller = new AbortController();
@@ -83,7 +91,7 @@ export class JobRegistry {
     const started = new Promise<void>((resolve) => (markStarted = resolve));
     const job: Job = {
       id, kind, vid, owner: currentClient(), state: 'running', percent: 0, bytesDone: null, error: null, result: undefined,
-      createdAt: new Date(), progressAt: new Date(), finishedAt: null, controller, done: Promise.resolve(), isAnswer,
+      createdAt: new Date(), progressAt: new Date(), finishedAt: null, controller, done: Promise.resolve(), isAnswer, answeredBy,
     };
     const handle: JobHandle = {
       id,
@@ -123,9 +131,11 @@ export class JobRegistry {
   /**
    * What a failed job's `error` says: the catalogue's sentence, as its synchronous request would answer; an
    * unexpected error's own message (a path, a library's words) only goes to the log, as the 500 middleware does.
+   * The failure of a job a request answers is logged by that request (once: the error middleware's line).
    */
   private failure(job: Job, err: unknown): string {
     const known = translateErrno(err, `this ${job.kind}`);
+    if (job.answeredBy !== null) return known instanceof ApiError ? known.message : `internal error; the daemon's log has the details (request ${job.answeredBy})`;
     const fields = { job: job.id, kind: job.kind, vid: job.vid, ...errorFields(err) };
     // Only a fault of the daemon's own pages the operator; a root away or no room (5xx too) is a warning.
     if (!(known instanceof ApiError) || known.status === 500) this.log?.error('job failed', fields);
@@ -234,12 +244,14 @@ export async function runAsJob<T>(
     kind: string;
     vid: string | null;
     makesVolume: boolean;
-    res: { once(event: 'close', fn: () => void): unknown; writableFinished: boolean };
+    res: { once(event: 'close', fn: () => void): unknown; writableFinished: boolean; locals?: Record<string, unknown> };
     answerWhen?: Promise<void>;
   },
   run: (job: JobHandle) => Promise<T>,
 ): Promise<{ status?: number; body: unknown }> {
-  const { id, promise, started } = jobs.start(request.kind, request.vid, run);
+  // A synchronous request answers (and logs) its job's failure; an async one's is told by the job alone.
+  const answeredBy = request.async ? null : String(request.res.locals?.requestId ?? '-');
+  const { id, promise, started } = jobs.start(request.kind, request.vid, run, { answeredBy });
   // A job cancelled before its answer (an async upload's body still arriving, or any synchronous one) says so.
   const cancelled = (err: unknown) => {
     if (jobs.wasCancelled(id)) throw jobs.cancelledError(id, request.kind);

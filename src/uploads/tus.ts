@@ -4,7 +4,8 @@ import { Server, type Upload } from '@tus/server';
 // answer as a web Response, so that its plain-text errors can be turned into the API's JSON ones.
 import { NodeRequest, sendNodeResponse } from 'srvx/node';
 import { currentClient } from '../auth/principal.js';
-import { ApiError, BadRequestError, codeForStatus, NotFoundError } from '../errors.js';
+import { ApiError, BadRequestError, codeForStatus, NotFoundError, translateErrno } from '../errors.js';
+import { errorFields } from '../log.js';
 import { claimDiskImport, importResponse, type ImportRequest } from '../images/disk-import.js';
 import { assertNotEmpty, fillFromSource } from '../images/import.js';
 import { claimIso, fillIso, type IsoRequest } from '../images/iso.js';
@@ -49,6 +50,10 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
   const finished = new FinishedUploads((id) => ctx.index.get(id) !== undefined);
   /** The upload each creation request claimed (tus hands namingFunction the request the handler made). */
   const createdBy = new WeakMap<Request, string>();
+  /** Each request's id (its log line's), and the failure of one that answered 500 (logged with it). */
+  const requestIds = new WeakMap<Request, string>();
+  const failures = new WeakMap<Request, unknown>();
+  const log = ctx.log.child({ module: 'http' });
   const server = new Server({
     path: TUS_PATH,
     relativeLocation: true,
@@ -84,9 +89,16 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
       const answer = await (finished.get(upload.id)?.answer ?? startImport(upload.id));
       return { status_code: 200, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(answer) };
     },
-    onResponseError: (_req, err) => {
-      if (err instanceof ApiError) return { status_code: err.status, body: JSON.stringify({ error: err.message, code: err.code, ...err.details }) };
-      return undefined;
+    // As the API's error middleware answers: the catalogue's error (a full disk is 507, not tus's 500), and for
+    // anything else a 500 naming the log, never the error's own words (a path), which go to the log with the stack.
+    onResponseError: (req, raw) => {
+      if (!(raw instanceof Error) || 'status_code' in raw) return undefined; // tus's own refusals
+      const err = translateErrno(raw, 'this upload');
+      if (!(err instanceof ApiError) || err.status === 500) failures.set(req, raw);
+      const id = requestIds.get(req) ?? '-';
+      if (err instanceof ApiError)
+        return { status_code: err.status, body: JSON.stringify({ error: err.message, code: err.code, ...err.details, ...(err.status >= 500 ? { request: id } : {}) }) };
+      return { status_code: 500, body: JSON.stringify({ error: `internal error; the daemon's log has the details (request ${id})`, code: 'internal', request: id }) };
     },
   });
   /** The last bytes are in: the pending upload becomes a finished one while its import runs. */
@@ -101,13 +113,19 @@ export function tusUploads(ctx: StoreContext): { handler: RequestHandler; close(
   return {
     handler: async (req, res) => {
       const request = new NodeRequest({ req, res });
+      requestIds.set(request, res.locals.requestId as string);
       const response = await server.handleWeb(request);
       const created = createdBy.get(request);
       // A creation that fails (a creation-with-upload cut midway answers 201 to a closed connection) sent no
       // Location: nobody can resume the upload, so its volume goes now, not after the idle timeout. An upload
       // whose bytes all came is no longer pending (its import publishes it or removes it).
       if (created && (response.status !== 201 || res.closed)) await pending.abandon(created, 'its creation request failed: no Location reached the client');
-      await sendNodeResponse(res, await asJsonError(req.method, response));
+      const failed = failures.get(request);
+      if (failed !== undefined) log.error('request failed', { method: req.method, path: req.path, requestId: res.locals.requestId, ...errorFields(failed) });
+      const answer = await asJsonError(req.method, response);
+      // A refusal is said in the request's own log line, as the API's middleware does (a 500 has its own line).
+      if (answer.refusal && failed === undefined) res.locals.refusal = answer.refusal;
+      await sendNodeResponse(res, answer.response);
     },
     close: () => pending.close(),
   };
@@ -126,19 +144,22 @@ async function importUpload(ctx: StoreContext, claimed: Claimed, state: UploadSt
  * tus refusals (`Upload-Offset conflict`, a missing `Upload-Length`) come as text/plain, and the
  * answers of onResponseError without a Content-Type: both become the API's JSON `{"error": ...}`.
  */
-async function asJsonError(method: string, response: Response): Promise<Response> {
-  if (response.status < 400 || method === 'HEAD') return response;
+async function asJsonError(method: string, response: Response): Promise<{ response: Response; refusal?: string }> {
+  if (response.status < 400 || method === 'HEAD') return { response };
   const text = (await response.text()).trim();
   let body: string;
+  let refusal: string;
   try {
     const doc = JSON.parse(text);
     if (typeof doc?.error !== 'string') throw new Error('not an API error');
     body = text;
+    refusal = doc.error;
   } catch {
-    body = JSON.stringify({ error: text || `the tus request was refused (${response.status})`, code: codeForStatus(response.status) });
+    refusal = text || `the tus request was refused (${response.status})`;
+    body = JSON.stringify({ error: refusal, code: codeForStatus(response.status) });
   }
   const headers = new Headers(response.headers);
   headers.set('Content-Type', 'application/json; charset=utf-8');
   headers.set('Content-Length', String(Buffer.byteLength(body)));
-  return new Response(body, { status: response.status, headers });
+  return { response: new Response(body, { status: response.status, headers }), refusal };
 }

@@ -123,6 +123,29 @@ describe('seed API: requests and response shapes', () => {
     expect(res.body.roots[0].diskFreeBytes).to.be.closeTo(bavail * bsize, 1e9);
     expect(res.body.tools['qemu-img']).to.match(/qemu-img$/);
   });
+
+  it("status asks a filesystem that does not answer once, not at each poll (each stuck statfs holds one of libuv's 4 threads)", async function () {
+    this.timeout(20_000);
+    const real = fs.statfs;
+    let asked = 0;
+    let answer: () => void = () => {};
+    // A hung network mount: statfs does not return until the mount answers again.
+    (fs as { statfs: unknown }).statfs = (...args: Parameters<typeof real>) => {
+      asked += 1;
+      return new Promise((resolve) => (answer = () => resolve(real(...args))));
+    };
+    try {
+      const polls = await Promise.all([1, 2, 3].map(() => d.api.get('/api/v1.0/status').expect(200)));
+      for (const poll of polls) expect(poll.body.roots[0]).to.include({ diskFreeBytes: null, diskSizeBytes: null });
+      expect(await d.api.get('/api/v1.0/status').expect(200)).to.have.nested.property('body.roots[0].diskFreeBytes', null);
+      expect(asked).to.equal(1);
+      answer();
+      await new Promise((r) => setTimeout(r, 50));
+    } finally {
+      (fs as { statfs: unknown }).statfs = real;
+    }
+    expect((await d.api.get('/api/v1.0/status').expect(200)).body.roots[0].diskFreeBytes).to.be.a('number');
+  });
 });
 
 describe('ownership', () => {

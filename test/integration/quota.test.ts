@@ -71,6 +71,27 @@ describe('placement and quotas', () => {
     expect(await usage()).to.deep.equal({ a: [0, 0], b: [1, 5e9] });
   });
 
+  it("a root's lock held by another (a peer on the shared tree) answers the creates queued behind each other 409 together, not one wait after another", async () => {
+    mnt = await makeTree({ a: {} });
+    d = await startTestDaemon(mnt);
+    // The peer's mutex, fresh all along (its staleness is judged over ELEMENTO_LOCK_STALE_MS, 10 s).
+    await fs.mkdir(path.join(mnt, 'a', '.elemento-root.lock'));
+    const wait = rootLockWait.ms;
+    rootLockWait.ms = 400;
+    try {
+      const started = Date.now();
+      const results = await Promise.all(Array.from({ length: 12 }, (_, i) => d!.post('create', seedCreateBody({ name: `v${i}`, format: 'raw', size: 0.001 })).then((r) => ({ status: r.status, ms: Date.now() - started }))));
+      expect(results.map((r) => r.status)).to.deep.equal(Array(12).fill(409));
+      // Each used to wait its own 400 ms once at the head: the last answered after ~5 s.
+      expect(Math.max(...results.map((r) => r.ms))).to.be.below(2500);
+    } finally {
+      rootLockWait.ms = wait;
+    }
+    // Once the peer is gone, the next create does not inherit the old wait.
+    await fs.rm(path.join(mnt, 'a', '.elemento-root.lock'), { recursive: true });
+    await d.post('create', seedCreateBody({ name: 'after', format: 'raw', size: 0.001 })).expect(200);
+  });
+
   it('max-total-size holds under concurrent creates and counts every volume', async () => {
     mnt = await makeTree({ a: { 'max-total-size': '3G' } });
     d = await startTestDaemon(mnt);

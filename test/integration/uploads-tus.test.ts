@@ -1,10 +1,16 @@
 import { promises as fs } from 'node:fs';
 import http from 'node:http';
+import { Writable } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { execa } from 'execa';
+import supertest from 'supertest';
+import winston from 'winston';
+import { createApp } from '../../src/api/app.js';
+import { configWith } from '../../src/config.js';
+import { Daemon } from '../../src/daemon.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { bearer, TOKENS, writeTokenFile } from '../helpers/auth.js';
 import { makeTree, OTHER, OWNER, removeTree, waitFor } from '../helpers/tree.js';
@@ -184,6 +190,32 @@ describe('resumable uploads (tus at /api/v1.0/files)', function () {
     const badFields = await create({ name: 'no-creator' }).expect(400);
     expect(badFields.headers['content-type']).to.match(/^application\/json/);
     expect(await offsetOf(location)).to.equal(0);
+  });
+
+  it("answers an unexpected failure as the API does (500 naming the log, not a path), logs it, and a refusal's log line says why", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({ objectMode: true, write: (info, _enc, done) => (lines.push(info as Record<string, unknown>), done()) });
+    const logged = new Daemon(configWith({ mnt, rescanIntervalMs: 0, exporter: 'none' }), winston.createLogger({ transports: [new winston.transports.Stream({ stream: sink })] }));
+    await logged.start();
+    try {
+      const api = supertest(createApp(logged));
+      const location = (await api.post('/api/v1.0/files').set(TUS).set('Upload-Length', String(image.length)).set('Upload-Metadata', `fields ${b64(JSON.stringify({ creatorID: OWNER }))}`).expect(201)).headers.location as string;
+      const dir = path.join(mnt, 'a', `vid.${location.split('/').pop()}.elimg`);
+      // The part file removed by hand: writing it fails with an error no catalogue sentence names.
+      const staging = (await fs.readdir(dir)).find((n) => n.startsWith('.upload.tmp-'))!;
+      await fs.rm(path.join(dir, staging, 'part'));
+      const failed = await api.patch(location).set(TUS).set('Upload-Offset', '0').set('Content-Type', 'application/offset+octet-stream').send(image.subarray(0, 4096)).expect(500);
+      expect(failed.body).to.deep.equal({ error: `internal error; the daemon's log has the details (request ${failed.body.request})`, code: 'internal', request: failed.body.request });
+      const errors = lines.filter((l) => l.level === 'error');
+      expect(errors).to.have.length(1);
+      expect(errors[0]).to.include({ message: 'request failed', requestId: failed.body.request });
+      expect(errors[0].error).to.match(/ENOENT.*part/);
+      await api.patch(location).set(TUS).set('Upload-Offset', '5').set('Content-Type', 'application/offset+octet-stream').send(image.subarray(5, 10)).expect(409);
+      const refused = lines.filter((l) => l.message === 'request' && l.status === 409);
+      expect(refused.map((l) => l.error)).to.deep.equal(['Upload-Offset conflict']);
+    } finally {
+      await logged.stop();
+    }
   });
 
   it('DELETE terminates an upload and removes its volume; so does the daemon stopping', async () => {

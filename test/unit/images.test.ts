@@ -1,6 +1,11 @@
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
 import { expect } from 'chai';
 import { formValue } from '../../src/api/multipart.js';
 import { isoInfoOf, isoResponse, type IsoRequest } from '../../src/images/iso.js';
+import { streamToFile } from '../../src/images/transfer.js';
 import { probeUntrusted } from '../../src/images/untrusted.js';
 import type { ImageInfo, QemuImg } from '../../src/tools/qemu-img.js';
 
@@ -55,4 +60,26 @@ describe('form and query values (text) typed by the endpoint schema', () => {
   ];
   for (const [schema, key, text, value] of cases)
     it(`${schema} ${key}=${text} → ${JSON.stringify(value)}`, () => expect(formValue(schema, key, text)).to.deep.equal(value));
+});
+
+describe('streamed transfers', () => {
+  it("report their bytes at least every second, not only every 4 MB: a slow import's progressAt keeps moving", async function () {
+    this.timeout(10_000);
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'elemento-transfer-'));
+    try {
+      // 64 kB a second: 4 MB would take over a minute, and the job looked stuck all along.
+      const slow = Readable.from((async function* () {
+        for (let i = 0; i < 4; i++) {
+          yield Buffer.alloc(16 * 1024, 1);
+          await new Promise((r) => setTimeout(r, 600));
+        }
+      })());
+      const reported: number[] = [];
+      const bytes = await streamToFile(slow, path.join(dir, 'image'), { onBytes: (done) => reported.push(done) });
+      expect(bytes).to.equal(64 * 1024);
+      expect(reported.filter((n) => n < bytes)).to.not.be.empty;
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
 });

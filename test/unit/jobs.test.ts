@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { expect } from 'chai';
 import winston from 'winston';
 import { NoRoomError } from '../../src/errors.js';
-import { JobRegistry } from '../../src/jobs/registry.js';
+import { JobRegistry, runAsJob } from '../../src/jobs/registry.js';
 import { FinishedUploads } from '../../src/uploads/finished.js';
 
 describe('the job registry', () => {
@@ -67,6 +67,27 @@ describe('the job registry', () => {
     expect(full.error).to.equal('no room left on the filesystem for this clone');
     expect((await fail('convert', new NoRoomError('no root has room'))).error).to.equal('no root has room');
     expect(lines.map((l) => [l.kind, l.level])).to.deep.equal([['import', 'error'], ['clone', 'warn'], ['convert', 'warn']]);
+  });
+
+  it("a synchronous request's failed job is told once: by its request's answer and log line, not a second time as the job's", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({ objectMode: true, write: (info, _enc, done) => (lines.push(info as Record<string, unknown>), done()) });
+    const jobs = new JobRegistry(winston.createLogger({ transports: [new winston.transports.Stream({ stream: sink })] }));
+    const res = { once: () => res, writableFinished: false, locals: { requestId: '0d7dd18f' } };
+    const failed = await runAsJob(jobs, { kind: 'convert', vid: null, makesVolume: false, res }, async () => {
+      throw new Error("EPERM: operation not permitted, mkdir '/mnt/a/vid.x.elimg/.elemento.lock'");
+    }).catch((err: Error) => err);
+    expect(failed).to.be.an('error'); // the error middleware answers it, and logs it (api/errors.ts)
+    expect(lines).to.deep.equal([]);
+    expect(jobs.list()[0].error).to.equal("internal error; the daemon's log has the details (request 0d7dd18f)");
+    // An async one has no request to tell it: the job's own line.
+    await runAsJob(jobs, { async: true, kind: 'convert', vid: null, makesVolume: false, res }, async (job) => {
+      job.started();
+      await new Promise((r) => setTimeout(r, 10));
+      throw new Error('EPERM: operation not permitted');
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(lines.map((l) => l.message)).to.deep.equal(['job failed']);
   });
 
   it('keeps a running job however old, and cancelling a finished one is 409 naming its state', async () => {

@@ -145,7 +145,7 @@ function downloadJob(jobs: JobRegistry, vid: string, res: Response, next: NextFu
       // Not the client's fault alone, but no answer will carry it: a 4xx, so it is not logged as the daemon's failure.
       else reject(new BadRequestError(`the connection closed after ${sent} of ${res.getHeader('Content-Length') ?? '?'} bytes`));
     });
-  }), { isAnswer: true });
+  }), { isAnswer: true, answeredBy: String(res.locals.requestId ?? '-') });
   promise.catch(() => undefined);
   return (err?: unknown) => {
     fail(err);

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, type StatsFs } from 'node:fs';
 import { Router } from 'express';
 import type { Daemon } from '../../daemon.js';
 
@@ -50,11 +50,23 @@ export function statusRoutes(daemon: Daemon): Router {
 /** How long status waits for a root's filesystem (a network one that hangs) before saying null. */
 const STATFS_WAIT_MS = 2000;
 
+/**
+ * The statfs of each root still unanswered: one that hangs (a network mount) holds one of libuv's 4 threads until
+ * it returns, so a status poll while it hangs waits for it instead of asking again (four polls took every thread,
+ * and every file operation of the daemon, on whatever root, waited behind them).
+ */
+const asking = new Map<string, Promise<StatsFs | null>>();
+
 /** Free and total bytes of the filesystem holding `root` (for its user: blocks reserved to root left out). */
 async function diskOf(root: string): Promise<{ diskFreeBytes: number | null; diskSizeBytes: number | null }> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), STATFS_WAIT_MS)));
-  const st = await Promise.race([fs.statfs(root).catch(() => null), late]);
+  let statfs = asking.get(root);
+  if (!statfs) {
+    statfs = fs.statfs(root).catch(() => null).finally(() => asking.delete(root));
+    asking.set(root, statfs);
+  }
+  const st = await Promise.race([statfs, late]);
   clearTimeout(timer);
   return st ? { diskFreeBytes: st.bavail * st.bsize, diskSizeBytes: st.blocks * st.bsize } : { diskFreeBytes: null, diskSizeBytes: null };
 }
