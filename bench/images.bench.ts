@@ -148,26 +148,25 @@ export default async function run({ quick, say }: BenchOptions): Promise<BenchRe
     await execa('curl', ['-sS', '--fail-with-body', ...args]);
   };
   const catCopy = path.join(mnt, 'a', 'cat-copy.img');
+  /** The source copied to catCopy by `copy`, then flushed, as the daemon flushes an image before publishing it. */
+  const flushedCopy = async (copy: (from: string, to: string) => Promise<void>) => {
+    await copy(src, catCopy);
+    await execa('sync', [catCopy]);
+  };
   const uploads: Transfer[] = [
     { name: 'cat source > disk', pid, run: () => catTo(src, catCopy), clean: () => fs.rm(catCopy, { force: true }) },
     {
       // The daemon flushes an image before publishing it: the fair baseline for an upload flushes too.
       name: 'cat source > disk; sync',
       pid,
-      run: async () => {
-        await catTo(src, catCopy);
-        await execa('sync', [catCopy]);
-      },
+      run: () => flushedCopy(catTo),
       clean: () => fs.rm(catCopy, { force: true }),
     },
     {
       name: 'reference: cat source | cat > disk; sync',
       against: 'cat source > disk; sync',
       pid,
-      run: async () => {
-        await catPipedTo(src, catCopy);
-        await execa('sync', [catCopy]);
-      },
+      run: () => flushedCopy(catPipedTo),
       clean: () => fs.rm(catCopy, { force: true }),
     },
     {

@@ -210,15 +210,23 @@ describe('exports across a SIGKILL of the daemon (real process, real tgtd)', fun
       expect(left).to.not.include(iqn);
     });
 
-    it('stops cleanly on SIGTERM while the tgtd it manages is dead (the exports come back at the next start)', async () => {
+    /** A daemon managing its own tgtd, with a small raw volume exported to OWNER. */
+    const managingWithAnExport = async () => {
       const env = { ELEMENTO_EXPORTER: 'tgt', ELEMENTO_TGT_MANAGE: '1', ELEMENTO_TGT_CONTROL_PORT: String(controlPort), ELEMENTO_ISCSI_PORTAL: portal };
-      let daemon = await spawnDaemon(['--mnt', mnt], env);
+      const daemon = await spawnDaemon(['--mnt', mnt], env);
       child = daemon.child;
       const { body } = await post(daemon.port, 'create', seedCreateBody({ format: 'raw', size: 0.01 }));
       const { iqn } = (await post(daemon.port, 'export', { volume_id: body.vid, client_uid: OWNER })).body as { iqn: string };
+      return { env, daemon, iqn };
+    };
+
+    it('stops cleanly on SIGTERM while the tgtd it manages is dead (the exports come back at the next start)', async () => {
+      const first = await managingWithAnExport();
+      const { env, iqn } = first;
+      let { daemon } = first;
       await execa('pkill', ['-KILL', '-f', `tgtd -C ${controlPort} --iscsi`]);
       await waitFor(async () => !(await tgtadmOn(controlPort, ['--op', 'show', '--mode', 'system']).then(() => true, () => false)), 5000, 'tgtd to die');
-      process.kill(child.pid!, 'SIGTERM');
+      process.kill(daemon.child.pid!, 'SIGTERM');
       const ended = await daemon.exited;
       child = undefined;
       expect(ended.exitCode).to.equal(0);
@@ -257,11 +265,7 @@ describe('exports across a SIGKILL of the daemon (real process, real tgtd)', fun
     });
 
     it('a second daemon started by mistake on the same port (same tree, same settings) exits at once, leaving the tgtd and the exports running', async () => {
-      const env = { ELEMENTO_EXPORTER: 'tgt', ELEMENTO_TGT_MANAGE: '1', ELEMENTO_TGT_CONTROL_PORT: String(controlPort), ELEMENTO_ISCSI_PORTAL: portal };
-      const daemon = await spawnDaemon(['--mnt', mnt], env);
-      child = daemon.child;
-      const { body } = await post(daemon.port, 'create', seedCreateBody({ format: 'raw', size: 0.01 }));
-      const { iqn } = (await post(daemon.port, 'export', { volume_id: body.vid, client_uid: OWNER })).body as { iqn: string };
+      const { env, daemon, iqn } = await managingWithAnExport();
       const second = await execa('node', ['--import', 'tsx/esm', MAIN, '--mnt', mnt, '--port', String(daemon.port), '--log-format', 'json'], { env, reject: false, all: true });
       expect(second.exitCode).to.equal(1);
       expect(second.stderr).to.equal(`elemento-storage: port ${daemon.port} on 127.0.0.1 is already in use (another elemento-storage?)`);
