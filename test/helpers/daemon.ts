@@ -35,7 +35,6 @@ export async function startTestDaemon(mnt: string, overrides: Partial<Config> = 
 }
 
 /**
-/**
  * Each test of the calling suite gets a fresh tree with `roots` and a daemon on it (with `overrides`),
  * stopped and removed after the test. Read `mnt` and `d` inside the tests; a test may replace `d`:
  * the one there at the end is stopped.

@@ -1,4 +1,6 @@
 import { once } from 'node:events';
+import { createRequire } from 'node:module';
+import { Readable } from 'node:stream';
 import { promises as fs } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -19,6 +21,8 @@ const binary = (res: import('superagent').Response, cb: (err: Error | null, body
   res.on('data', (c: Buffer) => chunks.push(c));
   res.on('end', () => cb(null, Buffer.concat(chunks)));
 };
+
+const MB_1 = 1024 * 1024;
 
 describe('jobs', () => {
   let mnt: string;
@@ -248,6 +252,48 @@ describe('jobs', () => {
     const refused = await d.api.get(`/api/v1.0/volumes/${vid}/data`).set('Range', 'bytes=3000000000-').expect(416);
     expect((await d.api.get(`/api/v1.0/jobs/${refused.headers['x-job']}`).expect(200)).body).to.include({ state: 'failed', error: refused.body.error });
 
+  });
+
+  it('cuts a download whose image fails to read midway (EIO), where the client waited for the rest, and fails its job naming why', async () => {
+    // A disk error cannot be made here on demand: the image's read stream is replaced by one that sends 1 MB, then EIO.
+    const cjsFs = createRequire(import.meta.url)('node:fs') as typeof import('node:fs');
+    const realStream = cjsFs.createReadStream;
+    cjsFs.createReadStream = ((file: string, options?: object) => {
+      if (!String(file).endsWith(path.join(`vid.${vid}.elimg`, 'data.img'))) return realStream(file, options as never);
+      let sent = false;
+      return new Readable({
+        read() {
+          // The error once the first megabyte has reached the client (the answer's headers with it).
+          if (sent) return void setTimeout(() => this.destroy(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO', errno: -5, syscall: 'read' })), 300);
+          sent = true;
+          this.push(Buffer.alloc(MB_1));
+        },
+      });
+    }) as typeof realStream;
+    const server = d.app.listen(0, '127.0.0.1');
+    try {
+      await once(server, 'listening');
+      const started = Date.now();
+      const outcome = await new Promise<{ how: string; got: number; length: number; job: string }>((resolve) => {
+        const req = http.get({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, path: `/api/v1.0/volumes/${vid}/data` }, (res) => {
+          let got = 0;
+          const end = (how: string) => resolve({ how, got, length: Number(res.headers['content-length']), job: String(res.headers['x-job']) });
+          res.on('data', (chunk: Buffer) => (got += chunk.length));
+          res.on('end', () => end('ended'));
+          res.on('error', () => end('cut'));
+          res.on('close', () => end(res.complete ? 'ended' : 'cut'));
+        });
+        req.on('error', () => resolve({ how: 'cut before the headers', got: 0, length: 0, job: '' }));
+      });
+      expect(outcome.how).to.equal('cut');
+      expect(outcome.got).to.be.below(outcome.length);
+      expect(Date.now() - started).to.be.below(10_000); // not left to the transfer idle timeout
+      const job = (await d.api.get(`/api/v1.0/jobs/${outcome.job}`).expect(200)).body;
+      expect(job).to.include({ kind: 'download', state: 'failed', error: `the filesystem holding volume ${vid}'s image is not reachable (EIO)` });
+    } finally {
+      cjsFs.createReadStream = realStream;
+      server.close();
+    }
   });
 
   it('a finished download job (kept an hour) does not hold its connection: its socket and answer are collected', async () => {

@@ -1,7 +1,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Router, type NextFunction, type Request, type Response } from 'express';
-import { BadRequestError, ConflictError, PreconditionFailedError, RangeNotSatisfiableError } from '../../errors.js';
+import { BadRequestError, ConflictError, PreconditionFailedError, RangeNotSatisfiableError, translateErrno } from '../../errors.js';
+import { errorFields, type Logger } from '../../log.js';
 import type { JobRegistry } from '../../jobs/registry.js';
 import type { VolumeMeta } from '../../store/meta.js';
 import type { VolumeRecord } from '../../store/volume-record.js';
@@ -108,7 +109,7 @@ export function downloadRoutes(ctx: StoreContext): Router {
     requireNoWriter(record.dir, vid).then(({ format: now }) => {
       const failed = req.method === 'HEAD' ? next : downloadJob(ctx.jobs, vid, res, next);
       // sendRbdImage's own refusals (its image gone) fail the job too: answered by `next`, it ended done.
-      return now === 'rbd' ? sendRbdImage(ctx, record, req, res, failed).catch(failed) : sendDataFile(record.dir, vid, now, res, failed);
+      return now === 'rbd' ? sendRbdImage(ctx, record, req, res, failed).catch(failed) : sendDataFile(record.dir, vid, now, res, failed, ctx.log);
     }).catch(next);
   });
   return r;
@@ -154,7 +155,7 @@ function downloadJob(jobs: JobRegistry, vid: string, res: Response, next: NextFu
 }
 
 /** A volume's data file, streamed by express's send (Range, ETag, Last-Modified); its refusals as the catalogue's errors. */
-function sendDataFile(dir: string, vid: string, format: Exclude<VolumeMeta['format'], 'rbd'>, res: Response, next: NextFunction): void {
+function sendDataFile(dir: string, vid: string, format: Exclude<VolumeMeta['format'], 'rbd'>, res: Response, next: NextFunction, log: Logger): void {
   const name = dataFileName(format);
   res.sendFile(
     path.join(dir, name),
@@ -171,7 +172,16 @@ function sendDataFile(dir: string, vid: string, format: Exclude<VolumeMeta['form
       },
     },
     (err: SendError | undefined) => {
-      if (!err || res.headersSent) return;
+      if (!err) return;
+      if (res.headersSent) {
+        if (err.code === 'ECONNABORTED') return; // the client left: its job says so
+        // The image failed to read midway (EIO): no answer can say it now, and the client would wait for the
+        // rest until the idle timeout. The connection is cut, the job fails naming why, and the log is told.
+        log.error('download failed midway: the image could not be read', { vid, ...errorFields(err) });
+        next(translateErrno(err, `volume ${vid}'s image`));
+        res.destroy();
+        return;
+      }
       // send set the download's headers before it refused: the JSON error must not look like an image.
       for (const header of DOWNLOAD_HEADERS) res.removeHeader(header);
       next(downloadError(err, vid));
