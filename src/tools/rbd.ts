@@ -42,7 +42,7 @@ export function rbdFailure(err: unknown): UnavailableError | ConflictError | nul
   if (image) return new ConflictError(`the RBD image ${image[1] ?? image[2]} does not exist: the volume is broken`);
   if (/shrinking an image is only allowed/.test(err.toolOutput))
     return new ConflictError('the RBD image is larger than the size asked (it was resized outside the daemon): ask at least its size');
-  // rbd exits EBUSY for a protected snapshot too: told apart by stderr (whose last line may be rbd's or librbd's).
+  // rbd exits EBUSY for a protected snapshot too: told apart by stderr (rbd's sentence or librbd's, in either order).
   if (/snapshot .*is protected/.test(err.toolOutput)) return new ConflictError('the RBD snapshot is protected (rbd snap unprotect): it cannot be removed');
   if (err.exitCode === EBUSY || /still has watchers/.test(err.toolOutput)) return new ConflictError('the RBD image is open by a client (it has watchers)');
   return null;

@@ -61,10 +61,18 @@ function findInPath(name: string, searchPath: string): string | null {
   return null;
 }
 
-/** The last non-empty line of a tool's stderr: what it says went wrong. */
-export function lastLine(text: string): string {
-  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
-  return lines.at(-1) ?? '';
+/**
+ * The last non-empty lines of a tool's stderr (at most `count`): what it says went wrong, for the errors' classifiers
+ * and the log. More than one: a tool's own verdict and its library's log lines come from different threads, in either
+ * order (`rbd snap rm` of a protected snapshot ends with rbd's sentence or with librbd's), or a warning comes last.
+ */
+export function lastLines(text: string, count = 5): string {
+  return text
+    .split(/[\r\n]+/)
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .slice(-count)
+    .join('\n');
 }
 
 /** execa is loaded on the first tool run: importing it costs ~70 ms of CPU before the daemon can answer. */
@@ -121,7 +129,7 @@ export class ExecaRunner implements CommandRunner {
     if (result.isCanceled) throw Object.assign(new ToolError(`${tool} was cancelled`, stderr, exitCode), { cancelled: true });
     if (result.timedOut) throw new ToolError(`${tool} did not finish within ${opts.timeoutMs} ms`, stderr, exitCode);
     if (exitCode !== 0 && !(opts.okExitCodes ?? []).includes(exitCode)) {
-      const why = lastLine(stderr) || result.shortMessage;
+      const why = lastLines(stderr) || result.shortMessage;
       throw new ToolError(`${tool} failed`, `${args.join(' ')}: ${why}`, exitCode);
     }
     return { stdout: text(result.stdout), stderr, exitCode };

@@ -20,7 +20,10 @@ export function canSee(meta: VolumeMeta, caller: Caller): boolean {
  * does not know yet (made through another daemon sharing the tree) is looked for on disk.
  */
 export async function findVolume(ctx: StoreContext, uid: string, caller: Caller): Promise<VolumeRecord & { meta: VolumeMeta }> {
-  const record = await ctx.index.lookup(uid);
+  let record = await ctx.index.lookup(uid);
+  // Broken as the index last read it: read again before saying so. A meta.json rewritten in place by hand (an editor,
+  // `echo >`) is empty for a moment, and a watcher's reload that read it then kept the volume broken until the next event.
+  if (record && !record.copies && !record.unavailable && !isCreating(record) && (!record.meta || record.problem)) record = (await ctx.index.reloadDir(record.dir)) ?? undefined;
   if (record?.copies) throw new ConflictError(record.problem!, { vid: uid, dirs: record.copies });
   if (!record || (record.meta && !canSee(record.meta, caller))) throw new NotFoundError(`volume ${uid} does not exist`, { vid: uid });
   if (record.unavailable) throw unavailableError(record);

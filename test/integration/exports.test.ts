@@ -212,7 +212,7 @@ describe('exports to hypervisors (real tgtd, qemu-io, iscsi-ls)', function () {
                 expect(await tgt().targets()).to.include(iqnFor(client, vid));
                 return;
               }
-              expect(res.status).to.equal(refusal);
+              expect(res.status, JSON.stringify(res.body)).to.equal(refusal);
               expect(res.body).to.deep.equal(
                 refusal === 403
                   ? { error: `volume ${vid} is private and can only be exported to its owner`, code: 'forbidden', vid, rule: 'private' }

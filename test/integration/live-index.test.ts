@@ -63,6 +63,18 @@ describe('the live index', () => {
     expect(await fs.readFile(path.join(dir, 'meta.json'), 'utf8')).to.equal('{"creatorID": "ffff');
   });
 
+  it('reads a broken volume again before refusing it: a meta.json rewritten in place by hand is served as soon as it is whole', async () => {
+    const vid = (await d.post('create', seedCreateBody({ name: 'edited' })).expect(200)).body.vid as string;
+    const file = path.join(mnt, 'a', `vid.${vid}.elimg`, 'meta.json');
+    const whole = await fs.readFile(file, 'utf8');
+    // An editor or `echo >` empties the file before writing it: a watcher's reload may read it empty.
+    await fs.writeFile(file, '');
+    await waitFor(async () => (await d.api.get('/api/v1.0/status')).body.broken.length === 1, 2000, 'the emptied meta.json');
+    await fs.writeFile(file, whole);
+    // At once, before the watcher's next reload (it waits 100 ms for more changes).
+    expect((await d.post('info', { volume_id: vid }).expect(200)).body).to.include({ name: 'edited' });
+  });
+
   it('a restarted daemon serves the same volumes', async () => {
     const a = (await d.post('create', seedCreateBody({ name: 'one' })).expect(200)).body.vid;
     const b = (await d.post('create', seedCreateBody({ name: 'two', format: 'raw', private: true })).expect(200)).body.vid;
