@@ -51,6 +51,3 @@ export interface Exporter {
   /** Removes the target; a target that does not exist is not an error. */
   remove(iqn: string): Promise<void>;
 }
-
-/** Backend calls run one at a time, in order: targetcli and tgtadm change shared state (tids, backstore names, saveconfig) that interleaved calls would corrupt. */
-export { SerialQueue } from '../store/mutex.js';

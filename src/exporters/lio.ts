@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { NotSupportedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Targetcli } from '../tools/targetcli.js';
-import { SerialQueue, type ExistingTarget, type Exporter, type TargetSpec } from './base.js';
+import { SerialQueue } from '../store/mutex.js';
+import type { ExistingTarget, Exporter, TargetSpec } from './base.js';
 import { splitPortal } from './iqn.js';
 
 /** The prefix of the fileio storage objects this daemon makes: unused ones are its to delete. */
@@ -29,6 +30,7 @@ export class LioExporter implements Exporter {
   readonly name = 'lio' as const;
   readonly capabilities = Object.freeze({ readonlyLuns: true, managedDaemon: false, savesConfig: true, rbdLuns: false });
   readonly lun = 0;
+  /** targetcli calls one at a time: they change shared state (backstore names, saveconfig) that interleaved calls would corrupt. */
   private readonly queue = new SerialQueue();
 
   constructor(

@@ -11,7 +11,8 @@ import type { VolumeMeta } from '../store/meta.js';
 import type { Rbd } from '../tools/rbd.js';
 import type { VolumeIndex } from '../store/volume-index.js';
 import { EXPORT_MARKER_RE } from '../store/volume-record.js';
-import { SerialQueue, type ExistingTarget, type Exporter, type TargetSpec } from './base.js';
+import { SerialQueue } from '../store/mutex.js';
+import type { ExistingTarget, Exporter, TargetSpec } from './base.js';
 import { IQN_PREFIX } from './iqn.js';
 
 export interface ReconcileReport {

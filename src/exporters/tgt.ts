@@ -2,7 +2,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ToolError, UnavailableError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Tgtadm } from '../tools/tgtadm.js';
-import { SerialQueue, type ExistingTarget, type Exporter, type TargetSpec } from './base.js';
+import { SerialQueue } from '../store/mutex.js';
+import type { ExistingTarget, Exporter, TargetSpec } from './base.js';
 
 const LUN = 1;
 const TID_ATTEMPTS = 3;
@@ -24,6 +25,7 @@ export class TgtExporter implements Exporter {
   readonly name = 'tgt' as const;
   readonly capabilities = Object.freeze({ readonlyLuns: true, managedDaemon: true, savesConfig: false, rbdLuns: true });
   readonly lun = LUN;
+  /** tgtadm calls one at a time: they change shared state (tids) that interleaved calls would corrupt. */
   private readonly queue = new SerialQueue();
   private owned = false;
 

@@ -4,7 +4,7 @@ import { ConflictError, ForbiddenError, NotFoundError } from '../errors.js';
 import { dataFileName } from '../store/layout.js';
 import { QemuImgLayers } from '../tools/qemu-img-layers.js';
 import { BrokenMetaError, readMeta, type VolumeMeta } from '../store/meta.js';
-import { EXPORT_MARKER_RE, isCreating, loadVolumeRecord, uidOfVolumeDir, unavailableError, type VolumeRecord } from '../store/volume-record.js';
+import { EXPORT_MARKER_RE, isCreating, unavailableError, type VolumeRecord } from '../store/volume-record.js';
 import type { Caller, StoreContext } from './context.js';
 import { unknownVolumes } from './unknown-volumes.js';
 
